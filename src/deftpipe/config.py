@@ -1,0 +1,168 @@
+"""``pipeline.yaml`` (DESIGN §2, §7–§9): one Pydantic model per section, each field commented.
+
+Paths are relative to the workspace (the folder holding ``pipeline.yaml``). Unknown keys and
+out-of-range values are errors. Each part reads only its own section: ``automl.phase1`` /
+``automl.phase3`` (the sweeps), ``deft`` (the loop), ``kpi`` and ``data`` (shared).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from deftpipe.errors import SpecError
+
+CONFIG_NAME = "pipeline.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataPaths(_Strict):
+    spec: str = "specs/baseline_spec.yaml"  # hand-authored model spec
+    train_csv: str = "train/base/training_set.csv"  # base training set
+    val_csv: str = "train/base/validation_set.csv"  # validation set for both sweeps and RCA
+    kpi_csv: str = "kpi/testing_set.csv"  # KPI test set: read only by the DEFT evaluate stage
+    pool_csv: str = "mining/mining_pool.csv"  # labelled pool for mining
+    images_dir: str = "images"  # image root the CSV paths are relative to
+
+
+class KpiConfig(_Strict):
+    metric: str = "far_pct"  # metric the KPI gate reads (far_pct = FAR @ 100% recall, in %)
+    operator: Literal["<=", "<", ">=", ">"] = "<="
+    target: float = 5.0
+    evaluator_command: list[str] | None = None  # optional custom evaluator printing JSON {metric: v}
+
+    def met(self, value: float | None) -> bool:
+        if value is None:
+            return False
+        return {
+            "<=": value <= self.target,
+            "<": value < self.target,
+            ">=": value >= self.target,
+            ">": value > self.target,
+        }[self.operator]
+
+
+class SweepConfig(_Strict):
+    enabled: bool = True
+    algorithm: str = "tpe"  # bayesian|tpe|random|grid|cmaes|hyperband|asha|bohb
+    max_recommendations: int = Field(4, ge=1, le=10000)  # number of trials
+    metric: Literal["far_pct", "val_loss"] = "far_pct"
+    num_epochs: int = Field(2, ge=1, le=10000)  # pinned epoch budget per trial
+    batch_size: int | None = Field(None, ge=1)  # pinned batch size (None = spec's)
+    search_space: str | None = None  # YAML search space (None = built-in default)
+    storage: str | None = None  # SQLAlchemy URL / journal file (None = local file in the out dir)
+    study_name: str | None = None
+    seed: int = 0
+    keep_checkpoints: int = Field(3, ge=1)  # only the best K trials keep their checkpoints
+    rerun_margin: float = Field(5.0, ge=0.0)  # re-run the winner with a fresh seed if it wins by more
+    per_trial_seconds: float | None = None  # for the compute estimate (None = measured dry run)
+
+
+class MiningConfig(_Strict):
+    top_k_per_target: int = Field(5, ge=1)
+    min_similarity: float = Field(0.9, ge=-1.0, le=1.0)
+
+
+class SdgConfig(_Strict):
+    count_per_target: int = Field(40, ge=0)  # synthetic pairs per SDG target
+    hard_pass_per_target: int = Field(20, ge=0)  # hard PASS pairs per false-alarm group
+
+
+class DeftConfig(_Strict):
+    max_iterations: int = Field(3, ge=0, le=100)
+    num_epochs: int = Field(3, ge=1)  # epochs of each iteration's warm-started retrain
+    batch_size: int | None = Field(None, ge=1)  # None = the spec's
+    baseline_epochs: int | None = Field(None, ge=1)  # own baseline train when not pre-seeded
+    analysis_split: Literal["validation"] = "validation"  # RCA data; never the KPI set
+    rca_max_groups: int = Field(8, ge=1)
+    mining: MiningConfig = Field(default_factory=MiningConfig)
+    sdg: SdgConfig = Field(default_factory=SdgConfig)
+    regression_gate_pct: float | None = Field(20.0, ge=0.0)  # hard stop if FAR worse than baseline by more
+    per_iteration_seconds: float | None = None  # for the compute estimate
+
+
+class AutomlConfig(_Strict):
+    phase1: SweepConfig = Field(default_factory=SweepConfig)
+    phase3: SweepConfig = Field(default_factory=lambda: SweepConfig(max_recommendations=3))
+
+
+class PipelineConfig(_Strict):
+    name: str = "deftpipe"
+    data: DataPaths = Field(default_factory=DataPaths)
+    kpi: KpiConfig = Field(default_factory=KpiConfig)
+    automl: AutomlConfig = Field(default_factory=AutomlConfig)
+    deft: DeftConfig = Field(default_factory=DeftConfig)
+
+    def path(self, workspace: str | Path, rel: str) -> Path:
+        p = Path(rel)
+        return p if p.is_absolute() else (Path(workspace) / p).resolve()
+
+
+def _fmt(err: ValidationError, where: str) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"])
+        if e["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{loc}'")
+        else:
+            parts.append(f"'{loc}': {e['msg']} (got {e.get('input')!r})")
+    return f"invalid {where}: " + "; ".join(parts)
+
+
+def load_config(workspace: str | Path) -> PipelineConfig:
+    """Read ``<workspace>/pipeline.yaml`` (``yaml.safe_load``) and validate it.
+
+    Raises:
+        SpecError: no pipeline.yaml, bad YAML, unknown key or invalid value.
+    """
+    path = Path(workspace) / CONFIG_NAME
+    if not path.is_file():
+        raise SpecError(
+            f"{path} not found: {workspace} is not a deftpipe workspace; "
+            "create one with `deftpipe init --synthetic DIR` or `deftpipe init --from-deeppcb PATH DIR`"
+        )
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path} must hold a mapping at top level")
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(_fmt(err, str(path))) from None
+
+
+def dump_config(cfg: PipelineConfig, workspace: str | Path) -> Path:
+    from deftpipe._fs import atomic_write_text
+
+    data: dict[str, Any] = cfg.model_dump(mode="json")
+    return atomic_write_text(Path(workspace) / CONFIG_NAME, yaml.safe_dump(data, sort_keys=False))
+
+
+def find_workspace(start: str | Path) -> Path | None:
+    """Walk up from ``start`` to the first folder holding ``pipeline.yaml``."""
+    p = Path(start).resolve()
+    for d in [p, *p.parents] if p.is_dir() else [p.parent, *p.parent.parents]:
+        if (d / CONFIG_NAME).is_file():
+            return d
+    return None
+
+
+__all__ = [
+    "AutomlConfig",
+    "DataPaths",
+    "DeftConfig",
+    "KpiConfig",
+    "PipelineConfig",
+    "SweepConfig",
+    "dump_config",
+    "find_workspace",
+    "load_config",
+]

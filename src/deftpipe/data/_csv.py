@@ -1,0 +1,143 @@
+"""The dataset CSV contract (DESIGN §3): read, normalise, write, and locate images.
+
+A dataset is a pandas DataFrame of strings with at least ``input_path, golden_path, label,
+object_name``; ``boardname`` and ``source`` are optional and every extra column is kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from deftpipe._fs import atomic_path
+from deftpipe.errors import DataError
+
+REQUIRED_COLUMNS = ("input_path", "golden_path", "label", "object_name")
+OPTIONAL_COLUMNS = ("boardname", "source")
+IDENTITY_COLUMNS = ("input_path", "golden_path", "label", "object_name", "boardname")
+PASS = "PASS"
+DEFECT_CLASSES = ("open", "short", "mousebite", "spur", "copper", "pin-hole")
+
+
+def normalize_label(label: str) -> str:
+    """``PASS`` upper-case, defect classes lower-case, whitespace stripped."""
+    s = str(label).strip()
+    return PASS if s.upper() == PASS else s.lower()
+
+
+def is_defect(labels: pd.Series) -> pd.Series:
+    """Boolean Series: True for every non-PASS row (binary tasks collapse defects to FAIL)."""
+    return labels.map(normalize_label) != PASS
+
+
+def read_dataset(csv_path: str | Path, *, require_rows: bool = True) -> pd.DataFrame:
+    """Read a ChangeNet-style CSV as strings with normalised labels.
+
+    Raises:
+        DataError: file missing/unreadable, a required column missing, or no rows.
+    """
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise DataError(f"dataset CSV {csv_path} does not exist")
+    try:
+        df = pd.read_csv(csv_path, dtype=str, keep_default_na=False, na_filter=False)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"dataset CSV {csv_path} is empty (no header); expected columns "
+                        f"{','.join(REQUIRED_COLUMNS)}") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise DataError(f"dataset CSV {csv_path} cannot be parsed: {err}") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"{csv_path.name}: missing column(s) {', '.join(missing)}; expected at least "
+            f"{','.join(REQUIRED_COLUMNS)} (found {','.join(df.columns)})"
+        )
+    if require_rows and len(df) == 0:
+        raise DataError(f"{csv_path.name} has a header but no rows; an empty split cannot be used")
+    for c in df.columns:
+        df[c] = df[c].astype(str).str.strip()
+    df["label"] = df["label"].map(normalize_label)
+    if "boardname" not in df.columns:
+        df["boardname"] = ""
+    return df.reset_index(drop=True)
+
+
+def write_dataset(df: pd.DataFrame, csv_path: str | Path) -> Path:
+    """Write a dataset CSV atomically, required columns first, extra columns kept."""
+    cols = [c for c in REQUIRED_COLUMNS if c in df.columns]
+    cols += [c for c in OPTIONAL_COLUMNS if c in df.columns]
+    cols += [c for c in df.columns if c not in cols]
+    with atomic_path(csv_path) as tmp:
+        df[cols].to_csv(tmp, index=False)
+    return Path(csv_path)
+
+
+def identity_keys(df: pd.DataFrame) -> pd.Series:
+    """One hashable identity per row: (input_path, golden_path, label, object_name, boardname)."""
+    cols = [c for c in IDENTITY_COLUMNS if c in df.columns]
+    return df[cols].astype(str).agg("\x1f".join, axis=1)
+
+
+@dataclass(frozen=True)
+class ImageLayout:
+    """Where a row's images are: ``{images_dir}/{input_path}/{object_name}[_{light}]{image_ext}``.
+
+    ``root`` is the folder no image path may escape: the workspace (folder of ``pipeline.yaml``)
+    when ``images_dir`` lies inside one — so the loop's generated images under ``results/`` are
+    reachable — else ``images_dir`` itself.
+    """
+
+    images_dir: Path
+    image_ext: str = ".png"
+    lights: tuple[str, ...] = ()
+    root: Path | None = None
+
+    @classmethod
+    def from_spec(cls, spec) -> ImageLayout:  # spec: deftpipe.spec.Spec
+        return cls.create(spec.images_dir, spec.dataset.classify.image_ext, spec.lights)
+
+    @classmethod
+    def create(cls, images_dir: str | Path, image_ext: str = ".png", lights=()) -> ImageLayout:
+        from deftpipe.config import find_workspace
+
+        images_dir = Path(images_dir).resolve()
+        ws = find_workspace(images_dir) if images_dir.exists() else None
+        ext = image_ext if image_ext.startswith(".") else "." + image_ext
+        return cls(images_dir, ext, tuple(lights), ws or images_dir)
+
+    def files(self, folder: str, object_name: str) -> list[Path]:
+        names = [f"{object_name}_{light}{self.image_ext}" for light in self.lights] or [
+            f"{object_name}{self.image_ext}"
+        ]
+        return [self.images_dir / folder / n for n in names]
+
+    def row_files(self, row) -> tuple[list[Path], list[Path]]:
+        """(test image files, golden image files) of one row (one file per light)."""
+        return self.files(row["input_path"], row["object_name"]), self.files(row["golden_path"], row["object_name"])
+
+    def escapes(self, path: Path) -> bool:
+        """True when ``path`` resolves outside the dataset root (``..`` or absolute paths)."""
+        root = (self.root or self.images_dir).resolve()
+        try:
+            Path(path).resolve().relative_to(root)
+        except ValueError:
+            return True
+        return False
+
+
+__all__ = [
+    "DEFECT_CLASSES",
+    "IDENTITY_COLUMNS",
+    "ImageLayout",
+    "OPTIONAL_COLUMNS",
+    "PASS",
+    "REQUIRED_COLUMNS",
+    "identity_keys",
+    "is_defect",
+    "normalize_label",
+    "read_dataset",
+    "write_dataset",
+]

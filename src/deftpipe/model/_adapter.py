@@ -1,0 +1,101 @@
+"""The model adapter interface: the only way automl/, deft/ and pipeline/ reach a model.
+
+Two implementations: the built-in PyTorch siamese classifier (``TorchAdapter``) and an external
+trainer driven by argv templates (``CommandAdapter``). Neither touches disk or GPU in
+``__init__``. Nothing outside ``deftpipe.model`` imports torch.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Called after every epoch with (epoch, metrics); returning True stops training early
+#: (used by the sweeps for pruning). Metrics hold at least ``val_loss`` and ``far_pct``.
+EpochCallback = Callable[[int, dict[str, Any]], bool | None]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run produced.
+
+    Attributes:
+        best_checkpoint: checkpoint of the epoch with the lowest validation ``far_pct``
+            (ties: lower ``val_loss``), ``model_epoch_<EEE>_step_<SSS>.pth``.
+        best_epoch, best_step: its epoch (1-based) and global optimiser step.
+        metrics: validation metrics of the best epoch (see :func:`deftpipe.metrics.compute_metrics`).
+        history: one metrics dict per finished epoch (with ``epoch`` and ``step`` keys).
+        epochs_run: epochs actually run (fewer than asked when the callback stopped it).
+        stopped_early: True when ``epoch_callback`` asked to stop.
+        seconds: wall time of the run.
+    """
+
+    best_checkpoint: Path
+    best_epoch: int
+    best_step: int
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    epochs_run: int = 0
+    stopped_early: bool = False
+    seconds: float = 0.0
+
+
+class ModelAdapter(ABC):
+    """Train / evaluate / infer / embed on dataset CSVs (DESIGN §3–§5)."""
+
+    @abstractmethod
+    def train(
+        self,
+        spec: Any,
+        train_csv: str | Path,
+        val_csv: str | Path,
+        out_dir: str | Path,
+        pretrained: str | Path | None = None,
+        epoch_callback: EpochCallback | None = None,
+    ) -> TrainResult:
+        """Train on ``train_csv``, select the checkpoint by validation ``far_pct``.
+
+        Args:
+            spec: a :class:`deftpipe.spec.Spec`, a mapping, or a YAML path.
+            pretrained: warm-start weights (overrides ``train.pretrained_model_path``).
+            epoch_callback: see :data:`EpochCallback`.
+        Raises:
+            SpecError, DataError, CheckpointError, TrainingError.
+        """
+
+    @abstractmethod
+    def evaluate(self, checkpoint: str | Path, csv: str | Path, *, threshold: float | None = None) -> dict[str, Any]:
+        """Metrics of ``checkpoint`` on ``csv`` (DESIGN §5)."""
+
+    @abstractmethod
+    def infer(self, checkpoint: str | Path, csv: str | Path, out_csv: str | Path,
+              *, threshold: float | None = None) -> Path:
+        """Write ``csv``'s rows plus ``score`` (P(defect)) and ``prediction`` to ``out_csv``."""
+
+    @abstractmethod
+    def embed(self, checkpoint: str | Path, csv: str | Path) -> np.ndarray:
+        """One float32 embedding row per CSV row (for RCA clustering and mining)."""
+
+
+def get_adapter(spec: Any = None) -> ModelAdapter:
+    """The adapter a spec asks for (``adapter.kind``: ``torch`` (default) or ``command``)."""
+    kind = "torch"
+    if spec is not None and not isinstance(spec, (str, Path)):
+        kind = spec["adapter"]["kind"] if isinstance(spec, dict) and "adapter" in spec else getattr(
+            getattr(spec, "adapter", None), "kind", "torch")
+    elif isinstance(spec, (str, Path)):
+        from deftpipe.spec import load_spec
+
+        kind = load_spec(spec).adapter.kind
+    if kind == "command":
+        from deftpipe.model._command import CommandAdapter
+
+        return CommandAdapter()
+    from deftpipe.model._torch_adapter import TorchAdapter
+
+    return TorchAdapter()

@@ -1,0 +1,224 @@
+"""The model spec (DESIGN §4): a TAO-like YAML file validated by Pydantic.
+
+Sections: ``model`` (architecture), ``dataset.classify`` (where images live), ``train`` (epochs,
+batch size, optimiser, augmentation, warm start, seed) and ``adapter`` (the built-in PyTorch model
+or an external trainer driven by argv templates). Unknown keys and out-of-range values are errors.
+
+Relative paths inside a spec file (``images_dir``, ``pretrained_model_path``) are resolved against
+the folder of the spec file when it is loaded, so a spec can be moved together with its workspace;
+:func:`dump_spec` always writes absolute paths.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from deftpipe.errors import SpecError
+
+SPEC_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(_Strict):
+    backbone: Literal["cnn"] = "cnn"  # shared siamese CNN encoder
+    width: int = Field(16, ge=4, le=512)  # channels of the first conv block (doubles per stage)
+    depth: int = Field(4, ge=2, le=8)  # number of conv stages (each halves the resolution)
+    # how golden and test are compared: pooled |a-b| / concat, multi-scale feature-map difference
+    # (ChangeNet-like), or early fusion of (golden, test, |test-golden|) pixels
+    fusion: Literal["late_absdiff", "late_concat", "multiscale", "early_diff"] = "multiscale"
+    input_size: int = Field(64, ge=16, le=1024)  # images are resized to input_size x input_size
+    num_input: int = Field(1, ge=1, le=8)  # lighting channels per image (len of input_map)
+    num_classes: int = Field(2, ge=2, le=64)  # 2 = binary PASS vs defect; >2 = multi-class
+    classes: list[str] | None = None  # class names for multi-class, PASS first
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)  # dropout before the MLP head
+    head_hidden: int = Field(64, ge=4, le=4096)  # hidden units of the MLP head
+
+
+class ClassifySection(_Strict):
+    images_dir: str = "../images"  # root of the image tree the CSV paths are relative to
+    image_ext: str = ".png"  # file extension of every image
+    # lighting name -> channel index; file = {object_name}_{light}{image_ext}; empty = no suffix
+    input_map: dict[str, int] = Field(default_factory=dict)
+    train_csv: str | None = None
+    val_csv: str | None = None
+    test_csv: str | None = None
+
+    @field_validator("image_ext")
+    @classmethod
+    def _dot(cls, v: str) -> str:
+        return v if v.startswith(".") else "." + v
+
+
+class DatasetSection(_Strict):
+    classify: ClassifySection = Field(default_factory=ClassifySection)
+
+
+class OptimSection(_Strict):
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0.0, le=10.0)  # peak learning rate
+    weight_decay: float = Field(1e-4, ge=0.0, le=1.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)  # SGD momentum / Adam beta1
+    beta2: float = Field(0.999, gt=0.0, lt=1.0)  # Adam beta2
+    scheduler: Literal["none", "cosine", "step"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0.0, le=100.0)  # linear warm-up length in epochs
+
+
+class AugmentSection(_Strict):
+    flip: bool = True  # same random h/v flip on golden and test
+    rotate90: bool = True  # same random 90-degree rotation on golden and test
+    shift_px: int = Field(3, ge=0, le=64)  # independent shift of the test image (misregistration)
+    brightness: float = Field(0.1, ge=0.0, le=1.0)  # independent brightness jitter of the test image
+    noise: float = Field(0.02, ge=0.0, le=1.0)  # gaussian pixel noise (std, in [0,1] units)
+
+
+class TrainSection(_Strict):
+    num_epochs: int = Field(5, ge=1, le=10000)
+    batch_size: int = Field(64, ge=1, le=65536)
+    seed: int = 42
+    optim: OptimSection = Field(default_factory=OptimSection)
+    augment: AugmentSection = Field(default_factory=AugmentSection)
+    # class imbalance: weight positives in the loss, oversample defects, or nothing
+    class_balance: Literal["pos_weight", "sampler", "none"] = "pos_weight"
+    pretrained_model_path: str | None = None  # warm-start weights (not the optimiser)
+    num_threads: int = Field(0, ge=0, le=1024)  # torch intra-op threads; 0 = all cores
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    keep_checkpoints: int = Field(1, ge=1, le=1000)  # epoch checkpoints kept besides the best
+
+
+class AdapterSection(_Strict):
+    kind: Literal["torch", "command"] = "torch"
+    # for kind=command: argv templates; placeholders {spec} {train_csv} {val_csv} {out_dir}
+    # {pretrained} {checkpoint} {csv} {out_csv} {out_npy} {epochs}
+    train: list[str] | None = None
+    evaluate: list[str] | None = None
+    infer: list[str] | None = None
+    embed: list[str] | None = None
+    timeout_s: float | None = None
+
+
+class Spec(_Strict):
+    model: ModelSection = Field(default_factory=ModelSection)
+    dataset: DatasetSection = Field(default_factory=DatasetSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    adapter: AdapterSection = Field(default_factory=AdapterSection)
+
+    @property
+    def images_dir(self) -> Path:
+        return Path(self.dataset.classify.images_dir)
+
+    @property
+    def lights(self) -> tuple[str, ...]:
+        m = self.dataset.classify.input_map
+        return tuple(sorted(m, key=lambda k: m[k]))
+
+
+def _format_validation_error(err: ValidationError, where: str) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"])
+        if e["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{loc}'")
+        else:
+            parts.append(f"'{loc}': {e['msg']} (got {e.get('input')!r})")
+    return f"invalid spec {where}: " + "; ".join(parts) + " — fix the value or remove the key (see docs/spec.md)"
+
+
+def _resolve_paths(spec: Spec, base: Path) -> Spec:
+    c = spec.dataset.classify
+    c.images_dir = str((base / c.images_dir).resolve())
+    for k in ("train_csv", "val_csv", "test_csv"):
+        v = getattr(c, k)
+        if v:
+            setattr(c, k, str((base / v).resolve()))
+    if spec.train.pretrained_model_path:
+        spec.train.pretrained_model_path = str((base / spec.train.pretrained_model_path).resolve())
+    return spec
+
+
+def spec_from_dict(data: dict[str, Any] | None, *, base_dir: str | Path | None = None, where: str = "") -> Spec:
+    """Validate a spec mapping. Relative paths resolve against ``base_dir`` (default: cwd)."""
+    try:
+        spec = Spec.model_validate(data or {})
+    except ValidationError as err:
+        raise SpecError(_format_validation_error(err, where or "(mapping)")) from None
+    return _resolve_paths(spec, Path(base_dir) if base_dir else Path.cwd())
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Load and validate a YAML spec with ``yaml.safe_load``.
+
+    Raises:
+        SpecError: missing file, YAML syntax error, unknown key or out-of-range value.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"spec file {path} does not exist; pass an existing YAML with --spec")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise SpecError(f"spec file {path} is not valid YAML: {err}") from None
+    if data is not None and not isinstance(data, dict):
+        raise SpecError(f"spec file {path} must hold a mapping at top level, got {type(data).__name__}")
+    return spec_from_dict(data, base_dir=path.parent, where=str(path))
+
+
+def spec_to_dict(spec: Spec) -> dict[str, Any]:
+    return spec.model_dump(mode="json")
+
+
+def dump_spec(spec: Spec | dict[str, Any], path: str | Path) -> Path:
+    """Write a spec as YAML atomically (paths are absolute after loading)."""
+    from deftpipe._fs import atomic_write_text
+
+    data = spec_to_dict(spec) if isinstance(spec, Spec) else spec
+    return atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Return ``base`` with ``override`` merged in recursively (override wins; inputs untouched)."""
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+    """Set ``data['a']['b']['c'] = value`` for ``dotted == 'a.b.c'`` (in place; returns data)."""
+    node = data
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+    node[keys[-1]] = value
+    return data
+
+
+def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    """``{'train.optim.lr': 0.1}`` -> ``{'train': {'optim': {'lr': 0.1}}}``."""
+    out: dict[str, Any] = {}
+    for k, v in flat.items():
+        set_dotted(out, k, v)
+    return out
+
+
+__all__ = [
+    "SPEC_VERSION",
+    "Spec",
+    "deep_merge",
+    "dump_spec",
+    "load_spec",
+    "set_dotted",
+    "spec_from_dict",
+    "spec_to_dict",
+    "unflatten",
+]
