@@ -34,7 +34,7 @@ class ModelSection(_Strict):
     # how golden and test are compared: pooled |a-b| / concat, multi-scale feature-map difference
     # (ChangeNet-like), or early fusion of (golden, test, |test-golden|) pixels
     fusion: Literal["late_absdiff", "late_concat", "multiscale", "early_diff"] = "multiscale"
-    input_size: int = Field(64, ge=16, le=1024)  # images are resized to input_size x input_size
+    input_size: int = Field(64, ge=16, le=1024)  # image side in px; other sizes are an error
     num_input: int = Field(1, ge=1, le=8)  # lighting channels per image (len of input_map)
     num_classes: int = Field(2, ge=2, le=64)  # 2 = binary PASS vs defect; >2 = multi-class
     classes: list[str] | None = None  # class names for multi-class, PASS first

@@ -1,5 +1,6 @@
 """Data layer: CSV contract, validation, leakage check, image cache, synthetic + DeepPCB workspaces."""
 
+from deftpipe.data._cache import clear_memo, load_image, load_pairs
 from deftpipe.data._csv import (
     DEFECT_CLASSES,
     IDENTITY_COLUMNS,
@@ -19,7 +20,10 @@ __all__ = [
     "PASS",
     "REQUIRED_COLUMNS",
     "ImageLayout",
+    "clear_memo",
     "identity_keys",
+    "load_image",
+    "load_pairs",
     "is_defect",
     "normalize_label",
     "read_dataset",

@@ -1,0 +1,87 @@
+"""The decode-once image cache behind training, inference and embedding."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from deftpipe.data import ImageLayout, clear_memo, load_pairs
+from deftpipe.data._cache import cache_dir_for
+from deftpipe.errors import DataError
+
+
+def _write(path, arr):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+@pytest.fixture()
+def ws(tmp_path, monkeypatch):
+    monkeypatch.delenv("DEFTPIPE_CACHE_DIR", raising=False)
+    (tmp_path / "pipeline.yaml").write_text("{}\n")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(3):
+        g = rng.integers(0, 255, (16, 16), dtype=np.uint8)
+        t = g.copy()
+        t[i, i] = 255 - t[i, i]
+        _write(tmp_path / "images" / "golden" / f"o{i}.png", g)
+        _write(tmp_path / "images" / "test" / f"o{i}.png", t)
+        rows.append({"input_path": "test", "golden_path": "golden", "label": "PASS", "object_name": f"o{i}"})
+    clear_memo()
+    return tmp_path, pd.DataFrame(rows)
+
+
+def test_pairs_shape_order_and_cache_files(ws):
+    root, df = ws
+    layout = ImageLayout.create(root / "images", ".png")
+    arr = load_pairs(df, layout, 16)
+    assert arr.shape == (3, 2, 1, 16, 16) and arr.dtype == np.uint8
+    golden = np.asarray(Image.open(root / "images" / "golden" / "o1.png"))
+    test = np.asarray(Image.open(root / "images" / "test" / "o1.png"))
+    assert np.array_equal(arr[1, 0, 0], golden) and np.array_equal(arr[1, 1, 0], test)
+    assert len(list(cache_dir_for(layout).rglob("*.npy"))) == 6
+    clear_memo()
+    assert np.array_equal(load_pairs(df, layout, 16), arr)  # served from the .npy files
+
+
+def test_changed_file_invalidates_entry(ws):
+    root, df = ws
+    layout = ImageLayout.create(root / "images", ".png")
+    before = load_pairs(df, layout, 16)
+    p = root / "images" / "test" / "o0.png"
+    _write(p, np.zeros((16, 16), np.uint8))
+    os.utime(p, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    after = load_pairs(df, layout, 16)
+    assert after[0, 1, 0].sum() == 0 and before[0, 1, 0].sum() > 0
+
+
+def test_wrong_size_missing_and_escape_are_clear_errors(ws):
+    root, df = ws
+    layout = ImageLayout.create(root / "images", ".png")
+    with pytest.raises(DataError, match=r"is 16x16 but the spec expects 32x32"):
+        load_pairs(df, layout, 32)
+    assert load_pairs(df, layout, 32, resize=True).shape[-1] == 32
+    bad = df.copy()
+    bad.loc[0, "object_name"] = "nope"
+    with pytest.raises(DataError, match="does not exist"):
+        load_pairs(bad, layout, 16)
+    esc = df.copy()
+    esc.loc[0, "input_path"] = "../../../etc"
+    with pytest.raises(DataError, match="escapes the dataset root"):
+        load_pairs(esc, layout, 16)
+
+
+def test_colour_image_is_refused(ws):
+    root, df = ws
+    rgb = np.zeros((16, 16, 3), np.uint8)
+    rgb[..., 0] = 200
+    _write(root / "images" / "test" / "o2.png", rgb)
+    layout = ImageLayout.create(root / "images", ".png")
+    with pytest.raises(DataError, match="3 colour channels"):
+        load_pairs(df, layout, 16)
