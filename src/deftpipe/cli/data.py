@@ -1,10 +1,130 @@
-"""`deftpipe data ...` commands."""
+"""`deftpipe init` and the `deftpipe data ...` commands (thin shells over ``deftpipe.data``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from deftpipe.cli._util import err, out, print_json
+
+data_app = typer.Typer(
+    help="Check dataset CSVs: validate, stats, leakage.\n\nExample: deftpipe data stats ws/kpi/testing_set.csv",
+    no_args_is_help=True,
+)
+
+
+def init(
+    dest: Path = typer.Argument(..., help="New (or empty) workspace folder."),
+    synthetic: bool = typer.Option(False, "--synthetic", help="Generate the built-in synthetic AOI dataset."),
+    from_deeppcb: Path | None = typer.Option(None, "--from-deeppcb", metavar="PATH",
+                                             help="Import a DeepPCB checkout (folder holding PCBData/)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same workspace)."),
+    size: str = typer.Option("small", "--size", metavar="small|medium", help="Synthetic dataset size."),
+    kpi_groups: str | None = typer.Option(None, "--kpi-groups", help="DeepPCB groups for the KPI test set, e.g. 20085,44000."),
+    val_groups: str | None = typer.Option(None, "--val-groups", help="DeepPCB groups for validation."),
+    pool_groups: str | None = typer.Option(None, "--pool-groups", help="DeepPCB groups for the mining pool."),
+    crop_size: int = typer.Option(64, "--crop-size", min=16, max=640, help="DeepPCB crop side in pixels."),
+    pass_ratio: float = typer.Option(4.0, "--pass-ratio", min=0.0, help="DeepPCB PASS crops per FAIL crop."),
+) -> None:
+    """Create a workspace (DESIGN §2) from the synthetic generator or a DeepPCB checkout.
+
+    Examples:
+      deftpipe init --synthetic demo_ws --seed 0 --size small
+      deftpipe init --from-deeppcb ../shared/deeppcb dp_ws --kpi-groups 20085
+    """
+    from deftpipe import data
+
+    if synthetic == (from_deeppcb is not None):
+        raise typer.BadParameter("give exactly one of --synthetic or --from-deeppcb PATH")
+    if synthetic:
+        if any(v is not None for v in (kpi_groups, val_groups, pool_groups)):
+            raise typer.BadParameter("--kpi-groups/--val-groups/--pool-groups apply to --from-deeppcb only")
+        with err.status(f"generating synthetic workspace ({size}) ..."):
+            ws = data.make_synthetic_workspace(dest, seed=seed, size=size)
+    else:
+        ws = data.import_deeppcb(
+            from_deeppcb, dest, crop_size=crop_size, seed=seed, pass_ratio=pass_ratio,
+            kpi_groups=_groups(kpi_groups), val_groups=_groups(val_groups), pool_groups=_groups(pool_groups),
+            log=err.print,
+        )
+    out.print(data.workspace_table(ws))
+    out.print(f"workspace ready: {ws}")
+
+
+def _groups(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [g.strip() for g in value.split(",") if g.strip()]
+
+
+@data_app.command("validate")
+def validate(
+    csv: Path = typer.Argument(..., help="Dataset CSV."),
+    images_dir: Path | None = typer.Option(None, "--images-dir",
+                                           help="Image root (default: the workspace's images dir)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+) -> None:
+    """Check a dataset CSV: columns, labels, images present and readable, duplicates.
+
+    Example: deftpipe data validate ws/train/base/training_set.csv
+    """
+    from deftpipe import data
+
+    df = data.validate_dataset(csv, images_dir=images_dir)
+    if as_json:
+        print_json({"csv": str(csv), "rows": len(df), "valid": True})
+    else:
+        out.print(f"{csv}: {len(df)} rows, valid")
+
+
+@data_app.command("stats")
+def stats(
+    csv: Path = typer.Argument(..., help="Dataset CSV."),
+    as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON on stdout."),
+) -> None:
+    """Counts per label and per board, and the PASS:FAIL ratio.
+
+    Example: deftpipe data stats ws/kpi/testing_set.csv --json
+    """
+    from deftpipe import data
+
+    s = data.dataset_stats(csv)
+    if as_json:
+        print_json(s)
+    else:
+        out.print(data.stats_table(s))
+
+
+@data_app.command("leakage")
+def leakage(
+    csvs: list[Path] = typer.Argument(..., help="Two or more dataset CSVs."),
+    images_dir: Path | None = typer.Option(None, "--images-dir",
+                                           help="Image root (default: each CSV's workspace images dir)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+) -> None:
+    """Rows shared by any two CSVs, by identity key and by image content hash.
+
+    Ends with the line "<n> overlapping rows"; exits 1 when n > 0.
+
+    Example: deftpipe data leakage ws/train/base/training_set.csv ws/kpi/testing_set.csv
+    """
+    from deftpipe import data
+
+    if len(csvs) < 2:
+        raise typer.BadParameter("give at least two CSVs to compare")
+    report = data.find_leaks(csvs, images_dir=images_dir)
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        for line in report.lines():
+            print(line)
+        print(f"{report.n_overlapping} overlapping rows")
+    if report.n_overlapping:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
-    """Attach this part's commands to the root app."""
-    return None
+    """Attach `init` and the `data` sub-app to the root app."""
+    app.command("init")(init)
+    app.add_typer(data_app, name="data")

@@ -13,19 +13,38 @@ from deftpipe.data._csv import (
     read_dataset,
     write_dataset,
 )
+from deftpipe.data._deeppcb import import_deeppcb
+from deftpipe.data._layout import resolve_layout
+from deftpipe.data._leakage import LeakReport, PairLeak, content_hashes, find_leaks
+from deftpipe.data._stats import dataset_stats, stats_table, workspace_table
+from deftpipe.data._synthetic import make_synthetic_workspace
+from deftpipe.data._validate import validate_dataset
+from deftpipe.data._workspace import SPLIT_FILES
 
 __all__ = [
     "DEFECT_CLASSES",
     "IDENTITY_COLUMNS",
     "PASS",
     "REQUIRED_COLUMNS",
+    "SPLIT_FILES",
     "ImageLayout",
+    "LeakReport",
+    "PairLeak",
     "clear_memo",
+    "content_hashes",
+    "dataset_stats",
+    "find_leaks",
     "identity_keys",
+    "import_deeppcb",
+    "is_defect",
     "load_image",
     "load_pairs",
-    "is_defect",
+    "make_synthetic_workspace",
     "normalize_label",
     "read_dataset",
+    "resolve_layout",
+    "stats_table",
+    "validate_dataset",
+    "workspace_table",
     "write_dataset",
 ]

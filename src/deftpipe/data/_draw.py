@@ -1,0 +1,267 @@
+"""Procedural PCB drawing for the synthetic AOI generator: boards, crops, defects, nuisances.
+
+Everything is drawn as a boolean copper mask at twice the output resolution (``SS`` = 2) and
+box-filtered down, so edges get the grey anti-aliased rims of a real binarised scan and a shift of
+one mask pixel is a half-pixel (sub-pixel) misregistration of the rendered image.
+
+A board is one large mask with a style of its own (trace width, pitch, share of 45-degree traces,
+pads, vias, copper pours); samples are windows of it. Defects are edits of a window's mask chosen
+from its geometry (distance transforms), and each one is checked to really be what its class says
+(an ``open`` must disconnect a trace, a ``short`` must join two nets).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+SS = 2  # supersampling factor of every mask
+MARGIN = 4  # mask pixels kept around a window so the test image can be shifted
+
+
+@dataclass(frozen=True)
+class BoardStyle:
+    trace_w: int  # trace width in mask pixels
+    pitch: int  # routing grid pitch in mask pixels
+    diag_share: float  # share of traces with a 45-degree leg
+    n_traces: int
+    n_vias: int
+    n_pours: int
+    substrate: float  # grey level of bare laminate (0-255)
+    copper: float  # grey level of copper
+
+
+def _disk(mask: np.ndarray, cy: float, cx: float, r: float, value: bool = True) -> None:
+    h, w = mask.shape
+    y0, y1 = max(int(cy - r - 1), 0), min(int(cy + r + 2), h)
+    x0, x1 = max(int(cx - r - 1), 0), min(int(cx + r + 2), w)
+    if y0 >= y1 or x0 >= x1:
+        return
+    yy, xx = np.ogrid[y0:y1, x0:x1]
+    mask[y0:y1, x0:x1][(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = value
+
+
+def _line(mask: np.ndarray, p: tuple[float, float], q: tuple[float, float], width: float,
+          value: bool = True) -> None:
+    """Thick segment p→q (row, col) with round caps."""
+    h, w = mask.shape
+    r = width / 2
+    y0, y1 = max(int(min(p[0], q[0]) - r - 1), 0), min(int(max(p[0], q[0]) + r + 2), h)
+    x0, x1 = max(int(min(p[1], q[1]) - r - 1), 0), min(int(max(p[1], q[1]) + r + 2), w)
+    if y0 >= y1 or x0 >= x1:
+        return
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    dy, dx = q[0] - p[0], q[1] - p[1]
+    n2 = dy * dy + dx * dx
+    t = np.zeros_like(yy) if n2 == 0 else np.clip(((yy - p[0]) * dy + (xx - p[1]) * dx) / n2, 0, 1)
+    d2 = (yy - p[0] - t * dy) ** 2 + (xx - p[1] - t * dx) ** 2
+    mask[y0:y1, x0:x1][d2 <= r * r] = value
+
+
+def draw_style(rng: np.random.Generator, board_px: int) -> BoardStyle:
+    trace_w = int(rng.integers(4, 9))
+    pitch = int(trace_w * rng.uniform(2.6, 4.0))
+    area = board_px * board_px
+    return BoardStyle(
+        trace_w=trace_w,
+        pitch=pitch,
+        diag_share=float(rng.uniform(0.0, 0.45)),
+        n_traces=int(area / (pitch * board_px) * rng.uniform(0.9, 1.5)),
+        n_vias=int(area / 2500 * rng.uniform(0.3, 0.8)),
+        n_pours=int(area / 60000 * rng.uniform(0.5, 1.5)) + 1,
+        substrate=float(rng.uniform(15, 45)),
+        copper=float(rng.uniform(195, 240)),
+    )
+
+
+def draw_board(rng: np.random.Generator, style: BoardStyle, board_px: int) -> np.ndarray:
+    """One board's copper mask (``board_px`` square, mask resolution)."""
+    m = np.zeros((board_px, board_px), bool)
+    tw, g = style.trace_w, style.pitch
+    cells = board_px // g
+    for _ in range(style.n_pours):  # copper pours / large pads: where pin-holes live
+        h, w = rng.integers(6 * tw, 16 * tw, size=2)
+        y, x = rng.integers(0, board_px - h), rng.integers(0, board_px - w)
+        m[y:y + h, x:x + w] = True
+    for _ in range(style.n_traces):
+        y, x = (rng.integers(1, cells - 1, size=2) * g).astype(float)
+        horizontal = rng.random() < 0.5
+        length = float(rng.integers(4, max(cells // 2, 6)) * g)
+        sign = rng.choice([-1.0, 1.0])
+        q = (y, x + sign * length) if horizontal else (y + sign * length, x)
+        _line(m, (y, x), q, tw)
+        end = q
+        if rng.random() < style.diag_share:  # a 45-degree leg, then straight again
+            d = float(rng.integers(2, 6) * g)
+            s2 = rng.choice([-1.0, 1.0])
+            r = (q[0] + s2 * d, q[1] + sign * d) if horizontal else (q[0] + sign * d, q[1] + s2 * d)
+            _line(m, q, r, tw)
+            end = r
+        for pt in ((y, x), end):  # pads at both ends
+            size = tw * rng.uniform(1.6, 2.6)
+            if rng.random() < 0.5:
+                _disk(m, pt[0], pt[1], size)
+            else:
+                y0, x0 = int(pt[0] - size), int(pt[1] - size)
+                m[max(y0, 0):max(y0 + int(2 * size), 0), max(x0, 0):max(x0 + int(2 * size), 0)] = True
+    for _ in range(style.n_vias):  # annular rings with a drilled hole
+        y, x = rng.integers(0, board_px, size=2).astype(float)
+        r = tw * rng.uniform(1.2, 2.0)
+        _disk(m, y, x, r)
+        _disk(m, y, x, r * rng.uniform(0.35, 0.5), value=False)
+    return m
+
+
+# ---------------------------------------------------------------- defects on a window's mask
+
+def _center_mask(shape: tuple[int, int], frac: float = 0.15) -> np.ndarray:
+    h, w = shape
+    c = np.zeros(shape, bool)
+    c[int(h * frac) + MARGIN:h - int(h * frac) - MARGIN, int(w * frac) + MARGIN:w - int(w * frac) - MARGIN] = True
+    return c
+
+
+def _pick(rng: np.random.Generator, cond: np.ndarray) -> tuple[int, int] | None:
+    ys, xs = np.nonzero(cond)
+    if len(ys) == 0:
+        return None
+    i = int(rng.integers(len(ys)))
+    return int(ys[i]), int(xs[i])
+
+
+def _n_components(m: np.ndarray) -> int:
+    return int(ndimage.label(m)[1])
+
+
+def _open(rng, m, d_in, d_out, center):
+    ridge = (d_in >= 2) & (d_in <= 5) & (d_in >= ndimage.maximum_filter(d_in, size=3)) & center
+    for _ in range(6):
+        p = _pick(rng, ridge)
+        if p is None:
+            return None
+        out = m.copy()
+        r = d_in[p] + rng.uniform(1.0, 3.5)
+        _disk(out, p[0], p[1], r, value=False)
+        if _n_components(out[MARGIN:-MARGIN, MARGIN:-MARGIN]) > _n_components(m[MARGIN:-MARGIN, MARGIN:-MARGIN]):
+            return out
+    return None
+
+
+def _mousebite(rng, m, d_in, d_out, center):
+    edge = (d_in == 1) & center & (ndimage.maximum_filter(d_in, size=7) >= 2.5)
+    p = _pick(rng, edge)
+    if p is None:
+        return None
+    out = m.copy()
+    n_bites = int(rng.integers(1, 4))
+    r = rng.uniform(1.5, 3.0)
+    for k in range(n_bites):  # bites strung along the edge
+        ys, xs = np.nonzero(edge[max(p[0] - 6, 0):p[0] + 7, max(p[1] - 6, 0):p[1] + 7])
+        if k and len(ys):
+            j = int(rng.integers(len(ys)))
+            p = (max(p[0] - 6, 0) + int(ys[j]), max(p[1] - 6, 0) + int(xs[j]))
+        _disk(out, p[0], p[1], r, value=False)
+    if _n_components(out) > _n_components(m):  # a bite that cuts through is an open, not a bite
+        return None
+    return out
+
+
+def _spur(rng, m, d_in, d_out, idx, center):
+    length = rng.uniform(4, 11)
+    tip = _pick(rng, (np.abs(d_out - length) < 0.8) & center)
+    if tip is None:
+        return None
+    base = (int(idx[0][tip]), int(idx[1][tip]))
+    out = m.copy()
+    _line(out, base, tip, rng.uniform(2.0, 3.5))
+    return out
+
+
+def _short(rng, m, d_in, d_out, idx, center):
+    labels, _ = ndimage.label(m)
+    cand = (d_out >= 2) & (d_out <= 8) & center
+    for _ in range(12):
+        t = _pick(rng, cand)
+        if t is None:
+            return None
+        a = np.array([idx[0][t], idx[1][t]], float)
+        v = np.array(t, float) - a
+        v /= max(np.linalg.norm(v), 1e-6)
+        p = np.array(t, float)
+        for _ in range(24):  # walk on, away from the first net, until copper is hit
+            p = p + v
+            y, x = int(round(p[0])), int(round(p[1]))
+            if not (0 <= y < m.shape[0] and 0 <= x < m.shape[1]):
+                break
+            if m[y, x]:
+                if labels[y, x] != labels[int(a[0]), int(a[1])]:
+                    out = m.copy()
+                    _line(out, tuple(a), (y, x), rng.uniform(2.0, 4.0))
+                    return out
+                break
+    return None
+
+
+def _copper(rng, m, d_in, d_out, center):
+    r = rng.uniform(2.0, 5.0)
+    t = _pick(rng, (d_out >= r + 3) & center)
+    if t is None:
+        return None
+    out = m.copy()
+    for _ in range(int(rng.integers(1, 4))):
+        _disk(out, t[0] + rng.uniform(-r, r) * 0.6, t[1] + rng.uniform(-r, r) * 0.6, r * rng.uniform(0.6, 1.0))
+    return out
+
+
+def _pinhole(rng, m, d_in, d_out, center):
+    r = rng.uniform(1.2, 3.0)
+    t = _pick(rng, (d_in >= r + 2.5) & center)
+    if t is None:
+        return None
+    out = m.copy()
+    _disk(out, t[0], t[1], r, value=False)
+    return out
+
+
+def add_defect(rng: np.random.Generator, m: np.ndarray, label: str) -> np.ndarray | None:
+    """Return a copy of window mask ``m`` with one defect of class ``label``, or None if none fits."""
+    center = _center_mask(m.shape)
+    d_in = ndimage.distance_transform_edt(m)
+    if label in ("spur", "short"):
+        d_out, idx = ndimage.distance_transform_edt(~m, return_indices=True)
+        return (_spur if label == "spur" else _short)(rng, m, d_in, d_out, idx, center)
+    d_out = ndimage.distance_transform_edt(~m)
+    fn = {"open": _open, "mousebite": _mousebite, "copper": _copper, "pin-hole": _pinhole}[label]
+    return fn(rng, m, d_in, d_out, center)
+
+
+# ---------------------------------------------------------------- rendering and nuisances
+
+def render(m: np.ndarray, style: BoardStyle, rng: np.random.Generator, *, nuisance: bool,
+           shift: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Window mask (with MARGIN) → uint8 image at output resolution.
+
+    ``shift`` (mask pixels, i.e. half output pixels) misregisters the test image; ``nuisance``
+    adds a brightness/contrast change on top of the sensor noise every capture has.
+    """
+    h, w = m.shape
+    dy, dx = shift
+    core = m[MARGIN + dy:h - MARGIN + dy, MARGIN + dx:w - MARGIN + dx].astype(np.float32)
+    n = core.shape[0] // SS
+    cov = core.reshape(n, SS, n, SS).mean(axis=(1, 3))
+    sub, cop = style.substrate, style.copper
+    if nuisance:
+        gain = rng.uniform(0.88, 1.12)
+        offset = rng.uniform(-18, 18)
+        sub, cop = sub * gain + offset, cop * gain + offset
+    img = sub + (cop - sub) * cov + rng.normal(0.0, rng.uniform(2.0, 7.0) if nuisance else 2.5, cov.shape)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def draw_shift(rng: np.random.Generator) -> tuple[int, int]:
+    """Misregistration in mask pixels: mostly sub-pixel, sometimes 1-2 output pixels."""
+    if rng.random() < 0.2:
+        return tuple(int(v) for v in rng.integers(-4, 5, size=2))
+    return tuple(int(v) for v in rng.integers(-1, 2, size=2))

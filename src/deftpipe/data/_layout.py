@@ -1,0 +1,49 @@
+"""Find where a CSV's images are: explicit ``--images-dir`` or the enclosing workspace's settings.
+
+The default for a CSV inside a workspace is the images dir of its ``pipeline.yaml`` (``data.images_dir``)
+with the image extension and lighting names of the workspace's spec (``data.spec``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deftpipe.data._csv import ImageLayout
+from deftpipe.errors import DataError
+
+
+def workspace_image_settings(start: str | Path) -> tuple[Path | None, str, tuple[str, ...]]:
+    """(images dir, image_ext, lights) of the workspace enclosing ``start`` (None, defaults if none)."""
+    from deftpipe.config import find_workspace, load_config
+    from deftpipe.spec import Spec, load_spec
+
+    ws = find_workspace(start)
+    if ws is None:
+        spec = Spec()
+        return None, spec.dataset.classify.image_ext, spec.lights
+    cfg = load_config(ws)
+    spec_path = cfg.path(ws, cfg.data.spec)
+    spec = load_spec(spec_path) if spec_path.is_file() else Spec()
+    return cfg.path(ws, cfg.data.images_dir), spec.dataset.classify.image_ext, spec.lights
+
+
+def resolve_layout(csv: str | Path, images_dir: str | Path | None = None) -> ImageLayout:
+    """The :class:`ImageLayout` of ``csv``: ``images_dir`` if given, else its workspace's.
+
+    Raises:
+        DataError: no ``images_dir`` given and ``csv`` lies in no workspace, or the folder is missing.
+    """
+    found, ext, lights = workspace_image_settings(Path(csv).resolve().parent)
+    if images_dir is None:
+        if found is None:
+            raise DataError(f"{csv} is not inside a deftpipe workspace (no pipeline.yaml above it), so "
+                            "its images folder is unknown; pass --images-dir DIR")
+        images_dir = found
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise DataError(f"images folder {images_dir} does not exist; pass the folder the CSV paths are "
+                        "relative to with --images-dir DIR")
+    return ImageLayout.create(images_dir, ext, lights)
+
+
+__all__ = ["resolve_layout", "workspace_image_settings"]

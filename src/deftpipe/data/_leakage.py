@@ -1,0 +1,119 @@
+"""Leakage between splits: rows shared by identity key or by image content.
+
+A row's content hash is the SHA-1 of its golden then its test image file bytes (every light), so
+a copied image pair under a new name or folder is still found. Rows whose images are missing get
+no content hash (identity is still compared) and are counted in ``unhashed``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from deftpipe.data._csv import ImageLayout, identity_keys, read_dataset
+from deftpipe.data._layout import resolve_layout
+
+MAX_EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class PairLeak:
+    a: str
+    b: str
+    by_identity: int  # rows of b whose identity key is in a
+    by_content: int  # rows of b whose image content hash is in a
+    n_rows: int  # rows of b overlapping a by either
+    examples: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LeakReport:
+    n_overlapping: int  # sum of PairLeak.n_rows over every pair
+    pairs: list[PairLeak]
+    unhashed: dict[str, int]  # CSV -> rows without a content hash (missing images)
+
+    def to_dict(self) -> dict:
+        return {"n_overlapping": self.n_overlapping, "unhashed": self.unhashed,
+                "pairs": [p.__dict__ for p in self.pairs]}
+
+    def lines(self) -> list[str]:
+        out = []
+        for p in self.pairs:
+            out.append(f"{p.a} <-> {p.b}: {p.n_rows} overlapping rows "
+                       f"({p.by_identity} by identity, {p.by_content} by image content)")
+            out += [f"    e.g. {e}" for e in p.examples]
+        out += [f"warning: {n} rows of {c} have missing images and were compared by identity only"
+                for c, n in self.unhashed.items() if n]
+        return out
+
+
+def _file_digest(path: Path) -> bytes | None:
+    try:
+        return hashlib.sha1(path.read_bytes()).digest()
+    except OSError:
+        return None
+
+
+def content_hashes(df: pd.DataFrame, layout: ImageLayout, *, workers: int = 8) -> pd.Series:
+    """SHA-1 hex of (golden files, test files) bytes per row; None where an image is missing."""
+    rows = df.to_dict("records")
+    per_row = [layout.row_files(r) for r in rows]
+    files = sorted({f for test, golden in per_row for f in (*golden, *test)})
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        digests = dict(zip(files, pool.map(_file_digest, files), strict=True))
+    out = []
+    for test, golden in per_row:
+        parts = [digests[f] for f in (*golden, *test)]
+        out.append(None if any(p is None for p in parts) else hashlib.sha1(b"".join(parts)).hexdigest())
+    return pd.Series(out, index=df.index, dtype=object)
+
+
+def find_leaks(
+    csvs: Sequence[str | Path],
+    layouts: Sequence[ImageLayout | None] | None = None,
+    *,
+    images_dir: str | Path | None = None,
+    hash_images: bool = True,
+) -> LeakReport:
+    """Compare every pair of CSVs by identity key and by image content hash.
+
+    Args:
+        csvs: dataset CSVs (or any mix of paths); each pair (a, b) with a before b is compared.
+        layouts: one :class:`ImageLayout` per CSV (None entries: resolved like ``images_dir``).
+        images_dir: image root for every CSV without a layout; default: each CSV's workspace.
+        hash_images: also compare image content (off: identity keys only).
+
+    Raises:
+        DataError: unreadable CSV, or no images folder can be found for a CSV.
+    """
+    layouts = list(layouts) if layouts is not None else [None] * len(csvs)
+    names, ids, hashes, unhashed = [], [], [], {}
+    for csv, layout in zip(csvs, layouts, strict=True):
+        df = read_dataset(csv, require_rows=False)
+        names.append(str(csv))
+        ids.append(identity_keys(df))
+        if hash_images:
+            h = content_hashes(df, layout or resolve_layout(csv, images_dir))
+            unhashed[str(csv)] = int(h.isna().sum())
+        else:
+            h = pd.Series([None] * len(df), index=df.index, dtype=object)
+        hashes.append((h, df["object_name"]))
+    pairs = []
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            by_id = ids[j].isin(set(ids[i]))
+            hj, objs = hashes[j]
+            known = set(hashes[i][0].dropna())
+            by_hash = hj.notna() & hj.isin(known)
+            both = by_id | by_hash
+            ex = [f"{names[j]} row {k + 1} ({objs[k]})" for k in both[both].index[:MAX_EXAMPLES]]
+            pairs.append(PairLeak(names[i], names[j], int(by_id.sum()), int(by_hash.sum()), int(both.sum()), ex))
+    return LeakReport(sum(p.n_rows for p in pairs), pairs, unhashed)
+
+
+__all__ = ["LeakReport", "PairLeak", "content_hashes", "find_leaks"]

@@ -1,0 +1,143 @@
+"""Dataset validation at the boundary (DESIGN §3): one DataError listing every problem class.
+
+Checked: required columns, empty cells, known labels, both PASS and defect rows present, duplicate
+rows, image files present / inside the dataset root / decodable, and overlap with other splits
+(train↔validation, train↔KPI). Input files are only read, never modified.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from deftpipe.data._csv import (
+    DEFECT_CLASSES,
+    PASS,
+    REQUIRED_COLUMNS,
+    ImageLayout,
+    identity_keys,
+    read_dataset,
+)
+from deftpipe.data._layout import resolve_layout
+from deftpipe.errors import DataError
+
+MAX_EXAMPLES = 3  # rows quoted per problem class
+
+
+class _Problems:
+    """Collects problems by class, keeping the count and the first few examples of each."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, tuple[int, list[str], str]] = {}
+
+    def add(self, kind: str, example: str, fix: str) -> None:
+        n, ex, _ = self.items.get(kind, (0, [], fix))
+        if len(ex) < MAX_EXAMPLES:
+            ex.append(example)
+        self.items[kind] = (n + 1, ex, fix)
+
+    def message(self, csv: Path) -> str:
+        lines = [f"{csv}: {len(self.items)} problem class(es) found (rows are 1-based, header excluded):"]
+        for kind, (n, ex, fix) in self.items.items():
+            more = f" and {n - len(ex)} more" if n > len(ex) else ""
+            lines.append(f"  - {kind} ({n}): {'; '.join(ex)}{more} — {fix}")
+        return "\n".join(lines)
+
+
+def _check_image(path: Path) -> str | None:
+    """None if ``path`` is a decodable image, else why not."""
+    if not path.is_file():
+        return "missing"
+    try:
+        with Image.open(path) as im:
+            im.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        return f"unreadable ({type(e).__name__})"
+    return None
+
+
+def _check_images(df: pd.DataFrame, layout: ImageLayout, problems: _Problems) -> None:
+    checked: dict[Path, str | None] = {}
+    for i, row in enumerate(df.to_dict("records")):
+        test_files, golden_files = layout.row_files(row)
+        for kind, f in [("test", p) for p in test_files] + [("golden", p) for p in golden_files]:
+            if layout.escapes(f):
+                problems.add("path escapes the dataset root",
+                             f"row {i + 1} {kind} {f} (root {layout.root or layout.images_dir})",
+                             "use paths relative to the images folder without '..' or absolute parts")
+                continue
+            if f not in checked:
+                checked[f] = _check_image(f)
+            why = checked[f]
+            if why == "missing":
+                problems.add("missing image", f"row {i + 1} {kind} {f}",
+                             "add the file or fix input_path/golden_path/object_name (or --images-dir)")
+            elif why:
+                problems.add("unreadable image", f"row {i + 1} {kind} {f} {why}",
+                             "replace the file with a valid PNG/JPEG")
+
+
+def _overlap(df: pd.DataFrame, name: str, other: str | Path | pd.DataFrame, problems: _Problems) -> None:
+    odf = other if isinstance(other, pd.DataFrame) else read_dataset(other, require_rows=False)
+    shared = identity_keys(df).isin(set(identity_keys(odf)))
+    for i in shared[shared].index:
+        problems.add(f"overlap with {name}", f"row {i + 1} {df.at[i, 'object_name']}",
+                     f"a row may be in only one split; remove it from this CSV or from {name}")
+
+
+def validate_dataset(
+    csv: str | Path,
+    *,
+    images_dir: str | Path | None = None,
+    layout: ImageLayout | None = None,
+    known_labels: Iterable[str] | None = None,
+    others: Mapping[str, str | Path | pd.DataFrame] | None = None,
+    require_both_classes: bool = True,
+    check_images: bool = True,
+) -> pd.DataFrame:
+    """Validate one dataset CSV and return it as a clean DataFrame.
+
+    Args:
+        csv: the CSV to check (never modified).
+        images_dir: image root; default: the enclosing workspace's (``pipeline.yaml`` ``data.images_dir``).
+        layout: full image layout (overrides ``images_dir``).
+        known_labels: allowed labels (default PASS + the six DeepPCB classes).
+        others: ``{name: csv-or-DataFrame}`` splits this one must not share a row with.
+        require_both_classes: a split without PASS rows or without defect rows is an error.
+        check_images: check that every image exists, stays in the root and decodes.
+
+    Raises:
+        DataError: listing every problem class found, with examples (file, row) and the fix.
+    """
+    csv = Path(csv)
+    df = read_dataset(csv)  # missing file/columns/rows: nothing else can be checked
+    problems = _Problems()
+    known = {PASS, *DEFECT_CLASSES} if known_labels is None else {str(k).strip() for k in known_labels}
+    for col in REQUIRED_COLUMNS:
+        for i in df.index[df[col] == ""]:
+            problems.add(f"empty {col}", f"row {i + 1}", f"fill in {col} for every row")
+    bad = df.index[~df["label"].isin(known) & (df["label"] != "")]
+    for i in bad:
+        problems.add("unknown label", f"row {i + 1} label '{df.at[i, 'label']}'",
+                     f"known: {', '.join(sorted(known))}; fix the label or add the class to the spec")
+    if require_both_classes:
+        if not (df["label"] == PASS).any():
+            problems.add("empty class", "no PASS rows", "every split needs PASS rows for FAR @ 100% recall")
+        if not ((df["label"] != PASS) & (df["label"] != "")).any():
+            problems.add("empty class", "no defect rows", "every split needs defect rows for FAR @ 100% recall")
+    dup = identity_keys(df).duplicated()
+    for i in dup[dup].index:
+        problems.add("duplicate row", f"row {i + 1} {df.at[i, 'object_name']}", "remove the repeated rows")
+    for name, other in (others or {}).items():
+        _overlap(df, name, other, problems)
+    if check_images:
+        _check_images(df, layout or resolve_layout(csv, images_dir), problems)
+    if problems.items:
+        raise DataError(problems.message(csv))
+    return df
+
+
+__all__ = ["validate_dataset"]

@@ -1,0 +1,68 @@
+"""Writing a complete workspace (DESIGN §2): the four split CSVs, the baseline spec, pipeline.yaml.
+
+Both workspace builders (synthetic generator, DeepPCB importer) draw their images into a temporary
+folder and call :func:`write_workspace_files` on it last; :func:`build_workspace` renames the folder
+into place only when everything succeeded, so a failure never leaves a half-written workspace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+
+from deftpipe._fs import atomic_dir
+from deftpipe.config import PipelineConfig, dump_config
+from deftpipe.data._csv import write_dataset
+from deftpipe.errors import DataError
+from deftpipe.spec import Spec, dump_spec
+
+SPLIT_FILES = {
+    "train": "train/base/training_set.csv",
+    "val": "train/base/validation_set.csv",
+    "kpi": "kpi/testing_set.csv",
+    "pool": "mining/mining_pool.csv",
+}
+
+
+@contextlib.contextmanager
+def build_workspace(dest: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder that becomes ``dest`` on success (removed on failure).
+
+    Raises:
+        DataError: ``dest`` exists and is not empty.
+    """
+    dest = Path(dest)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise DataError(f"{dest} already exists and is not empty; choose a new workspace folder "
+                        "or remove the old one first")
+    with atomic_dir(dest) as tmp:
+        yield tmp
+
+
+def baseline_spec(image_size: int, *, num_epochs: int = 2, batch_size: int = 32) -> Spec:
+    """The hand-authored model spec a new workspace starts from (paths relative to specs/)."""
+    spec = Spec()
+    c = spec.dataset.classify
+    c.images_dir = "../images"
+    c.image_ext = ".png"
+    c.train_csv = "../" + SPLIT_FILES["train"]
+    c.val_csv = "../" + SPLIT_FILES["val"]
+    spec.model.input_size = image_size
+    spec.train.num_epochs = num_epochs
+    spec.train.batch_size = batch_size
+    return spec
+
+
+def write_workspace_files(root: Path, splits: dict[str, pd.DataFrame], spec: Spec,
+                          config: PipelineConfig) -> None:
+    """Write the split CSVs, ``specs/baseline_spec.yaml`` and ``pipeline.yaml`` under ``root``."""
+    for name, rel in SPLIT_FILES.items():
+        write_dataset(splits[name], root / rel)
+    dump_spec(spec, root / config.data.spec)
+    dump_config(config, root)
+
+
+__all__ = ["SPLIT_FILES", "baseline_spec", "build_workspace", "write_workspace_files"]
