@@ -104,8 +104,8 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
 
 
 @contextlib.contextmanager
-def run_lock(folder: str | os.PathLike, *, what: str = "run") -> Iterator[Path]:
-    """Hold ``<folder>/.lock`` for the duration of a long run.
+def run_lock(folder: str | os.PathLike, *, what: str = "run", name: str = ".lock") -> Iterator[Path]:
+    """Hold ``<folder>/<name>`` (default ``.lock``) for the duration of a long run.
 
     The lock is an OS-level file lock (released by the kernel if the process dies, so ``kill -9``
     never leaves a stale lock). A second process trying to write the same folder gets a clear
@@ -113,7 +113,7 @@ def run_lock(folder: str | os.PathLike, *, what: str = "run") -> Iterator[Path]:
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    lock_path = folder / ".lock"
+    lock_path = folder / name
     lock = FileLock(str(lock_path))
     try:
         lock.acquire(timeout=0)
