@@ -71,8 +71,9 @@ def draw_style(rng: np.random.Generator, board_px: int) -> BoardStyle:
         n_traces=int(area / (pitch * board_px) * rng.uniform(0.9, 1.5)),
         n_vias=int(area / 2500 * rng.uniform(0.3, 0.8)),
         n_pours=int(area / 60000 * rng.uniform(0.5, 1.5)) + 1,
-        substrate=float(rng.uniform(15, 45)),
-        copper=float(rng.uniform(195, 240)),
+        # DeepPCB polarity: bright laminate, dark copper
+        substrate=float(rng.uniform(205, 245)),
+        copper=float(rng.uniform(10, 50)),
     )
 
 
