@@ -1,0 +1,165 @@
+"""Phase 1 (AutoML baseline + quality check) and Phase 3 (warm-started refinement + KPI check).
+
+Both phases call the AutoML part's one front door, :func:`deftpipe.automl.run_sweep`, which is
+resumable by calling it again with the same arguments (its storage lives in the output folder
+unless ``pipeline.yaml`` names one), so a killed phase simply runs again. The bridge adds only what
+happens around a sweep: the Phase 1 quality check and the Phase 3 evaluation on the KPI set.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from deftpipe._fs import atomic_write_json
+from deftpipe.config import PipelineConfig, SweepConfig
+from deftpipe.errors import SweepError
+from deftpipe.pipeline._faults import fault_point
+from deftpipe.pipeline._handoff import checkpoint_epoch_step, copy_checkpoint
+from deftpipe.pipeline._preflight import PHASE1_DIR, PHASE3_DIR
+
+QUALITY_NAME = "quality_check.json"
+UNTRAINED_ROWS = 32
+
+
+def sweep(ws: Path, cfg: PipelineConfig, sweep_cfg: SweepConfig, *, spec: Path, train_csv: Path, out_dir: Path,
+          pretrained: Path | None = None, enqueue_spec: Path | None = None, show_progress: bool = True,
+          study_name: str | None = None) -> dict[str, Any]:
+    """One call of run_sweep with a phase's settings (the same arguments on every resume)."""
+    from deftpipe.automl import run_sweep
+
+    return run_sweep(
+        spec=spec, train_csv=train_csv, val_csv=cfg.path(ws, cfg.data.val_csv), out_dir=out_dir,
+        metric=sweep_cfg.metric, algorithm=sweep_cfg.algorithm, max_recommendations=sweep_cfg.max_recommendations,
+        storage=sweep_cfg.storage, study_name=sweep_cfg.study_name or study_name, pretrained=pretrained,
+        enqueue_spec=enqueue_spec,
+        search_space=cfg.path(ws, sweep_cfg.search_space) if sweep_cfg.search_space else None,
+        num_epochs=sweep_cfg.num_epochs, batch_size=sweep_cfg.batch_size, seed=sweep_cfg.seed,
+        keep_checkpoints=sweep_cfg.keep_checkpoints, rerun_margin=sweep_cfg.rerun_margin,
+        show_progress=show_progress)
+
+
+def untrained_metrics(spec: Path, train_csv: Path, val_csv: Path) -> dict[str, Any]:
+    """Validation metrics of an untrained model (or of the spec's pretrained weights, zero-shot).
+
+    The adapter interface has no "save the initial weights" call, so the model is put through one
+    epoch on a few rows at a learning rate of 1e-12: the weights stay what initialisation (or the
+    pretrained checkpoint) made them, and the adapter writes a checkpoint we can evaluate.
+    """
+    from deftpipe.data import read_dataset, write_dataset
+    from deftpipe.model import get_adapter
+    from deftpipe.spec import load_spec
+
+    s = load_spec(spec)
+    s.train.num_epochs = 1
+    s.train.optim.lr = 1e-12
+    s.train.optim.warmup_epochs = 0.0
+    tmp = Path(tempfile.mkdtemp(prefix="deftpipe_untrained_"))
+    try:
+        df = read_dataset(train_csv)
+        write_dataset(df.sample(min(len(df), UNTRAINED_ROWS), random_state=0), tmp / "train.csv")
+        adapter = get_adapter(s)
+        result = adapter.train(s, tmp / "train.csv", val_csv, tmp / "out")
+        return adapter.evaluate(result.best_checkpoint, val_csv)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _rec_ckpt_ok(rec: dict[str, Any]) -> bool:
+    uri = rec.get("checkpoint_uri")
+    return bool(uri) and Path(str(uri).removeprefix("file://")).is_file()
+
+
+def quality_check(best_rec: dict[str, Any], *, untrained: dict[str, Any] | None) -> dict[str, Any]:
+    """Winner not collapsed (else the next best with a kept checkpoint) and better than untrained."""
+    from deftpipe.metrics import is_collapsed
+
+    best = dict(best_rec["best"])
+    sign = 1.0 if best_rec.get("direction", "minimize") == "minimize" else -1.0
+    recs = {r.get("rec_id"): r for r in best_rec.get("all_recs", [])}
+    counts = best.get("pred_counts") or recs.get(best["rec_id"], {}).get("pred_counts")
+    notes: list[str] = []
+    winner = best
+    if counts and is_collapsed(counts):
+        ranked = sorted((r for r in recs.values() if r.get("status") in ("complete", "COMPLETE")
+                         and r.get("score") is not None and r.get("rec_id") != best["rec_id"]
+                         and not (r.get("pred_counts") and is_collapsed(r["pred_counts"])) and _rec_ckpt_ok(r)),
+                        key=lambda r: sign * float(r["score"]))
+        if not ranked:
+            raise SweepError(f"Phase 1's winner {best['rec_id']} predicts a single class ({counts}) and no other "
+                             "trial with a kept checkpoint is better; raise automl.phase1.max_recommendations "
+                             "or check the class balance of the training set")
+        nxt = ranked[0]
+        notes.append(f"winner {best['rec_id']} collapsed to one class {counts}; took {nxt['rec_id']} instead")
+        winner = {**{k: best.get(k) for k in ("observed_budget",)}, **nxt}
+        counts = nxt.get("pred_counts")
+    metric = best_rec.get("metric_name", "far_pct")
+    verdict: dict[str, Any] = {"metric": metric, "winner_score": winner.get("score")}
+    if untrained is not None:
+        u = untrained.get(metric)
+        verdict["untrained_score"] = u
+        verdict["beats_untrained"] = (u is None or winner.get("score") is None
+                                      or sign * float(winner["score"]) < sign * float(u))
+        if not verdict["beats_untrained"]:
+            notes.append(f"the winner ({metric} {winner.get('score')}) is no better than an untrained model "
+                         f"({u}); the sweep learned nothing useful — check the data and the search space")
+    rerun = {k: v for k, v in best.items() if "rerun" in k}
+    return {"winner": winner, "pred_counts": counts, "collapsed_original": winner is not best,
+            "untrained": untrained, "verdict": verdict, "rerun": rerun or None, "notes": notes}
+
+
+def run_phase1(ws: Path, cfg: PipelineConfig, results_dir: Path, *, show_progress: bool) -> dict[str, Any]:
+    """Sweep on base train/validation, then the quality check → ``automl/phase1/quality_check.json``."""
+    out = results_dir / PHASE1_DIR
+    spec = cfg.path(ws, cfg.data.spec)
+    train_csv = cfg.path(ws, cfg.data.train_csv)
+    best_rec = sweep(ws, cfg, cfg.automl.phase1, spec=spec, train_csv=train_csv, out_dir=out,
+                     show_progress=show_progress, study_name="phase1")
+    fault_point("phase1.swept")
+    untrained = untrained_metrics(spec, train_csv, cfg.path(ws, cfg.data.val_csv))
+    qc = quality_check(best_rec, untrained=untrained)
+    qc["best_rec_path"] = str(out / "best_rec.json")
+    atomic_write_json(out / QUALITY_NAME, qc)
+    return qc
+
+
+def load_phase1(results_dir: Path) -> dict[str, Any]:
+    return json.loads((results_dir / PHASE1_DIR / QUALITY_NAME).read_text(encoding="utf-8"))
+
+
+def run_phase3(ws: Path, cfg: PipelineConfig, results_dir: Path, *, spec: Path, handoff: dict[str, Any],
+               enqueue_spec: Path | None, show_progress: bool) -> dict[str, Any]:
+    """Warm-started sweep on the loop's data → KPI evaluation → ``iterations.final_automl`` → best model."""
+    from deftpipe import deft
+    from deftpipe.model import get_adapter
+
+    out = results_dir / PHASE3_DIR
+    best_rec = sweep(ws, cfg, cfg.automl.phase3, spec=spec, train_csv=Path(handoff["train_csv"]), out_dir=out,
+                     pretrained=Path(handoff["warm_start_checkpoint"]), enqueue_spec=enqueue_spec,
+                     show_progress=show_progress, study_name="phase3")
+    fault_point("phase3.swept")
+    best = best_rec["best"]
+    epoch, step = checkpoint_epoch_step(best)
+    ckpt = copy_checkpoint(best["checkpoint_uri"], out / "train", epoch, step)
+    kpi_csv = cfg.path(ws, cfg.data.kpi_csv)
+    adapter = get_adapter(spec)
+    metrics = adapter.evaluate(ckpt, kpi_csv)
+    inference_csv = out / "inference" / "inference_kpi.csv"
+    adapter.infer(ckpt, kpi_csv, inference_csv, threshold=metrics.get("threshold"))
+    atomic_write_json(out / "kpi_metrics.json", metrics)
+    fault_point("phase3.evaluated")
+    state = deft.load_state(results_dir)
+    recorded = state["iterations"].get("final_automl", {})
+    if Path(recorded.get("best_ckpt_path") or "") != ckpt:
+        deft.record_final_automl(results_dir, checkpoint=ckpt, metrics=metrics, inference_csv=inference_csv,
+                                 best_rec_path=out / "best_rec.json", source="automl_phase3")
+    fault_point("phase3.recorded")
+    deft.write_best_model(results_dir)
+    return {"checkpoint": str(ckpt), "kpi_far_pct": metrics.get("far_pct"), "val_score": best.get("score"),
+            "rec_id": best.get("rec_id"), "inference_csv": str(inference_csv)}
+
+
+__all__ = ["load_phase1", "quality_check", "run_phase1", "run_phase3", "untrained_metrics"]

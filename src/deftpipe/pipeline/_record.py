@@ -1,0 +1,178 @@
+"""The pipeline record ``RESULTS_DIR/pipeline_state.json`` and the choice of the run folder.
+
+The record says which phase of the three-phase run is done, so a rerun after Ctrl-C or ``kill -9``
+resumes inside the right phase. It only tracks the bridge: the sweeps resume from their Optuna
+storage and the loop from ``deft_state.json``; the record never duplicates their state.
+
+Phase statuses: ``pending`` → ``running`` → ``done`` | ``skipped`` | ``failed``. Run statuses:
+``running`` (unfinished, resumable), ``failed`` (an error stopped it; resumable), ``stopped`` (the
+loop hard-stopped: finished, Phase 3 skipped) and ``complete``. Every change is one atomic write.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from deftpipe._fs import atomic_write_json
+from deftpipe.errors import StateError
+
+RECORD_NAME = "pipeline_state.json"
+RESULTS = "results"
+RUN_PREFIX = "run_"
+RECORD_VERSION = 1
+#: The bridge's steps in order: two sweeps, the loop, and the hand-off / summary steps between them.
+PHASES = ("phase1", "handoff12", "phase2", "phase3", "summary")
+FINISHED = ("complete", "stopped")
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def list_runs(workspace: Path) -> list[Path]:
+    """Run folders ``results/run_*`` of a workspace, oldest first (names sort by time)."""
+    root = Path(workspace) / RESULTS
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(RUN_PREFIX))
+
+
+def latest_unfinished(workspace: Path) -> Path | None:
+    """The newest pipeline run that is not complete (a folder without a record is not ours)."""
+    for run in reversed(list_runs(workspace)):
+        path = run / RECORD_NAME
+        if not path.is_file():
+            continue
+        try:
+            status = json.loads(path.read_text(encoding="utf-8")).get("status")
+        except (OSError, ValueError):
+            status = "running"  # unreadable: let PipelineRecord.load say what is wrong
+        return None if status in FINISHED else run
+    return None
+
+
+def new_run_dir(workspace: Path) -> Path:
+    """``results/run_<YYYYMMDD_HHMMSS>`` (not created); a clash within one second gets ``_2``, ``_3``…"""
+    stamp = datetime.now(UTC).strftime("%Y%m%d_%H%M%S")
+    base = Path(workspace).resolve() / RESULTS / f"{RUN_PREFIX}{stamp}"
+    path, n = base, 2
+    while path.exists():
+        path, n = base.with_name(f"{base.name}_{n}"), n + 1
+    return path
+
+
+class PipelineRecord:
+    """Read/modify/commit ``pipeline_state.json``; each mutating call is one atomic write."""
+
+    def __init__(self, results_dir: Path, data: dict[str, Any]):
+        self.results_dir = Path(results_dir)
+        self.path = self.results_dir / RECORD_NAME
+        self.data = data
+
+    @classmethod
+    def create(cls, results_dir: Path, *, workspace: Path) -> PipelineRecord:
+        data = {
+            "version": RECORD_VERSION,
+            "workspace": str(Path(workspace).resolve()),
+            "results_dir": str(Path(results_dir).resolve()),
+            "status": "running",
+            "created_at": now_iso(),
+            "updated_at": now_iso(),
+            "attempts": 0,
+            "phases": {p: {"status": "pending"} for p in PHASES},
+            "events": [],
+        }
+        rec = cls(results_dir, data)
+        rec.save()
+        return rec
+
+    @classmethod
+    def load(cls, results_dir: Path) -> PipelineRecord:
+        path = Path(results_dir) / RECORD_NAME
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise StateError(f"{path} not found: {results_dir} is not a pipeline run folder") from None
+        except ValueError as e:
+            raise StateError(
+                f"{path} is not valid JSON ({e}); it is never overwritten blindly — move it away and "
+                "start a fresh run with `deftpipe run WS --new`"
+            ) from None
+        if not isinstance(data, dict) or set(PHASES) - set(data.get("phases", {})):
+            raise StateError(f"{path} lacks the phases {', '.join(PHASES)}; start a fresh run with --new")
+        return cls(results_dir, data)
+
+    # --- reading -------------------------------------------------------------------------------
+    @property
+    def status(self) -> str:
+        return self.data["status"]
+
+    def phase(self, name: str) -> dict[str, Any]:
+        return self.data["phases"][name]
+
+    def is_done(self, name: str) -> bool:
+        return self.phase(name)["status"] in ("done", "skipped")
+
+    # --- writing -------------------------------------------------------------------------------
+    def save(self) -> None:
+        self.data["updated_at"] = now_iso()
+        atomic_write_json(self.path, self.data)
+
+    def _event(self, phase: str, status: str, summary: str = "") -> None:
+        self.data["events"].append(
+            {"seq": len(self.data["events"]) + 1, "ts": now_iso(), "phase": phase, "status": status,
+             "summary": summary}
+        )
+
+    def begin_attempt(self) -> None:
+        self.data["attempts"] = int(self.data.get("attempts", 0)) + 1
+        self.data["status"] = "running"
+        self._event("run", "started" if self.data["attempts"] == 1 else "resumed",
+                    f"attempt {self.data['attempts']}")
+        self.save()
+
+    def start(self, name: str) -> None:
+        ph = self.phase(name)
+        resumed = ph["status"] in ("running", "failed")
+        ph.update(status="running", error=None)
+        ph.setdefault("started_at", now_iso())
+        ph["_t0"] = time.time()
+        self._event(name, "resumed" if resumed else "started")
+        self.save()
+
+    def done(self, name: str, summary: str = "", **info: Any) -> None:
+        ph = self.phase(name)
+        t0 = ph.pop("_t0", None)
+        ph.update(status="done", finished_at=now_iso(), **info)
+        if t0 is not None:
+            ph["duration_sec"] = round(ph.get("duration_sec", 0.0) + time.time() - t0, 1)
+        self._event(name, "done", summary)
+        self.save()
+
+    def skip(self, name: str, reason: str) -> None:
+        self.phase(name).update(status="skipped", finished_at=now_iso(), reason=reason)
+        self._event(name, "skipped", reason)
+        self.save()
+
+    def fail(self, name: str, error: str) -> None:
+        ph = self.phase(name)
+        t0 = ph.pop("_t0", None)
+        if t0 is not None:
+            ph["duration_sec"] = round(ph.get("duration_sec", 0.0) + time.time() - t0, 1)
+        ph.update(status="failed", error=error)
+        self.data["status"] = "failed"
+        self._event(name, "failed", error)
+        self.save()
+
+    def finish(self, status: str, summary: str = "") -> None:
+        self.data["status"] = status
+        self.data["finished_at"] = now_iso()
+        self._event("run", status, summary)
+        self.save()
+
+
+__all__ = ["PHASES", "RECORD_NAME", "PipelineRecord", "latest_unfinished", "list_runs", "new_run_dir"]

@@ -1,0 +1,238 @@
+"""``run_pipeline``: pre-flight → approval → Phase 1 → hand-off → Phase 2 → Phase 3 → trajectory.
+
+Reads top to bottom like the run itself. Every phase is wrapped by the pipeline record
+(``pipeline_state.json``): a finished phase is never run again, an unfinished one is simply called
+again — the sweeps resume from their storage, the loop from ``deft_state.json``, and each hand-off
+step checks what an earlier attempt already wrote.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from deftpipe._fs import atomic_write_text, run_lock
+from deftpipe.config import PipelineConfig, load_config
+from deftpipe.errors import DeftpipeError, StateError
+from deftpipe.pipeline._faults import fault_point
+from deftpipe.pipeline._handoff import handoff_1_to_2, handoff_2_to_3
+from deftpipe.pipeline._phases import load_phase1, run_phase1, run_phase3
+from deftpipe.pipeline._preflight import preflight
+from deftpipe.pipeline._record import PipelineRecord, new_run_dir
+from deftpipe.pipeline._trajectory import build_trajectory, improvement, write_summary
+from deftpipe.pipeline._view import render_preflight, render_trajectory
+
+LOCK_NAME = ".pipeline.lock"
+
+
+class PreflightError(DeftpipeError):
+    """The pre-flight found blockers, or the run was not approved."""
+
+
+def _approve(report: dict[str, Any], *, yes: bool, ask: Callable[[str], str] | None, console: Console) -> None:
+    if not report["ok"]:
+        first = report["blockers"][0]
+        raise PreflightError(f"pre-flight found {len(report['blockers'])} blocker(s), nothing was started; "
+                             f"first: {first}")
+    if yes:
+        console.print("approved by --yes")
+        return
+    try:
+        answer = (ask or input)("Type 'go' to start: ")
+    except EOFError:
+        raise PreflightError("no approval: stdin is closed; type 'go' at the prompt or pass --yes") from None
+    if answer.strip().lower() != "go":
+        raise PreflightError(f"not approved (got {answer.strip()!r}, expected 'go'); nothing was written")
+
+
+def _guard(rec: PipelineRecord, name: str, fn: Callable[[], Any]) -> Any:
+    """Run one phase; record its failure (the rerun resumes it) and re-raise."""
+    try:
+        return fn()
+    except KeyboardInterrupt:
+        rec.fail(name, "interrupted (Ctrl-C); rerun `deftpipe run WS` to resume")
+        raise
+    except Exception as e:
+        rec.fail(name, f"{type(e).__name__}: {e}" if not isinstance(e, DeftpipeError) else str(e))
+        raise
+
+
+def _run_loop(ws: Path, cfg: PipelineConfig, results_dir: Path, show_progress: bool) -> tuple[dict, str | None]:
+    """Phase 2. Returns (final state, hard-stop reason or None)."""
+    from deftpipe import deft
+
+    try:
+        state = deft.run_loop(ws, results_dir=results_dir, config=cfg, show_progress=show_progress)
+    except DeftpipeError as e:
+        try:
+            state = deft.load_state(results_dir)
+        except DeftpipeError:
+            raise e from None
+        if state.get("status") != "failed":
+            raise
+        state.setdefault("reason", str(e))
+    if state.get("status") == "failed":
+        return state, state.get("reason") or "the loop marked its state failed"
+    return state, None
+
+
+def _phase3_verdict(results_dir: Path, p3: dict[str, Any], ho: dict[str, Any]) -> dict[str, Any]:
+    p3 = {**p3, "loop_best_iteration": ho["warm_start_iteration"], "loop_best_far_pct": ho["warm_start_far_pct"]}
+    bm_path = results_dir / "best_model.json"
+    kept = json.loads(bm_path.read_text(encoding="utf-8")) if bm_path.is_file() else {}
+    label = kept.get("iteration") or kept.get("label") or "?"
+    a, b = p3.get("kpi_far_pct"), ho["warm_start_far_pct"]
+    if label == "final_automl":
+        p3["verdict"] = f"Phase 3 improved on the loop ({a} vs {b}); best model = final_automl"
+    else:
+        p3["verdict"] = f"Phase 3 did not beat the loop ({a} vs {b}); best model kept = {label}"
+    p3["best_model"] = label
+    return p3
+
+
+def run_pipeline(ws: str | Path, *, yes: bool = False, new: bool = False, show_progress: bool = True,
+                 console: Console | None = None, ask: Callable[[str], str] | None = None) -> dict[str, Any]:
+    """The three-phase run with one approval; resumable after Ctrl-C or ``kill -9``.
+
+    Args:
+        ws: workspace folder (holding ``pipeline.yaml``).
+        yes: approve the pre-flight without asking.
+        new: start a fresh ``results/run_<timestamp>/`` even when an unfinished run exists
+            (default: resume the latest unfinished run, else start a new one).
+        console: where the pre-flight and the trajectory are printed (default: stdout).
+        ask: the prompt function (default :func:`input`); tests pass a fake.
+    Returns:
+        ``{"results_dir", "status" (complete|stopped), "trajectory", "improvement", "phases", ...}``.
+    Raises:
+        PreflightError: blockers, or not approved (nothing written under results/).
+        StateError: another run holds the results folder.
+        DeftpipeError: a phase failed (recorded in pipeline_state.json; rerun to resume).
+    """
+    from deftpipe import deft
+
+    console = console or Console()
+    ws = Path(ws).resolve()
+    report = preflight(ws, new=new)
+    render_preflight(report, console)
+    _approve(report, yes=yes, ask=ask, console=console)
+
+    # --- approved: from here on we write under results/ -------------------------------------------
+    cfg = load_config(ws)
+    target = report["target"]
+    results_dir = Path(target["results_dir"]) if target["mode"] == "resume" else new_run_dir(ws)
+    with run_lock(results_dir, what="pipeline run", name=LOCK_NAME):
+        try:
+            rec = PipelineRecord.load(results_dir)
+        except StateError:
+            if (results_dir / "pipeline_state.json").exists():
+                raise
+            atomic_write_text(results_dir / "pipeline_config.yaml",
+                              yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+            rec = PipelineRecord.create(results_dir, workspace=ws)
+        if rec.status in ("complete", "stopped"):
+            raise StateError(f"{results_dir} is already {rec.status}; start another with `deftpipe run WS --new`")
+        rec.begin_attempt()
+        console.print(f"results: {results_dir}", highlight=False)
+        fault_point("approved")
+
+        # Phase 1: AutoML baseline on base train / validation.
+        qc: dict[str, Any] | None = None
+        if rec.phase("phase1")["status"] == "done":
+            qc = load_phase1(results_dir)
+        elif rec.phase("phase1")["status"] != "skipped":
+            if not cfg.automl.phase1.enabled:
+                rec.skip("phase1", "disabled in pipeline.yaml (automl.phase1.enabled: false)")
+            else:
+                rec.start("phase1")
+                fault_point("phase1.start")
+                qc = _guard(rec, "phase1", lambda: run_phase1(ws, cfg, results_dir, show_progress=show_progress))
+                w = qc["winner"]
+                rec.done("phase1", summary=f"winner {w.get('rec_id')} {qc['verdict']['metric']} {w.get('score')}",
+                         best_rec=qc["best_rec_path"], winner=w.get("rec_id"), score=w.get("score"))
+                fault_point("phase1.done")
+
+        # Hand-off 1 → 2: merged spec, copied checkpoint, pre-seeded loop state.
+        if not rec.is_done("handoff12"):
+            if qc is None:
+                rec.skip("handoff12", "Phase 1 skipped: the loop trains its own baseline")
+            else:
+                rec.start("handoff12")
+                best_rec = json.loads(Path(qc["best_rec_path"]).read_text(encoding="utf-8"))
+                info = _guard(rec, "handoff12", lambda: handoff_1_to_2(ws, cfg, results_dir, best_rec, qc["winner"]))
+                rec.done("handoff12", summary=f"baseline pre-seeded from {Path(info['checkpoint']).name}", **info)
+        spec = Path(rec.phase("handoff12").get("spec") or cfg.path(ws, cfg.data.spec))
+
+        # Phase 2: the DEFT loop (starts at baseline inference when pre-seeded).
+        if not rec.is_done("phase2"):
+            rec.start("phase2")
+            fault_point("phase2.start")
+            state, stop = _guard(rec, "phase2", lambda: _run_loop(ws, cfg, results_dir, show_progress))
+            rec.done("phase2", summary=f"hard stop: {stop}" if stop else f"loop {state.get('status')}",
+                     hard_stop=stop, loop_status=state.get("status"))
+            fault_point("phase2.done")
+        state = deft.load_state(results_dir)
+        hard_stop = rec.phase("phase2").get("hard_stop")
+
+        # Hand-off 2 → 3 and Phase 3: warm-started refinement, KPI check, best-model hand-off.
+        if not rec.is_done("phase3"):
+            if hard_stop:
+                rec.skip("phase3", f"Phase 2 hard-stopped ({hard_stop}); Phase 3 skipped")
+            elif not cfg.automl.phase3.enabled:
+                rec.skip("phase3", "disabled in pipeline.yaml (automl.phase3.enabled: false)")
+            else:
+                rec.start("phase3")
+                fault_point("phase3.start")
+                ho = _guard(rec, "phase3", lambda: handoff_2_to_3(state, cfg.path(ws, cfg.data.train_csv)))
+                p3 = _guard(rec, "phase3", lambda: run_phase3(
+                    ws, cfg, results_dir, spec=spec, handoff=ho, enqueue_spec=spec if qc is not None else None,
+                    show_progress=show_progress))
+                p3 = _phase3_verdict(results_dir, p3, ho)
+                rec.done("phase3", summary=p3["verdict"], handoff=ho, **p3)
+                fault_point("phase3.done")
+
+        # Trajectory: terminal, pipeline_summary.md, first chart of report.html.
+        rec.start("summary")
+        state = deft.load_state(results_dir)
+        base_rows = _count_rows(cfg.path(ws, cfg.data.train_csv))
+        points = build_trajectory(state, qc, base_rows)
+        p3_info = rec.phase("phase3") if rec.phase("phase3")["status"] == "done" else None
+        write_summary(results_dir, record=rec.data, points=points, state=state, phase1=qc, phase3=p3_info)
+        _render_report(results_dir, points)
+        fault_point("summary")
+        rec.done("summary", summary="trajectory written")
+        status = "stopped" if hard_stop else "complete"
+        rec.finish(status, summary=hard_stop or "")
+    render_trajectory(points, console, title=f"Trajectory — {results_dir.name}")
+    gain = improvement(points)
+    if gain:
+        console.print(f"KPI {gain['baseline']:.2f} → {gain['best']:.2f} ({gain['best_step']}, "
+                      f"{gain['relative_reduction_pct']:+.1f} % relative)", highlight=False)
+    if p3_info:
+        console.print(p3_info["verdict"], highlight=False)
+    if hard_stop:
+        console.print(f"[yellow]Phase 2 hard-stopped: {hard_stop}; Phase 3 skipped[/]", highlight=False)
+    console.print(f"summary: {results_dir / 'pipeline_summary.md'}", highlight=False)
+    return {"results_dir": str(results_dir), "status": status, "trajectory": points, "improvement": gain,
+            "hard_stop": hard_stop, "phases": rec.data["phases"]}
+
+
+def _count_rows(csv: Path) -> int | None:
+    if not csv.is_file():
+        return None
+    with open(csv, encoding="utf-8") as f:
+        return max(sum(1 for _ in f) - 1, 0)
+
+
+def _render_report(results_dir: Path, points: list[dict[str, Any]]) -> None:
+    """Hand the trajectory to the loop's report (its first chart)."""
+    from deftpipe import deft
+
+    deft.render_report(results_dir, extra={"trajectory": points})
+
+
+__all__ = ["PreflightError", "run_pipeline"]

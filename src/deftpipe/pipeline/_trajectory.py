@@ -1,0 +1,130 @@
+"""The trajectory Phase 1 best (val) → baseline KPI eval → iter 1…N → Phase 3, and the run summary.
+
+Built only from what the phases recorded (``automl/phase1/quality_check.json``, ``deft_state.json``,
+``best_model.json``); written to ``trajectory.json`` and ``pipeline_summary.md`` and handed to the
+loop's report so it becomes the first chart of ``report.html``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from deftpipe._fs import atomic_write_json, atomic_write_text
+
+SUMMARY_NAME = "pipeline_summary.md"
+TRAJECTORY_NAME = "trajectory.json"
+
+
+def _rows(csv: str | None) -> int | None:
+    if not csv or not Path(csv).is_file():
+        return None
+    with open(csv, encoding="utf-8") as f:
+        return max(sum(1 for _ in f) - 1, 0)
+
+
+def _iter_key(label: str) -> int:
+    m = re.fullmatch(r"iter(\d+)", label)
+    return int(m.group(1)) if m else -1
+
+
+def build_trajectory(state: dict[str, Any] | None, phase1: dict[str, Any] | None,
+                     base_train_rows: int | None = None) -> list[dict[str, Any]]:
+    """One point per step; ``value`` is the phase's metric (KPI ``far_pct`` for the loop and Phase 3)."""
+    points: list[dict[str, Any]] = []
+    if phase1:
+        w = phase1["winner"]
+        metric = phase1.get("verdict", {}).get("metric", "far_pct")
+        points.append({"step": "Phase 1 best", "label": "phase1", "set": "validation", "metric": metric,
+                       "value": w.get("score"), "train_rows": base_train_rows,
+                       "note": f"rec {w.get('rec_id')}"})
+    iters = (state or {}).get("iterations", {})
+    kpi_metric = (state or {}).get("kpi", {}).get("metric", "far_pct")
+    labels = ["baseline"] + sorted((k for k in iters if _iter_key(k) >= 0), key=_iter_key) + ["final_automl"]
+    for label in labels:
+        it = iters.get(label)
+        if not it or it.get(kpi_metric) is None:
+            continue
+        step = {"baseline": "baseline (KPI)", "final_automl": "Phase 3 (KPI)"}.get(label, f"{label} (KPI)")
+        ci = (it.get("far_ci_low"), it.get("far_ci_high")) if kpi_metric == "far_pct" else None
+        points.append({"step": step, "label": label, "set": "KPI test", "metric": kpi_metric,
+                       "value": it.get(kpi_metric), "ci": list(ci) if ci and None not in ci else None,
+                       "auroc": it.get("auroc"),
+                       "train_rows": _rows(it.get("combined_training_csv")) or (base_train_rows if label == "baseline"
+                                                                                 else None),
+                       "note": it.get("source") or ""})
+    return points
+
+
+def improvement(points: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Baseline KPI value → best later KPI value (lower is better), absolute and relative."""
+    kpi = [p for p in points if p["set"] == "KPI test" and p["value"] is not None]
+    if not kpi or kpi[0]["label"] != "baseline":
+        return None
+    base = float(kpi[0]["value"])
+    best = min(kpi, key=lambda p: float(p["value"]))
+    rel = (base - float(best["value"])) / base * 100.0 if base > 0 else 0.0
+    return {"baseline": base, "best": float(best["value"]), "best_step": best["step"],
+            "relative_reduction_pct": round(rel, 1), "improved": float(best["value"]) < base}
+
+
+def _fmt(v: Any) -> str:
+    return "—" if v is None else f"{float(v):.2f}"
+
+
+def write_summary(results_dir: Path, *, record: dict[str, Any], points: list[dict[str, Any]],
+                  state: dict[str, Any] | None, phase1: dict[str, Any] | None,
+                  phase3: dict[str, Any] | None) -> Path:
+    """``trajectory.json`` + ``pipeline_summary.md`` (atomic)."""
+    gain = improvement(points)
+    atomic_write_json(results_dir / TRAJECTORY_NAME, {"points": points, "improvement": gain})
+    lines = [f"# deftpipe pipeline summary — {results_dir.name}", "",
+             f"Workspace: `{record['workspace']}`  ", f"Results: `{results_dir}`", "", "## Phases", "",
+             "| phase | status | duration | note |", "|---|---|---|---|"]
+    for name, ph in record["phases"].items():
+        note = ph.get("reason") or ph.get("error") or ph.get("summary") or ""
+        dur = f"{ph['duration_sec']:.0f} s" if ph.get("duration_sec") is not None else ""
+        lines.append(f"| {name} | {ph['status']} | {dur} | {note} |")
+    lines += ["", "## Trajectory", "", "| step | data | metric | value | 95% CI | AUROC | train rows | note |",
+              "|---|---|---|---|---|---|---|---|"]
+    for p in points:
+        ci = f"{_fmt(p['ci'][0])}–{_fmt(p['ci'][1])}" if p.get("ci") else ""
+        lines.append(f"| {p['step']} | {p['set']} | {p['metric']} | {_fmt(p['value'])} | {ci} | "
+                     f"{_fmt(p.get('auroc')) if p.get('auroc') is not None else ''} | {p.get('train_rows') or ''} | "
+                     f"{p.get('note', '')} |")
+    lines += ["", "## Outcome", ""]
+    if gain:
+        lines.append(f"- KPI baseline {gain['baseline']:.2f} → best {gain['best']:.2f} at {gain['best_step']} "
+                     f"({gain['relative_reduction_pct']:+.1f} % relative reduction).")
+    if state:
+        kpi = state.get("kpi", {})
+        lines.append(f"- KPI target: {kpi.get('metric')} {kpi.get('operator')} {kpi.get('target')}; loop status "
+                     f"`{state.get('status')}`" + (f" — {state['reason']}" if state.get("reason") else "") + ".")
+    best_model = results_dir / "best_model.json"
+    if best_model.is_file():
+        bm = json.loads(best_model.read_text(encoding="utf-8"))
+        lines.append(f"- Best model kept: `{bm.get('iteration', bm.get('label'))}` "
+                     f"({bm.get('metric', 'far_pct')} {_fmt(bm.get('far_pct', bm.get('value')))}), checkpoint "
+                     f"`{bm.get('checkpoint', bm.get('best_ckpt_path'))}`.")
+    if phase3:
+        lines.append(f"- Phase 3 vs the loop's best: Phase 3 KPI {_fmt(phase3.get('kpi_far_pct'))} vs loop best "
+                     f"{_fmt(phase3.get('loop_best_far_pct'))} ({phase3.get('loop_best_iteration')}); "
+                     f"{phase3.get('verdict', '')}")
+    if phase1:
+        for n in phase1.get("notes", []):
+            lines.append(f"- Phase 1 quality check: {n}")
+        v = phase1.get("verdict", {})
+        if v.get("untrained_score") is not None:
+            lines.append(f"- Phase 1 winner {v['metric']} {_fmt(v.get('winner_score'))} vs untrained model "
+                         f"{_fmt(v.get('untrained_score'))} on the validation set.")
+    lines += ["", "## Where the outputs live", "",
+              "- `automl/phase1/` — Phase 1 study storage, trials, `best_rec.json`, `quality_check.json`",
+              "- `baseline/`, `iter<N>/`, `deft_state.json` — the DEFT loop (baseline pre-seeded by Phase 1)",
+              "- `final_automl/` — Phase 3 study, trials, `best_rec.json`, KPI inference and metrics",
+              "- `best_model.json`, `best_model_inference_spec.yaml`, `report.html`, `pipeline_state.json`", ""]
+    return atomic_write_text(results_dir / SUMMARY_NAME, "\n".join(lines))
+
+
+__all__ = ["SUMMARY_NAME", "TRAJECTORY_NAME", "build_trajectory", "improvement", "write_summary"]
