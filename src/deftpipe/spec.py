@@ -32,8 +32,10 @@ class ModelSection(_Strict):
     width: int = Field(16, ge=4, le=512)  # channels of the first conv block (doubles per stage)
     depth: int = Field(4, ge=2, le=8)  # number of conv stages (each halves the resolution)
     # how golden and test are compared: pooled |a-b| / concat, multi-scale feature-map difference
-    # (ChangeNet-like), or early fusion of (golden, test, |test-golden|) pixels
-    fusion: Literal["late_absdiff", "late_concat", "multiscale", "early_diff"] = "multiscale"
+    # (ChangeNet-like), the same tolerant to misregistration, or early fusion of
+    # (golden, test, |test-golden|) pixels (see docs/model.md)
+    fusion: Literal["late_absdiff", "late_concat", "multiscale", "multiscale_tolerant", "early_diff"] = "multiscale"
+    shift_tolerance_px: int = Field(8, ge=0, le=64)  # misregistration multiscale_tolerant forgives (px)
     input_size: int = Field(64, ge=16, le=1024)  # image side in px; other sizes are an error
     num_input: int = Field(1, ge=1, le=8)  # lighting channels per image (len of input_map)
     num_classes: int = Field(2, ge=2, le=64)  # 2 = binary PASS vs defect; >2 = multi-class

@@ -82,8 +82,12 @@ class ModelAdapter(ABC):
         """One float32 embedding row per CSV row (for RCA clustering and mining)."""
 
 
-def get_adapter(spec: Any = None) -> ModelAdapter:
-    """The adapter a spec asks for (``adapter.kind``: ``torch`` (default) or ``command``)."""
+def get_adapter(spec: Any = None, *, progress: Any = None) -> ModelAdapter:
+    """The adapter a spec asks for (``adapter.kind``: ``torch`` (default) or ``command``).
+
+    ``progress`` (optional) receives training progress: ``start(epochs, steps_per_epoch)``,
+    ``batch(epoch, step_in_epoch, loss)``, ``epoch_end(epoch, metrics)``, ``close()``.
+    """
     kind = "torch"
     if spec is not None and not isinstance(spec, (str, Path)):
         kind = spec["adapter"]["kind"] if isinstance(spec, dict) and "adapter" in spec else getattr(
@@ -95,7 +99,7 @@ def get_adapter(spec: Any = None) -> ModelAdapter:
     if kind == "command":
         from deftpipe.model._command import CommandAdapter
 
-        return CommandAdapter()
+        return CommandAdapter(spec, progress=progress)
     from deftpipe.model._torch_adapter import TorchAdapter
 
-    return TorchAdapter()
+    return TorchAdapter(progress=progress)

@@ -1,0 +1,137 @@
+"""Dataset CSV -> in-memory tensors, and the pair-consistent augmentation.
+
+The decoded images of a split (``deftpipe.data.load_pairs``: the on-disk image cache) are held in
+memory as one uint8 tensor, so an epoch never touches the disk and a batch is one index operation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from deftpipe.config import find_workspace
+from deftpipe.data import PASS, ImageLayout, is_defect, load_pairs, read_dataset
+from deftpipe.errors import DataError, SpecError
+
+
+@dataclass
+class PairSet:
+    """One split in memory."""
+
+    df: pd.DataFrame  # the CSV rows (strings), in file order
+    images: torch.Tensor  # uint8 (N, 2, L, S, S); axis 1 = (golden, test)
+    targets: torch.Tensor  # float 0/1 (binary) or long class index (multi-class)
+    is_defect: np.ndarray  # bool (N,)
+    labels: list[str]  # true class names
+
+    def __len__(self) -> int:
+        return len(self.df)
+
+
+def class_names(spec) -> list[str]:
+    """Output classes: ``[PASS, FAIL]`` for binary, else ``model.classes`` (PASS first)."""
+    m = spec.model
+    if m.num_classes == 2:
+        return [PASS, "FAIL"]
+    if not m.classes or len(m.classes) != m.num_classes or m.classes[0] != PASS:
+        raise SpecError(
+            f"model.num_classes is {m.num_classes} but model.classes is {m.classes!r}; list "
+            f"{m.num_classes} class names with PASS first, e.g. [PASS, open, short, ...]"
+        )
+    return list(m.classes)
+
+
+def resolve_layout(spec, csv: Path) -> ImageLayout:
+    """The spec's image layout; when its ``images_dir`` is gone (a moved workspace), the
+    ``images/`` folder of the workspace holding ``csv``."""
+    layout = ImageLayout.from_spec(spec)
+    if layout.images_dir.is_dir():
+        return layout
+    ws = find_workspace(csv.resolve().parent)
+    if ws is not None and (ws / "images").is_dir():
+        return ImageLayout.create(ws / "images", spec.dataset.classify.image_ext, spec.lights)
+    raise DataError(f"images folder {layout.images_dir} (dataset.classify.images_dir) does not exist; "
+                    "fix the spec or run from the workspace that holds the images")
+
+
+def load_pair_set(csv: str | Path, spec, classes: list[str]) -> PairSet:
+    """Read ``csv`` and decode its image pairs at ``model.input_size``.
+
+    Raises:
+        DataError: empty/malformed CSV, missing or wrongly sized images, a label unknown to a
+            multi-class spec, or a lighting count other than ``model.num_input``.
+    """
+    csv = Path(csv)
+    df = read_dataset(csv)
+    n_light = max(1, len(spec.lights))
+    if n_light != spec.model.num_input:
+        raise DataError(
+            f"model.num_input is {spec.model.num_input} but dataset.classify.input_map lists {n_light} "
+            f"light(s) ({', '.join(spec.lights) or 'none = one image per side'}); make them agree"
+        )
+    labels = df["label"].tolist()
+    defect = is_defect(df["label"]).to_numpy()
+    if len(classes) == 2:
+        targets = torch.from_numpy(defect.astype(np.float32))
+    else:
+        index = {c: i for i, c in enumerate(classes)}
+        unknown = sorted({lab for lab in labels if lab not in index})
+        if unknown:
+            raise DataError(f"{csv.name}: label(s) {', '.join(unknown)} are not in model.classes "
+                            f"({', '.join(classes)}); add them to the spec or fix the CSV")
+        targets = torch.tensor([index[lab] for lab in labels], dtype=torch.long)
+    images = load_pairs(df, resolve_layout(spec, csv), spec.model.input_size)
+    return PairSet(df, torch.from_numpy(images), targets, defect, labels)
+
+
+def augment(x: torch.Tensor, aug, gen: torch.Generator) -> torch.Tensor:
+    """Random pair-consistent augmentation of a float batch (B, 2, L, S, S) in [0, 1].
+
+    Flips and 90-degree rotations are applied identically to golden and test (a defect must stay
+    where it is relative to its template); the shift, brightness and noise are independent, to
+    mimic misregistration and exposure differences between the two captures.
+    """
+    b, s = x.shape[0], x.shape[-1]
+
+    def coin() -> torch.Tensor:
+        return (torch.rand(b, generator=gen) < 0.5).view(b, 1, 1, 1, 1)
+
+    if aug.flip:
+        x = torch.where(coin(), x.flip(-1), x)
+        x = torch.where(coin(), x.flip(-2), x)
+    if aug.rotate90:
+        k = torch.randint(0, 4, (b,), generator=gen)
+        x = x.clone()
+        for kk in (1, 2, 3):
+            sel = k == kk
+            if sel.any():
+                x[sel] = torch.rot90(x[sel], kk, dims=(-2, -1))
+    golden, test = x[:, 0], x[:, 1]
+    p = aug.shift_px
+    if p > 0:
+        # shifted crops of the edge-padded test image, gathered for the whole batch at once
+        padded = F.pad(test, (p, p, p, p), mode="replicate")
+        dy, dx = torch.randint(-p, p + 1, (2, b), generator=gen)
+        ar = torch.arange(s)
+        rows = (ar[None, :] + p + dy[:, None])[:, :, None]  # (B, S, 1)
+        cols = (ar[None, :] + p + dx[:, None])[:, None, :]  # (B, 1, S)
+        test = padded[torch.arange(b)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
+    if aug.brightness > 0:
+        gain = 1 + (torch.rand(b, 1, 1, 1, generator=gen) * 2 - 1) * aug.brightness
+        test = test * gain
+    x = torch.stack([golden, test], dim=1)
+    if aug.noise > 0:
+        x = x + torch.randn(x.shape, generator=gen) * aug.noise
+    return x.clamp_(0.0, 1.0)
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    return images.float().div_(255.0)
+
+
+__all__ = ["PairSet", "augment", "class_names", "load_pair_set", "resolve_layout", "to_float"]

@@ -1,0 +1,170 @@
+"""The ChangeNet-style siamese change classifier: one file, a config plus modules.
+
+A shared CNN encoder sees the golden and the test image (``num_input`` lighting channels each);
+a fusion compares them; an MLP head turns the fused vector into a defect logit (binary) or class
+logits (multi-class). Fusions (``model.fusion``):
+
+* ``late_absdiff``: ``|a - b|`` of the globally pooled encodings (cheapest, loses location).
+* ``late_concat``: ``[a, b]`` of the pooled encodings; the head learns the comparison.
+* ``multiscale``: feature maps of every stage differenced (``|fa - fb|``), each pooled (mean and
+  max) and concatenated, as ChangeNet compares features at several scales.
+* ``multiscale_tolerant``: like ``multiscale`` but the difference forgives misregistration: a
+  test feature counts as changed only where it lies outside the range the golden feature takes
+  within ``shift_tolerance_px`` (and vice versa), computed with max-pooling at each stage's stride.
+* ``early_diff``: one encoder over the stacked pixels ``(golden, test, |test - golden|)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FUSIONS = ("late_absdiff", "late_concat", "multiscale", "multiscale_tolerant", "early_diff")
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Architecture knobs, taken from the spec's ``model`` section."""
+
+    num_input: int = 1  # lighting channels per image
+    width: int = 16  # channels of the first stage; doubles per stage
+    depth: int = 4  # conv stages, each halves the resolution
+    fusion: str = "multiscale_tolerant"
+    input_size: int = 64
+    num_classes: int = 2  # 2 = one defect logit; >2 = softmax over classes (PASS first)
+    head_hidden: int = 64
+    dropout: float = 0.1
+    shift_tolerance_px: int = 8  # misregistration the tolerant fusion forgives, in input pixels
+
+    @classmethod
+    def from_spec(cls, spec) -> NetConfig:  # spec: deftpipe.spec.Spec
+        m = spec.model
+        return cls(num_input=m.num_input, width=m.width, depth=m.depth, fusion=m.fusion,
+                   input_size=m.input_size, num_classes=m.num_classes, head_hidden=m.head_hidden,
+                   dropout=m.dropout, shift_tolerance_px=m.shift_tolerance_px)
+
+    @property
+    def num_outputs(self) -> int:
+        return 1 if self.num_classes == 2 else self.num_classes
+
+
+class Encoder(nn.Module):
+    """``depth`` stages of conv3x3-BN-ReLU-maxpool2; returns every stage's feature map."""
+
+    def __init__(self, in_ch: int, width: int, depth: int):
+        super().__init__()
+        chans = [width * 2**i for i in range(depth)]
+        self.stages = nn.ModuleList()
+        for out_ch in chans:
+            self.stages.append(nn.Sequential(
+                nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False),
+                nn.BatchNorm2d(out_ch),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ))
+            in_ch = out_ch
+        self.channels = chans
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats
+
+
+def _pool(x: torch.Tensor) -> torch.Tensor:
+    """Mean and max over space: (B, C, H, W) -> (B, 2C)."""
+    return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
+
+
+def tolerant_diff(fa: torch.Tensor, fb: torch.Tensor, radius: int) -> torch.Tensor:
+    """How far each feature of one map lies outside the other's range within ``radius`` cells.
+
+    Zero where ``fb`` at x lies within [min, max] of ``fa`` over the (2r+1)^2 neighbourhood of x,
+    and vice versa: a shifted copy of the same pattern gives no difference, a new or missing
+    pattern does. Max-pooling makes this one cheap op per direction (no loop over shifts).
+    """
+    if radius <= 0:
+        return (fa - fb).abs()
+    k = 2 * radius + 1
+
+    def nb_max(t: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(t, k, stride=1, padding=radius)
+
+    def outside(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        return F.relu(t - nb_max(ref)) + F.relu(-nb_max(-ref) - t)
+
+    return outside(fb, fa) + outside(fa, fb)
+
+
+class SiameseChangeNet(nn.Module):
+    """Golden/test pair classifier. Input (B, 2, L, S, S) float in [0, 1]; axis 1 = (golden, test)."""
+
+    def __init__(self, cfg: NetConfig):
+        super().__init__()
+        if cfg.fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion {cfg.fusion!r}; expected one of {', '.join(FUSIONS)}")
+        if cfg.input_size < 2**cfg.depth:
+            raise ValueError(f"input_size {cfg.input_size} is too small for depth {cfg.depth} "
+                             f"(each stage halves it; need >= {2**cfg.depth})")
+        self.cfg = cfg
+        in_ch = 3 * cfg.num_input if cfg.fusion == "early_diff" else cfg.num_input
+        self.encoder = Encoder(in_ch, cfg.width, cfg.depth)
+        self.embed_dim = self._fused_dim()
+        self.head = nn.Sequential(
+            nn.Dropout(cfg.dropout),
+            nn.Linear(self.embed_dim, cfg.head_hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(cfg.head_hidden, cfg.num_outputs),
+        )
+
+    def _fused_dim(self) -> int:
+        ch = self.encoder.channels
+        if self.cfg.fusion in ("multiscale", "multiscale_tolerant"):
+            return 2 * sum(ch)
+        if self.cfg.fusion == "late_concat":
+            return 4 * ch[-1]
+        return 2 * ch[-1]  # late_absdiff, early_diff
+
+    def _radius(self, stage: int) -> int:
+        # feature cell of stage i covers 2^(i+1) input pixels
+        return math.ceil(self.cfg.shift_tolerance_px / 2 ** (stage + 1))
+
+    def fuse(self, x: torch.Tensor) -> torch.Tensor:
+        """The fused comparison vector (B, embed_dim): what the head sees, and the embedding."""
+        b = x.shape[0]
+        x = (x - 0.5) / 0.5
+        golden, test = x[:, 0], x[:, 1]
+        fusion = self.cfg.fusion
+        if fusion == "early_diff":
+            return _pool(self.encoder(torch.cat([golden, test, (test - golden).abs()], dim=1))[-1])
+        # one encoder pass over golden and test together: shared weights, one big batch
+        feats = self.encoder(torch.cat([golden, test], dim=0))
+        if fusion == "late_absdiff":
+            return (_pool(feats[-1][:b]) - _pool(feats[-1][b:])).abs()
+        if fusion == "late_concat":
+            return torch.cat([_pool(feats[-1][:b]), _pool(feats[-1][b:])], dim=1)
+        if fusion == "multiscale":
+            return torch.cat([_pool((f[:b] - f[b:]).abs()) for f in feats], dim=1)
+        return torch.cat([_pool(tolerant_diff(f[:b], f[b:], self._radius(i))) for i, f in enumerate(feats)],
+                         dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits: (B,) for binary, (B, num_classes) for multi-class."""
+        out = self.head(self.fuse(x))
+        return out.squeeze(1) if self.cfg.num_outputs == 1 else out
+
+    @staticmethod
+    def defect_score(logits: torch.Tensor) -> torch.Tensor:
+        """P(defect): sigmoid of the binary logit, or 1 - P(PASS) (class 0) for multi-class."""
+        if logits.dim() == 1:
+            return torch.sigmoid(logits)
+        return 1.0 - torch.softmax(logits, dim=1)[:, 0]
+
+
+__all__ = ["FUSIONS", "NetConfig", "SiameseChangeNet", "tolerant_diff"]

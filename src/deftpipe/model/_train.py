@@ -1,0 +1,241 @@
+"""The training loop, top to bottom: seeds -> data -> model (scratch or warm start) -> optimiser ->
+epochs of (augment, forward, backward, step) -> validation metrics -> checkpoint -> callback.
+
+Checkpoint selection: the epoch with the lowest validation ``far_pct`` (ties: lower ``val_loss``)
+is the best; it and the last ``train.keep_checkpoints`` epochs are kept, older files removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from deftpipe._fs import atomic_write_json, run_lock
+from deftpipe.errors import DataError, TrainingError
+from deftpipe.metrics import compute_metrics
+from deftpipe.model._adapter import EpochCallback, TrainResult
+from deftpipe.model._checkpoint import checkpoint_name, load_weights, read_checkpoint, save_checkpoint
+from deftpipe.model._data import PairSet, augment, class_names, load_pair_set, to_float
+from deftpipe.model._network import NetConfig, SiameseChangeNet
+from deftpipe.spec import Spec, spec_to_dict
+
+EVAL_BATCH = 256
+
+
+class NullProgress:
+    """Progress reporting that does nothing (the CLI passes a Rich one)."""
+
+    def start(self, epochs: int, steps_per_epoch: int) -> None: ...
+    def batch(self, epoch: int, step_in_epoch: int, loss: float) -> None: ...
+    def epoch_end(self, epoch: int, metrics: dict[str, Any]) -> None: ...
+    def close(self) -> None: ...
+
+
+@contextlib.contextmanager
+def torch_threads(requested: int = 0) -> Iterator[int]:
+    """Intra-op threads: ``requested`` > 0, else ``$DEFTPIPE_NUM_THREADS``, else all cores."""
+    n = requested or int(os.environ.get("DEFTPIPE_NUM_THREADS", "0") or 0) or (os.cpu_count() or 1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def lr_at(step: int, total: int, warmup: int, optim) -> float:
+    """Linear warm-up, then cosine to 1 % of the peak, a x0.1 step at 50 % and 75 %, or flat."""
+    if step < warmup:
+        return optim.lr * (step + 1) / warmup
+    frac = (step - warmup) / max(1, total - warmup)
+    if optim.scheduler == "cosine":
+        return optim.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * frac)))
+    if optim.scheduler == "step":
+        return optim.lr * (0.1 ** ((frac >= 0.5) + (frac >= 0.75)))
+    return optim.lr
+
+
+def make_optimizer(model: torch.nn.Module, optim) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if optim.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
+    cls = torch.optim.AdamW if optim.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=optim.lr, betas=(optim.momentum, optim.beta2), weight_decay=optim.weight_decay)
+
+
+def loss_fn(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """BCE on the defect logit (``weight`` = pos_weight) or CE over classes (``weight`` per class)."""
+    if logits.dim() == 1:
+        return F.binary_cross_entropy_with_logits(logits, targets, pos_weight=weight)
+    return F.cross_entropy(logits, targets, weight=weight)
+
+
+def class_weight(data: PairSet, n_out: int, balance: str) -> torch.Tensor | None:
+    if balance != "pos_weight":
+        return None
+    if n_out == 1:
+        n_def = float(data.targets.sum())
+        return torch.tensor(max(1.0, (len(data) - n_def) / max(1.0, n_def)))
+    counts = torch.bincount(data.targets, minlength=n_out).float().clamp(min=1)
+    return len(data) / (n_out * counts)
+
+
+def epoch_order(data: PairSet, balance: str, gen: torch.Generator) -> torch.Tensor:
+    """Sample order of one epoch: a permutation, or class-balanced draws with replacement."""
+    if balance != "sampler":
+        return torch.randperm(len(data), generator=gen)
+    t = data.targets.long()
+    w = 1.0 / torch.bincount(t).float()[t]
+    return torch.multinomial(w, len(data), replacement=True, generator=gen)
+
+
+@torch.no_grad()
+def predict(model: SiameseChangeNet, data: PairSet, device: torch.device, *, embed: bool = False
+            ) -> tuple[np.ndarray, torch.Tensor]:
+    """(P(defect) per row, logits) — or (embeddings, logits) with ``embed`` — in eval mode."""
+    was_training = model.training
+    model.eval()
+    outs, logits = [], []
+    for i in range(0, len(data), EVAL_BATCH):
+        x = to_float(data.images[i:i + EVAL_BATCH]).to(device)
+        fused = model.fuse(x)
+        lg = model.head(fused)
+        lg = lg.squeeze(1) if lg.shape[1] == 1 else lg
+        logits.append(lg.cpu())
+        outs.append((fused if embed else model.defect_score(lg)).cpu())
+    model.train(was_training)
+    return torch.cat(outs).numpy().astype(np.float32 if embed else np.float64), torch.cat(logits)
+
+
+def validate(model: SiameseChangeNet, data: PairSet, device: torch.device, *, seed: int,
+             threshold: float | None = None, classes: list[str] | None = None) -> dict[str, Any]:
+    """compute_metrics on ``data`` plus ``val_loss`` (unweighted, comparable across specs)."""
+    scores, logits = predict(model, data, device)
+    val_loss = float(loss_fn(logits, data.targets, None))
+    preds = None
+    if classes and logits.dim() == 2:
+        preds = [classes[i] for i in logits.argmax(1).tolist()]
+    m = compute_metrics(data.is_defect, scores, labels=data.labels, threshold=threshold,
+                        predictions=preds, seed=seed)
+    return {**m, "val_loss": val_loss if math.isfinite(val_loss) else None}
+
+
+def _is_better(m: dict[str, Any], best: dict[str, Any] | None) -> bool:
+    if best is None:
+        return True
+    vl, bl = m["val_loss"], best["val_loss"]
+    return (m["far_pct"], vl if vl is not None else math.inf) < (best["far_pct"], bl if bl is not None else math.inf)
+
+
+def _prune(out_dir: Path, keep: set[str]) -> None:
+    for p in out_dir.glob("model_epoch_*_step_*.pth"):
+        if p.name not in keep:
+            p.unlink(missing_ok=True)
+
+
+def train_model(spec: Spec, train_csv: str | Path, val_csv: str | Path, out_dir: str | Path, *,
+                pretrained: str | Path | None = None, epoch_callback: EpochCallback | None = None,
+                progress: Any = None) -> TrainResult:
+    """Train the siamese classifier; see :meth:`deftpipe.model.ModelAdapter.train`."""
+    t0 = time.perf_counter()
+    progress = progress or NullProgress()
+    tr, out_dir = spec.train, Path(out_dir)
+    classes = class_names(spec)
+    cfg = NetConfig.from_spec(spec)
+    # everything that can fail on bad input fails here, before anything is written
+    train_set = load_pair_set(train_csv, spec, classes)
+    val_set = load_pair_set(val_csv, spec, classes)
+    if not val_set.is_defect.any() or val_set.is_defect.all():
+        raise DataError(f"validation set {val_csv} needs both PASS and defect rows to select a checkpoint "
+                        f"by far_pct (found {int(val_set.is_defect.sum())} defects of {len(val_set)})")
+    init = pretrained or tr.pretrained_model_path
+    init_ckpt = read_checkpoint(init) if init else None
+
+    with torch_threads(tr.num_threads), run_lock(out_dir, what="training"):
+        torch.manual_seed(tr.seed)
+        gen = torch.Generator().manual_seed(tr.seed)
+        device = pick_device(tr.device)
+        model = SiameseChangeNet(cfg)
+        if init_ckpt is not None:
+            load_weights(model, init_ckpt["state_dict"], init)  # weights only, not the optimiser
+        model.to(device)
+        optimizer = make_optimizer(model, tr.optim)
+        weight = class_weight(train_set, cfg.num_outputs, tr.class_balance)
+        weight = weight.to(device) if weight is not None else None
+        steps_per_epoch = math.ceil(len(train_set) / tr.batch_size)
+        total, warmup = steps_per_epoch * tr.num_epochs, int(tr.optim.warmup_epochs * steps_per_epoch)
+        progress.start(tr.num_epochs, steps_per_epoch)
+
+        step, history, best, kept, stopped = 0, [], None, [], False
+        try:
+            for epoch in range(1, tr.num_epochs + 1):
+                model.train()
+                order, losses, t_epoch = epoch_order(train_set, tr.class_balance, gen), [], time.perf_counter()
+                for i in range(steps_per_epoch):
+                    idx = order[i * tr.batch_size:(i + 1) * tr.batch_size]
+                    x = augment(to_float(train_set.images[idx]), tr.augment, gen).to(device)
+                    y = train_set.targets[idx].to(device)
+                    lr = lr_at(step, total, warmup, tr.optim)
+                    for g in optimizer.param_groups:
+                        g["lr"] = lr
+                    loss = loss_fn(model(x), y, weight)
+                    if not torch.isfinite(loss):
+                        raise TrainingError(
+                            f"training diverged in epoch {epoch} (step {step + 1}): the loss is {loss.item()}; "
+                            f"the learning rate is the likely cause (train.optim.lr={tr.optim.lr:g}, now {lr:g}) "
+                            "— lower it 10x or add train.optim.warmup_epochs")
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    step += 1
+                    losses.append(loss.item())
+                    progress.batch(epoch, i + 1, losses[-1])
+                try:
+                    m = validate(model, val_set, device, seed=tr.seed, classes=classes if cfg.num_outputs > 1 else None)
+                except DataError as err:  # NaN scores: the weights blew up without a NaN loss
+                    raise TrainingError(f"training diverged in epoch {epoch}: {err}") from None
+                m.update(epoch=epoch, step=step, train_loss=float(np.mean(losses)), lr=lr,
+                         epoch_seconds=round(time.perf_counter() - t_epoch, 3))
+                history.append(m)
+                name = checkpoint_name(epoch, step)
+                save_checkpoint(out_dir / name, model, spec, m, epoch=epoch, step=step)
+                if _is_better(m, best):
+                    best, best_name = m, name
+                kept = (kept + [name])[-tr.keep_checkpoints:]
+                _prune(out_dir, set(kept) | {best_name})
+                atomic_write_json(out_dir / "metrics.json", {
+                    "best_checkpoint": best_name, "best_epoch": best["epoch"], "best": best,
+                    "history": history, "spec": spec_to_dict(spec), "status": "running"})
+                progress.epoch_end(epoch, m)
+                if epoch_callback is not None and epoch_callback(epoch, m):
+                    stopped = True
+                    break
+        finally:
+            progress.close()
+
+    seconds = time.perf_counter() - t0
+    atomic_write_json(out_dir / "metrics.json", {
+        "best_checkpoint": best_name, "best_epoch": best["epoch"], "best": best, "history": history,
+        "spec": spec_to_dict(spec), "status": "stopped_early" if stopped else "complete",
+        "seconds": round(seconds, 2)})
+    return TrainResult(best_checkpoint=out_dir / best_name, best_epoch=best["epoch"], best_step=best["step"],
+                       metrics=best, history=history, epochs_run=len(history), stopped_early=stopped,
+                       seconds=seconds)
+
+
+__all__ = ["NullProgress", "lr_at", "predict", "torch_threads", "train_model", "validate"]
