@@ -1,10 +1,107 @@
-"""`deftpipe automl ...` commands."""
+"""`deftpipe automl run|worker|algorithms` — thin shells over ``deftpipe.automl``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from deftpipe.cli._util import out, print_json
+
+automl_app = typer.Typer(
+    help="Hyperparameter sweeps on Optuna, scored on the validation set (FAR@100%R by default).\n\n"
+    "Example: deftpipe automl run --spec ws/specs/baseline_spec.yaml --train ws/train/base/training_set.csv "
+    "--val ws/train/base/validation_set.csv --algorithm tpe --max-recommendations 8 --out ws/automl/phase1",
+    no_args_is_help=True,
+)
+
+
+def run(
+    spec: Path = typer.Option(..., "--spec", help="base model spec YAML"),
+    train_csv: Path = typer.Option(..., "--train", help="training set CSV"),
+    val_csv: Path = typer.Option(..., "--val", help="validation set CSV (the only set trials are scored on)"),
+    out_dir: Path = typer.Option(..., "--out", help="sweep folder: study.db, trials/, best_rec.json"),
+    metric: str = typer.Option("far_pct", "--metric", metavar="far_pct|val_loss", help="metric to minimise"),
+    algorithm: str = typer.Option("tpe", "--algorithm", metavar="ALG",
+                                  help="bayesian|tpe|random|grid|cmaes|hyperband|asha|bohb (see `automl algorithms`)"),
+    max_recommendations: int = typer.Option(4, "--max-recommendations", min=1, help="number of trials (N)"),
+    storage: str | None = typer.Option(None, "--storage", metavar="URL",
+                                       help="SQLAlchemy URL or SQLite file (default: OUT/study.db)"),
+    study: str | None = typer.Option(None, "--study", metavar="NAME", help="study name (default: deftpipe-automl)"),
+    pretrained: Path | None = typer.Option(None, "--pretrained", metavar="CKPT",
+                                           help="warm-start checkpoint for every trial"),
+    enqueue_spec: Path | None = typer.Option(None, "--enqueue-spec", metavar="YAML",
+                                             help="spec YAML or best_rec.json to try as the first trial"),
+    search_space: Path | None = typer.Option(None, "--search-space", metavar="YAML",
+                                             help="search space YAML (default: built-in)"),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="pinned epochs per trial (default: spec's)"),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="pinned batch size (default: spec's)"),
+    seed: int = typer.Option(0, "--seed", help="sampler seed"),
+    keep_checkpoints: int = typer.Option(3, "--keep-checkpoints", min=1, help="keep the best K trials' checkpoints"),
+    rerun_margin: float = typer.Option(5.0, "--rerun-margin", min=0.0,
+                                       help="re-run a winner that beats the runner-up by more (percent)"),
+    heartbeat: int = typer.Option(10, "--heartbeat", min=0, help="trial heartbeat seconds (0 = off)"),
+    as_json: bool = typer.Option(False, "--json", help="print best_rec.json on stdout"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar or summary table"),
+) -> None:
+    """Run or resume a sweep; writes OUT/best_rec.json. Rerun the same command to resume.
+
+    Example: deftpipe automl run --spec ws/specs/baseline_spec.yaml --train ws/train/base/training_set.csv
+    --val ws/train/base/validation_set.csv --metric far_pct --algorithm hyperband --max-recommendations 12
+    --epochs 3 --out ws/automl/phase1
+    """
+    from deftpipe.automl import run_sweep
+
+    best_rec = run_sweep(
+        spec=spec, train_csv=train_csv, val_csv=val_csv, out_dir=out_dir, metric=metric, algorithm=algorithm,
+        max_recommendations=max_recommendations, storage=storage, study_name=study, pretrained=pretrained,
+        enqueue_spec=enqueue_spec, search_space=search_space, num_epochs=epochs, batch_size=batch_size,
+        seed=seed, keep_checkpoints=keep_checkpoints, rerun_margin=rerun_margin, show_progress=not quiet,
+        heartbeat_interval=heartbeat)
+    if as_json:
+        print_json(best_rec)
+
+
+def worker(
+    storage: str = typer.Option(..., "--storage", metavar="URL", help="storage URL of the running study"),
+    study: str = typer.Option(..., "--study", metavar="NAME", help="study name"),
+    out_dir: Path | None = typer.Option(None, "--out", help="where this worker writes trials (default: the sweep's)"),
+    heartbeat: int = typer.Option(10, "--heartbeat", min=0, help="trial heartbeat seconds (0 = off)"),
+    as_json: bool = typer.Option(False, "--json", help="print a summary as JSON on stdout"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+) -> None:
+    """Join a study created by `automl run` and run trials until it holds N done ones.
+
+    Example: deftpipe automl worker --storage postgresql://user@db-host:5432/optuna --study phase1
+    """
+    from deftpipe.automl import run_worker
+
+    summary = run_worker(storage, study, out_dir=out_dir, show_progress=not quiet, heartbeat_interval=heartbeat)
+    if as_json:
+        print_json(summary)
+    else:
+        out.print(f"worker done: {summary['trials_run_here']} trial(s) run here; study '{summary['study']}' holds "
+                  f"{summary['done']}/{summary['target']} done trials")
+
+
+def algorithms(as_json: bool = typer.Option(False, "--json", help="print as JSON")) -> None:
+    """List the sweep algorithms and when to pick each.
+
+    Example: deftpipe automl algorithms
+    """
+    from deftpipe.automl._algorithms import describe_algorithms
+
+    table = describe_algorithms()
+    if as_json:
+        print_json(table)
+        return
+    for name, summary in table.items():
+        out.print(f"[bold]{name:10s}[/bold] {summary}")
 
 
 def register(app: typer.Typer) -> None:
     """Attach this part's commands to the root app."""
-    return None
+    automl_app.command("run")(run)
+    automl_app.command("worker")(worker)
+    automl_app.command("algorithms")(algorithms)
+    app.add_typer(automl_app, name="automl")

@@ -1,0 +1,40 @@
+"""AutoML on Optuna (DESIGN §5, §6): sweeps scored on the validation set, best_rec.json, workers.
+
+Front doors: :func:`run_sweep` (create/resume a study, write ``best_rec.json``) and
+:func:`run_worker` (join a study from its storage). See docs/automl.md.
+"""
+
+from deftpipe.automl._algorithms import (
+    ALGORITHMS,
+    Algorithm,
+    SweepContext,
+    get_algorithm,
+    make_sampler_pruner,
+)
+from deftpipe.automl._best_rec import BEST_REC_NAME, BEST_REC_SCHEMA, validate_best_rec, write_best_rec
+from deftpipe.automl._settings import METRICS
+from deftpipe.automl._space import Param, SearchSpace, load_search_space, parse_search_space
+from deftpipe.automl._storage import redact, storage_url
+from deftpipe.automl._sweep import DEFAULT_STUDY, run_sweep, run_worker
+
+__all__ = [
+    "ALGORITHMS",
+    "Algorithm",
+    "BEST_REC_NAME",
+    "BEST_REC_SCHEMA",
+    "DEFAULT_STUDY",
+    "METRICS",
+    "Param",
+    "SearchSpace",
+    "SweepContext",
+    "get_algorithm",
+    "load_search_space",
+    "make_sampler_pruner",
+    "parse_search_space",
+    "redact",
+    "run_sweep",
+    "run_worker",
+    "storage_url",
+    "validate_best_rec",
+    "write_best_rec",
+]

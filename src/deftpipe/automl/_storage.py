@@ -1,0 +1,84 @@
+"""Study storage: one place that turns ``--storage`` into an Optuna storage object.
+
+Default (``None``): a SQLite file ``<out_dir>/study.db``. Why SQLite and not Optuna's journal file:
+killed-worker recovery needs Optuna's heartbeat (a RUNNING trial whose process died is failed after
+a grace period and retried), and in Optuna 5 only the RDB storages implement heartbeats. SQLite's
+"database is locked" errors with several local workers are avoided by a long busy timeout
+(writes are a handful per epoch). Several machines: pass any SQLAlchemy URL, e.g.
+``postgresql://user@host/db``; a plain file path is taken as a SQLite file.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+from deftpipe.errors import SweepError
+
+DEFAULT_DB_NAME = "study.db"
+DEFAULT_HEARTBEAT_S = 10  # seconds between heartbeats of a running trial
+GRACE_FACTOR = 3  # a trial is stale after GRACE_FACTOR missed heartbeats
+MAX_RETRY = 2  # how often a killed trial is retried before it stays failed
+SQLITE_BUSY_TIMEOUT_S = 120
+
+
+def redact(url: str) -> str:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db`` (never print secrets)."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def storage_url(storage: str | Path | None, out_dir: str | Path | None) -> str:
+    """Normalise ``--storage`` to an SQLAlchemy URL (``None`` -> ``sqlite:///<out_dir>/study.db``)."""
+    if storage is None:
+        if out_dir is None:
+            raise SweepError("no --storage given and no --out folder to put the default study.db in")
+        return f"sqlite:///{(Path(out_dir) / DEFAULT_DB_NAME).resolve()}"
+    text = str(storage)
+    if "://" not in text:
+        return f"sqlite:///{Path(text).resolve()}"
+    return text
+
+
+def open_storage(url: str, *, heartbeat_interval: int | None = DEFAULT_HEARTBEAT_S) -> RDBStorage:
+    """An RDB storage with heartbeat + retry of stale trials.
+
+    Raises:
+        SweepError: unsupported URL, missing driver, or the database cannot be reached.
+    """
+    engine_kwargs: dict = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        Path(url.split("sqlite:///", 1)[-1]).parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    hb = heartbeat_interval if heartbeat_interval and heartbeat_interval > 0 else None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=hb,
+                grace_period=hb * GRACE_FACTOR if hb else None,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY) if hb else None,
+            )
+    except ImportError as err:
+        raise SweepError(
+            f"storage {redact(url)} needs a database driver that is not installed ({err}); for PostgreSQL "
+            "install it with `pip install 'deftpipe[postgres]'`"
+        ) from None
+    except Exception as err:  # noqa: BLE001 - SQLAlchemy raises many kinds; all mean "cannot open"
+        msg = redact(str(err).splitlines()[0]) if str(err) else type(err).__name__
+        raise SweepError(
+            f"cannot open study storage {redact(url)}: {msg}; check the URL given with --storage "
+            "(SQLAlchemy form, e.g. postgresql://user@host:5432/db or sqlite:///path/study.db)"
+        ) from None
+
+
+def study_names(storage: RDBStorage) -> list[str]:
+    return [s.study_name for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False)]
+
+
+__all__ = ["DEFAULT_DB_NAME", "DEFAULT_HEARTBEAT_S", "open_storage", "redact", "storage_url", "study_names"]

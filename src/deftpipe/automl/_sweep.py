@@ -1,0 +1,251 @@
+"""The front doors: :func:`run_sweep` (create or resume a study, run it to N, write best_rec.json)
+and :func:`run_worker` (join an existing study from its storage alone)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+from filelock import FileLock
+from optuna.storages import RDBStorage, fail_stale_trials
+
+from deftpipe.automl._algorithms import SweepContext, get_algorithm, make_sampler_pruner
+from deftpipe.automl._best_rec import write_best_rec
+from deftpipe.automl._records import progress_counts, prune_checkpoints, rec_id
+from deftpipe.automl._report import NullProgress, make_progress, print_summary
+from deftpipe.automl._select import select_and_build
+from deftpipe.automl._settings import METRICS, SweepSettings, check_resumable, read_settings, write_settings
+from deftpipe.automl._space import SearchSpace, load_search_space, parse_search_space
+from deftpipe.automl._storage import DEFAULT_HEARTBEAT_S, open_storage, redact, storage_url, study_names
+from deftpipe.automl._trial import TrialFailed, TrialObjective
+from deftpipe.errors import CheckpointError, DataError, SpecError, SweepError
+from deftpipe.spec import Spec, load_spec, spec_from_dict, spec_to_dict
+
+DEFAULT_STUDY = "deftpipe-automl"
+POLL_S = 1.0  # how often a worker waiting for other workers' trials looks again
+SETTINGS_WAIT_S = 30.0  # a worker joining a study that is being created waits this long for its settings
+
+
+def _as_spec(spec: Spec | dict[str, Any] | str | Path) -> Spec:
+    if isinstance(spec, Spec):
+        return spec
+    if isinstance(spec, dict):
+        return spec_from_dict(spec, where="(spec mapping)")
+    return load_spec(spec)
+
+
+def _existing_file(path: str | Path, flag: str, err: type[Exception]) -> str:
+    p = Path(path)
+    if not p.is_file():
+        raise err(f"{flag} {p} does not exist; pass an existing file")
+    return str(p.resolve())
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SweepError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _enqueue(study: optuna.Study, space: SearchSpace, source: str | Path, progress: NullProgress) -> None:
+    """Enqueue the values of a spec (YAML) or a best_rec.json for the swept keys as the first trial."""
+    path = Path(source)
+    if path.suffix == ".json":
+        try:
+            nested = json.loads(path.read_text(encoding="utf-8"))["best"]["specs"]
+        except (KeyError, TypeError, json.JSONDecodeError) as err:
+            raise SpecError(f"--enqueue-spec {path}: not a best_rec.json with best.specs ({err})") from None
+    else:
+        nested = spec_to_dict(load_spec(path))
+    values, skipped = space.values_from(nested)
+    if not values:
+        raise SpecError(f"--enqueue-spec {path}: none of the swept keys ({', '.join(space.names)}) has a value "
+                        "inside the search space; pass the spec or best_rec.json of an earlier sweep")
+    if skipped:
+        progress.note(f"enqueued {path.name}: {', '.join(skipped)} missing or outside the space (sampled instead)")
+    study.enqueue_trial(values, user_attrs={"enqueued_from": str(path)})
+
+
+def _make_study(storage: RDBStorage, name: str, settings: SweepSettings, space: SearchSpace,
+                seed_salt: int) -> optuna.Study:
+    n_existing = len(optuna.load_study(study_name=name, storage=storage).trials) if name in study_names(storage) else 0
+    # Optuna does not persist the sampler: a resumed or extra process gets a seed that differs
+    # from the first run's (else a seeded random sampler would replay the same points).
+    ctx = SweepContext(seed=settings.seed + 7919 * n_existing + seed_salt, num_epochs=settings.num_epochs,
+                       n_trials=settings.max_recommendations, space=space)
+    sampler, pruner = make_sampler_pruner(settings.algorithm, ctx)
+    return optuna.create_study(storage=storage, study_name=name, direction=settings.direction, sampler=sampler,
+                               pruner=pruner, load_if_exists=True)
+
+
+def _drive(study: optuna.Study, settings: SweepSettings, space: SearchSpace, progress: NullProgress,
+           *, heartbeat: bool) -> int:
+    """Run trials until the study holds ``max_recommendations`` done trials. Returns trials run here."""
+    target = settings.max_recommendations
+    state = {"done": 0}
+
+    def on_epoch(number: int, epoch: int, value: float | None) -> None:
+        shown = "nan" if value is None else f"{value:.4g}"
+        progress.update(state["done"], f"{rec_id(number)} epoch {epoch}/{settings.num_epochs} "
+                                       f"{settings.metric}={shown}")
+
+    def after_trial(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
+        trials = study.get_trials(deepcopy=False)
+        prune_checkpoints(trials, settings, keep=max(settings.keep_checkpoints, 2))
+        if "fail_reason" in t.user_attrs:
+            progress.note(f"{rec_id(t.number)} {t.state.name.lower()}: {t.user_attrs['fail_reason']}")
+
+    objective = TrialObjective(settings, space, on_epoch=on_epoch)
+    ran = 0
+    optuna_logger = logging.getLogger("optuna")
+    level = optuna_logger.level
+    optuna_logger.setLevel(logging.ERROR)  # our own progress/notes replace Optuna's per-trial logs
+    try:
+        while True:
+            if heartbeat:
+                fail_stale_trials(study)  # a dead worker's trial -> FAIL + re-enqueued (retry callback)
+            done, running, _ = progress_counts(study.get_trials(deepcopy=False))
+            state["done"] = done
+            progress.update(done)
+            if done >= target:
+                return ran
+            # Without heartbeats a killed worker's trial stays RUNNING forever: do not wait for it.
+            if heartbeat and done + running >= target:
+                progress.update(done, f"waiting for {running} running trial(s) of other workers")
+                time.sleep(POLL_S)
+                continue
+            study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=[after_trial],
+                           gc_after_trial=False, show_progress_bar=False)
+            ran += 1
+    finally:
+        optuna_logger.setLevel(level)
+
+
+def run_sweep(*, spec: Spec | dict[str, Any] | str | Path, train_csv: str | Path, val_csv: str | Path,
+              out_dir: str | Path, metric: str = "far_pct", algorithm: str = "tpe", max_recommendations: int = 4,
+              storage: str | None = None, study_name: str | None = None, pretrained: str | Path | None = None,
+              enqueue_spec: str | Path | None = None, search_space: str | Path | dict | None = None,
+              num_epochs: int | None = None, batch_size: int | None = None, seed: int = 0,
+              keep_checkpoints: int = 3, rerun_margin: float = 5.0, show_progress: bool = True,
+              heartbeat_interval: int = DEFAULT_HEARTBEAT_S) -> dict[str, Any]:
+    """Run (or resume) an AutoML sweep and write ``<out_dir>/best_rec.json``.
+
+    Each trial trains ``spec`` with sampled overrides through the model adapter and is scored on
+    ``val_csv`` only. Calling again with the same arguments continues the same study up to
+    ``max_recommendations`` done trials (a trial left RUNNING by a killed process is retried).
+
+    Args:
+        spec: base model spec (Spec, mapping or YAML path).
+        metric: ``far_pct`` (FAR @ 100 % recall, minimised) or ``val_loss`` (with a collapse guard).
+        algorithm: a name from :data:`deftpipe.automl.ALGORITHMS`.
+        storage: SQLAlchemy URL or a SQLite file path; ``None`` = ``<out_dir>/study.db``.
+        study_name: ``None`` = ``deftpipe-automl``.
+        pretrained: warm-start checkpoint for every trial (``train.pretrained_model_path``).
+        enqueue_spec: a spec YAML or best_rec.json whose swept values become the first trial.
+        search_space: YAML path or mapping; ``None`` = the built-in default space.
+        num_epochs, batch_size: pinned budget (``None`` = space ``pinned`` value, else the spec's).
+        keep_checkpoints: only the best K trials keep their checkpoints.
+        rerun_margin: re-run a winner that beats the runner-up by more than this (percent).
+        heartbeat_interval: seconds between trial heartbeats; a trial is stale after 3 missed.
+    Returns:
+        The best_rec.json content (DESIGN §6).
+    Raises:
+        SpecError, DataError, CheckpointError, SweepError.
+    """
+    if metric not in METRICS:
+        raise SweepError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)} (pass one with --metric)")
+    get_algorithm(algorithm)
+    _positive_int(max_recommendations, "max_recommendations (--max-recommendations)")
+    _positive_int(keep_checkpoints, "keep_checkpoints (--keep-checkpoints)")
+    if rerun_margin < 0:
+        raise SweepError(f"rerun_margin must be >= 0, got {rerun_margin}")
+    base = _as_spec(spec)
+    space = load_search_space(search_space)
+    epochs = _positive_int(num_epochs or space.pinned.get("train.num_epochs") or base.train.num_epochs,
+                           "num_epochs (--epochs)")
+    batch = _positive_int(batch_size or space.pinned.get("train.batch_size") or base.train.batch_size,
+                          "batch_size (--batch-size)")
+    if pretrained is not None:
+        pretrained = _existing_file(pretrained, "--pretrained checkpoint", CheckpointError)
+    if enqueue_spec is not None:
+        _existing_file(enqueue_spec, "--enqueue-spec", SpecError)
+    out = Path(out_dir).resolve()
+    settings = SweepSettings(
+        spec=spec_to_dict(base), train_csv=_existing_file(train_csv, "--train", DataError),
+        val_csv=_existing_file(val_csv, "--val", DataError), out_dir=str(out), metric=metric, algorithm=algorithm,
+        seed=int(seed), num_epochs=epochs, batch_size=batch, space=space.to_dict(), space_hash=space.hash,
+        pretrained=pretrained, max_recommendations=max_recommendations, keep_checkpoints=keep_checkpoints,
+        rerun_margin=float(rerun_margin))
+    out.mkdir(parents=True, exist_ok=True)
+    url = storage_url(storage, out)
+    st = open_storage(url, heartbeat_interval=heartbeat_interval)
+    name = study_name or DEFAULT_STUDY
+    existed = name in study_names(st)
+    if existed:
+        stored = read_settings(optuna.load_study(study_name=name, storage=st))
+        if stored is None:
+            raise SweepError(f"study '{name}' in {redact(url)} was not created by deftpipe; pick another --study")
+        check_resumable(stored, settings, name)
+    study = _make_study(st, name, settings, space, seed_salt=0)
+    write_settings(study, settings)  # also updates the target N, K and margin of a resumed study
+    with make_progress(show_progress, max_recommendations, f"automl {name} ({algorithm}, {metric})") as progress:
+        if not existed:
+            progress.note(f"study '{name}' created in {redact(url)}")
+            if enqueue_spec is not None:
+                _enqueue(study, space, enqueue_spec, progress)
+        else:
+            progress.note(f"resuming study '{name}' in {redact(url)} ({len(study.trials)} trials so far)")
+        _drive(study, settings, space, progress, heartbeat=bool(heartbeat_interval))
+    with FileLock(str(out / ".best_rec.lock")):
+        best_rec, notes = select_and_build(study, settings, name)
+        write_best_rec(best_rec, out)
+        keep = {int(best_rec["best"]["rec_id"].split("_")[-1])}
+        prune_checkpoints(study.get_trials(deepcopy=False), settings, keep=settings.keep_checkpoints, protect=keep)
+    if show_progress:
+        print_summary(best_rec, notes + [f"best_rec.json: {out / 'best_rec.json'}"])
+    return best_rec
+
+
+def run_worker(storage: str, study_name: str, *, out_dir: str | Path | None = None, show_progress: bool = True,
+               heartbeat_interval: int = DEFAULT_HEARTBEAT_S) -> dict[str, Any]:
+    """Join an existing study (created by :func:`run_sweep`) and run trials until it holds N done.
+
+    Everything needed (spec, CSVs, space, algorithm, metric, budget) is read from the study's
+    attributes. ``out_dir`` overrides where this worker writes its trial folders (default: the
+    sweep's own, which must then be a shared folder). best_rec.json is written by ``run_sweep``:
+    rerun the original ``deftpipe automl run`` command once the workers are done.
+
+    Raises:
+        SweepError: the study does not exist or was not created by deftpipe.
+    """
+    url = storage_url(storage, None)
+    st = open_storage(url, heartbeat_interval=heartbeat_interval)
+    names = study_names(st)
+    if study_name not in names:
+        raise SweepError(f"no study '{study_name}' in {redact(url)} (found: {', '.join(names) or 'none'}); create it "
+                         "with `deftpipe automl run ... --storage URL --study NAME` first")
+    deadline = time.monotonic() + SETTINGS_WAIT_S
+    while (settings := read_settings(optuna.load_study(study_name=study_name, storage=st))) is None:
+        if time.monotonic() > deadline:
+            raise SweepError(f"study '{study_name}' in {redact(url)} has no deftpipe settings; it was not created by "
+                             "`deftpipe automl run`")
+        time.sleep(POLL_S)
+    if out_dir is not None:
+        settings = replace(settings, out_dir=str(Path(out_dir).resolve()))
+    space = parse_search_space(settings.space, where=f"(study '{study_name}')")
+    study = _make_study(st, study_name, settings, space, seed_salt=os.getpid())
+    with make_progress(show_progress, settings.max_recommendations,
+                       f"worker {study_name} ({settings.algorithm}, {settings.metric})") as progress:
+        ran = _drive(study, settings, space, progress, heartbeat=bool(heartbeat_interval))
+    done, running, waiting = progress_counts(study.get_trials(deepcopy=False))
+    return {"study": study_name, "storage": redact(url), "trials_run_here": ran, "done": done,
+            "target": settings.max_recommendations}
+
+
+__all__ = ["DEFAULT_STUDY", "run_sweep", "run_worker"]
