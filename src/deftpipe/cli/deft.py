@@ -1,10 +1,134 @@
-"""`deftpipe deft ...` commands."""
+"""`deftpipe deft run` and the top-level `deftpipe status` (thin shells over ``deftpipe.deft``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+from rich.table import Table
+
+from deftpipe.cli._util import err, out, print_json
+
+deft_app = typer.Typer(
+    help="The DEFT data-improvement loop.\n\nExample: deftpipe deft run ws --yes --max-iterations 2",
+    no_args_is_help=True,
+)
+
+
+def _summary(ws: Path, cfg, folder: Path | None, n: int) -> Table:
+    d = cfg.deft
+    t = Table(title="DEFT loop", show_header=False)
+    t.add_row("workspace", str(ws))
+    t.add_row("run folder", f"resume {folder}" if folder else "new results/run_<timestamp>/")
+    t.add_row("KPI", f"{cfg.kpi.metric} {cfg.kpi.operator} {cfg.kpi.target:g} (KPI set: {cfg.data.kpi_csv})")
+    t.add_row("iterations", f"max {n}; {d.num_epochs} epoch(s) each, warm-started; baseline epochs "
+                            f"{d.baseline_epochs or 'from the spec'}")
+    t.add_row("SDG", f"{d.sdg.count_per_target} pairs per defect target, {d.sdg.hard_pass_per_target} hard PASS "
+                     "per false-alarm group")
+    t.add_row("mining", f"top {d.mining.top_k_per_target} per target at cosine >= {d.mining.min_similarity} "
+                        f"from {cfg.data.pool_csv}")
+    t.add_row("gate", f"hard stop if FAR worse than baseline by > {d.regression_gate_pct} points"
+              if d.regression_gate_pct is not None else "no regression gate")
+    return t
+
+
+def run_cmd(
+    workspace: Path = typer.Argument(..., help="Workspace folder (holds pipeline.yaml)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    max_iterations: int | None = typer.Option(None, "--max-iterations", min=0, help="Override deft.max_iterations."),
+    new: bool = typer.Option(False, "--new", help="Start a new run folder even if an unfinished one exists."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress lines."),
+    json_out: bool = typer.Option(False, "--json", help="Print the final deft_state.json to stdout."),
+) -> None:
+    """Run the DEFT loop alone: baseline train (unless pre-seeded) → iterations → KPI gate → report.
+
+    Resumes the newest unfinished run in WS/results/ (use --new for a fresh one).
+
+    Example: deftpipe deft run ws --yes --max-iterations 2
+    """
+    from deftpipe.config import load_config
+    from deftpipe.deft import _runs, run_loop
+
+    cfg = load_config(workspace)
+    folder = None if new else _runs.latest_unfinished(workspace)
+    n = max_iterations if max_iterations is not None else cfg.deft.max_iterations
+    err.print(_summary(workspace.resolve(), cfg, folder, n))
+    if not yes:
+        try:
+            ok = typer.confirm("Start the DEFT loop?", default=False, err=True)
+        except typer.Abort:  # no answer on stdin (EOF)
+            ok = False
+        if not ok:
+            err.print("aborted; nothing was written")
+            raise typer.Exit(1)
+    folder = folder or _runs.new_run_folder(workspace)
+    err.print(f"results: {folder}")
+    state = run_loop(workspace, results_dir=folder, config=cfg, max_iterations=max_iterations,
+                     show_progress=not quiet)
+    if json_out:
+        print_json(state)
+    else:
+        out.print(f"DEFT run {state['status']}: {state.get('reason')}; report: {folder / 'report.html'}")
+    if state["status"] == "failed":
+        raise typer.Exit(1)
+
+
+def _fmt(v, spec: str = ".2f") -> str:
+    return "" if v is None else format(v, spec) if isinstance(v, (int, float)) else str(v)
+
+
+def status_cmd(
+    workspace: Path = typer.Argument(..., help="Workspace folder (holds pipeline.yaml)."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Where the latest run of WS stands: pipeline phases, DEFT iterations, last event.
+
+    Example: deftpipe status ws
+    """
+    from deftpipe.deft import _runs
+    from deftpipe.errors import StateError
+
+    folders = _runs.run_folders(workspace)
+    if not folders:
+        raise StateError(f"no runs in {workspace}/results/; start one with `deftpipe run {workspace}` "
+                         f"or `deftpipe deft run {workspace}`")
+    info = _runs.describe(folders[-1])
+    if json_out:
+        print_json(info)
+        return
+    out.print(f"run: {info['results_dir']}")
+    pipe = info["pipeline"]
+    if pipe:
+        phases = pipe.get("phases", {})
+        items = phases.items() if isinstance(phases, dict) else ((p.get("name"), p) for p in phases)
+        t = Table(title=f"pipeline: {pipe.get('status', '?')}")
+        t.add_column("phase")
+        t.add_column("status")
+        for name, ph in items:
+            t.add_row(str(name), str(ph.get("status", ph) if isinstance(ph, dict) else ph))
+        out.print(t)
+    state = info["deft"]
+    if state is None:
+        out.print("DEFT loop: not started")
+        return
+    t = Table(title=f"DEFT loop: {state['status']}" + (f" — {state['reason']}" if state.get("reason") else ""))
+    for col in ("iteration", "status", "stage completed", "FAR@100%R %", "threshold", "+SDG", "+mined", "train rows"):
+        t.add_column(col)
+    for label, it in state["iterations"].items():
+        t.add_row(label, it.get("status", ""), str(it.get("stage_completed") or ""), _fmt(it.get("far_pct")),
+                  _fmt(it.get("threshold"), ".4f"), _fmt(it.get("n_added_sdg"), "d"), _fmt(it.get("n_added_mined"), "d"),
+                  _fmt(it.get("n_train_rows"), "d"))
+    out.print(t)
+    if state["events"]:
+        e = state["events"][-1]
+        out.print(f"last event #{e['seq']} {e['ts']} [{e['iter']} · {e['stage']}] {e['status']}: {e['summary']}")
+    report = Path(info["results_dir"]) / "report.html"
+    if report.exists():
+        out.print(f"report: {report}")
 
 
 def register(app: typer.Typer) -> None:
     """Attach this part's commands to the root app."""
-    return None
+    deft_app.command("run")(run_cmd)
+    app.add_typer(deft_app, name="deft")
+    app.command("status")(status_cmd)

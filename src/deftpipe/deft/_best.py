@@ -1,0 +1,121 @@
+"""Best-model hand-off and the pipeline bridge's helpers (pre-seed, Phase 3 record).
+
+Best = the lowest KPI ``far_pct`` among ``baseline`` and ``iter<N>`` (ties: the earlier one);
+``final_automl`` replaces it only when strictly better, and both numbers are always shown.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from deftpipe._fs import atomic_write_json, atomic_write_text
+from deftpipe.deft import _state
+from deftpipe.errors import CheckpointError, StateError
+from deftpipe.spec import load_spec, spec_to_dict
+
+
+def _candidate(label: str, it: dict[str, Any]) -> dict[str, Any]:
+    return {"label": label, "far_pct": it.get("far_pct"), "checkpoint": it.get("best_ckpt_path"),
+            "threshold": it.get("threshold"), "inference_csv": it.get("inference_csv"),
+            "spec": it.get("train_spec") or it.get("spec_path"), "source": it.get("source")}
+
+
+def write_best_model(results_dir: str | Path) -> dict[str, Any] | None:
+    """Recompute ``best_model.json`` and ``best_model_inference_spec.yaml`` from the state.
+
+    Returns the best_model.json content, or None when no iteration has a KPI figure yet.
+    """
+    results_dir = Path(results_dir)
+    state = _state.load_state(results_dir)
+    its = state["iterations"]
+    loop = [(lb, it) for lb, it in its.items()
+            if (lb == "baseline" or lb.startswith("iter")) and it.get("far_pct") is not None]
+    if not loop:
+        return None
+    loop.sort(key=lambda p: (p[1]["far_pct"], 0 if p[0] == "baseline" else int(p[0].removeprefix("iter"))))
+    loop_best = _candidate(*loop[0])
+    final = its.get("final_automl")
+    final_c = _candidate("final_automl", final) if final and final.get("far_pct") is not None else None
+    chosen = final_c if final_c and final_c["far_pct"] < loop_best["far_pct"] else loop_best
+    note = ("final_automl improves on the loop's best" if chosen is final_c else
+            "final_automl did not beat the loop's best; the loop's best is kept" if final_c else
+            "best DEFT iteration by KPI far_pct")
+    spec_path = chosen["spec"] or state["config"]["spec"]
+    spec = spec_to_dict(load_spec(spec_path))
+    spec["train"]["pretrained_model_path"] = chosen["checkpoint"]
+    spec["dataset"]["classify"]["test_csv"] = state["config"]["kpi_csv"]
+    header = (f"# deftpipe best model: {chosen['label']} (KPI FAR@100%R {chosen['far_pct']}%)\n"
+              f"# checkpoint: {chosen['checkpoint']}\n# threshold (KPI set, 100% recall): {chosen['threshold']}\n")
+    spec_yaml = atomic_write_text(results_dir / "best_model_inference_spec.yaml",
+                                  header + yaml.safe_dump(spec, sort_keys=False))
+    out = {"best_iteration": chosen["label"], "far_pct": chosen["far_pct"], "checkpoint": chosen["checkpoint"],
+           "threshold": chosen["threshold"], "inference_csv": chosen["inference_csv"],
+           "inference_spec": str(spec_yaml), "reason": note, "loop_best": loop_best, "final_automl": final_c,
+           "candidates": [{"label": lb, "far_pct": it["far_pct"]} for lb, it in sorted(
+               loop, key=lambda p: 0 if p[0] == "baseline" else int(p[0].removeprefix("iter")))]}
+    atomic_write_json(results_dir / "best_model.json", out)
+    return out
+
+
+def preseed_baseline(results_dir: str | Path, *, workspace: str | Path, config, spec_path: str | Path,
+                     checkpoint: str | Path, train_metric: float | None,
+                     source: str = "automl_phase1") -> dict[str, Any]:
+    """Record an externally trained baseline (Phase 1's winner): ``stage_completed = train``.
+
+    The loop then skips its own baseline train. Creates the state when absent.
+
+    Raises:
+        CheckpointError: ``checkpoint`` missing or empty.
+        StateError: the state already has a baseline beyond its train stage.
+    """
+    from deftpipe.config import load_config
+
+    results_dir, checkpoint = Path(results_dir).resolve(), Path(checkpoint).resolve()
+    if not checkpoint.is_file() or checkpoint.stat().st_size == 0:
+        raise CheckpointError(f"pre-seed checkpoint {checkpoint} is missing or empty; copy the Phase 1 winner first")
+    config = config or load_config(workspace)
+    if _state.state_path(results_dir).exists():
+        state = _state.load_state(results_dir)
+        done = state["iterations"].get("baseline", {}).get("stage_completed")
+        if done not in (None, "train"):
+            raise StateError(f"{_state.state_path(results_dir)}: the baseline is already at stage {done}; "
+                             "a pre-seed only applies to a run that has not evaluated its baseline")
+        state["config"]["spec"] = str(Path(spec_path).resolve())
+    else:
+        state = _state.new_state(workspace=Path(workspace), results_dir=results_dir, config=config,
+                                 spec_path=Path(spec_path), max_iterations=config.deft.max_iterations)
+    _state.commit(results_dir, state, label="baseline", stage="train", duration_sec=0.0,
+                  summary=f"pre-seeded from {source}: {checkpoint.name} (val metric {train_metric})",
+                  updates={"train_metric": train_metric, "source": source, "spec_path": str(Path(spec_path).resolve())},
+                  artefacts={"best_ckpt_path": checkpoint})
+    return state
+
+
+def record_final_automl(results_dir: str | Path, *, checkpoint: str | Path, metrics: dict[str, Any],
+                        inference_csv: str | Path, best_rec_path: str | Path, source: str = "automl_phase3",
+                        spec_path: str | Path | None = None) -> dict[str, Any]:
+    """Record Phase 3's winner as ``iterations.final_automl`` and recompute the best model."""
+    from deftpipe.deft._context import jsonable
+    from deftpipe.deft._model_stages import pick_metrics
+
+    t0 = time.monotonic()
+    results_dir = Path(results_dir)
+    state = _state.load_state(results_dir)
+    updates = {**pick_metrics(jsonable(dict(metrics))), "source": source}
+    if spec_path:
+        updates["spec_path"] = str(Path(spec_path).resolve())
+    far = updates.get("far_pct")
+    _state.commit(results_dir, state, label="final_automl", stage="evaluate", duration_sec=time.monotonic() - t0,
+                  summary=f"Phase 3 winner recorded ({source}): KPI FAR@100%R {far}%", updates=updates,
+                  artefacts={"best_ckpt_path": checkpoint, "inference_csv": inference_csv,
+                             "best_rec_path": best_rec_path}, iteration_status="complete")
+    write_best_model(results_dir)
+    _state.refresh_report(results_dir)
+    return state
+
+
+__all__ = ["preseed_baseline", "record_final_automl", "write_best_model"]

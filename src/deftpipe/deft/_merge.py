@@ -1,0 +1,121 @@
+"""data_merge: previous training set + SDG rows + mined rows → ``train_combined_iter<N>.csv``.
+
+Every previous row is carried over unchanged (same order, same ``source``), so the set grows
+monotonically; new rows are appended after normalising labels and dropping duplicates (by
+identity key, against the previous rows and among themselves). ``_provenance.csv`` says where each
+row comes from (``base_train | previous_iter_train | sdg | mining_pool``) and in which iteration it
+was added. The merged CSV is then fully validated and checked for leakage against the validation
+and KPI sets; any failure is a hard stop (:class:`DataError`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from deftpipe._fs import atomic_write_json
+from deftpipe.data import (
+    ImageLayout,
+    find_leaks,
+    identity_keys,
+    normalize_label,
+    read_dataset,
+    validate_dataset,
+)
+from deftpipe.data import write_dataset as _write
+from deftpipe.errors import DataError
+
+ROW_COLUMNS = ["input_path", "golden_path", "label", "object_name", "boardname", "source"]
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    combined_csv: Path
+    provenance_csv: Path
+    validation_json: Path
+    n_rows: int
+    n_previous: int
+    n_sdg: int
+    n_mined: int
+    n_duplicates: int
+
+
+def _new_rows(csv: Path | None, source: str) -> pd.DataFrame:
+    if csv is None or not Path(csv).is_file():
+        return pd.DataFrame(columns=ROW_COLUMNS)
+    df = read_dataset(csv, require_rows=False)
+    df["label"] = df["label"].map(normalize_label)
+    df["source"] = source
+    return df[ROW_COLUMNS]
+
+
+def merge(*, previous_csv: Path, previous_is_base: bool, previous_provenance: Path | None, sdg_csv: Path | None,
+          mined_csv: Path | None, val_csv: Path, kpi_csv: Path, layout: ImageLayout, out_dir: Path,
+          iter_label: str) -> MergeResult:
+    """Write the combined CSV, its provenance and ``merge_validation.json``.
+
+    Raises:
+        DataError: the merged set fails validation, or shares rows with validation / KPI (hard stop).
+    """
+    prev = read_dataset(previous_csv)
+    if previous_is_base:
+        prev["source"] = "base_train"
+    elif "source" not in prev.columns:
+        prev["source"] = "previous_iter_train"
+    new = pd.concat([_new_rows(sdg_csv, "sdg"), _new_rows(mined_csv, "mining_pool")], ignore_index=True)
+    known = set(identity_keys(prev))
+    new_keys = identity_keys(new) if len(new) else pd.Series([], dtype=str)
+    keep = ~new_keys.isin(known) & ~new_keys.duplicated() if len(new) else pd.Series([], dtype=bool)
+    added = new[keep.to_numpy()] if len(new) else new
+    combined = pd.concat([prev, added], ignore_index=True)
+    combined_csv = _write(combined, out_dir / f"train_combined_{iter_label}.csv")
+
+    if previous_is_base or previous_provenance is None or not Path(previous_provenance).is_file():
+        prov_prev = pd.DataFrame({"source": "base_train", "added_in": "base", "first_source": "base_train"},
+                                 index=range(len(prev)))
+    else:
+        old = pd.read_csv(previous_provenance, dtype=str, keep_default_na=False)
+        prov_prev = pd.DataFrame({"source": "previous_iter_train", "added_in": old["added_in"],
+                                  "first_source": old["first_source"]})
+    prov_new = pd.DataFrame({"source": added["source"].to_numpy(), "added_in": iter_label,
+                             "first_source": added["source"].to_numpy()})
+    prov = pd.concat([prov_prev, prov_new], ignore_index=True)
+    prov.insert(0, "row", range(1, len(prov) + 1))
+    prov["object_name"] = combined["object_name"].to_numpy()
+    prov["label"] = combined["label"].to_numpy()
+    provenance_csv = _write_plain(prov, out_dir / f"train_combined_{iter_label}_provenance.csv")
+
+    report = {"combined_csv": str(combined_csv), "n_rows": len(combined), "n_previous": len(prev),
+              "n_sdg": int((added["source"] == "sdg").sum()), "n_mined": int((added["source"] == "mining_pool").sum()),
+              "n_duplicates_dropped": int(len(new) - len(added)), "validation": "pending", "leakage": None}
+    validation_json = out_dir / "merge_validation.json"
+    try:
+        validate_dataset(combined_csv, layout=layout)
+        report["validation"] = "ok"
+        leaks = find_leaks([combined_csv, val_csv, kpi_csv], [layout, layout, layout])
+        report["leakage"] = {"n_overlapping": leaks.n_overlapping, "lines": leaks.lines()}
+        if leaks.n_overlapping:
+            raise DataError(f"merged training set {combined_csv.name} overlaps held-out data: "
+                            + "; ".join(leaks.lines()[:3]) + " — remove those rows from the pool / inputs and rerun")
+    except DataError as err:
+        report["validation"] = report["validation"] if report["validation"] == "ok" else "failed"
+        report["error"] = str(err)
+        atomic_write_json(validation_json, report)
+        raise DataError(f"data_merge hard stop for {iter_label}: {err}") from None
+    atomic_write_json(validation_json, report)
+    return MergeResult(combined_csv=combined_csv, provenance_csv=provenance_csv, validation_json=validation_json,
+                       n_rows=len(combined), n_previous=len(prev), n_sdg=report["n_sdg"], n_mined=report["n_mined"],
+                       n_duplicates=report["n_duplicates_dropped"])
+
+
+def _write_plain(df: pd.DataFrame, path: Path) -> Path:
+    from deftpipe._fs import atomic_path
+
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+    return path
+
+
+__all__ = ["MergeResult", "merge"]

@@ -1,0 +1,163 @@
+"""Mining: find real pool samples that look like the model's failures (cosine top-k with FAISS).
+
+The pool is embedded with the current model; each mining target's failed samples are queries
+against an ``IndexFlatIP`` over L2-normalised pool vectors (inner product = cosine). A pool row is
+mined at most once over the whole run (the mining history is every earlier iteration's
+``mined.csv``), never when it is already in the training set, and the pool must not share a row
+with the validation or KPI sets — that is a hard stop, not a silent filter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from deftpipe._fs import atomic_path, atomic_write_json
+from deftpipe.data import identity_keys, read_dataset, write_dataset
+from deftpipe.deft._context import jsonable
+from deftpipe.errors import DataError
+
+
+@dataclass(frozen=True)
+class PoolEmbedding:
+    rows_csv: Path | None  # the eligible pool rows (None: no pool / nothing eligible)
+    embeddings_npy: Path | None
+    n_pool: int
+    n_eligible: int
+
+
+@dataclass(frozen=True)
+class MiningResult:
+    mined_csv: Path
+    report_json: Path
+    n_rows: int
+    per_target: dict[str, int]
+
+
+def read_pool(pool_csv: Path) -> pd.DataFrame:
+    """The pool rows, or an empty frame when the pool file is missing or has no rows."""
+    if not Path(pool_csv).is_file():
+        return pd.DataFrame(columns=["input_path", "golden_path", "label", "object_name", "boardname"])
+    return read_dataset(pool_csv, require_rows=False)
+
+
+def check_pool_leakage(pool: pd.DataFrame, pool_csv: Path, held_out: dict[str, Path]) -> None:
+    """Raise DataError when the pool shares a row with a held-out set (validation, KPI)."""
+    keys = set(identity_keys(pool))
+    for name, csv in held_out.items():
+        other = read_dataset(csv, require_rows=False)
+        shared = other[identity_keys(other).isin(keys)] if len(other) else other
+        if len(shared):
+            first = shared.iloc[0]
+            raise DataError(
+                f"mining pool {Path(pool_csv).name} shares {len(shared)} row(s) with the {name} set "
+                f"{Path(csv).name} (first: {first['input_path']}/{first['object_name']}, label {first['label']}); "
+                "mined rows would leak held-out data into training — remove those rows from the pool and rerun"
+            )
+
+
+def eligible_pool(pool: pd.DataFrame, *, exclude_keys: set[str]) -> pd.DataFrame:
+    """Pool rows not mined before and not already in the training set."""
+    if pool.empty:
+        return pool
+    return pool[~identity_keys(pool).isin(exclude_keys)].reset_index(drop=True)
+
+
+def embed_pool(adapter, *, checkpoint: Path, pool: pd.DataFrame, out_dir: Path) -> PoolEmbedding:
+    """Embed the eligible pool rows → ``pool_rows.csv`` + ``pool_embeddings.npy`` in ``out_dir``."""
+    if pool.empty:
+        return PoolEmbedding(None, None, 0, 0)
+    rows_csv = write_dataset(pool, out_dir / "pool_rows.csv")
+    emb = np.asarray(adapter.embed(checkpoint, rows_csv), dtype=np.float32)
+    npy = out_dir / "pool_embeddings.npy"
+    with atomic_path(npy) as tmp, open(tmp, "wb") as f:
+        np.save(f, emb)
+    return PoolEmbedding(rows_csv, npy, len(pool), len(pool))
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def nearest(queries: np.ndarray, base: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine similarities and indices of the ``k`` nearest ``base`` rows for each query (FAISS)."""
+    import faiss
+
+    base_n = _normalise(base)
+    index = faiss.IndexFlatIP(base_n.shape[1])
+    index.add(base_n)
+    return index.search(_normalise(queries), min(k, len(base_n)))
+
+
+def max_similarity(queries: np.ndarray, base: np.ndarray | None) -> float:
+    if base is None or len(base) == 0 or len(queries) == 0:
+        return float("-inf")
+    sims, _ = nearest(queries, base, 1)
+    return float(sims.max())
+
+
+def mine(*, targets: list[dict[str, Any]], gaps: pd.DataFrame, gap_emb: np.ndarray, pool: PoolEmbedding,
+         top_k: int, min_similarity: float, out_dir: Path) -> MiningResult:
+    """For each mining target: the ``top_k`` pool rows nearest its failed samples, above ``min_similarity``.
+
+    A pool row goes to the first target that picks it (no row is mined twice).
+    """
+    taken: set[int] = set()
+    picked: list[pd.DataFrame] = []
+    per_target: dict[str, int] = {}
+    details = []
+    rows = read_dataset(pool.rows_csv, require_rows=False) if pool.rows_csv else None
+    base = np.load(pool.embeddings_npy) if pool.embeddings_npy else None
+    for t in targets:
+        tid = t["target_id"]
+        per_target[tid] = 0
+        members = np.flatnonzero((gaps["group_id"] == t["group_id"]).to_numpy())
+        if rows is None or base is None or len(base) == 0 or members.size == 0:
+            details.append({"target_id": tid, "mined": 0, "reason": "empty pool" if rows is None else "no queries"})
+            continue
+        sims, idx = nearest(gap_emb[members], base, top_k + len(taken))
+        best: dict[int, float] = {}
+        for s, i in zip(sims.ravel(), idx.ravel(), strict=True):
+            if i >= 0 and s >= min_similarity and i not in taken:
+                best[int(i)] = max(best.get(int(i), -1.0), float(s))
+        chosen = sorted(best, key=lambda i: -best[i])[:top_k]
+        taken.update(chosen)
+        per_target[tid] = len(chosen)
+        if chosen:
+            part = rows.iloc[chosen].copy()
+            part["source"] = "mining_pool"
+            part["mining_target"] = tid
+            part["similarity"] = [round(best[i], 4) for i in chosen]
+            picked.append(part)
+        details.append({"target_id": tid, "group_id": t["group_id"], "mined": len(chosen),
+                        "max_similarity": max(best.values()) if best else float(sims.max())})
+    mined = pd.concat(picked, ignore_index=True) if picked else pd.DataFrame(
+        columns=["input_path", "golden_path", "label", "object_name", "boardname", "source", "mining_target",
+                 "similarity"])
+    mined_csv = write_dataset(mined, out_dir / "mined.csv")
+    report = atomic_write_json(out_dir / "mining.json", jsonable({
+        "top_k_per_target": top_k, "min_similarity": min_similarity, "n_pool_eligible": pool.n_eligible,
+        "n_mined": len(mined), "targets": details}))
+    return MiningResult(mined_csv=mined_csv, report_json=report, n_rows=len(mined), per_target=per_target)
+
+
+def mining_history(results_dir: Path, labels: list[str]) -> set[str]:
+    """Identity keys of every row mined by the iterations ``labels`` (their ``mining/mined.csv``)."""
+    keys: set[str] = set()
+    for label in labels:
+        csv = Path(results_dir) / label / "mining" / "mined.csv"
+        if csv.is_file():
+            df = read_dataset(csv, require_rows=False)
+            if len(df):
+                keys.update(identity_keys(df))
+    return keys
+
+
+__all__ = ["MiningResult", "PoolEmbedding", "check_pool_leakage", "eligible_pool", "embed_pool", "max_similarity",
+           "mine", "mining_history", "nearest", "read_pool"]

@@ -1,0 +1,101 @@
+"""The stages that run the model: train, inference (KPI set) and evaluate (metrics of the scores).
+
+Only :func:`run_inference` / :func:`evaluate_scores` ever see the KPI CSV; nothing here learns
+from it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from deftpipe._fs import atomic_write_json
+from deftpipe.data import is_defect
+from deftpipe.deft._context import LoopContext, jsonable
+from deftpipe.errors import DataError
+from deftpipe.spec import dump_spec, spec_from_dict, spec_to_dict
+
+#: Metrics copied from ``compute_metrics`` into ``iterations.<label>`` (DESIGN §5).
+METRIC_KEYS = ("far_pct", "threshold", "recall", "auroc", "n_defects", "n_pass", "far_pct_at_99",
+               "far_ci_low", "far_ci_high", "pred_counts", "escapes", "val_loss")
+
+
+@dataclass(frozen=True)
+class TrainOutput:
+    checkpoint: Path
+    epoch: int
+    step: int
+    metrics: dict[str, Any]
+    epochs_run: int
+    spec_yaml: Path
+    seconds: float
+
+
+@dataclass(frozen=True)
+class EvalOutput:
+    metrics: dict[str, Any]
+    metrics_json: Path
+
+
+def effective_spec(ctx: LoopContext, *, num_epochs: int | None) -> dict[str, Any]:
+    """The spec with the loop's epoch / batch-size budget applied (the user's file is untouched)."""
+    data = spec_to_dict(ctx.spec)
+    if num_epochs:
+        data["train"]["num_epochs"] = int(num_epochs)
+    if ctx.batch_size:
+        data["train"]["batch_size"] = int(ctx.batch_size)
+    data["train"]["pretrained_model_path"] = None  # the warm start is passed explicitly
+    return data
+
+
+def train_model(ctx: LoopContext, *, train_csv: Path, out_dir: Path, pretrained: Path | None,
+                num_epochs: int | None, on_epoch: Callable[[int, dict], None] | None = None) -> TrainOutput:
+    """Plain training (no sweep) on ``train_csv``, selected on the validation set."""
+    data = effective_spec(ctx, num_epochs=num_epochs)
+    spec = spec_from_dict(data, base_dir=ctx.spec_path.parent, where=str(ctx.spec_path))
+    spec_yaml = dump_spec(spec, out_dir / "train_spec.yaml")
+
+    def callback(epoch: int, metrics: dict[str, Any]) -> None:
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
+
+    t0 = time.monotonic()
+    result = ctx.adapter().train(spec, train_csv, ctx.val_csv, out_dir, pretrained=pretrained,
+                                 epoch_callback=callback)
+    return TrainOutput(checkpoint=Path(result.best_checkpoint), epoch=int(result.best_epoch),
+                       step=int(result.best_step), metrics=jsonable(dict(result.metrics)),
+                       epochs_run=int(result.epochs_run), spec_yaml=spec_yaml, seconds=time.monotonic() - t0)
+
+
+def run_inference(ctx: LoopContext, *, checkpoint: Path, out_dir: Path) -> Path:
+    """Scores of ``checkpoint`` on the KPI set → ``out_dir/inference.csv``."""
+    return Path(ctx.adapter().infer(checkpoint, ctx.kpi_csv, out_dir / "inference.csv"))
+
+
+def evaluate_scores(inference_csv: Path, out_dir: Path, *, seed: int = 0) -> EvalOutput:
+    """FAR @ 100 % recall and the other metrics of an inference CSV → ``out_dir/metrics.json``."""
+    from deftpipe.metrics import compute_metrics
+
+    df = pd.read_csv(inference_csv, dtype=str, keep_default_na=False)
+    if "score" not in df.columns:
+        raise DataError(f"{inference_csv} has no 'score' column; the adapter's infer() must add one")
+    scores = pd.to_numeric(df["score"], errors="coerce").to_numpy(dtype=float)
+    if np.isnan(scores).any():
+        raise DataError(f"{inference_csv}: {int(np.isnan(scores).sum())} row(s) have no numeric score")
+    labels = df["label"]
+    metrics = jsonable(compute_metrics(is_defect(labels).to_numpy(), scores, labels=labels.to_numpy(), seed=seed))
+    path = atomic_write_json(out_dir / "metrics.json", metrics)
+    return EvalOutput(metrics=metrics, metrics_json=path)
+
+
+def pick_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: metrics[k] for k in METRIC_KEYS if k in metrics}
+
+
+__all__ = ["EvalOutput", "TrainOutput", "evaluate_scores", "pick_metrics", "run_inference", "train_model"]

@@ -1,0 +1,74 @@
+"""Progress on stderr: one line per finished stage, Rich bars inside long stages."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+_OPS = {"<=": "≤", ">=": "≥", "<": "<", ">": ">"}
+
+
+def fmt_duration(seconds: float) -> str:
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def fmt_pct(v) -> str:
+    return "n/a" if v is None else f"{float(v):.1f}%"
+
+
+def stage_tag(label: str, max_iterations: int, stage: str) -> str:
+    where = "baseline" if label == "baseline" else f"iter {label.removeprefix('iter')}/{max_iterations}"
+    return f"[{where} · {stage}]"
+
+
+def far_summary(before, after, kpi) -> str:
+    """``FAR@100%R 12.4% → 8.1% (target ≤ 5%)`` (no arrow when there is no earlier figure)."""
+    moved = f"{fmt_pct(before)} → {fmt_pct(after)}" if before is not None else fmt_pct(after)
+    return f"FAR@100%R {moved} (target {_OPS.get(kpi.operator, kpi.operator)} {kpi.target:g}%)"
+
+
+class LoopProgress:
+    """Writes the per-stage lines and holds the Rich bars (off: prints nothing)."""
+
+    def __init__(self, *, enabled: bool, max_iterations: int, console: Console | None = None):
+        self.enabled = enabled
+        self.max_iterations = max_iterations
+        self.console = console or Console(stderr=True, highlight=False)
+
+    def line(self, label: str, stage: str, summary: str, seconds: float, next_stage: str | None) -> None:
+        if not self.enabled:
+            return
+        tail = f" · next: {next_stage}" if next_stage else ""
+        self.console.print(f"{stage_tag(label, self.max_iterations, stage)} {summary} · "
+                           f"{fmt_duration(seconds)}{tail}", markup=False, soft_wrap=True)
+
+    def note(self, text: str) -> None:
+        if self.enabled:
+            self.console.print(text, markup=False, soft_wrap=True)
+
+    @contextlib.contextmanager
+    def bar(self, description: str, total: int | None) -> Iterator[Callable[..., None]]:
+        """Yield ``advance(n=1, **fields)``; a transient Rich bar while the stage runs."""
+        if not self.enabled or not total:
+            yield lambda *a, **k: None
+            return
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                      console=self.console, transient=True) as prog:
+            task = prog.add_task(description, total=total, info="")
+
+            def advance(n: int = 1, info: str = "") -> None:
+                prog.update(task, advance=n, info=info)
+
+            yield advance
+
+
+__all__ = ["LoopProgress", "far_summary", "fmt_duration", "fmt_pct", "stage_tag"]

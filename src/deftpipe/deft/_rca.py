@@ -1,0 +1,165 @@
+"""Root-cause analysis on the validation set (never the KPI set).
+
+Operating point (FAR @ 100 % recall has, by definition, no escapes at its own threshold):
+
+* ``threshold_100r`` = the lowest defect score on the validation set (every defect is caught).
+* ``operating_threshold`` = the score that passes the KPI target on validation: the
+  ``(1 - target/100)`` quantile of the PASS scores (e.g. the 95th percentile for ``far_pct <= 5``).
+* **escapes** = defects scored below the operating threshold: to meet the KPI every one of them
+  must move above it. When there are none (the KPI already holds on validation) the hardest
+  defects are analysed instead (**weak defects**: the lowest-scored 10 %, at least one).
+* **false alarms** = PASS samples scored at or above ``threshold_100r`` (the ones that make up the
+  FAR), at most :data:`MAX_FALSE_ALARMS` of the highest-scored.
+
+Grouping: escapes by defect class, then KMeans over the model's embeddings within each class;
+false alarms by KMeans over their embeddings. Impact of a group = ``n * (1 + mean gap)`` where the
+gap is the score distance to the threshold the sample is on the wrong side of; groups are ranked
+by impact. Representatives are the members nearest their group's centroid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from deftpipe._fs import atomic_path, atomic_write_json
+from deftpipe.data import PASS, write_dataset
+from deftpipe.deft._context import jsonable
+
+MAX_FALSE_ALARMS = 200
+WEAK_DEFECT_SHARE = 0.10
+MAX_CLUSTERS_PER_CLASS = 2
+MAX_FALSE_ALARM_CLUSTERS = 3
+REPRESENTATIVES = 4
+ROW_COLUMNS = ("input_path", "golden_path", "label", "object_name", "boardname")
+
+
+@dataclass(frozen=True)
+class RcaResult:
+    gaps_csv: Path
+    summary_json: Path
+    embeddings_npy: Path
+    n_escapes: int
+    n_false_alarms: int
+    n_groups: int
+    operating_threshold: float
+    threshold_100r: float
+
+
+def operating_point(scores: np.ndarray, defect: np.ndarray, far_target_pct: float) -> tuple[float, float]:
+    """(threshold at 100 % recall, operating threshold at the KPI's FAR) on the analysis set."""
+    d, p = scores[defect], scores[~defect]
+    t100 = float(d.min()) if d.size else 1.0
+    q = min(max(1.0 - far_target_pct / 100.0, 0.0), 1.0)
+    t_op = float(np.quantile(p, q, method="higher")) if p.size else t100
+    return t100, t_op
+
+
+def find_failures(df: pd.DataFrame, scores: np.ndarray, far_target_pct: float) -> tuple[pd.DataFrame, float, float]:
+    """Rows that fail at the operating point, with ``kind``, ``score`` and ``gap`` columns."""
+    defect = (df["label"] != PASS).to_numpy()
+    t100, t_op = operating_point(scores, defect, far_target_pct)
+    frame = df.assign(score=scores)
+    esc = frame[defect & (scores < t_op)].assign(kind="escape")
+    if esc.empty and defect.any():
+        dfr = frame[defect].sort_values("score")
+        esc = dfr.head(max(1, int(round(len(dfr) * WEAK_DEFECT_SHARE)))).assign(kind="weak_defect")
+    esc = esc.assign(gap=(t_op - esc["score"]).clip(lower=0.0))
+    fa = frame[~defect & (scores >= t100)].sort_values("score", ascending=False).head(MAX_FALSE_ALARMS)
+    fa = fa.assign(kind="false_alarm", gap=fa["score"] - t100)
+    return pd.concat([esc, fa]), t100, t_op
+
+
+def _clusters(emb: np.ndarray, k_max: int, seed: int) -> np.ndarray:
+    n = len(emb)
+    k = min(k_max, n // 3)
+    if k < 2:
+        return np.zeros(n, dtype=int)
+    from sklearn.cluster import KMeans
+
+    return KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(emb)
+
+
+def group_failures(failed: pd.DataFrame, emb: np.ndarray, *, seed: int = 0) -> pd.DataFrame:
+    """Add ``group_id``, ``cluster``, ``impact``, ``rank`` and ``representative`` columns."""
+    failed = failed.reset_index(drop=True).copy()
+    failed["_row"] = np.arange(len(failed))  # position in ``emb`` (kept through the sort below)
+    failed["cluster"] = 0
+    failed["representative"] = False
+    keys = failed["kind"].where(failed["kind"] == "false_alarm", "defect") + ":" + failed["label"]
+    for key in keys.unique():
+        idx = np.flatnonzero((keys == key).to_numpy())
+        k_max = MAX_FALSE_ALARM_CLUSTERS if key.startswith("false_alarm") else MAX_CLUSTERS_PER_CLASS
+        failed.loc[idx, "cluster"] = _clusters(emb[idx], k_max, seed)
+    failed["group_id"] = (failed["kind"].str.replace("weak_defect", "escape") + "-" + failed["label"] + "-c"
+                          + failed["cluster"].astype(str))
+    stats = failed.groupby("group_id").agg(n=("score", "size"), gap=("gap", "mean"))
+    stats["impact"] = (stats["n"] * (1.0 + stats["gap"])).round(4)
+    stats = stats.sort_values(["impact", "n"], ascending=False)
+    stats["rank"] = np.arange(1, len(stats) + 1)
+    failed = failed.join(stats[["impact", "rank"]], on="group_id")
+    for _gid, idx in failed.groupby("group_id").groups.items():
+        members = np.asarray(list(idx))
+        centre = emb[members].mean(axis=0)
+        dist = np.linalg.norm(emb[members] - centre, axis=1)
+        failed.loc[members[np.argsort(dist)[:REPRESENTATIVES]], "representative"] = True
+    return failed.sort_values(["rank", "score"]).reset_index(drop=True)
+
+
+def summarise(failed: pd.DataFrame, *, t100: float, t_op: float, far_target_pct: float,
+              n_defects: int, n_pass: int) -> dict[str, Any]:
+    groups = []
+    for gid, g in failed.groupby("group_id", sort=False):
+        reps = g[g["representative"]]
+        groups.append({
+            "group_id": gid, "rank": int(g["rank"].iloc[0]), "kind": g["kind"].iloc[0],
+            "label": g["label"].iloc[0], "cluster": int(g["cluster"].iloc[0]), "n_samples": len(g),
+            "impact": float(g["impact"].iloc[0]), "mean_score": float(g["score"].mean()),
+            "representatives": reps[[*ROW_COLUMNS, "score"]].to_dict(orient="records"),
+        })
+    return jsonable({
+        "analysis_split": "validation", "threshold_100r": t100, "operating_threshold": t_op,
+        "far_target_pct": far_target_pct, "n_defects": n_defects, "n_pass": n_pass,
+        "n_escapes": int((failed["kind"] != "false_alarm").sum()) if len(failed) else 0,
+        "n_false_alarms": int((failed["kind"] == "false_alarm").sum()) if len(failed) else 0,
+        "groups": sorted(groups, key=lambda g: g["rank"]),
+    })
+
+
+def run_rca(adapter, *, checkpoint: Path, val_csv: Path, out_dir: Path, far_target_pct: float,
+            seed: int = 0) -> RcaResult:
+    """Score the validation set, find and group failures, write ``rca_gaps.csv`` + ``rca_summary.json``."""
+    scored = Path(adapter.infer(checkpoint, val_csv, out_dir / "val_scores.csv"))
+    df = pd.read_csv(scored, dtype=str, keep_default_na=False)
+    if "boardname" not in df.columns:
+        df["boardname"] = ""
+    scores = pd.to_numeric(df["score"], errors="coerce").fillna(0.0).to_numpy(dtype=float)
+    failed, t100, t_op = find_failures(df.drop(columns=["score"]), scores, far_target_pct)
+    gaps_csv, emb_path = out_dir / "rca_gaps.csv", out_dir / "rca_embeddings.npy"
+    emb = np.zeros((0, 1), dtype=np.float32)
+    if len(failed):
+        failed_csv = write_dataset(failed[list(ROW_COLUMNS)], out_dir / "rca_failed_rows.csv")
+        emb = np.asarray(adapter.embed(checkpoint, failed_csv), dtype=np.float32)
+        failed = group_failures(failed, emb, seed=seed)
+        emb = emb[failed["_row"].to_numpy()]  # row i of the .npy = row i of rca_gaps.csv
+    else:
+        failed = failed.assign(group_id=[], cluster=[], impact=[], rank=[], representative=[])
+    cols = ["group_id", "rank", "kind", "impact", "cluster", "score", "gap", "representative", *ROW_COLUMNS]
+    with atomic_path(gaps_csv) as tmp:
+        failed[[c for c in cols if c in failed.columns]].to_csv(tmp, index=False)
+    with atomic_path(emb_path) as tmp, open(tmp, "wb") as f:
+        np.save(f, emb)
+    defect = (df["label"] != PASS).to_numpy()
+    summary = summarise(failed, t100=t100, t_op=t_op, far_target_pct=far_target_pct,
+                        n_defects=int(defect.sum()), n_pass=int((~defect).sum()))
+    summary_json = atomic_write_json(out_dir / "rca_summary.json", summary)
+    return RcaResult(gaps_csv=gaps_csv, summary_json=summary_json, embeddings_npy=emb_path,
+                     n_escapes=summary["n_escapes"], n_false_alarms=summary["n_false_alarms"],
+                     n_groups=len(summary["groups"]), operating_threshold=t_op, threshold_100r=t100)
+
+
+__all__ = ["RcaResult", "find_failures", "group_failures", "operating_point", "run_rca"]

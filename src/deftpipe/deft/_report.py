@@ -1,0 +1,185 @@
+"""``RESULTS_DIR/report.html``: one self-contained page rebuilt after every commit.
+
+No JavaScript and no network: the KPI charts are inline SVG built here, thumbnails are small PNGs
+embedded as base64 data URIs, and every value goes through Jinja2's autoescaping (the SVG is
+built from escaped text before it is marked safe).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
+from PIL import Image
+
+from deftpipe._fs import atomic_write_json, atomic_write_text
+from deftpipe.deft import _state
+
+THUMB_PX = 56
+MAX_RCA_REPORTS = 3
+EXTRA_NAME = "report_extra.json"
+_env = Environment(loader=PackageLoader("deftpipe.deft", "templates"), autoescape=select_autoescape(["html", "j2"]))
+
+
+def _order(label: str) -> int:
+    if label == "baseline":
+        return 0
+    if label == "final_automl":
+        return 10_000
+    return int(label.removeprefix("iter")) if label.startswith("iter") else 9_999
+
+
+def svg_chart(points: list[dict[str, Any]], *, target: float | None, title: str) -> Markup:
+    """A line chart of ``far_pct`` per point ({label, far_pct, kind}) with the KPI target dashed."""
+    pts = [p for p in points if p.get("far_pct") is not None]
+    w, h, left, right, top, bottom = 640, 240, 48, 16, 28, 44
+    if not pts:
+        return Markup(f'<svg class="chart" width="{w}" height="60" role="img"><text x="10" y="30">'
+                      f'{html.escape(title)}: no KPI figure yet</text></svg>')
+    ymax = max([float(p["far_pct"]) for p in pts] + [target or 0.0]) * 1.15 or 1.0
+    step = (w - left - right) / max(len(pts) - 1, 1)
+
+    def xy(i: int, v: float) -> tuple[float, float]:
+        return left + i * step, top + (h - top - bottom) * (1 - v / ymax)
+
+    out = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" '
+           f'aria-label="{html.escape(title)}"><title>{html.escape(title)}</title>',
+           f'<text x="{left}" y="16" class="ctitle">{html.escape(title)}</text>',
+           f'<line x1="{left}" y1="{h - bottom}" x2="{w - right}" y2="{h - bottom}" stroke="#999"/>',
+           f'<line x1="{left}" y1="{top}" x2="{left}" y2="{h - bottom}" stroke="#999"/>']
+    for frac in (0.0, 0.5, 1.0):
+        y = top + (h - top - bottom) * (1 - frac)
+        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="tick">{ymax * frac:.1f}%</text>')
+    if target is not None:
+        _, ty = xy(0, target)
+        out.append(f'<line x1="{left}" y1="{ty:.1f}" x2="{w - right}" y2="{ty:.1f}" stroke="#2a7" '
+                   f'stroke-dasharray="6 4"/><text x="{w - right}" y="{ty - 4:.1f}" text-anchor="end" '
+                   f'class="tick">target {target:g}%</text>')
+    coords = [xy(i, float(p["far_pct"])) for i, p in enumerate(pts)]
+    out.append('<polyline fill="none" stroke="#36c" stroke-width="2" points="'
+               + " ".join(f"{x:.1f},{y:.1f}" for x, y in coords) + '"/>')
+    for (x, y), p in zip(coords, pts, strict=True):
+        colour = {"automl": "#c63", "final": "#c63"}.get(str(p.get("kind")), "#36c")
+        out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{colour}"/>'
+                   f'<text x="{x:.1f}" y="{y - 8:.1f}" text-anchor="middle" class="val">{float(p["far_pct"]):.1f}%</text>'
+                   f'<text x="{x:.1f}" y="{h - bottom + 16}" text-anchor="middle" class="tick">'
+                   f'{html.escape(str(p["label"]))}</text>')
+    out.append("</svg>")
+    return Markup("".join(out))
+
+
+class _Thumbs:
+    """Base64 PNG thumbnails of a row's golden | test pair (first light), None when unreadable."""
+
+    def __init__(self, state: dict[str, Any]):
+        self.layout = None
+        try:
+            from deftpipe.data import ImageLayout
+            from deftpipe.spec import load_spec
+
+            self.layout = ImageLayout.from_spec(load_spec(state["config"]["spec"]))
+        except Exception:  # noqa: BLE001 - a report without thumbnails is still a report
+            self.layout = None
+
+    def pair(self, row: dict[str, Any]) -> str | None:
+        if self.layout is None:
+            return None
+        try:
+            tests, goldens = self.layout.row_files(row)
+            ims = [Image.open(goldens[0]).convert("L"), Image.open(tests[0]).convert("L")]
+        except (OSError, KeyError, TypeError):
+            return None
+        canvas = Image.new("L", (THUMB_PX * 2 + 2, THUMB_PX), 255)
+        for i, im in enumerate(ims):
+            canvas.paste(im.resize((THUMB_PX, THUMB_PX)), (i * (THUMB_PX + 2), 0))
+        buf = io.BytesIO()
+        canvas.save(buf, format="PNG")
+        return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _read_json(path: str | None) -> dict[str, Any] | None:
+    try:
+        return json.loads(Path(path).read_text()) if path else None
+    except (OSError, ValueError):
+        return None
+
+
+def _rca_sections(its: dict[str, Any], thumbs: _Thumbs) -> list[dict[str, Any]]:
+    labels = [lb for lb in sorted(its, key=_order) if its[lb].get("rca_summary")][-MAX_RCA_REPORTS:]
+    out = []
+    for lb in reversed(labels):
+        summary = _read_json(its[lb]["rca_summary"])
+        if not summary:
+            continue
+        for g in summary["groups"]:
+            g["thumbs"] = [(r.get("object_name"), r.get("score"), thumbs.pair(r)) for r in g["representatives"]]
+        out.append({"label": lb, "summary": summary})
+    return out
+
+
+def _contributions(its: dict[str, Any], thumbs: _Thumbs) -> list[dict[str, Any]]:
+    out = []
+    for lb in sorted(its, key=_order):
+        it = its[lb]
+        alloc = _read_json(it.get("sdg_allocation"))
+        mining = _read_json(it.get("mining_report"))
+        if not alloc and not mining:
+            continue
+        sdg_rows = pd.read_csv(it["sdg_csv"], dtype=str, keep_default_na=False) if it.get("sdg_csv") else None
+        mined = pd.read_csv(it["mined_csv"], dtype=str, keep_default_na=False) if it.get("mined_csv") else None
+        targets = []
+        for t in (alloc or {}).get("targets", []):
+            ex = sdg_rows[sdg_rows["sdg_target"] == t["target_id"]].head(2) if sdg_rows is not None and len(sdg_rows) else []
+            targets.append({**t, "route": "sdg", "count": t["written"],
+                            "thumbs": [thumbs.pair(r) for _, r in ex.iterrows()] if len(ex) else []})
+        for t in (mining or {}).get("targets", []):
+            ex = mined[mined["mining_target"] == t["target_id"]].head(2) if mined is not None and len(mined) else []
+            targets.append({**t, "route": "mining", "label": ", ".join(sorted(set(ex["label"]))) if len(ex) else "",
+                            "count": t["mined"], "thumbs": [thumbs.pair(r) for _, r in ex.iterrows()] if len(ex) else []})
+        out.append({"label": lb, "targets": targets, "sdg_rows": it.get("sdg_rows"), "mined_rows": it.get("mined_rows"),
+                    "n_train_rows": it.get("n_train_rows")})
+    return out
+
+
+def render_report(results_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Rebuild ``results_dir/report.html`` from the state (and the persisted ``extra``).
+
+    Args:
+        extra: optional additions from the pipeline bridge, kept in ``report_extra.json`` for the
+            later rebuilds: ``trajectory`` (a list of ``{label, far_pct, kind}`` shown as the first
+            chart, e.g. Phase 1 best → baseline → iterations → Phase 3), ``title``, ``notes`` (list
+            of strings).
+    """
+    results_dir = Path(results_dir)
+    extra_path = results_dir / EXTRA_NAME
+    if extra is not None:
+        atomic_write_json(extra_path, extra)
+    extra = extra if extra is not None else (_read_json(str(extra_path)) if extra_path.exists() else None) or {}
+    state = _state.load_state(results_dir)
+    its = state["iterations"]
+    target = state["kpi"]["target"] if state["kpi"]["metric"] == "far_pct" else None
+    points = [{"label": lb, "far_pct": its[lb].get("far_pct"), "kind": "final" if lb == "final_automl" else "deft"}
+              for lb in sorted(its, key=_order)]
+    charts = []
+    if extra.get("trajectory"):
+        charts.append(svg_chart(extra["trajectory"], target=target, title="Pipeline trajectory: FAR @ 100% recall (KPI set)"))
+    charts.append(svg_chart(points, target=target, title="DEFT loop: FAR @ 100% recall on the KPI set"))
+    thumbs = _Thumbs(state)
+    cols = ("status", "stage_completed", "far_pct", "far_ci_low", "far_ci_high", "threshold", "auroc", "far_pct_at_99",
+            "n_defects", "n_pass", "train_metric", "n_train_rows", "n_added_sdg", "n_added_mined", "source")
+    rows = [{"label": lb, **{c: its[lb].get(c) for c in cols}} for lb in sorted(its, key=_order)]
+    page = _env.get_template("report.html.j2").render(
+        state=state, extra=extra, charts=charts, rows=rows, rca=_rca_sections(its, thumbs),
+        contributions=_contributions(its, thumbs), events=list(reversed(state["events"]))[:200],
+        best=_read_json(str(results_dir / "best_model.json")), title=extra.get("title") or "deftpipe DEFT report")
+    return atomic_write_text(results_dir / "report.html", page)
+
+
+__all__ = ["render_report", "svg_chart"]

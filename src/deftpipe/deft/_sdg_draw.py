@@ -1,0 +1,213 @@
+"""Image-space defect synthesis on a golden image (grayscale uint8), for SDG.
+
+Copper is found by thresholding the golden image (Otsu); a defect edits that copper mask in the
+ways DeepPCB's hardest escapes look (a trace cut across the whole crop, two pads bridged, bites,
+spurs, stray copper, pin-holes); the edited pixels are repainted at the copper / substrate grey
+levels, then the test image gets capture nuisances: misregistration by several pixels, sensor
+noise and a brightness change. Unknown classes get a generic anomaly (cut-paste or noise blob).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+PCB_CLASSES = ("open", "short", "mousebite", "spur", "copper", "pin-hole")
+
+
+def copper_mask(img: np.ndarray) -> np.ndarray:
+    """Otsu threshold: True where the image is copper (the brighter mode)."""
+    hist = np.bincount(img.ravel(), minlength=256).astype(float)
+    p = hist / max(hist.sum(), 1.0)
+    omega, mu = np.cumsum(p), np.cumsum(p * np.arange(256))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mu[-1] * omega - mu) ** 2 / (omega * (1.0 - omega))
+    t = int(np.nanargmax(np.nan_to_num(between, nan=-1.0)))
+    return img > t
+
+
+def _disk(mask: np.ndarray, cy: float, cx: float, r: float, value: bool) -> None:
+    yy, xx = np.ogrid[: mask.shape[0], : mask.shape[1]]
+    mask[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = value
+
+
+def _line(mask: np.ndarray, p, q, width: float, value: bool) -> None:
+    n = int(np.hypot(q[0] - p[0], q[1] - p[1]) * 2) + 2
+    for t in np.linspace(0.0, 1.0, n):
+        _disk(mask, p[0] + (q[0] - p[0]) * t, p[1] + (q[1] - p[1]) * t, width / 2, value)
+
+
+def _pick(rng, cond: np.ndarray):
+    ys, xs = np.nonzero(cond)
+    if len(ys) == 0:
+        return None
+    i = int(rng.integers(len(ys)))
+    return int(ys[i]), int(xs[i])
+
+
+def _centre(shape, frac: float = 0.15) -> np.ndarray:
+    h, w = shape
+    c = np.zeros(shape, bool)
+    c[int(h * frac):h - int(h * frac), int(w * frac):w - int(w * frac)] = True
+    return c
+
+
+def _open(rng, m, scale):
+    out = m.copy()
+    p = _pick(rng, m & _centre(m.shape))
+    if p is None:
+        return None
+    if rng.random() < 0.6:  # a cut across the whole crop, through p
+        angle = rng.uniform(0, np.pi)
+        d = np.array([np.sin(angle), np.cos(angle)]) * m.shape[0]
+        cut = np.zeros_like(m)
+        _line(cut, (p[0] - d[0], p[1] - d[1]), (p[0] + d[0], p[1] + d[1]), rng.uniform(1.0, 2.5) * scale, True)
+        out[cut] = False
+    else:
+        d_in = ndimage.distance_transform_edt(m)
+        _disk(out, p[0], p[1], float(d_in[p]) + rng.uniform(0.5, 1.5) * scale, False)
+    return out if out.sum() < m.sum() else None
+
+
+def _short(rng, m, scale):
+    labels, n = ndimage.label(m)
+    out = m.copy()
+    if n >= 2:  # bridge the closest pair of distinct nets (pads)
+        a = int(rng.integers(1, n + 1))
+        d_other, idx = ndimage.distance_transform_edt(~((labels > 0) & (labels != a)), return_indices=True)
+        cand = (labels == a) & (d_other <= m.shape[0] / 2)
+        if cand.any():
+            ys, xs = np.nonzero(cand)
+            j = int(np.argmin(d_other[ys, xs] + rng.uniform(0, 2, len(ys))))
+            p = (ys[j], xs[j])
+            q = (idx[0][p], idx[1][p])
+            _line(out, p, q, rng.uniform(1.0, 2.0) * scale, True)
+            return out
+    p = _pick(rng, m)  # one net only: a long bridge out into the substrate
+    q = _pick(rng, ~m & _centre(m.shape))
+    if p is None or q is None:
+        return None
+    _line(out, p, q, rng.uniform(1.0, 2.0) * scale, True)
+    return out
+
+
+def _mousebite(rng, m, scale):
+    d_in = ndimage.distance_transform_edt(m)
+    edge = (d_in == 1) & _centre(m.shape)
+    out = m.copy()
+    for _ in range(int(rng.integers(1, 4))):
+        p = _pick(rng, edge)
+        if p is None:
+            return None
+        _disk(out, p[0], p[1], rng.uniform(0.8, 1.5) * scale, False)
+    return out
+
+
+def _spur(rng, m, scale):
+    d_in = ndimage.distance_transform_edt(m)
+    p = _pick(rng, (d_in == 1) & _centre(m.shape))
+    if p is None:
+        return None
+    _, idx = ndimage.distance_transform_edt(m, return_indices=True)
+    away = np.array(p, float) - np.array([idx[0][p], idx[1][p]], float)
+    away = away / max(np.linalg.norm(away), 1e-6) if np.linalg.norm(away) > 0 else rng.normal(size=2)
+    length = rng.uniform(2.0, 5.0) * scale
+    out = m.copy()
+    _line(out, p, (p[0] + away[0] * length, p[1] + away[1] * length), rng.uniform(0.8, 1.5) * scale, True)
+    return out
+
+
+def _copper(rng, m, scale):
+    d_out = ndimage.distance_transform_edt(~m)
+    r = rng.uniform(1.0, 2.5) * scale
+    p = _pick(rng, (d_out >= r + 1) & _centre(m.shape))
+    if p is None:
+        return None
+    out = m.copy()
+    _disk(out, p[0], p[1], r, True)
+    return out
+
+
+def _pinhole(rng, m, scale):
+    d_in = ndimage.distance_transform_edt(m)
+    r = rng.uniform(0.7, 1.4) * scale
+    p = _pick(rng, (d_in >= r + 1) & _centre(m.shape))
+    if p is None:
+        return None
+    out = m.copy()
+    _disk(out, p[0], p[1], r, False)
+    return out
+
+
+_DEFECTS = {"open": _open, "short": _short, "mousebite": _mousebite, "spur": _spur, "copper": _copper,
+            "pin-hole": _pinhole}
+
+
+def _generic(rng, img: np.ndarray) -> np.ndarray:
+    """Cut-paste a patch to another place, or paint a noise blob (classes SDG does not know)."""
+    h, w = img.shape
+    s = max(3, h // 5)
+    out = img.astype(np.float32).copy()
+    y, x = rng.integers(0, h - s), rng.integers(0, w - s)
+    if rng.random() < 0.5:
+        y2, x2 = rng.integers(0, h - s), rng.integers(0, w - s)
+        out[y:y + s, x:x + s] = img[y2:y2 + s, x2:x2 + s]
+    else:
+        blob = np.zeros((h, w), bool)
+        _disk(blob, y + s / 2, x + s / 2, s / 2, True)
+        out[blob] = rng.uniform(0, 255) + rng.normal(0, 25, int(blob.sum()))
+    return out
+
+
+def shift_image(img: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """Misregister by (dy, dx) pixels, repeating the border (no wrap-around)."""
+    pad = max(abs(dy), abs(dx))
+    if pad == 0:
+        return img
+    p = np.pad(img, pad, mode="edge")
+    h, w = img.shape
+    return p[pad - dy:pad - dy + h, pad - dx:pad - dx + w]
+
+
+def nuisance(rng, img: np.ndarray, *, max_shift: int) -> np.ndarray:
+    """Capture nuisances of a hard test image: misregistration, brightness, sensor noise."""
+    dy, dx = (int(v) for v in rng.integers(-max_shift, max_shift + 1, size=2))
+    out = shift_image(img.astype(np.float32), dy, dx)
+    out = out * rng.uniform(0.9, 1.1) + rng.uniform(-12, 12) + rng.normal(0, rng.uniform(2, 6), out.shape)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def synthesize(rng, golden: list[np.ndarray], label: str, *, max_shift: int) -> list[np.ndarray] | None:
+    """Test images (one per light) with one ``label`` defect; PASS gives a hard PASS pair.
+
+    Returns None when the defect does not fit this golden image (try another one).
+    """
+    if label == "PASS":
+        return [nuisance(rng, g, max_shift=max_shift) for g in golden]
+    m = copper_mask(golden[0])
+    if not (0.05 < m.mean() < 0.95):  # no copper / no substrate: nothing to edit
+        return None
+    scale = max(1.0, golden[0].shape[0] / 32)
+    if label in _DEFECTS:
+        new = _DEFECTS[label](rng, m, scale)
+        if new is None or (new == m).all():
+            return None
+        tests = []
+        for g in golden:
+            gm = copper_mask(g)
+            cu = float(np.median(g[gm])) if gm.any() else 255.0
+            sub = float(np.median(g[~gm])) if (~gm).any() else 0.0
+            t = g.astype(np.float32).copy()
+            t[new & ~m] = cu
+            t[~new & m] = sub
+            tests.append(nuisance(rng, np.clip(t, 0, 255).astype(np.uint8), max_shift=max_shift))
+        return tests
+    state = rng.bit_generator.state
+    out = []
+    for g in golden:  # the same anomaly in every light
+        rng.bit_generator.state = state
+        out.append(nuisance(rng, np.clip(_generic(rng, g), 0, 255).astype(np.uint8), max_shift=max_shift))
+    return out
+
+
+__all__ = ["PCB_CLASSES", "copper_mask", "nuisance", "shift_image", "synthesize"]

@@ -1,0 +1,232 @@
+"""``deft_state.json`` (DESIGN §7): the loop's single source of truth, owned by this module only.
+
+Every state change is one :func:`commit`: check that the stage's artefacts exist, record them,
+append an event, write the file atomically (temp + fsync + rename), then refresh the report. A
+corrupt file is never overwritten: :func:`load_state` raises :class:`StateError` and leaves it as
+it is.
+
+Test hook: ``DEFTPIPE_FAULT_AFTER=<stage>`` (or ``<label>:<stage>``) makes the process exit with
+code 137 right after that stage's commit, as ``kill -9`` would, so resume can be tested.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from deftpipe._fs import atomic_write_json
+from deftpipe.errors import StateError
+
+STATE_NAME = "deft_state.json"
+STATE_VERSION = 1
+#: Every value ``stage_completed`` may take (DESIGN §7).
+STAGES = ("train", "inference", "evaluate", "rca", "routing", "sdg", "mining", "data_merge", "loop_stop")
+#: Iteration fields that name files; a completed stage's files must exist on resume.
+ARTEFACT_FIELDS = ("best_ckpt_path", "inference_csv", "metrics_json", "rca_gaps", "rca_summary",
+                   "routing_json", "sdg_csv", "mined_csv", "combined_training_csv", "provenance_csv")
+RUN_STATUSES = ("pending", "in_progress", "complete", "failed")
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def state_path(results_dir: str | Path) -> Path:
+    return Path(results_dir) / STATE_NAME
+
+
+def load_state(results_dir: str | Path) -> dict[str, Any]:
+    """Read and check ``RESULTS_DIR/deft_state.json``.
+
+    Raises:
+        StateError: the file is missing, not JSON, or not a deft state. The file is left untouched.
+    """
+    path = state_path(results_dir)
+    if not path.is_file():
+        raise StateError(f"{path} does not exist; start a loop with `deftpipe deft run WS` first")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        state = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise StateError(
+            f"{path} is corrupt (not valid JSON: {err.msg} at line {err.lineno} column {err.colno}); "
+            "it was left untouched — restore it from a backup, or start a new run with `deftpipe deft run WS --new`"
+        ) from None
+    missing = [k for k in ("version", "status", "iterations", "events", "config") if not isinstance(state, dict)
+               or k not in state]
+    if missing:
+        raise StateError(f"{path} is not a deft state (missing key(s) {', '.join(missing)}); it was left "
+                         "untouched — start a new run with `deftpipe deft run WS --new`")
+    if state["version"] != STATE_VERSION:
+        raise StateError(f"{path} has state version {state['version']!r}, this deftpipe reads version "
+                         f"{STATE_VERSION}; finish it with the deftpipe that wrote it, or start a new run")
+    if state["status"] not in RUN_STATUSES:
+        raise StateError(f"{path}: status {state['status']!r} is not one of {', '.join(RUN_STATUSES)}")
+    for label, it in state["iterations"].items():
+        done = it.get("stage_completed")
+        if done is not None and done not in STAGES:
+            raise StateError(f"{path}: iterations.{label}.stage_completed = {done!r} is not a stage "
+                             f"(expected one of {', '.join(STAGES)})")
+    return state
+
+
+def save_state(results_dir: str | Path, state: dict[str, Any]) -> Path:
+    state["updated_at"] = now_iso()
+    return atomic_write_json(state_path(results_dir), state)
+
+
+def new_state(*, workspace: Path, results_dir: Path, config, spec_path: Path,
+              max_iterations: int) -> dict[str, Any]:
+    """A fresh state (status ``pending``) holding a snapshot of every setting the loop uses.
+
+    ``config`` is a :class:`deftpipe.config.PipelineConfig`; the loop reads its settings back from
+    this snapshot, so a resumed run behaves like the run that started it.
+    """
+    d, deft = config.data, config.deft
+    return {
+        "version": STATE_VERSION,
+        "started_at": now_iso(),
+        "updated_at": now_iso(),
+        "status": "pending",
+        "reason": None,
+        "kpi": {"metric": config.kpi.metric, "operator": config.kpi.operator, "target": config.kpi.target},
+        "results_dir": str(Path(results_dir).resolve()),
+        "workspace": str(Path(workspace).resolve()),
+        "max_iterations": int(max_iterations),
+        "current_iteration": 0,
+        "config": {
+            "spec": str(Path(spec_path).resolve()),
+            "train_csv": str(config.path(workspace, d.train_csv)),
+            "val_csv": str(config.path(workspace, d.val_csv)),
+            "kpi_csv": str(config.path(workspace, d.kpi_csv)),
+            "pool_csv": str(config.path(workspace, d.pool_csv)),
+            "images_dir": str(config.path(workspace, d.images_dir)),
+            "mining": deft.mining.model_dump(),
+            "sdg": deft.sdg.model_dump(),
+            "num_epochs": deft.num_epochs,
+            "baseline_epochs": deft.baseline_epochs,
+            "batch_size": deft.batch_size,
+            "regression_gate_pct": deft.regression_gate_pct,
+            "rca_max_groups": deft.rca_max_groups,
+            "analysis_split": deft.analysis_split,
+        },
+        "iterations": {},
+        "events": [],
+    }
+
+
+def iteration(state: dict[str, Any], label: str) -> dict[str, Any]:
+    """The entry ``iterations.<label>``, created empty (status pending) when absent."""
+    return state["iterations"].setdefault(label, {"status": "pending", "stage_completed": None})
+
+
+def add_event(state: dict[str, Any], *, label: str, stage: str, status: str, summary: str,
+              duration_sec: float) -> dict[str, Any]:
+    events = state["events"]
+    event = {"seq": (events[-1]["seq"] + 1) if events else 1, "ts": now_iso(), "iter": label,
+             "stage": stage, "status": status, "summary": summary, "duration_sec": round(float(duration_sec), 3)}
+    events.append(event)
+    return event
+
+
+def check_artefacts(paths: dict[str, Any], *, label: str, stage: str) -> None:
+    """Raise StateError when a file a stage claims to have written does not exist."""
+    for key, p in paths.items():
+        if p is not None and not Path(p).exists():
+            raise StateError(f"stage {label}/{stage} claims artefact {key} = {p}, which does not exist; "
+                             "the stage did not finish writing it — rerun the same command to redo the stage")
+
+
+def commit(results_dir: str | Path, state: dict[str, Any], *, label: str, stage: str, summary: str,
+           duration_sec: float, updates: dict[str, Any] | None = None, artefacts: dict[str, Any] | None = None,
+           iteration_status: str = "in_progress", status: str = "ok", render: bool = True,
+           run_status: str | None = None, reason: str | None = None, hard_stop: bool = False) -> dict[str, Any]:
+    """Record that ``stage`` of iteration ``label`` finished: one atomic state write + one event.
+
+    Args:
+        updates: plain values to store in ``iterations.<label>`` (metrics, counts).
+        artefacts: ``field -> path`` of files the stage wrote; each must exist, then is stored.
+        iteration_status: the iteration's status after this stage.
+        status: the event's status (``ok``, ``skipped``, ``failed``...).
+        run_status, reason, hard_stop: set the run's status in the same write (the final stage).
+    Raises:
+        StateError: an artefact is missing (nothing is written then).
+    """
+    artefacts = {k: (str(v) if v is not None else None) for k, v in (artefacts or {}).items()}
+    check_artefacts(artefacts, label=label, stage=stage)
+    it = iteration(state, label)
+    it.update(updates or {})
+    it.update(artefacts)
+    it["stage_completed"] = stage
+    it["status"] = iteration_status
+    if state["status"] == "pending":
+        state["status"] = "in_progress"
+    if run_status is not None:
+        state["status"], state["reason"], state["hard_stop"] = run_status, reason, bool(hard_stop)
+    add_event(state, label=label, stage=stage, status=status, summary=summary, duration_sec=duration_sec)
+    save_state(results_dir, state)
+    if render:
+        refresh_report(results_dir)
+    fault = os.environ.get("DEFTPIPE_FAULT_AFTER")
+    if fault and fault in (stage, f"{label}:{stage}"):
+        os._exit(137)  # simulated kill -9 right after the commit (resume tests)
+    return state
+
+
+def mark_run(results_dir: str | Path, state: dict[str, Any], *, status: str, reason: str | None = None,
+             label: str = "run", stage: str = "loop_stop", summary: str = "", hard_stop: bool = False) -> None:
+    """Set the run's status (``complete`` / ``failed``) with its reason, as one commit."""
+    state["status"] = status
+    state["reason"] = reason
+    state["hard_stop"] = bool(hard_stop)
+    add_event(state, label=label, stage=stage, status=status, summary=summary or (reason or status),
+              duration_sec=0.0)
+    save_state(results_dir, state)
+    refresh_report(results_dir)
+
+
+def refresh_report(results_dir: str | Path) -> None:
+    """Rebuild report.html; a report failure never stops the loop (it is logged as a warning)."""
+    from deftpipe.deft._report import render_report
+
+    try:
+        render_report(results_dir)
+    except Exception as exc:  # noqa: BLE001 - the report is a view, the state is what matters
+        import warnings
+
+        warnings.warn(f"report.html could not be rebuilt: {type(exc).__name__}: {exc}", stacklevel=2)
+
+
+def verify_state_artefacts(state: dict[str, Any], results_dir: str | Path) -> None:
+    """On resume: every file named by a recorded stage must still exist.
+
+    Raises:
+        StateError: naming the iteration, field and path, and how to recover.
+    """
+    for label, it in state["iterations"].items():
+        for key in ARTEFACT_FIELDS:
+            p = it.get(key)
+            if p and not Path(p).exists():
+                raise StateError(
+                    f"{state_path(results_dir)}: iterations.{label}.{key} names {p}, which does not exist; "
+                    "restore the file, or start a new run with `deftpipe deft run WS --new`"
+                )
+
+
+__all__ = [
+    "ARTEFACT_FIELDS",
+    "STAGES",
+    "STATE_NAME",
+    "add_event",
+    "commit",
+    "iteration",
+    "load_state",
+    "mark_run",
+    "new_state",
+    "save_state",
+    "state_path",
+    "verify_state_artefacts",
+]
