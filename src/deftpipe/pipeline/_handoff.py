@@ -100,8 +100,8 @@ def handoff_1_to_2(ws: Path, cfg: PipelineConfig, results_dir: Path, best_rec: d
     epoch, step = checkpoint_epoch_step(winner)
     ckpt = copy_checkpoint(winner["checkpoint_uri"], results_dir / "baseline" / "train", epoch, step)
     fault_point("handoff12.checkpoint")
-    train_metric = {"metric": best_rec.get("metric_name", cfg.automl.phase1.metric),
-                    "value": winner.get("score"), "rec_id": winner.get("rec_id"), "split": "validation"}
+    score = winner.get("score")
+    train_metric = float(score) if score is not None else None  # the winner's validation metric
     if not _already_preseeded(results_dir, ckpt):
         deft.preseed_baseline(results_dir, workspace=ws, config=cfg, spec_path=spec_path, checkpoint=ckpt,
                               train_metric=train_metric, source="automl_phase1")

@@ -106,7 +106,7 @@ def quality_check(best_rec: dict[str, Any], *, untrained: dict[str, Any] | None)
         if not verdict["beats_untrained"]:
             notes.append(f"the winner ({metric} {winner.get('score')}) is no better than an untrained model "
                          f"({u}); the sweep learned nothing useful — check the data and the search space")
-    rerun = {k: v for k, v in best.items() if "rerun" in k}
+    rerun = {k: v for k, v in recs.get(best["rec_id"], {}).items() if "rerun" in k and v is not None}
     return {"winner": winner, "pred_counts": counts, "collapsed_original": winner is not best,
             "untrained": untrained, "verdict": verdict, "rerun": rerun or None, "notes": notes}
 
@@ -117,7 +117,7 @@ def run_phase1(ws: Path, cfg: PipelineConfig, results_dir: Path, *, show_progres
     spec = cfg.path(ws, cfg.data.spec)
     train_csv = cfg.path(ws, cfg.data.train_csv)
     best_rec = sweep(ws, cfg, cfg.automl.phase1, spec=spec, train_csv=train_csv, out_dir=out,
-                     show_progress=show_progress, study_name="phase1")
+                     show_progress=show_progress, study_name=f"{results_dir.name}-phase1")
     fault_point("phase1.swept")
     untrained = untrained_metrics(spec, train_csv, cfg.path(ws, cfg.data.val_csv))
     qc = quality_check(best_rec, untrained=untrained)
@@ -139,7 +139,7 @@ def run_phase3(ws: Path, cfg: PipelineConfig, results_dir: Path, *, spec: Path, 
     out = results_dir / PHASE3_DIR
     best_rec = sweep(ws, cfg, cfg.automl.phase3, spec=spec, train_csv=Path(handoff["train_csv"]), out_dir=out,
                      pretrained=Path(handoff["warm_start_checkpoint"]), enqueue_spec=enqueue_spec,
-                     show_progress=show_progress, study_name="phase3")
+                     show_progress=show_progress, study_name=f"{results_dir.name}-phase3")
     fault_point("phase3.swept")
     best = best_rec["best"]
     epoch, step = checkpoint_epoch_step(best)
@@ -155,7 +155,7 @@ def run_phase3(ws: Path, cfg: PipelineConfig, results_dir: Path, *, spec: Path, 
     recorded = state["iterations"].get("final_automl", {})
     if Path(recorded.get("best_ckpt_path") or "") != ckpt:
         deft.record_final_automl(results_dir, checkpoint=ckpt, metrics=metrics, inference_csv=inference_csv,
-                                 best_rec_path=out / "best_rec.json", source="automl_phase3")
+                                 best_rec_path=out / "best_rec.json", source="automl_phase3", spec_path=spec)
     fault_point("phase3.recorded")
     deft.write_best_model(results_dir)
     return {"checkpoint": str(ckpt), "kpi_far_pct": metrics.get("far_pct"), "val_score": best.get("score"),

@@ -29,31 +29,11 @@ PHASE3_DIR = "final_automl"  # under RESULTS_DIR
 
 
 def search_space_names(ws: Path, sweep: SweepConfig) -> list[str]:
-    """Names of the swept hyper-parameters (the sweep's own loader, so the list matches the run)."""
-    try:
-        from deftpipe import automl
+    """Names of the swept hyper-parameters, read by the sweep's own loader so the list matches the run."""
+    from deftpipe.automl import load_search_space
 
-        loader = getattr(automl, "load_search_space", None)
-        if loader is not None:
-            path = str(PipelineConfig().path(ws, sweep.search_space)) if sweep.search_space else None
-            space = loader(path)
-            names = getattr(space, "names", None)
-            if callable(names):
-                return list(names())
-            params = getattr(space, "params", None) or (space if isinstance(space, dict) else {})
-            return list(params)
-    except (ImportError, DeftpipeError):
-        pass
-    import yaml
-
-    if sweep.search_space:
-        text = PipelineConfig().path(ws, sweep.search_space).read_text(encoding="utf-8")
-    else:
-        from importlib import resources
-
-        text = resources.files("deftpipe.automl").joinpath("default_space.yaml").read_text(encoding="utf-8")
-    raw = yaml.safe_load(text) or {}
-    return list(raw.get("params", raw)) if isinstance(raw, dict) else []
+    space = load_search_space(PipelineConfig().path(ws, sweep.search_space) if sweep.search_space else None)
+    return list(space.names)
 
 
 def _sweep_items(ws: Path, sweep: SweepConfig, out_dir: str, spec_source: str) -> list[dict[str, Any]]:
@@ -61,7 +41,7 @@ def _sweep_items(ws: Path, sweep: SweepConfig, out_dir: str, spec_source: str) -
         return [item("enabled", "no (phase skipped)", None)]
     try:
         swept = ", ".join(search_space_names(ws, sweep))
-    except (OSError, ValueError) as e:
+    except (OSError, DeftpipeError) as e:
         swept = f"unreadable search space ({e})"
     pinned = f"num_epochs={sweep.num_epochs}" + (f", batch_size={sweep.batch_size}" if sweep.batch_size else "")
     return [

@@ -73,10 +73,10 @@ def _run_loop(ws: Path, cfg: PipelineConfig, results_dir: Path, show_progress: b
             state = deft.load_state(results_dir)
         except DeftpipeError:
             raise e from None
-        if state.get("status") != "failed":
-            raise
-        state.setdefault("reason", str(e))
-    if state.get("status") == "failed":
+        if not (state.get("status") == "failed" and state.get("hard_stop")):
+            raise  # an ordinary failure: the phase is recorded failed and a rerun resumes the loop
+        state["reason"] = state.get("reason") or str(e)
+    if state.get("status") == "failed":  # a hard-stop gate (regression, merge validation)
         return state, state.get("reason") or "the loop marked its state failed"
     return state, None
 
@@ -85,7 +85,7 @@ def _phase3_verdict(results_dir: Path, p3: dict[str, Any], ho: dict[str, Any]) -
     p3 = {**p3, "loop_best_iteration": ho["warm_start_iteration"], "loop_best_far_pct": ho["warm_start_far_pct"]}
     bm_path = results_dir / "best_model.json"
     kept = json.loads(bm_path.read_text(encoding="utf-8")) if bm_path.is_file() else {}
-    label = kept.get("iteration") or kept.get("label") or "?"
+    label = kept.get("best_iteration") or "?"
     a, b = p3.get("kpi_far_pct"), ho["warm_start_far_pct"]
     if label == "final_automl":
         p3["verdict"] = f"Phase 3 improved on the loop ({a} vs {b}); best model = final_automl"
@@ -232,7 +232,11 @@ def _render_report(results_dir: Path, points: list[dict[str, Any]]) -> None:
     """Hand the trajectory to the loop's report (its first chart)."""
     from deftpipe import deft
 
-    deft.render_report(results_dir, extra={"trajectory": points})
+    chart = [{"label": p["step"], "far_pct": p["value"], "kind": p["label"]}
+             for p in points if p["metric"] == "far_pct"]
+    notes = [f"{p['step']}: {p['metric']} {p['value']} on the {p['set']} set" for p in points]
+    deft.render_report(results_dir, extra={"trajectory": chart, "notes": notes,
+                                           "title": f"deftpipe pipeline report — {results_dir.name}"})
 
 
 __all__ = ["PreflightError", "run_pipeline"]

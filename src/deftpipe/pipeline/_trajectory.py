@@ -105,9 +105,8 @@ def write_summary(results_dir: Path, *, record: dict[str, Any], points: list[dic
     best_model = results_dir / "best_model.json"
     if best_model.is_file():
         bm = json.loads(best_model.read_text(encoding="utf-8"))
-        lines.append(f"- Best model kept: `{bm.get('iteration', bm.get('label'))}` "
-                     f"({bm.get('metric', 'far_pct')} {_fmt(bm.get('far_pct', bm.get('value')))}), checkpoint "
-                     f"`{bm.get('checkpoint', bm.get('best_ckpt_path'))}`.")
+        lines.append(f"- Best model kept: `{bm.get('best_iteration')}` (KPI far_pct {_fmt(bm.get('far_pct'))}), "
+                     f"checkpoint `{bm.get('checkpoint')}` — {bm.get('reason', '')}.")
     if phase3:
         lines.append(f"- Phase 3 vs the loop's best: Phase 3 KPI {_fmt(phase3.get('kpi_far_pct'))} vs loop best "
                      f"{_fmt(phase3.get('loop_best_far_pct'))} ({phase3.get('loop_best_iteration')}); "
