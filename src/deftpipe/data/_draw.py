@@ -145,7 +145,8 @@ def _open(rng, m, d_in, d_out, center):
         out = m.copy()
         r = d_in[p] + rng.uniform(1.0, 3.5)
         _disk(out, p[0], p[1], r, value=False)
-        if _n_components(out[MARGIN:-MARGIN, MARGIN:-MARGIN]) > _n_components(m[MARGIN:-MARGIN, MARGIN:-MARGIN]):
+        core = (slice(MARGIN, -MARGIN),) * 2  # disconnected in the visible part and in the whole window
+        if _n_components(out[core]) > _n_components(m[core]) and _n_components(out) > _n_components(m):
             return out
     return None
 

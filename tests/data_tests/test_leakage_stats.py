@@ -1,0 +1,80 @@
+"""find_leaks (identity and image content) and dataset_stats."""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+
+from deftpipe.data import SPLIT_FILES, dataset_stats, find_leaks, read_dataset, stats_table, write_dataset
+from deftpipe.errors import DataError
+
+
+def test_clean_workspace_has_no_leaks(tiny_ws):
+    report = find_leaks([tiny_ws / SPLIT_FILES["train"], tiny_ws / SPLIT_FILES["kpi"]])
+    assert report.n_overlapping == 0
+    assert report.lines()[0].endswith("0 overlapping rows (0 by identity, 0 by image content)")
+
+
+def test_identity_overlap_is_found(ws_copy):
+    train, kpi = read_dataset(ws_copy / SPLIT_FILES["train"]), read_dataset(ws_copy / SPLIT_FILES["kpi"])
+    write_dataset(pd.concat([kpi, train.iloc[:2]], ignore_index=True), ws_copy / SPLIT_FILES["kpi"])
+    report = find_leaks([ws_copy / SPLIT_FILES["train"], ws_copy / SPLIT_FILES["kpi"]])
+    assert report.n_overlapping == 2
+    (pair,) = report.pairs
+    assert (pair.by_identity, pair.by_content, pair.n_rows) == (2, 2, 2)
+    assert "row 101" in pair.examples[0]
+
+
+def test_copied_image_under_a_new_name_is_a_leak(ws_copy):
+    train = read_dataset(ws_copy / SPLIT_FILES["train"])
+    row = train.iloc[0]
+    for kind, folder in (("test", row["input_path"]), ("golden", row["golden_path"])):
+        dst = ws_copy / "images" / "kpi_board01" / kind / "renamed_copy.png"
+        shutil.copy(ws_copy / "images" / folder / f"{row['object_name']}.png", dst)
+    kpi = read_dataset(ws_copy / SPLIT_FILES["kpi"])
+    copy = {"input_path": "kpi_board01/test", "golden_path": "kpi_board01/golden", "label": row["label"],
+            "object_name": "renamed_copy", "boardname": "kpi_board01"}
+    write_dataset(pd.concat([kpi, pd.DataFrame([copy])], ignore_index=True), ws_copy / SPLIT_FILES["kpi"])
+    report = find_leaks([ws_copy / SPLIT_FILES[s] for s in ("train", "val", "kpi")])
+    assert report.n_overlapping == 1
+    leak = [p for p in report.pairs if p.n_rows][0]
+    assert leak.b.endswith("testing_set.csv") and (leak.by_identity, leak.by_content) == (0, 1)
+    assert not find_leaks([ws_copy / SPLIT_FILES["train"], ws_copy / SPLIT_FILES["kpi"]],
+                          hash_images=False).n_overlapping
+
+
+def test_missing_images_are_counted_not_fatal(ws_copy):
+    row = read_dataset(ws_copy / SPLIT_FILES["val"]).iloc[0]
+    (ws_copy / "images" / row["input_path"] / f"{row['object_name']}.png").unlink()
+    report = find_leaks([ws_copy / SPLIT_FILES["train"], ws_copy / SPLIT_FILES["val"]])
+    assert report.n_overlapping == 0
+    assert report.unhashed[str(ws_copy / SPLIT_FILES["val"])] == 1
+    assert "compared by identity only" in report.lines()[-1]
+
+
+def test_csv_outside_a_workspace_needs_images_dir(tiny_ws, tmp_path):
+    a = shutil.copy(tiny_ws / SPLIT_FILES["train"], tmp_path / "a.csv")
+    with pytest.raises(DataError, match="pass --images-dir DIR"):
+        find_leaks([a, tiny_ws / SPLIT_FILES["kpi"]])
+    assert find_leaks([a, tiny_ws / SPLIT_FILES["kpi"]], images_dir=tiny_ws / "images").n_overlapping == 0
+
+
+def test_stats_counts(tiny_ws):
+    s = dataset_stats(tiny_ws / SPLIT_FILES["train"])
+    assert s["rows"] == 200 and s["n_pass"] == 160 and s["n_fail"] == 40
+    assert s["pass_fail_ratio"] == 4.0
+    assert list(s["labels"])[:3] == ["PASS", "open", "short"]
+    assert sum(s["labels"].values()) == 200
+    assert sum(s["boards"].values()) == 200 and len(s["boards"]) == 3
+    assert s["boards_by_label"]["train_board01"]["PASS"] > 0
+    assert stats_table(s).row_count == len(s["labels"]) + len(s["boards"])
+
+
+def test_stats_without_defects(tmp_path):
+    csv = tmp_path / "x.csv"
+    write_dataset(pd.DataFrame({"input_path": ["a"], "golden_path": ["b"], "label": ["pass"],
+                                "object_name": ["o"]}), csv)
+    s = dataset_stats(csv)
+    assert s["labels"] == {"PASS": 1} and s["pass_fail_ratio"] is None and s["boards"] == {"(none)": 1}
