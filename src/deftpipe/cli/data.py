@@ -15,7 +15,7 @@ data_app = typer.Typer(
 
 
 def init(
-    dest: Path = typer.Argument(..., help="New (or empty) workspace folder."),
+    dest: Path = typer.Argument(..., metavar="DIR", help="New (or empty) workspace folder."),
     synthetic: bool = typer.Option(False, "--synthetic", help="Generate the built-in synthetic AOI dataset."),
     from_deeppcb: Path | None = typer.Option(None, "--from-deeppcb", metavar="PATH",
                                              help="Import a DeepPCB checkout (folder holding PCBData/)."),
@@ -38,6 +38,8 @@ def init(
     if synthetic == (from_deeppcb is not None):
         raise typer.BadParameter("give exactly one of --synthetic or --from-deeppcb PATH")
     if synthetic:
+        if size not in data.SYNTHETIC_SIZES:
+            raise typer.BadParameter(f"--size must be small or medium (got '{size}')")
         if any(v is not None for v in (kpi_groups, val_groups, pool_groups)):
             raise typer.BadParameter("--kpi-groups/--val-groups/--pool-groups apply to --from-deeppcb only")
         with err.status(f"generating synthetic workspace ({size}) ..."):
@@ -60,7 +62,7 @@ def _groups(value: str | None) -> list[str] | None:
 
 @data_app.command("validate")
 def validate(
-    csv: Path = typer.Argument(..., help="Dataset CSV."),
+    csv: Path = typer.Argument(..., metavar="CSV", help="Dataset CSV."),
     images_dir: Path | None = typer.Option(None, "--images-dir",
                                            help="Image root (default: the workspace's images dir)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
@@ -80,7 +82,7 @@ def validate(
 
 @data_app.command("stats")
 def stats(
-    csv: Path = typer.Argument(..., help="Dataset CSV."),
+    csv: Path = typer.Argument(..., metavar="CSV", help="Dataset CSV."),
     as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON on stdout."),
 ) -> None:
     """Counts per label and per board, and the PASS:FAIL ratio.

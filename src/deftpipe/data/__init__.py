@@ -17,6 +17,7 @@ from deftpipe.data._deeppcb import import_deeppcb
 from deftpipe.data._layout import resolve_layout
 from deftpipe.data._leakage import LeakReport, PairLeak, content_hashes, find_leaks
 from deftpipe.data._stats import dataset_stats, stats_table, workspace_table
+from deftpipe.data._synthetic import SIZES as SYNTHETIC_SIZES
 from deftpipe.data._synthetic import make_synthetic_workspace
 from deftpipe.data._validate import validate_dataset
 from deftpipe.data._workspace import SPLIT_FILES
@@ -27,6 +28,7 @@ __all__ = [
     "PASS",
     "REQUIRED_COLUMNS",
     "SPLIT_FILES",
+    "SYNTHETIC_SIZES",
     "ImageLayout",
     "LeakReport",
     "PairLeak",
