@@ -137,7 +137,7 @@ def gate(run: Run, label: str) -> tuple[str, str, bool] | None:
     return None
 
 
-def run_stage(run: Run, label: str, stage: str, fn, next_stage: str | None) -> None:
+def run_stage(run: Run, label: str, stage: str, fn, next_stage: str | None, *, last: bool) -> None:
     folder = run.ctx.stage_dir(label, STAGE_FOLDER.get(stage, stage))
     if folder.exists():
         shutil.rmtree(folder)  # leftovers of a stage cut short: redo it from scratch
@@ -145,7 +145,6 @@ def run_stage(run: Run, label: str, stage: str, fn, next_stage: str | None) -> N
     t0 = time.monotonic()
     outcome = fn(run, label)
     seconds = time.monotonic() - t0
-    last = next_stage is None
     _state.commit(run.ctx.results_dir, run.state, label=label, stage=stage, summary=outcome.summary,
                   duration_sec=seconds, updates={**outcome.updates, f"seconds_{stage}": round(seconds, 3)},
                   artefacts=outcome.artefacts, status=outcome.status,
@@ -177,7 +176,7 @@ def drive(run: Run) -> dict[str, Any]:
                     if stop is not None:
                         return finish(run, label, *stop)
                 nxt = todo[i + 1] if i + 1 < len(todo) else ("routing" if label != labels[-1] else None)
-                run_stage(run, label, stage, table[stage], nxt)
+                run_stage(run, label, stage, table[stage], nxt, last=stage == list(table)[-1])
         # every iteration ran its RCA (max_iterations grew on a resume, then shrank): close the run
         return finish(run, labels[-1], "complete", f"max_iterations ({ctx.max_iterations}) reached", False)
     except DeftpipeError as err:

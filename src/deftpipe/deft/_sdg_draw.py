@@ -16,14 +16,16 @@ PCB_CLASSES = ("open", "short", "mousebite", "spur", "copper", "pin-hole")
 
 
 def copper_mask(img: np.ndarray) -> np.ndarray:
-    """Otsu threshold: True where the image is copper (the brighter mode)."""
+    """Otsu threshold; copper is the mode covering less of the crop (traces are thinner than the
+    laminate between them), so it works for bright-copper AOI images and DeepPCB's dark copper."""
     hist = np.bincount(img.ravel(), minlength=256).astype(float)
     p = hist / max(hist.sum(), 1.0)
     omega, mu = np.cumsum(p), np.cumsum(p * np.arange(256))
     with np.errstate(divide="ignore", invalid="ignore"):
         between = (mu[-1] * omega - mu) ** 2 / (omega * (1.0 - omega))
     t = int(np.nanargmax(np.nan_to_num(between, nan=-1.0)))
-    return img > t
+    bright = img > t
+    return bright if bright.mean() <= 0.5 else ~bright
 
 
 def _disk(mask: np.ndarray, cy: float, cx: float, r: float, value: bool) -> None:

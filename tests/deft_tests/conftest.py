@@ -1,0 +1,32 @@
+"""Shared fixtures: one tiny synthetic workspace and one finished 1-iteration run per session."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from deftpipe.data import make_synthetic_workspace
+from deftpipe.deft import run_loop
+
+
+@pytest.fixture(scope="session")
+def tiny_ws(tmp_path_factory) -> Path:
+    return make_synthetic_workspace(tmp_path_factory.mktemp("deft") / "ws", seed=0, size="tiny")
+
+
+@pytest.fixture(scope="session")
+def finished_run(tiny_ws) -> Path:
+    """An uninterrupted loop: baseline + 1 iteration, 1 epoch each."""
+    results = tiny_ws / "results" / "run_full"
+    run_loop(tiny_ws, results_dir=results, max_iterations=1, show_progress=False)
+    return results
+
+
+@pytest.fixture
+def ws_copy(tiny_ws, tmp_path) -> Path:
+    """A private copy of the tiny workspace (without its results) that a test may edit."""
+    dest = tmp_path / "ws"
+    shutil.copytree(tiny_ws, dest, ignore=shutil.ignore_patterns("results"))
+    return dest

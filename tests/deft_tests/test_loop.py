@@ -1,0 +1,135 @@
+"""The loop end to end on the tiny synthetic workspace: a full run, resume after kill -9,
+a pre-seeded baseline, an empty pool and a pool that overlaps the validation set."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from deftpipe.data import identity_keys, read_dataset
+from deftpipe.deft import load_state, preseed_baseline, run_loop
+from deftpipe.errors import DataError
+
+ITER_STAGES = ["routing", "sdg", "mining", "data_merge", "train", "inference", "evaluate"]
+
+
+def _stage_events(state):
+    return [(e["iter"], e["stage"]) for e in state["events"] if e["iter"] != "run"]
+
+
+def test_full_run_records_every_stage(finished_run, tiny_ws):
+    state = load_state(finished_run)
+    assert state["status"] == "complete"
+    assert state["reason"] == "max_iterations (1) reached"
+    it = state["iterations"]
+    assert it["baseline"]["stage_completed"] == "rca" and it["baseline"]["status"] == "complete"
+    assert it["iter1"]["stage_completed"] == "loop_stop"
+    assert 0.0 <= it["iter1"]["far_pct"] <= 100.0
+    assert _stage_events(state) == [("baseline", s) for s in ("train", "inference", "evaluate", "rca")] + [
+        ("iter1", s) for s in ITER_STAGES] + [("iter1", "loop_stop")]
+    assert all(e["duration_sec"] >= 0 for e in state["events"])
+    for sub in ("routing", "sdg", "mining", "dataset", "train", "inference", "evaluate"):
+        assert (finished_run / "iter1" / sub).is_dir()
+    best = json.loads((finished_run / "best_model.json").read_text())
+    assert best["far_pct"] == min(it["baseline"]["far_pct"], it["iter1"]["far_pct"])
+    assert Path(best["checkpoint"]).is_file()
+    assert (finished_run / "best_model_inference_spec.yaml").is_file()
+
+
+def test_merged_set_grows_monotonically_without_leaks(finished_run, tiny_ws):
+    it = load_state(finished_run)["iterations"]["iter1"]
+    base = read_dataset(tiny_ws / "train/base/training_set.csv")
+    combined = read_dataset(it["combined_training_csv"])
+    assert list(identity_keys(combined)[: len(base)]) == list(identity_keys(base))  # carried over, in order
+    assert len(combined) == len(base) + it["n_added_sdg"] + it["n_added_mined"]
+    assert not identity_keys(combined).duplicated().any()
+    assert set(combined["source"]) <= {"base_train", "sdg", "mining_pool"}
+    held_out = set(identity_keys(read_dataset(tiny_ws / "train/base/validation_set.csv")))
+    held_out |= set(identity_keys(read_dataset(tiny_ws / "kpi/testing_set.csv")))
+    assert not identity_keys(combined).isin(held_out).any()
+    prov = pd.read_csv(it["provenance_csv"])
+    assert len(prov) == len(combined)
+    assert set(prov["source"]) <= {"base_train", "sdg", "mining_pool"}
+    assert json.loads(Path(finished_run / "iter1/dataset/merge_validation.json").read_text())["validation"] == "ok"
+
+
+def _run_subprocess(ws: Path, results: Path, fault: str | None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DEFTPIPE_FAULT_AFTER": fault or ""}
+    code = ("import sys; from deftpipe.deft import run_loop; "
+            "run_loop(sys.argv[1], results_dir=sys.argv[2], max_iterations=1, show_progress=False)")
+    return subprocess.run([sys.executable, "-c", code, str(ws), str(results)], env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_resume_after_kill_at_stage_boundaries(ws_copy, finished_run):
+    """kill -9 right after several commits; each rerun resumes at the next stage, no stage runs twice."""
+    results = ws_copy / "results" / "run_killed"
+    for fault in ("baseline:rca", "iter1:sdg", "iter1:train"):
+        proc = _run_subprocess(ws_copy, results, fault)
+        assert proc.returncode == 137, proc.stderr[-2000:]
+        label, stage = fault.split(":")
+        assert load_state(results)["iterations"][label]["stage_completed"] == stage
+    proc = _run_subprocess(ws_copy, results, None)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    state = load_state(results)
+    assert state["status"] == "complete"
+    assert _stage_events(state) == _stage_events(load_state(finished_run))  # each stage exactly once
+    combined = read_dataset(state["iterations"]["iter1"]["combined_training_csv"])
+    assert not identity_keys(combined).duplicated().any()
+    full = load_state(finished_run)["iterations"]["iter1"]
+    assert len(combined) == full["n_train_rows"]  # same artefacts as the uninterrupted run
+    assert sorted(p.name for p in (results / "iter1").iterdir()) == sorted(p.name for p in (finished_run / "iter1").iterdir())
+
+
+def _preseed(ws: Path, finished_run: Path, name: str) -> Path:
+    results = ws / "results" / name
+    ckpt = Path(load_state(finished_run)["iterations"]["baseline"]["best_ckpt_path"])
+    dest = results / "baseline" / "train" / ckpt.name
+    dest.parent.mkdir(parents=True)
+    dest.write_bytes(ckpt.read_bytes())
+    preseed_baseline(results, workspace=ws, config=None, spec_path=ws / "specs/baseline_spec.yaml",
+                     checkpoint=dest, train_metric=12.5)
+    return results
+
+
+def test_preseeded_baseline_skips_train(ws_copy, finished_run):
+    results = _preseed(ws_copy, finished_run, "run_seeded")
+    state = run_loop(ws_copy, results_dir=results, max_iterations=0, show_progress=False)
+    assert state["status"] == "complete"
+    base = state["iterations"]["baseline"]
+    assert base["source"] == "automl_phase1" and base["train_metric"] == 12.5
+    trains = [e for e in state["events"] if e["stage"] == "train"]
+    assert len(trains) == 1 and trains[0]["summary"].startswith("pre-seeded from automl_phase1")
+    assert base["far_pct"] == load_state(finished_run)["iterations"]["baseline"]["far_pct"]
+    assert json.loads((results / "best_model.json").read_text())["best_iteration"] == "baseline"
+
+
+def test_empty_pool_routes_everything_to_sdg(ws_copy, finished_run):
+    pool = ws_copy / "mining/mining_pool.csv"
+    pool.write_text(pool.read_text().splitlines()[0] + "\n")
+    results = _preseed(ws_copy, finished_run, "run_empty_pool")
+    state = run_loop(ws_copy, results_dir=results, max_iterations=1, show_progress=False)
+    assert state["status"] == "complete"
+    it = state["iterations"]["iter1"]
+    assert it["mined_rows"] == 0 and it["n_mining_targets"] == 0
+    assert it["sdg_rows"] > 0 and it["n_added_sdg"] == it["sdg_rows"]
+    assert any("empty pool" in e["summary"] for e in state["events"] if e["stage"] == "mining")
+
+
+def test_pool_overlapping_validation_is_a_hard_stop(ws_copy, finished_run):
+    val = (ws_copy / "train/base/validation_set.csv").read_text().splitlines()
+    pool = ws_copy / "mining/mining_pool.csv"
+    pool.write_text(pool.read_text() + val[1] + "\n")
+    results = _preseed(ws_copy, finished_run, "run_leaky_pool")
+    with pytest.raises(DataError, match=r"mining pool mining_pool.csv shares 1 row\(s\) with the validation set"):
+        run_loop(ws_copy, results_dir=results, max_iterations=1, show_progress=False)
+    state = load_state(results)
+    assert state["status"] == "failed"
+    assert state["reason"].startswith("iter1/routing: mining pool")
+    assert state["iterations"]["iter1"].get("stage_completed") is None
