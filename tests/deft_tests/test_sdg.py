@@ -1,0 +1,71 @@
+"""SDG: every PCB class and the generic fallback produce readable pairs inside the workspace."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deftpipe.data import ImageLayout, read_dataset
+from deftpipe.deft._sdg import generate
+from deftpipe.deft._sdg_draw import PCB_CLASSES, copper_mask, synthesize
+
+
+def _targets(labels):
+    return [{"target_id": f"t{i:02d}", "group_id": f"g{i}", "kind": "false_alarm" if lb == "PASS" else "escape",
+             "label": lb} for i, lb in enumerate(labels, start=1)]
+
+
+def test_each_class_and_generic_fallback_write_pairs(tiny_ws, tmp_path):
+    layout = ImageLayout.create(tiny_ws / "images", ".png")
+    out = tiny_ws / "results" / "sdg_test" / "iter1" / "sdg"
+    labels = [*PCB_CLASSES, "scratch", "PASS"]
+    res = generate(targets=_targets(labels), train=read_dataset(tiny_ws / "train/base/training_set.csv"),
+                   layout=layout, out_dir=out, iter_label="iter1", count_per_target=3, hard_pass_per_target=2)
+    rows = read_dataset(res.sdg_csv)
+    assert res.n_rows == len(rows) >= 3 * len(PCB_CLASSES)
+    assert set(rows["label"]) >= {*PCB_CLASSES, "scratch", "PASS"}
+    assert rows["input_path"].str.startswith("../results/sdg_test/iter1/sdg/images/").all()
+    for _, r in rows.iterrows():
+        tests, goldens = layout.row_files(r)
+        assert tests[0].is_file() and goldens[0].is_file() and not layout.escapes(tests[0])
+    alloc = json.loads(res.allocation_json.read_text())
+    gens = {t["label"]: t["generator"] for t in alloc["targets"]}
+    assert gens["scratch"] == "generic" and gens["PASS"] == "hard_pass" and gens["short"] == "short"
+    r = rows[rows["label"] == "open"].iloc[0]
+    t, g = (np.asarray(Image.open(p[0])) for p in layout.row_files(r))
+    assert t.shape == g.shape == (32, 32) and np.abs(t.astype(int) - g.astype(int)).mean() > 1.0
+
+
+def test_target_class_with_no_golden_images_is_skipped_with_reason(tiny_ws, tmp_path):
+    layout = ImageLayout.create(tiny_ws / "images", ".png")
+    train = read_dataset(tiny_ws / "train/base/training_set.csv")
+    only_defects = train[train["label"] != "PASS"]
+    res = generate(targets=_targets(["short"]), train=only_defects, layout=layout,
+                   out_dir=tiny_ws / "results" / "sdg_none" / "sdg", iter_label="iter1", count_per_target=3,
+                   hard_pass_per_target=2)
+    assert res.n_rows == 0
+    assert res.skipped["t01"].startswith("no golden images for class 'short'")
+    alloc = json.loads(res.allocation_json.read_text())
+    assert alloc["targets"][0]["skipped_reason"].startswith("no golden images")
+
+
+@pytest.mark.parametrize("dark_copper", [False, True])
+def test_copper_is_the_minority_mode(dark_copper):
+    img = np.full((32, 32), 40, np.uint8)
+    img[10:14, :] = 200  # one bright trace
+    if dark_copper:
+        img = 255 - img
+    m = copper_mask(img)
+    assert m[11, 5] and not m[2, 2]
+
+
+def test_synthesize_edits_the_copper():
+    img = np.full((32, 32), 40, np.uint8)
+    img[8:12, :] = 200
+    img[20:24, :] = 200
+    rng = np.random.default_rng(0)
+    out = synthesize(rng, [img], "short", max_shift=0)
+    assert out is not None and (out[0][13:19].astype(int) > 120).any()  # a bridge between the traces
