@@ -14,7 +14,7 @@ import pytest
 
 from deftpipe.data import identity_keys, read_dataset
 from deftpipe.deft import load_state, preseed_baseline, run_loop
-from deftpipe.errors import DataError
+from deftpipe.errors import DataError, StateError
 
 ITER_STAGES = ["routing", "sdg", "mining", "data_merge", "train", "inference", "evaluate"]
 
@@ -131,5 +131,7 @@ def test_pool_overlapping_validation_is_a_hard_stop(ws_copy, finished_run):
         run_loop(ws_copy, results_dir=results, max_iterations=1, show_progress=False)
     state = load_state(results)
     assert state["status"] == "failed"
-    assert state["reason"].startswith("iter1/routing: mining pool")
+    assert state["reason"].startswith("iter1/routing: mining pool") and state["hard_stop"] is True
+    with pytest.raises(StateError, match="hard-stopped .*it is not resumed"):
+        run_loop(ws_copy, results_dir=results, max_iterations=1, show_progress=False)
     assert state["iterations"]["iter1"].get("stage_completed") is None

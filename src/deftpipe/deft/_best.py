@@ -88,8 +88,10 @@ def preseed_baseline(results_dir: str | Path, *, workspace: str | Path, config, 
     else:
         state = _state.new_state(workspace=Path(workspace), results_dir=results_dir, config=config,
                                  spec_path=Path(spec_path), max_iterations=config.deft.max_iterations)
+    shown = (f"{train_metric.get('metric', 'metric')} {train_metric.get('value')}" if isinstance(train_metric, dict)
+             else f"val metric {train_metric}")
     _state.commit(results_dir, state, label="baseline", stage="train", duration_sec=0.0,
-                  summary=f"pre-seeded from {source}: {checkpoint.name} (val metric {train_metric})",
+                  summary=f"pre-seeded from {source}: {checkpoint.name} ({shown})",
                   updates={"train_metric": train_metric, "source": source, "spec_path": str(Path(spec_path).resolve())},
                   artefacts={"best_ckpt_path": checkpoint})
     return state

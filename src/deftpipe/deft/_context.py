@@ -12,6 +12,7 @@ import numpy as np
 
 from deftpipe.config import KpiConfig
 from deftpipe.data import ImageLayout
+from deftpipe.errors import DataError
 from deftpipe.spec import Spec, load_spec
 
 
@@ -78,6 +79,11 @@ class LoopContext:
         return get_adapter(self.spec)
 
 
+class HardStop(DataError):
+    """A data failure the loop must not paper over (leaky pool, merged set invalid or leaking):
+    the run is marked ``failed`` with ``hard_stop: true`` and is not resumed."""
+
+
 def jsonable(obj: Any) -> Any:
     """Turn numpy scalars/arrays and paths into plain JSON values (NaN/inf become None)."""
     if isinstance(obj, dict):
@@ -100,4 +106,4 @@ def relpath(path: Path, start: Path) -> str:
     return Path(os.path.relpath(Path(path).resolve(), Path(start).resolve())).as_posix()
 
 
-__all__ = ["LoopContext", "jsonable", "relpath"]
+__all__ = ["HardStop", "LoopContext", "jsonable", "relpath"]

@@ -22,7 +22,7 @@ from deftpipe._fs import run_lock
 from deftpipe.config import PipelineConfig, load_config
 from deftpipe.deft import _state
 from deftpipe.deft._best import write_best_model
-from deftpipe.deft._context import LoopContext
+from deftpipe.deft._context import HardStop, LoopContext
 from deftpipe.deft._progress import LoopProgress, fmt_pct
 from deftpipe.deft._steps import (
     Run,
@@ -180,7 +180,7 @@ def drive(run: Run) -> dict[str, Any]:
         # every iteration ran its RCA (max_iterations grew on a resume, then shrank): close the run
         return finish(run, labels[-1], "complete", f"max_iterations ({ctx.max_iterations}) reached", False)
     except DeftpipeError as err:
-        fail(run, label, stage, str(err))
+        fail(run, label, stage, str(err), hard=isinstance(err, HardStop))
         raise
     except Exception as err:
         fail(run, label, stage, f"{type(err).__name__}: {err}")
@@ -198,10 +198,11 @@ def finish(run: Run, label: str, status: str, reason: str, hard: bool) -> dict[s
     return run.state
 
 
-def fail(run: Run, label: str, stage: str, reason: str) -> None:
+def fail(run: Run, label: str, stage: str, reason: str, *, hard: bool = False) -> None:
     """Mark the run failed with its reason (never raises over the original error)."""
     with contextlib.suppress(Exception):
         run.state["status"], run.state["reason"] = "failed", f"{label}/{stage}: {reason}"
+        run.state["hard_stop"] = hard
         _state.add_event(run.state, label=label, stage=stage, status="failed", summary=reason, duration_sec=0.0)
         _state.save_state(run.ctx.results_dir, run.state)
         _state.refresh_report(run.ctx.results_dir)

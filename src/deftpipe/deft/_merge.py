@@ -25,6 +25,7 @@ from deftpipe.data import (
     validate_dataset,
 )
 from deftpipe.data import write_dataset as _write
+from deftpipe.deft._context import HardStop
 from deftpipe.errors import DataError
 
 ROW_COLUMNS = ["input_path", "golden_path", "label", "object_name", "boardname", "source"]
@@ -103,7 +104,7 @@ def merge(*, previous_csv: Path, previous_is_base: bool, previous_provenance: Pa
         report["validation"] = report["validation"] if report["validation"] == "ok" else "failed"
         report["error"] = str(err)
         atomic_write_json(validation_json, report)
-        raise DataError(f"data_merge hard stop for {iter_label}: {err}") from None
+        raise HardStop(f"data_merge hard stop for {iter_label}: {err}") from None
     atomic_write_json(validation_json, report)
     return MergeResult(combined_csv=combined_csv, provenance_csv=provenance_csv, validation_json=validation_json,
                        n_rows=len(combined), n_previous=len(prev), n_sdg=report["n_sdg"], n_mined=report["n_mined"],

@@ -18,8 +18,7 @@ import pandas as pd
 
 from deftpipe._fs import atomic_path, atomic_write_json
 from deftpipe.data import identity_keys, read_dataset, write_dataset
-from deftpipe.deft._context import jsonable
-from deftpipe.errors import DataError
+from deftpipe.deft._context import HardStop, jsonable
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,7 @@ def check_pool_leakage(pool: pd.DataFrame, pool_csv: Path, held_out: dict[str, P
         shared = other[identity_keys(other).isin(keys)] if len(other) else other
         if len(shared):
             first = shared.iloc[0]
-            raise DataError(
+            raise HardStop(
                 f"mining pool {Path(pool_csv).name} shares {len(shared)} row(s) with the {name} set "
                 f"{Path(csv).name} (first: {first['input_path']}/{first['object_name']}, label {first['label']}); "
                 "mined rows would leak held-out data into training — remove those rows from the pool and rerun"

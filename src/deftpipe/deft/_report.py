@@ -175,6 +175,11 @@ def render_report(results_dir: str | Path, extra: dict[str, Any] | None = None) 
     cols = ("status", "stage_completed", "far_pct", "far_ci_low", "far_ci_high", "threshold", "auroc", "far_pct_at_99",
             "n_defects", "n_pass", "train_metric", "n_train_rows", "n_added_sdg", "n_added_mined", "source")
     rows = [{"label": lb, **{c: its[lb].get(c) for c in cols}} for lb in sorted(its, key=_order)]
+    for r in rows:  # the bridge records the pre-seed's train_metric as {metric, value, ...}
+        if isinstance(r["train_metric"], dict):
+            r["train_metric"] = r["train_metric"].get("value")
+        if not isinstance(r["train_metric"], (int, float)):
+            r["train_metric"] = None
     page = _env.get_template("report.html.j2").render(
         state=state, extra=extra, charts=charts, rows=rows, rca=_rca_sections(its, thumbs),
         contributions=_contributions(its, thumbs), events=list(reversed(state["events"]))[:200],

@@ -1,8 +1,8 @@
 """Run folders of a workspace: ``<ws>/results/run_<YYYYMMDD_HHMMSS>/``; pick, create, describe.
 
 ``deftpipe deft run WS`` resumes the newest run folder whose ``deft_state.json`` is unfinished
-(``pending`` / ``in_progress``, or ``failed`` without a hard stop — e.g. after a data error that
-the user has fixed since); otherwise (or with ``--new``) it creates a new folder. Earlier runs are
+(``pending`` / ``in_progress``, or ``failed`` without a hard stop — e.g. after a crash or a
+training error); otherwise (or with ``--new``) it creates a new folder. Earlier runs are
 never touched.
 """
 

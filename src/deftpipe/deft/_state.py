@@ -25,8 +25,9 @@ STATE_VERSION = 1
 #: Every value ``stage_completed`` may take (DESIGN §7).
 STAGES = ("train", "inference", "evaluate", "rca", "routing", "sdg", "mining", "data_merge", "loop_stop")
 #: Iteration fields that name files; a completed stage's files must exist on resume.
-ARTEFACT_FIELDS = ("best_ckpt_path", "inference_csv", "metrics_json", "rca_gaps", "rca_summary",
-                   "routing_json", "sdg_csv", "mined_csv", "combined_training_csv", "provenance_csv")
+ARTEFACT_FIELDS = ("best_ckpt_path", "train_spec", "inference_csv", "metrics_json", "rca_gaps", "rca_summary",
+                   "rca_embeddings", "routing_json", "sdg_csv", "sdg_allocation", "mined_csv", "mining_report",
+                   "combined_training_csv", "provenance_csv", "merge_validation")
 RUN_STATUSES = ("pending", "in_progress", "complete", "failed")
 
 
