@@ -155,10 +155,14 @@ def _field_info(dotted: str) -> tuple[Any, str | None]:
             where = ".".join(parts[:i]) or "the spec"
             return None, f"'{part}' is not a key of {where} (known: {', '.join(sorted(fields))})"
         info = fields[part]
-        if i == len(parts) - 1:
-            return info, None
         ann = info.annotation
-        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+        is_section = isinstance(ann, type) and issubclass(ann, BaseModel)
+        if i == len(parts) - 1:
+            if is_section:
+                return None, (f"'{dotted}' is a section, not a value; use one of its keys "
+                              f"({', '.join(dotted + '.' + k for k in ann.model_fields)})")
+            return info, None
+        if not is_section:
             return None, f"'{'.'.join(parts[: i + 1])}' is a value, not a section"
         model = ann
     return None, "empty key"

@@ -10,6 +10,7 @@ a grace period and retried), and in Optuna 5 only the RDB storages implement hea
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import warnings
 from pathlib import Path
@@ -40,6 +41,12 @@ def storage_url(storage: str | Path | None, out_dir: str | Path | None) -> str:
     text = str(storage)
     if "://" not in text:
         return f"sqlite:///{Path(text).resolve()}"
+    scheme, rest = text.split("://", 1)
+    if scheme in ("postgresql", "postgres"):
+        # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; use psycopg2 when only it is installed
+        # (deftpipe[postgres] installs psycopg2-binary).
+        driver = "psycopg" if importlib.util.find_spec("psycopg") else "psycopg2"
+        return f"postgresql+{driver}://{rest}"
     return text
 
 

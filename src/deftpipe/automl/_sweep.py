@@ -3,10 +3,13 @@ and :func:`run_worker` (join an existing study from its storage alone)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -53,9 +56,9 @@ def _positive_int(value: Any, name: str) -> int:
     return value
 
 
-def _enqueue(study: optuna.Study, space: SearchSpace, source: str | Path, progress: NullProgress) -> None:
-    """Enqueue the values of a spec (YAML) or a best_rec.json for the swept keys as the first trial."""
-    path = Path(source)
+def _enqueue_values(space: SearchSpace, source: str | Path) -> tuple[dict[str, Any], list[str]]:
+    """The swept keys' values in a spec YAML or a best_rec.json (validated before any trial)."""
+    path = Path(_existing_file(source, "--enqueue-spec", SpecError))
     if path.suffix == ".json":
         try:
             nested = json.loads(path.read_text(encoding="utf-8"))["best"]["specs"]
@@ -67,9 +70,7 @@ def _enqueue(study: optuna.Study, space: SearchSpace, source: str | Path, progre
     if not values:
         raise SpecError(f"--enqueue-spec {path}: none of the swept keys ({', '.join(space.names)}) has a value "
                         "inside the search space; pass the spec or best_rec.json of an earlier sweep")
-    if skipped:
-        progress.note(f"enqueued {path.name}: {', '.join(skipped)} missing or outside the space (sampled instead)")
-    study.enqueue_trial(values, user_attrs={"enqueued_from": str(path)})
+    return values, skipped
 
 
 def _make_study(storage: RDBStorage, name: str, settings: SweepSettings, space: SearchSpace,
@@ -103,34 +104,43 @@ def _drive(study: optuna.Study, settings: SweepSettings, space: SearchSpace, pro
 
     objective = TrialObjective(settings, space, on_epoch=on_epoch)
     ran = 0
-    optuna_logger = logging.getLogger("optuna")
-    level = optuna_logger.level
-    optuna_logger.setLevel(logging.ERROR)  # our own progress/notes replace Optuna's per-trial logs
+    while True:
+        if heartbeat:
+            fail_stale_trials(study)  # a dead worker's trial -> FAIL + re-enqueued (retry callback)
+        done, running, _ = progress_counts(study.get_trials(deepcopy=False))
+        state["done"] = done
+        progress.update(done)
+        if done >= target:
+            return ran
+        # Without heartbeats a killed worker's trial stays RUNNING forever: do not wait for it.
+        if heartbeat and done + running >= target:
+            progress.update(done, f"waiting for {running} running trial(s) of other workers")
+            time.sleep(POLL_S)
+            continue
+        study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=[after_trial],
+                       gc_after_trial=False, show_progress_bar=False)
+        ran += 1
+
+
+@contextlib.contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    """Our progress, notes and summary replace Optuna's per-trial INFO logs and experimental warnings."""
+    logger = logging.getLogger("optuna")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
     try:
-        while True:
-            if heartbeat:
-                fail_stale_trials(study)  # a dead worker's trial -> FAIL + re-enqueued (retry callback)
-            done, running, _ = progress_counts(study.get_trials(deepcopy=False))
-            state["done"] = done
-            progress.update(done)
-            if done >= target:
-                return ran
-            # Without heartbeats a killed worker's trial stays RUNNING forever: do not wait for it.
-            if heartbeat and done + running >= target:
-                progress.update(done, f"waiting for {running} running trial(s) of other workers")
-                time.sleep(POLL_S)
-                continue
-            study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=[after_trial],
-                           gc_after_trial=False, show_progress_bar=False)
-            ran += 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
     finally:
-        optuna_logger.setLevel(level)
+        logger.setLevel(level)
 
 
+@_quiet_optuna()
 def run_sweep(*, spec: Spec | dict[str, Any] | str | Path, train_csv: str | Path, val_csv: str | Path,
               out_dir: str | Path, metric: str = "far_pct", algorithm: str = "tpe", max_recommendations: int = 4,
               storage: str | None = None, study_name: str | None = None, pretrained: str | Path | None = None,
-              enqueue_spec: str | Path | None = None, search_space: str | Path | dict | None = None,
+              enqueue_spec: str | Path | list[str | Path] | None = None, search_space: str | Path | dict | None = None,
               num_epochs: int | None = None, batch_size: int | None = None, seed: int = 0,
               keep_checkpoints: int = 3, rerun_margin: float = 5.0, show_progress: bool = True,
               heartbeat_interval: int = DEFAULT_HEARTBEAT_S) -> dict[str, Any]:
@@ -147,7 +157,8 @@ def run_sweep(*, spec: Spec | dict[str, Any] | str | Path, train_csv: str | Path
         storage: SQLAlchemy URL or a SQLite file path; ``None`` = ``<out_dir>/study.db``.
         study_name: ``None`` = ``deftpipe-automl``.
         pretrained: warm-start checkpoint for every trial (``train.pretrained_model_path``).
-        enqueue_spec: a spec YAML or best_rec.json whose swept values become the first trial.
+        enqueue_spec: a spec YAML or best_rec.json (or a list of them) whose swept values become the
+            first trial(s), in order; only when the study is created.
         search_space: YAML path or mapping; ``None`` = the built-in default space.
         num_epochs, batch_size: pinned budget (``None`` = space ``pinned`` value, else the spec's).
         keep_checkpoints: only the best K trials keep their checkpoints.
@@ -173,8 +184,8 @@ def run_sweep(*, spec: Spec | dict[str, Any] | str | Path, train_csv: str | Path
                           "batch_size (--batch-size)")
     if pretrained is not None:
         pretrained = _existing_file(pretrained, "--pretrained checkpoint", CheckpointError)
-    if enqueue_spec is not None:
-        _existing_file(enqueue_spec, "--enqueue-spec", SpecError)
+    sources = enqueue_spec if isinstance(enqueue_spec, (list, tuple)) else [enqueue_spec] if enqueue_spec else []
+    enqueue = [(Path(e), *_enqueue_values(space, e)) for e in sources]
     out = Path(out_dir).resolve()
     settings = SweepSettings(
         spec=spec_to_dict(base), train_csv=_existing_file(train_csv, "--train", DataError),
@@ -197,8 +208,11 @@ def run_sweep(*, spec: Spec | dict[str, Any] | str | Path, train_csv: str | Path
     with make_progress(show_progress, max_recommendations, f"automl {name} ({algorithm}, {metric})") as progress:
         if not existed:
             progress.note(f"study '{name}' created in {redact(url)}")
-            if enqueue_spec is not None:
-                _enqueue(study, space, enqueue_spec, progress)
+            for path, values, skipped in enqueue:
+                study.enqueue_trial(values, user_attrs={"enqueued_from": str(path)})
+                if skipped:
+                    progress.note(f"enqueued {path.name}: {', '.join(skipped)} missing or outside the space "
+                                  "(sampled instead)")
         else:
             progress.note(f"resuming study '{name}' in {redact(url)} ({len(study.trials)} trials so far)")
         _drive(study, settings, space, progress, heartbeat=bool(heartbeat_interval))
@@ -212,6 +226,7 @@ def run_sweep(*, spec: Spec | dict[str, Any] | str | Path, train_csv: str | Path
     return best_rec
 
 
+@_quiet_optuna()
 def run_worker(storage: str, study_name: str, *, out_dir: str | Path | None = None, show_progress: bool = True,
                heartbeat_interval: int = DEFAULT_HEARTBEAT_S) -> dict[str, Any]:
     """Join an existing study (created by :func:`run_sweep`) and run trials until it holds N done.

@@ -10,6 +10,7 @@ be rebuilt from the storage alone.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import socket
 import time
@@ -89,7 +90,7 @@ class TrialObjective:
         t0 = time.perf_counter()
         s = self.settings
         values = self.space.suggest(trial)
-        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("host", f"{socket.gethostname()}:{os.getpid()}")
         spec = build_spec(s, values)
         out = trial_dir(s.out_dir, trial.number)
         if out.exists():  # leftovers of a crashed attempt under the same number

@@ -30,8 +30,8 @@ def run(
     study: str | None = typer.Option(None, "--study", metavar="NAME", help="study name (default: deftpipe-automl)"),
     pretrained: Path | None = typer.Option(None, "--pretrained", metavar="CKPT",
                                            help="warm-start checkpoint for every trial"),
-    enqueue_spec: Path | None = typer.Option(None, "--enqueue-spec", metavar="YAML",
-                                             help="spec YAML or best_rec.json to try as the first trial"),
+    enqueue_spec: list[Path] | None = typer.Option(None, "--enqueue-spec", metavar="YAML",
+                                                   help="spec YAML or best_rec.json to try first (repeatable)"),
     search_space: Path | None = typer.Option(None, "--search-space", metavar="YAML",
                                              help="search space YAML (default: built-in)"),
     epochs: int | None = typer.Option(None, "--epochs", min=1, help="pinned epochs per trial (default: spec's)"),
@@ -55,7 +55,7 @@ def run(
     best_rec = run_sweep(
         spec=spec, train_csv=train_csv, val_csv=val_csv, out_dir=out_dir, metric=metric, algorithm=algorithm,
         max_recommendations=max_recommendations, storage=storage, study_name=study, pretrained=pretrained,
-        enqueue_spec=enqueue_spec, search_space=search_space, num_epochs=epochs, batch_size=batch_size,
+        enqueue_spec=enqueue_spec or None, search_space=search_space, num_epochs=epochs, batch_size=batch_size,
         seed=seed, keep_checkpoints=keep_checkpoints, rerun_margin=rerun_margin, show_progress=not quiet,
         heartbeat_interval=heartbeat)
     if as_json:
