@@ -107,6 +107,10 @@ def load_weights(model: SiameseChangeNet, state_dict: dict[str, torch.Tensor], p
             f"checkpoint {path} does not fit this model ({detail}); it was trained with another "
             "model section (width/depth/fusion/num_input/num_classes) — use a matching spec or retrain"
         )
+    bad = [k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"checkpoint {path} holds NaN/inf weights ({', '.join(bad[:3])}); it comes from a "
+                              "diverged run — use an earlier checkpoint of that run or retrain")
     model.load_state_dict(state_dict)
 
 

@@ -1,0 +1,172 @@
+"""Model benchmark: throughput vs the FLOP-bound limit, data-loading share, peak RSS, DeepPCB quality.
+
+Usage:
+    python bench/bench_model.py speed [--threads 2]                  # synthetic 64x64, default spec
+    python bench/bench_model.py quality --ws DEEPPCB_WS [--fusion F] [--epochs N] [--minutes M]
+
+Results are merged into bench/results/model.json (one key per measurement).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from deftpipe.data import make_synthetic_workspace
+from deftpipe.model._data import augment, class_names, load_pair_set, to_float
+from deftpipe.model._network import NetConfig, SiameseChangeNet
+from deftpipe.model._torch_adapter import TorchAdapter
+from deftpipe.model._train import loss_fn
+from deftpipe.spec import load_spec
+
+RESULTS = Path(__file__).parent / "results" / "model.json"
+
+
+def merge_results(key: str, value: dict) -> None:
+    data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    data[key] = value
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def gemm_gflops(n: int = 1024, reps: int = 20) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def flops_per_sample(model: SiameseChangeNet, size: int) -> tuple[float, float]:
+    """(forward, forward+backward) FLOPs per sample, counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.rand(8, 2, model.cfg.num_input, size, size)
+    with FlopCounterMode(display=False) as fc:
+        model(x)
+    fwd = fc.get_total_flops() / 8
+    with FlopCounterMode(display=False) as fc:
+        model(x).sum().backward()
+    return fwd, fc.get_total_flops() / 8
+
+
+def speed(threads: int) -> None:
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = make_synthetic_workspace(Path(tmp) / "ws", size="small")
+        spec = load_spec(ws / "specs" / "baseline_spec.yaml")
+        spec.model.fusion = NetConfig().fusion
+        classes = class_names(spec)
+        data = load_pair_set(ws / "train" / "base" / "training_set.csv", spec, classes)
+        model = SiameseChangeNet(NetConfig.from_spec(spec))
+        fwd, fwd_bwd = flops_per_sample(model, spec.model.input_size)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        gen = torch.Generator().manual_seed(0)
+        bs, steps = spec.train.batch_size, 60
+        t_data = t_step = 0.0
+        n = 0
+        for i in range(steps + 5):
+            t0 = time.perf_counter()
+            idx = torch.randint(0, len(data), (bs,), generator=gen)
+            x = augment(to_float(data.images[idx]), spec.train.augment, gen)
+            y = data.targets[idx]
+            t1 = time.perf_counter()
+            loss = loss_fn(model(x), y, None)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            t2 = time.perf_counter()
+            if i >= 5:  # warm-up steps excluded
+                t_data += t1 - t0
+                t_step += t2 - t1
+                n += bs
+        train_sps = n / (t_data + t_step)
+        model.eval()
+        xs = to_float(data.images[:1024])
+        with torch.no_grad():
+            model(xs[:256])
+            t0 = time.perf_counter()
+            for i in range(0, len(xs), 256):
+                model(xs[i:i + 256])
+            infer_sps = len(xs) / (time.perf_counter() - t0)
+        gemm = gemm_gflops()
+        res = {
+            "threads": threads, "input_size": spec.model.input_size, "batch_size": bs,
+            "fusion": spec.model.fusion, "width": spec.model.width, "depth": spec.model.depth,
+            "flops_forward_per_sample": fwd, "flops_train_per_sample": fwd_bwd,
+            "train_samples_per_s": round(train_sps, 1), "infer_samples_per_s": round(infer_sps, 1),
+            "gemm_gflops": round(gemm, 1),
+            "train_pct_of_flop_bound": round(100 * fwd_bwd * train_sps / (gemm * 1e9), 1),
+            "infer_pct_of_flop_bound": round(100 * fwd * infer_sps / (gemm * 1e9), 1),
+            "data_share_of_step_pct": round(100 * t_data / (t_data + t_step), 1),
+            "torch": torch.__version__,
+        }
+    print(json.dumps(res, indent=2))
+    merge_results(f"speed_{threads}_threads", res)
+
+
+def quality(ws: Path, fusion: str | None, epochs: int, shift: int | None, tag: str, threads: int) -> None:
+    spec = load_spec(ws / "specs" / "baseline_spec.yaml")
+    if fusion:
+        spec.model.fusion = fusion
+    if shift is not None:
+        spec.train.augment.shift_px = shift
+    spec.train.num_epochs = epochs
+    spec.train.num_threads = threads
+    spec.train.batch_size = 64
+    spec.train.keep_checkpoints = epochs
+    out = Path(tempfile.mkdtemp(prefix=f"bench_{tag}_"))
+    t0 = time.perf_counter()
+    adapter = TorchAdapter()
+    result = adapter.train(spec, ws / "train" / "base" / "training_set.csv",
+                           ws / "train" / "base" / "validation_set.csv", out,
+                           epoch_callback=lambda e, m: print(
+                               f"epoch {e}: val far {m['far_pct']:.2f} auroc {m['auroc']:.5f} "
+                               f"far99 {m['far_pct_at_99']:.2f} {m['epoch_seconds']:.0f}s", flush=True) and False)
+    minutes = (time.perf_counter() - t0) / 60
+    kpi = adapter.evaluate(result.best_checkpoint, ws / "kpi" / "testing_set.csv")
+    keep = ("far_pct", "far_ci_low", "far_ci_high", "far_pct_at_99", "auroc", "n_defects", "n_pass",
+            "threshold", "hardest_defects", "val_loss")
+    res = {
+        "fusion": spec.model.fusion, "shift_px": spec.train.augment.shift_px, "epochs": epochs,
+        "threads": threads, "train_minutes": round(minutes, 2), "best_epoch": result.best_epoch,
+        "val_history": [{k: h[k] for k in ("epoch", "far_pct", "far_pct_at_99", "auroc", "val_loss")}
+                        for h in result.history],
+        "val_best": {k: result.metrics[k] for k in keep},
+        "kpi": {k: kpi[k] for k in keep},
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "checkpoint": str(result.best_checkpoint),
+    }
+    print(json.dumps(res, indent=2))
+    merge_results(f"deeppcb_{tag}", res)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mode", choices=["speed", "quality"])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ws", type=Path)
+    ap.add_argument("--fusion")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--shift", type=int)
+    ap.add_argument("--tag", default="default")
+    a = ap.parse_args()
+    if a.mode == "speed":
+        speed(a.threads)
+    else:
+        if not a.ws:
+            sys.exit("--ws DEEPPCB_WS is required (build one with `deftpipe init --from-deeppcb`)")
+        quality(a.ws, a.fusion, a.epochs, a.shift, a.tag, a.threads)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""The siamese network: every fusion builds, runs and embeds; the tolerant difference forgives shifts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from deftpipe.model._network import FUSIONS, NetConfig, SiameseChangeNet, tolerant_diff
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+@pytest.mark.parametrize("num_classes", [2, 4])
+def test_every_fusion_gives_logits_and_an_embedding(fusion: str, num_classes: int) -> None:
+    cfg = NetConfig(num_input=2, width=4, depth=3, fusion=fusion, input_size=32, num_classes=num_classes)
+    net = SiameseChangeNet(cfg).eval()
+    x = torch.rand(3, 2, 2, 32, 32)
+    logits = net(x)
+    assert logits.shape == ((3,) if num_classes == 2 else (3, num_classes))
+    assert net.fuse(x).shape == (3, net.embed_dim)
+    score = net.defect_score(logits)
+    assert score.shape == (3,) and bool(((score >= 0) & (score <= 1)).all())
+
+
+def test_swapping_nothing_but_identical_images_gives_zero_difference_features() -> None:
+    net = SiameseChangeNet(NetConfig(width=4, depth=3, fusion="multiscale", input_size=32)).eval()
+    img = torch.rand(2, 1, 1, 32, 32)
+    assert torch.allclose(net.fuse(torch.cat([img, img], dim=1)), torch.zeros(1))
+
+
+def test_tolerant_diff_ignores_a_shift_but_not_a_new_pattern() -> None:
+    a = torch.zeros(1, 1, 16, 16)
+    a[..., 6:9, 6:9] = 1.0
+    shifted = torch.roll(a, shifts=(1, 1), dims=(2, 3))
+    assert tolerant_diff(a, shifted, radius=1).abs().sum() == 0
+    assert (a - shifted).abs().sum() > 0  # the plain difference does see it
+    new = shifted.clone()
+    new[..., 0, 0] = 1.0  # an extra blob far from anything in `a`
+    assert tolerant_diff(a, new, radius=1)[..., 0, 0].item() > 0
+
+
+def test_too_small_input_for_the_depth_is_refused() -> None:
+    with pytest.raises(ValueError, match="input_size 8 is too small for depth 4"):
+        SiameseChangeNet(NetConfig(input_size=8, depth=4))

@@ -1,0 +1,93 @@
+"""TorchAdapter: evaluate / infer / embed outputs, and bad input refused before anything is written."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from deftpipe.errors import DataError, SpecError
+from deftpipe.model import TorchAdapter, get_adapter
+from deftpipe.spec import spec_to_dict
+
+
+def test_evaluate_reports_the_metric_contract(trained, tiny) -> None:
+    m = get_adapter().evaluate(trained.best_checkpoint, tiny.kpi_csv)
+    for key in ("far_pct", "threshold", "recall", "auroc", "n_defects", "n_pass", "far_pct_at_99",
+                "far_ci_low", "far_ci_high", "pred_counts", "escapes", "val_loss"):
+        assert key in m
+    assert m["n_defects"] + m["n_pass"] == len(pd.read_csv(tiny.kpi_csv))
+    assert m["operating_threshold"] == pytest.approx(trained.metrics["threshold"])  # the validation one
+    again = get_adapter().evaluate(trained.best_checkpoint, tiny.val_csv)
+    assert again["far_pct"] == pytest.approx(trained.metrics["far_pct"])  # same weights, same numbers
+
+
+def test_infer_adds_score_and_prediction(trained, tiny, tmp_path) -> None:
+    out = get_adapter().infer(trained.best_checkpoint, tiny.kpi_csv, tmp_path / "inf" / "scores.csv",
+                              threshold=0.5)
+    src, df = pd.read_csv(tiny.kpi_csv), pd.read_csv(out)
+    assert list(df.columns) == [*src.columns, "score", "prediction"] and len(df) == len(src)
+    assert df["score"].between(0, 1).all()
+    assert ((df["score"] >= 0.5) == (df["prediction"] == "FAIL")).all()
+
+
+def test_embed_is_float32_one_row_per_sample(trained, tiny) -> None:
+    emb = get_adapter().embed(trained.best_checkpoint, tiny.val_csv)
+    assert emb.dtype == np.float32 and emb.shape == (len(pd.read_csv(tiny.val_csv)), 480)
+    assert np.isfinite(emb).all()
+
+
+def test_empty_csv_is_refused_and_nothing_written(tiny, tmp_path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("input_path,golden_path,label,object_name\n")
+    spec = tiny.spec()
+    with pytest.raises(DataError, match="has a header but no rows"):
+        TorchAdapter().train(spec, empty, tiny.val_csv, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_wrong_image_size_is_refused(trained, tiny, tmp_path) -> None:
+    spec = tiny.spec()
+    spec.model.input_size = 64  # the tiny workspace has 32x32 images
+    with pytest.raises(DataError, match=r"is 32x32 but the spec expects 64x64 \(model.input_size\)"):
+        TorchAdapter().train(spec, tiny.train_csv, tiny.val_csv, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_wrong_channel_count_is_refused(tiny, tmp_path) -> None:
+    spec = tiny.spec()
+    spec.model.num_input = 2
+    with pytest.raises(DataError, match="model.num_input is 2 but dataset.classify.input_map lists 1 light"):
+        TorchAdapter().train(spec, tiny.train_csv, tiny.val_csv, tmp_path / "run")
+
+
+def test_validation_without_defects_cannot_select_a_checkpoint(tiny, tmp_path) -> None:
+    df = pd.read_csv(tiny.val_csv)
+    df[df["label"] == "PASS"].to_csv(tmp_path / "pass_only.csv", index=False)
+    with pytest.raises(DataError, match="needs both PASS and defect rows"):
+        TorchAdapter().train(tiny.spec(), tiny.train_csv, tmp_path / "pass_only.csv", tmp_path / "run")
+
+
+@pytest.mark.parametrize(("patch", "message"), [
+    ({"train": {"optim": {"lrr": 0.1}}}, "unknown key 'train.optim.lrr'"),
+    ({"model": {"width": 0}}, "'model.width': Input should be greater than or equal to 4"),
+])
+def test_bad_spec_values_are_spec_errors(tiny, tmp_path, patch, message) -> None:
+    from deftpipe.spec import deep_merge
+
+    data = deep_merge(spec_to_dict(tiny.spec()), patch)
+    with pytest.raises(SpecError, match=message):
+        TorchAdapter().train(data, tiny.train_csv, tiny.val_csv, tmp_path / "run")
+
+
+def test_multiclass_model_trains_and_predicts_classes(tiny, tmp_path) -> None:
+    spec = tiny.spec()
+    spec.model.num_classes = 7
+    spec.model.classes = ["PASS", "open", "short", "mousebite", "spur", "copper", "pin-hole"]
+    r = TorchAdapter().train(spec, tiny.train_csv, tiny.val_csv, tmp_path / "run")
+    assert set(r.metrics["pred_counts"]) <= set(spec.model.classes)
+    out = TorchAdapter().infer(r.best_checkpoint, tiny.val_csv, tmp_path / "inf.csv")
+    assert set(pd.read_csv(out)["prediction"]) <= set(spec.model.classes)
+    spec.model.classes = ["open", "PASS"]
+    with pytest.raises(SpecError, match="list 7 class names with PASS first"):
+        TorchAdapter().train(spec, tiny.train_csv, tiny.val_csv, tmp_path / "run2")
