@@ -1,0 +1,55 @@
+"""KPI gate decisions and the best-model hand-off (loop best vs Phase 3)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from deftpipe.deft import load_state, record_final_automl, write_best_model
+from deftpipe.deft._context import LoopContext
+from deftpipe.deft._loop import gate
+from deftpipe.deft._progress import LoopProgress
+from deftpipe.deft._steps import Run
+
+
+def _run(finished_run, baseline, iter1, *, target=5.0, gate_pts=20.0, max_iterations=3):
+    state = load_state(finished_run)
+    state["iterations"]["baseline"]["far_pct"] = baseline
+    state["iterations"]["iter1"]["far_pct"] = iter1
+    state["kpi"]["target"] = target
+    state["config"]["regression_gate_pct"] = gate_pts
+    state["max_iterations"] = max_iterations
+    ctx = LoopContext.from_state(state, show_progress=False)
+    return Run(ctx=ctx, state=state, progress=LoopProgress(enabled=False, max_iterations=max_iterations))
+
+
+def test_gate(finished_run):
+    status, reason, hard = gate(_run(finished_run, 10.0, 40.0), "iter1")
+    assert (status, hard) == ("failed", True)
+    assert reason == ("regression gate: iter1 FAR@100%R 40.0% is worse than the baseline 10.0% "
+                      "by more than 20 points")
+    assert gate(_run(finished_run, 10.0, 4.0), "iter1") == ("complete", "KPI met: far_pct 4.0 <= 5", False)
+    assert gate(_run(finished_run, 10.0, 8.0), "iter1") is None
+    assert gate(_run(finished_run, 10.0, 8.0, max_iterations=1), "iter1")[1] == "max_iterations (1) reached"
+    assert gate(_run(finished_run, 10.0, 29.0), "iter1") is None  # within the gate
+    assert gate(_run(finished_run, 10.0, 90.0, gate_pts=None), "iter1") is None  # gate off
+
+
+def test_final_automl_wins_only_when_strictly_better(finished_run, tmp_path):
+    results = tmp_path / "run"
+    shutil.copytree(finished_run, results)
+    state = load_state(results)
+    loop_best = min(state["iterations"][lb]["far_pct"] for lb in ("baseline", "iter1"))
+    ckpt = state["iterations"]["iter1"]["best_ckpt_path"]
+    inf = state["iterations"]["iter1"]["inference_csv"]
+    record_final_automl(results, checkpoint=ckpt, metrics={"far_pct": loop_best, "threshold": 0.5},
+                        inference_csv=inf, best_rec_path=inf)
+    best = json.loads((results / "best_model.json").read_text())
+    assert best["best_iteration"] != "final_automl"  # a tie keeps the loop's best
+    assert best["final_automl"]["far_pct"] == loop_best and best["loop_best"]["far_pct"] == loop_best
+    record_final_automl(results, checkpoint=ckpt, metrics={"far_pct": loop_best - 1.0, "threshold": 0.5},
+                        inference_csv=inf, best_rec_path=inf)
+    best = write_best_model(results)
+    assert best["best_iteration"] == "final_automl" and best["far_pct"] == loop_best - 1.0
+    assert load_state(results)["iterations"]["final_automl"]["source"] == "automl_phase3"
+    assert "final AutoML" in (results / "report.html").read_text()
