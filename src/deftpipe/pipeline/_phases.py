@@ -137,9 +137,16 @@ def run_phase3(ws: Path, cfg: PipelineConfig, results_dir: Path, *, spec: Path, 
     from deftpipe.model import get_adapter
 
     out = results_dir / PHASE3_DIR
-    best_rec = sweep(ws, cfg, cfg.automl.phase3, spec=spec, train_csv=Path(handoff["train_csv"]), out_dir=out,
-                     pretrained=Path(handoff["warm_start_checkpoint"]), enqueue_spec=enqueue_spec,
-                     show_progress=show_progress, study_name=f"{results_dir.name}-phase3")
+    try:
+        best_rec = sweep(ws, cfg, cfg.automl.phase3, spec=spec, train_csv=Path(handoff["train_csv"]), out_dir=out,
+                         pretrained=Path(handoff["warm_start_checkpoint"]), enqueue_spec=enqueue_spec,
+                         show_progress=show_progress, study_name=f"{results_dir.name}-phase3")
+    except SweepError as e:
+        if "no usable trial" not in str(e):
+            raise
+        # Phase 3 only refines: when every trial collapsed or failed, the loop's best stands.
+        deft.write_best_model(results_dir)
+        return {"no_winner": str(e), "kpi_far_pct": None, "checkpoint": None}
     fault_point("phase3.swept")
     best = best_rec["best"]
     epoch, step = checkpoint_epoch_step(best)

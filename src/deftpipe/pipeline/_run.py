@@ -87,7 +87,9 @@ def _phase3_verdict(results_dir: Path, p3: dict[str, Any], ho: dict[str, Any]) -
     kept = json.loads(bm_path.read_text(encoding="utf-8")) if bm_path.is_file() else {}
     label = kept.get("best_iteration") or "?"
     a, b = p3.get("kpi_far_pct"), ho["warm_start_far_pct"]
-    if label == "final_automl":
+    if p3.get("no_winner"):
+        p3["verdict"] = f"Phase 3 found no usable trial ({p3['no_winner']}); best model kept = {label}"
+    elif label == "final_automl":
         p3["verdict"] = f"Phase 3 improved on the loop ({a} vs {b}); best model = final_automl"
     else:
         p3["verdict"] = f"Phase 3 did not beat the loop ({a} vs {b}); best model kept = {label}"
@@ -199,8 +201,8 @@ def run_pipeline(ws: str | Path, *, yes: bool = False, new: bool = False, show_p
         rec.start("summary")
         state = deft.load_state(results_dir)
         base_rows = _count_rows(cfg.path(ws, cfg.data.train_csv))
-        points = build_trajectory(state, qc, base_rows)
         p3_info = rec.phase("phase3") if rec.phase("phase3")["status"] == "done" else None
+        points = build_trajectory(state, qc, base_rows, (p3_info or {}).get("handoff", {}).get("train_csv"))
         write_summary(results_dir, record=rec.data, points=points, state=state, phase1=qc, phase3=p3_info)
         _render_report(results_dir, points)
         fault_point("summary")

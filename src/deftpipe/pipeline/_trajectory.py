@@ -31,7 +31,7 @@ def _iter_key(label: str) -> int:
 
 
 def build_trajectory(state: dict[str, Any] | None, phase1: dict[str, Any] | None,
-                     base_train_rows: int | None = None) -> list[dict[str, Any]]:
+                     base_train_rows: int | None = None, phase3_train_csv: str | None = None) -> list[dict[str, Any]]:
     """One point per step; ``value`` is the phase's metric (KPI ``far_pct`` for the loop and Phase 3)."""
     points: list[dict[str, Any]] = []
     if phase1:
@@ -52,8 +52,8 @@ def build_trajectory(state: dict[str, Any] | None, phase1: dict[str, Any] | None
         points.append({"step": step, "label": label, "set": "KPI test", "metric": kpi_metric,
                        "value": it.get(kpi_metric), "ci": list(ci) if ci and None not in ci else None,
                        "auroc": it.get("auroc"),
-                       "train_rows": _rows(it.get("combined_training_csv")) or (base_train_rows if label == "baseline"
-                                                                                 else None),
+                       "train_rows": _rows(it.get("combined_training_csv")) or {
+                           "baseline": base_train_rows, "final_automl": _rows(phase3_train_csv)}.get(label),
                        "note": it.get("source") or ""})
     return points
 
@@ -84,6 +84,8 @@ def write_summary(results_dir: Path, *, record: dict[str, Any], points: list[dic
              f"Workspace: `{record['workspace']}`  ", f"Results: `{results_dir}`", "", "## Phases", "",
              "| phase | status | duration | note |", "|---|---|---|---|"]
     for name, ph in record["phases"].items():
+        if name == "summary":
+            continue
         note = ph.get("reason") or ph.get("error") or ph.get("summary") or ""
         dur = f"{ph['duration_sec']:.0f} s" if ph.get("duration_sec") is not None else ""
         lines.append(f"| {name} | {ph['status']} | {dur} | {note} |")
@@ -109,8 +111,8 @@ def write_summary(results_dir: Path, *, record: dict[str, Any], points: list[dic
                      f"checkpoint `{bm.get('checkpoint')}` — {bm.get('reason', '')}.")
     if phase3:
         lines.append(f"- Phase 3 vs the loop's best: Phase 3 KPI {_fmt(phase3.get('kpi_far_pct'))} vs loop best "
-                     f"{_fmt(phase3.get('loop_best_far_pct'))} ({phase3.get('loop_best_iteration')}); "
-                     f"{phase3.get('verdict', '')}")
+                     f"{_fmt(phase3.get('loop_best_far_pct'))} ({phase3.get('loop_best_iteration')}) — best model "
+                     f"kept: {phase3.get('best_model')}.")
     if phase1:
         for n in phase1.get("notes", []):
             lines.append(f"- Phase 1 quality check: {n}")
