@@ -1,0 +1,112 @@
+"""Faults for real: a sweep process killed mid-trial and resumed; two workers on one PostgreSQL
+study, one of them killed mid-trial. Heartbeats every second so a dead trial goes stale in ~3 s."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from deftpipe.automl import storage_url
+
+from .conftest import CLI, subprocess_env
+
+TIMEOUT_S = 240
+
+
+def _run_args(ws_args: dict, out: Path, *extra: str) -> list[str]:
+    return [*CLI, "automl", "run", "--spec", str(ws_args["spec"]), "--train", str(ws_args["train_csv"]),
+            "--val", str(ws_args["val_csv"]), "--out", str(out), "--algorithm", "random", "--epochs", "2",
+            "--heartbeat", "1", "--quiet", *extra]
+
+
+def _wait_for(what: str, check, proc: subprocess.Popen | None = None):
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            found = check()
+        except (KeyError, ValueError, optuna.exceptions.OptunaError, Exception):  # noqa: BLE001 - not created yet
+            found = None
+        if found is not None:
+            return found
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"process exited with {proc.returncode} before {what}: {proc.stderr.read()[-2000:]}")
+        time.sleep(0.2)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def _assert_retried(trials: list[optuna.trial.FrozenTrial], killed: int, n: int) -> None:
+    numbers = [t.number for t in trials]
+    assert numbers == list(range(len(trials))), "duplicated or missing trial numbers"
+    assert Counter(t.state for t in trials)[TrialState.COMPLETE] >= n
+    assert trials[killed].state == TrialState.FAIL and "fail_reason" not in trials[killed].user_attrs
+    retries = [t for t in trials if killed in (t.system_attrs.get("retry_history") or [])]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert retries[0].params == trials[killed].params
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+
+
+def test_killed_sweep_resumes_and_retries_the_killed_trial(tmp_path, ws_args):
+    out = tmp_path / "out"
+    args = _run_args(ws_args, out, "--max-recommendations", "3")
+    proc = subprocess.Popen(args, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"sqlite:///{out / 'study.db'}"
+
+    def running_trial():
+        for t in optuna.load_study(study_name="deftpipe-automl", storage=url).trials:
+            if t.state == TrialState.RUNNING and t.number >= 1 and "host" in t.user_attrs:
+                return t.number
+        return None
+
+    killed = _wait_for("trial 1 to start", running_trial, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    res = subprocess.run([*args, "--json"], env=subprocess_env(), capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert res.returncode == 0, res.stderr[-2000:]
+    best_rec = json.loads(res.stdout)
+    assert best_rec == json.loads((out / "best_rec.json").read_text())
+    trials = optuna.load_study(study_name="deftpipe-automl", storage=url).trials
+    _assert_retried(trials, killed, 3)
+    statuses = {r["rec_id"]: r["status"] for r in best_rec["all_recs"]}
+    assert statuses[f"trial_{killed:03d}"] == "retried"
+    assert sum(s == "complete" for s in statuses.values()) == 3
+
+
+@pytest.mark.postgres
+def test_two_workers_on_postgres_reach_n_after_one_is_killed(tmp_path, ws_args, postgres_url):
+    study, n = "pg-two-workers", 4
+    url = storage_url(postgres_url, None)
+    env = subprocess_env()
+    main = subprocess.Popen(_run_args(ws_args, tmp_path / "out", "--storage", postgres_url, "--study", study,
+                                      "--max-recommendations", str(n), "--json"),
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for("the study's settings", lambda: optuna.load_study(study_name=study, storage=url).user_attrs.get(
+        "deftpipe_settings"), main)
+    worker = subprocess.Popen([*CLI, "automl", "worker", "--storage", postgres_url, "--study", study,
+                               "--heartbeat", "1", "--quiet"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+
+    def worker_trial():
+        for t in optuna.load_study(study_name=study, storage=url).trials:
+            if t.state == TrialState.RUNNING and str(t.user_attrs.get("host", "")).endswith(f":{worker.pid}"):
+                return t.number
+        return None
+
+    killed = _wait_for("the worker to start a trial", worker_trial, worker)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    stdout, stderr = main.communicate(timeout=TIMEOUT_S)
+    assert main.returncode == 0, stderr[-2000:]
+    best_rec = json.loads(stdout)
+    trials = optuna.load_study(study_name=study, storage=url).trials
+    _assert_retried(trials, killed, n)
+    assert best_rec["experiment_id"] == study and len(best_rec["all_recs"]) == len(trials)
+    assert {t.user_attrs["host"] for t in trials} >= {f"{os.uname().nodename}:{worker.pid}"}
