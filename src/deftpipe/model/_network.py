@@ -94,7 +94,9 @@ def tolerant_diff(fa: torch.Tensor, fb: torch.Tensor, radius: int) -> torch.Tens
     k = 2 * radius + 1
 
     def nb_max(t: torch.Tensor) -> torch.Tensor:
-        return F.max_pool2d(t, k, stride=1, padding=radius)
+        # separable (k x 1 then 1 x k): the same square-window max at O(2k) instead of O(k^2)
+        t = F.max_pool2d(t, (k, 1), stride=1, padding=(radius, 0))
+        return F.max_pool2d(t, (1, k), stride=1, padding=(0, radius))
 
     def outside(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         return F.relu(t - nb_max(ref)) + F.relu(-nb_max(-ref) - t)
