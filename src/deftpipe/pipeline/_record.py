@@ -147,7 +147,7 @@ class PipelineRecord:
     def done(self, name: str, summary: str = "", **info: Any) -> None:
         ph = self.phase(name)
         t0 = ph.pop("_t0", None)
-        ph.update(status="done", finished_at=now_iso(), **info)
+        ph.update(status="done", finished_at=now_iso(), summary=summary, **info)
         if t0 is not None:
             ph["duration_sec"] = round(ph.get("duration_sec", 0.0) + time.time() - t0, 1)
         self._event(name, "done", summary)

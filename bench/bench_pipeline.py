@@ -1,0 +1,104 @@
+"""Benchmark of the three-phase pipeline: the demo's wall/CPU time and trajectory (+ DeepPCB if asked).
+
+    python bench/bench_pipeline.py                 # demo on a fresh synthetic 'small' workspace
+    python bench/bench_pipeline.py --deeppcb ../shared/deeppcb   # also a DeepPCB workspace run
+
+Writes bench/results/pipeline.json. Not run in CI. CPU time is reported beside wall time because a
+shared machine's load inflates wall time; both are in seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from deftpipe.pipeline import run_demo, run_pipeline
+
+OUT = Path(__file__).resolve().parent / "results" / "pipeline.json"
+
+
+def _cpu_seconds() -> float:
+    self_, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return self_.ru_utime + self_.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _load() -> float:
+    return os.getloadavg()[0]
+
+
+def _measure(fn, *args, **kwargs) -> dict[str, Any]:
+    load0, t0, c0 = _load(), time.perf_counter(), _cpu_seconds()
+    result = fn(*args, **kwargs)
+    wall, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
+    record = json.loads((Path(result["results_dir"]) / "pipeline_state.json").read_text())
+    return {
+        "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "load_avg_1m_start": round(load0, 2),
+        "load_avg_1m_end": round(_load(), 2), "status": result["status"],
+        "phase_seconds": {k: v.get("duration_sec") for k, v in record["phases"].items()},
+        "trajectory": [{k: p.get(k) for k in ("step", "set", "metric", "value", "ci", "auroc", "train_rows")}
+                       for p in result["trajectory"]],
+        "improvement": result["improvement"],
+    }
+
+
+def bench_demo(keep: Path | None) -> dict[str, Any]:
+    root = keep or Path(tempfile.mkdtemp(prefix="deftpipe_bench_demo_"))
+    try:
+        res = _measure(run_demo, root / "demo", console=Console(stderr=True), show_progress=False)
+    finally:
+        if keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+    return res
+
+
+def bench_deeppcb(src: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    from deftpipe.data import import_deeppcb
+    from deftpipe.pipeline._demo import apply_overrides
+
+    root = Path(tempfile.mkdtemp(prefix="deftpipe_bench_deeppcb_"))
+    try:
+        t0 = time.perf_counter()
+        ws = import_deeppcb(src, root / "ws")
+        t_import = time.perf_counter() - t0
+        apply_overrides(ws, overrides)
+        res = _measure(run_pipeline, ws, yes=True, console=Console(stderr=True), show_progress=False)
+        res["import_s"] = round(t_import, 1)
+        res["overrides"] = overrides
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--deeppcb", type=Path, default=None, help="DeepPCB checkout for a real-data run")
+    ap.add_argument("--keep", type=Path, default=None, help="keep the demo workspace in this folder")
+    ap.add_argument("--skip-demo", action="store_true")
+    args = ap.parse_args()
+    results: dict[str, Any] = json.loads(OUT.read_text()) if OUT.is_file() else {}
+    results["host"] = {"cpus": os.cpu_count(), "platform": platform.platform()}
+    if not args.skip_demo:
+        results["demo"] = bench_demo(args.keep)
+        print(json.dumps(results["demo"], indent=2))
+    if args.deeppcb:
+        overrides = {"automl.phase1.max_recommendations": 3, "automl.phase1.num_epochs": 1,
+                     "automl.phase3.max_recommendations": 2, "automl.phase3.num_epochs": 1,
+                     "deft.max_iterations": 1, "deft.num_epochs": 1}
+        results["deeppcb"] = bench_deeppcb(args.deeppcb, overrides)
+        print(json.dumps(results["deeppcb"], indent=2))
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""End-to-end runs of the bridge: a non-AOI balanced multi-class task with val_loss, approval, --new."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from deftpipe.config import PipelineConfig, dump_config
+from deftpipe.errors import SpecError
+from deftpipe.pipeline import PreflightError, run_pipeline
+from deftpipe.spec import dump_spec, load_spec, spec_from_dict
+
+CLASSES = ["PASS", "copper", "pin-hole"]  # names the data layer knows; the task itself is not AOI-like
+SPLITS = {"train": 36, "val": 12, "kpi": 12, "pool": 12}  # rows per class
+
+
+def _balanced_multiclass_ws(root: Path, seed: int = 0) -> Path:
+    """A balanced 3-class task: plain textures; class 1 adds a bright square, class 2 a dark one."""
+    rng = np.random.default_rng(seed)
+    ws = root / "multiclass_ws"
+    rows: dict[str, list[dict[str, str]]] = {s: [] for s in SPLITS}
+    for split, per_class in SPLITS.items():
+        for label in CLASSES:
+            for i in range(per_class):
+                name = f"{split}_{label}_{i:03d}"
+                golden = (rng.random((32, 32)) * 80 + 60).astype(np.uint8)
+                test = golden.copy()
+                if label != "PASS":
+                    y, x = rng.integers(4, 24, size=2)
+                    test[y:y + 6, x:x + 6] = 250 if label == "copper" else 5
+                test = np.clip(test.astype(int) + rng.integers(-6, 7, test.shape), 0, 255).astype(np.uint8)
+                for kind, img in (("golden", golden), ("test", test)):
+                    d = ws / "images" / split / kind
+                    d.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(img).save(d / f"{name}.png")
+                rows[split].append({"input_path": f"{split}/test", "golden_path": f"{split}/golden",
+                                    "label": label, "object_name": name, "boardname": f"{split}_board"})
+    paths = {"train": "train/base/training_set.csv", "val": "train/base/validation_set.csv",
+             "kpi": "kpi/testing_set.csv", "pool": "mining/mining_pool.csv"}
+    for split, rel in paths.items():
+        (ws / rel).parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows[split]).to_csv(ws / rel, index=False)
+    spec = spec_from_dict({
+        "model": {"width": 8, "depth": 3, "input_size": 32, "num_classes": 3, "classes": CLASSES},
+        "dataset": {"classify": {"images_dir": "../images", "image_ext": ".png"}},
+        "train": {"num_epochs": 2, "batch_size": 16, "num_threads": 1},
+    }, base_dir=ws / "specs")
+    dump_spec(spec, ws / "specs" / "baseline_spec.yaml")
+    cfg = PipelineConfig(name="balanced-multiclass")
+    for sweep in (cfg.automl.phase1, cfg.automl.phase3):
+        sweep.metric = "val_loss"
+        sweep.max_recommendations = 2
+        sweep.num_epochs = 2
+        sweep.per_trial_seconds = 5.0
+    cfg.deft.max_iterations = 1
+    cfg.deft.num_epochs = 1
+    cfg.deft.per_iteration_seconds = 10.0
+    cfg.deft.sdg.count_per_target = 4
+    cfg.deft.sdg.hard_pass_per_target = 2
+    cfg.deft.regression_gate_pct = None
+    dump_config(cfg, ws)
+    return ws
+
+
+@pytest.mark.slow
+def test_val_loss_multiclass_task(tmp_path):
+    ws = _balanced_multiclass_ws(tmp_path)
+    result = run_pipeline(ws, yes=True, show_progress=False)
+    run = Path(result["results_dir"])
+    assert result["status"] == "complete"
+    # Phase 1 → 2: merged spec (no budget keys), copied checkpoint, pre-seeded state.
+    merged = load_spec(ws / "specs" / "baseline_spec_automl.yaml")
+    assert merged.model.classes == CLASSES and merged.train.num_epochs == 2
+    best1 = json.loads((run / "automl" / "phase1" / "best_rec.json").read_text())
+    assert best1["metric_name"] == "val_loss"
+    assert "num_epochs" not in json.dumps(best1["best"]["specs"])
+    ckpts = list((run / "baseline" / "train").glob("model_epoch_*_step_*.pth"))
+    assert len(ckpts) == 1 and ckpts[0].stat().st_size > 0
+    assert ckpts[0].name == (f"model_epoch_{best1['best']['checkpoint_epoch']:03d}_"
+                             f"step_{best1['best']['checkpoint_step']:03d}.pth")
+    state = json.loads((run / "deft_state.json").read_text())
+    assert state["iterations"]["baseline"]["source"] == "automl_phase1"
+    assert state["iterations"]["baseline"]["best_ckpt_path"] == str(ckpts[0])
+    assert state["config"]["spec"] == str(run / "automl" / "phase1" / "baseline_spec_automl.yaml")
+    # Phase 2 → 3: warm start from the loop's best, trained on the last combined CSV, same val set.
+    best3 = json.loads((run / "final_automl" / "best_rec.json").read_text())
+    assert best3["metric_name"] == "val_loss"
+    record = json.loads((run / "pipeline_state.json").read_text())
+    ho = record["phases"]["phase3"]["handoff"]
+    assert ho["train_csv"].endswith("train_combined_iter1.csv")
+    loop_best = min(("baseline", "iter1"), key=lambda k: (state["iterations"][k]["far_pct"], k != "baseline"))
+    assert ho["warm_start_iteration"] == loop_best
+    assert state["iterations"]["final_automl"]["source"] == "automl_phase3"
+    assert (run / "best_model.json").is_file()
+    assert [p["label"] for p in result["trajectory"]] == ["phase1", "baseline", "iter1", "final_automl"]
+    assert result["trajectory"][0]["metric"] == "val_loss"
+    summary = (run / "pipeline_summary.md").read_text()
+    assert "| Phase 1 best | validation | val_loss |" in summary
+    assert "Trajectory" in (run / "report.html").read_text()
+
+
+def test_refused_approval_writes_nothing(tiny_ws):
+    cfg = yaml.safe_load((tiny_ws / "pipeline.yaml").read_text())
+    cfg["automl"]["phase1"]["per_trial_seconds"] = 1.0
+    cfg["automl"]["phase3"]["per_trial_seconds"] = 1.0
+    cfg["deft"]["per_iteration_seconds"] = 1.0
+    (tiny_ws / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(PreflightError, match=r"not approved \(got 'no', expected 'go'\); nothing was written"):
+        run_pipeline(tiny_ws, ask=lambda prompt: "no", show_progress=False)
+
+    def closed(prompt):
+        raise EOFError
+
+    with pytest.raises(PreflightError, match="stdin is closed; type 'go' at the prompt or pass --yes"):
+        run_pipeline(tiny_ws, ask=closed, show_progress=False)
+    assert not (tiny_ws / "results").exists()
+
+
+def test_blockers_stop_the_run_before_anything_is_written(tiny_ws):
+    (tiny_ws / "train" / "base" / "validation_set.csv").unlink()
+    with pytest.raises(PreflightError, match=r"pre-flight found \d blocker\(s\), nothing was started; first: "):
+        run_pipeline(tiny_ws, yes=True, show_progress=False)
+    assert not (tiny_ws / "results").exists()
+
+
+def test_bad_pipeline_yaml_is_one_clear_error(tiny_ws):
+    (tiny_ws / "pipeline.yaml").write_text("automl: {phase1: {max_recommendations: 0}}\n")
+    with pytest.raises(SpecError, match="automl.phase1.max_recommendations"):
+        run_pipeline(tiny_ws, yes=True, show_progress=False)
