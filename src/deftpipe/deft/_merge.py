@@ -17,6 +17,8 @@ import pandas as pd
 
 from deftpipe._fs import atomic_write_json
 from deftpipe.data import (
+    DEFECT_CLASSES,
+    PASS,
     ImageLayout,
     find_leaks,
     identity_keys,
@@ -93,7 +95,9 @@ def merge(*, previous_csv: Path, previous_is_base: bool, previous_provenance: Pa
               "n_duplicates_dropped": int(len(new) - len(added)), "validation": "pending", "leakage": None}
     validation_json = out_dir / "merge_validation.json"
     try:
-        validate_dataset(combined_csv, layout=layout)
+        # classes beyond the six PCB ones are fine when the base data already has them
+        known = {PASS, *DEFECT_CLASSES, *prev["label"], *read_dataset(val_csv)["label"]}
+        validate_dataset(combined_csv, layout=layout, known_labels=known)
         report["validation"] = "ok"
         leaks = find_leaks([combined_csv, val_csv, kpi_csv], [layout, layout, layout])
         report["leakage"] = {"n_overlapping": leaks.n_overlapping, "lines": leaks.lines()}
