@@ -54,7 +54,7 @@ MIN_EDGES = 0.02  # PASS: min share of pixels on an edge
 
 def _png(img: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(img, mode="L").save(buf, format="PNG", compress_level=3)
+    Image.fromarray(img, mode="L").save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
 
 
@@ -93,13 +93,30 @@ def _fail_origin(rng, b: Box, boxes: list[Box], c: int, diff: np.ndarray, w: int
     return best
 
 
-def _informative(golden: np.ndarray) -> bool:
-    dark = golden < 128
-    share = dark.mean()
-    if not MIN_PHASE <= share <= 1 - MIN_PHASE:
-        return False
-    edges = (dark[1:, :] != dark[:-1, :]).mean() + (dark[:, 1:] != dark[:, :-1]).mean()
-    return edges >= MIN_EDGES
+class _Informative:
+    """O(1) test of a window: both phases present and enough edges (summed-area tables)."""
+
+    def __init__(self, golden: np.ndarray, crop: int) -> None:
+        dark = golden < 128
+        edges = np.zeros(dark.shape, np.int32)
+        edges[1:, :] += dark[1:, :] != dark[:-1, :]
+        edges[:, 1:] += dark[:, 1:] != dark[:, :-1]
+        self.dark, self.edges, self.crop = self._sat(dark), self._sat(edges), crop
+
+    @staticmethod
+    def _sat(a: np.ndarray) -> np.ndarray:
+        out = np.zeros((a.shape[0] + 1, a.shape[1] + 1), np.int64)
+        out[1:, 1:] = a.astype(np.int64).cumsum(0).cumsum(1)
+        return out
+
+    def _sum(self, sat: np.ndarray, x: int, y: int) -> int:
+        c = self.crop
+        return int(sat[y + c, x + c] - sat[y, x + c] - sat[y + c, x] + sat[y, x])
+
+    def __call__(self, x: int, y: int) -> bool:
+        area = self.crop * self.crop
+        share = self._sum(self.dark, x, y) / area
+        return MIN_PHASE <= share <= 1 - MIN_PHASE and self._sum(self.edges, x, y) / area >= MIN_EDGES
 
 
 def crop_pair(pair: Pair, images: Path, crop: int, seed: int, pass_ratio: float) -> list[dict]:
@@ -118,13 +135,14 @@ def crop_pair(pair: Pair, images: Path, crop: int, seed: int, pass_ratio: float)
         windows.append((b.label, x, y, b))
     n_pass = round(pass_ratio * max(len(boxes), 1))
     taken: set[tuple[int, int]] = set()
+    informative = _Informative(golden, crop)
     for _ in range(40 * n_pass):
         if len(taken) >= n_pass:
             break
         x, y = int(rng.integers(0, w - crop + 1)), int(rng.integers(0, h - crop + 1))
         if (x, y) in taken or any(_overlaps(x, y, crop, b, BOX_MARGIN) for b in boxes):
             continue
-        if _informative(golden[y:y + crop, x:x + crop]):
+        if informative(x, y):
             taken.add((x, y))
             windows.append((PASS, x, y, None))
     rows = []
