@@ -64,6 +64,7 @@ def _balanced_multiclass_ws(root: Path, seed: int = 0) -> Path:
     cfg.deft.sdg.count_per_target = 4
     cfg.deft.sdg.hard_pass_per_target = 2
     cfg.deft.regression_gate_pct = None
+    cfg.kpi.operator, cfg.kpi.target = "<", 0.0  # never met: the loop always runs its iteration
     dump_config(cfg, ws)
     return ws
 
@@ -101,8 +102,9 @@ def test_val_loss_multiclass_task(tmp_path):
     assert [p["label"] for p in result["trajectory"]] == ["phase1", "baseline", "iter1", "final_automl"]
     assert result["trajectory"][0]["metric"] == "val_loss"
     summary = (run / "pipeline_summary.md").read_text()
-    assert "| Phase 1 best | validation | val_loss |" in summary
-    assert "Trajectory" in (run / "report.html").read_text()
+    assert "| Phase 1 best (val) | validation | val_loss |" in summary
+    html = (run / "report.html").read_text()
+    assert html.index('aria-label="Pipeline trajectory') < html.index('aria-label="DEFT loop')  # first chart
 
 
 def test_refused_approval_writes_nothing(tiny_ws):

@@ -37,7 +37,7 @@ def build_trajectory(state: dict[str, Any] | None, phase1: dict[str, Any] | None
     if phase1:
         w = phase1["winner"]
         metric = phase1.get("verdict", {}).get("metric", "far_pct")
-        points.append({"step": "Phase 1 best", "label": "phase1", "set": "validation", "metric": metric,
+        points.append({"step": "Phase 1 best (val)", "label": "phase1", "set": "validation", "metric": metric,
                        "value": w.get("score"), "train_rows": base_train_rows,
                        "note": f"rec {w.get('rec_id')}"})
     iters = (state or {}).get("iterations", {})
