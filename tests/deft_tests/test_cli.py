@@ -36,3 +36,16 @@ def test_status_without_runs_is_a_clear_error(ws_copy):
     res = runner.invoke(app, ["status", str(ws_copy)])
     assert res.exit_code == 1
     assert "no runs in" in str(res.exception)
+
+
+def test_status_shows_pipeline_phases(finished_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "ws" / "results" / "run_20990101_000000"
+    shutil.copytree(finished_run, run)
+    (run / "pipeline_state.json").write_text(json.dumps(
+        {"status": "running", "phases": {"phase1": {"status": "done", "summary": "winner r3"},
+                                         "phase2": {"status": "running"}}}))
+    res = runner.invoke(app, ["status", str(tmp_path / "ws")], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "pipeline: running" in res.output and "winner r3" in res.output and "phase2" in res.output

@@ -102,10 +102,11 @@ def status_cmd(
         phases = pipe.get("phases", {})
         items = phases.items() if isinstance(phases, dict) else ((p.get("name"), p) for p in phases)
         t = Table(title=f"pipeline: {pipe.get('status', '?')}")
-        t.add_column("phase")
-        t.add_column("status")
+        for col in ("phase", "status", "summary"):
+            t.add_column(col)
         for name, ph in items:
-            t.add_row(str(name), str(ph.get("status", ph) if isinstance(ph, dict) else ph))
+            ph = ph if isinstance(ph, dict) else {"status": ph}
+            t.add_row(str(name), str(ph.get("status", "")), str(ph.get("summary") or ph.get("error") or ""))
         out.print(t)
     state = info["deft"]
     if state is None:
