@@ -80,6 +80,7 @@ def run_loop(workspace: str | Path, *, results_dir: str | Path, config: Pipeline
     with guard:
         state = open_state(workspace, results_dir, config=config, max_iterations=max_iterations)
         if state["status"] == "complete":
+            write_best_model(results_dir)  # idempotent: repairs a kill between the last commit and the hand-off
             return state
         ctx = LoopContext.from_state(state, show_progress=show_progress)
         progress = LoopProgress(enabled=show_progress, max_iterations=ctx.max_iterations)
