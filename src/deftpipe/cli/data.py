@@ -45,11 +45,15 @@ def init(
         with err.status(f"generating synthetic workspace ({size}) ..."):
             ws = data.make_synthetic_workspace(dest, seed=seed, size=size)
     else:
-        ws = data.import_deeppcb(
-            from_deeppcb, dest, crop_size=crop_size, seed=seed, pass_ratio=pass_ratio,
-            kpi_groups=_groups(kpi_groups), val_groups=_groups(val_groups), pool_groups=_groups(pool_groups),
-            log=err.print,
-        )
+        from rich.progress import Progress
+
+        with Progress(console=err, transient=True) as bar:
+            task = bar.add_task("cropping image pairs", total=None)
+            ws = data.import_deeppcb(
+                from_deeppcb, dest, crop_size=crop_size, seed=seed, pass_ratio=pass_ratio,
+                kpi_groups=_groups(kpi_groups), val_groups=_groups(val_groups), pool_groups=_groups(pool_groups),
+                log=err.print, progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
     out.print(data.workspace_table(ws))
     out.print(f"workspace ready: {ws}")
 

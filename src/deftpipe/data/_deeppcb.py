@@ -160,14 +160,22 @@ def crop_pair(pair: Pair, images: Path, crop: int, seed: int, pass_ratio: float)
     return rows
 
 
-def _crop_all(pairs: list[Pair], images: Path, crop: int, seed: int, pass_ratio: float,
-              workers: int) -> list[dict]:
+def _crop_all(pairs: list[Pair], images: Path, crop: int, seed: int, pass_ratio: float, workers: int,
+              progress: Callable[[int, int], None]) -> list[list[dict]]:
+    """Rows of every pair, in input order (one process pool for the whole import)."""
     args = [(p, images, crop, seed, pass_ratio) for p in pairs]
+    out: list[list[dict]] = []
     if workers <= 1:
-        return [r for a in args for r in crop_pair(*a)]
+        results = (crop_pair(*a) for a in args)
+        for rows in results:
+            out.append(rows)
+            progress(len(out), len(args))
+        return out
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        chunks = pool.map(crop_pair, *zip(*args, strict=True), chunksize=8)
-        return [r for rows in chunks for r in rows]
+        for rows in pool.map(crop_pair, *zip(*args, strict=True), chunksize=8):
+            out.append(rows)
+            progress(len(out), len(args))
+    return out
 
 
 def pipeline_config(name: str) -> PipelineConfig:
@@ -190,6 +198,7 @@ def import_deeppcb(
     pass_ratio: float = 4.0,
     workers: int | None = None,
     log: Callable[[str], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Build a workspace of aligned (template crop, test crop) pairs from a DeepPCB checkout.
 
@@ -203,6 +212,7 @@ def import_deeppcb(
         pass_ratio: PASS crops per FAIL crop.
         workers: processes (default: every core).
         log: called with progress lines (e.g. ``print``).
+        progress: called with (image pairs done, total) as crops are cut.
 
     Raises:
         DataError: not a DeepPCB checkout, missing template/annotation, bad annotation line, bad group
@@ -223,12 +233,17 @@ def import_deeppcb(
         for g in groups:
             (images / g / "golden").mkdir(parents=True)
             (images / g / "test").mkdir(parents=True)
+        order = [(split, p) for split in SPLITS for p in per_split[split]]
+        results = _crop_all([p for _, p in order], images, crop_size, seed, pass_ratio,
+                            workers or os.cpu_count() or 1, progress or (lambda _done, _total: None))
+        rows_by_split: dict[str, list[dict]] = {s: [] for s in SPLITS}
+        for (split, _), rows in zip(order, results, strict=True):
+            rows_by_split[split] += rows
         splits: dict[str, pd.DataFrame] = {}
         seen: set[str] = set()
         for split in SPLITS:
-            rows = _crop_all(per_split[split], images, crop_size, seed, pass_ratio, workers or os.cpu_count() or 1)
             keep = []
-            for r in rows:  # identical content in two places would read as a leak: keep the first
+            for r in rows_by_split[split]:  # identical content twice would read as a leak: keep the first
                 if r["_hash"] in seen:
                     for kind in ("golden", "test"):
                         (images / r["boardname"] / kind / f"{r['object_name']}.png").unlink()
