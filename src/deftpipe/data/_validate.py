@@ -7,7 +7,9 @@ rows, image files present / inside the dataset root / decodable, and overlap wit
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -60,23 +62,24 @@ def _check_image(path: Path) -> str | None:
 
 
 def _check_images(df: pd.DataFrame, layout: ImageLayout, problems: _Problems) -> None:
-    checked: dict[Path, str | None] = {}
+    per_row = []
     for i, row in enumerate(df.to_dict("records")):
         test_files, golden_files = layout.row_files(row)
-        for kind, f in [("test", p) for p in test_files] + [("golden", p) for p in golden_files]:
-            if layout.escapes(f):
+        per_row.append((i, [("test", p) for p in test_files] + [("golden", p) for p in golden_files]))
+    files = sorted({f for _, fs in per_row for _, f in fs if not layout.escapes(f)})
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:  # PIL decodes without the GIL
+        checked = dict(zip(files, pool.map(_check_image, files), strict=True))
+    for i, fs in per_row:
+        for kind, f in fs:
+            if f not in checked:
                 problems.add("path escapes the dataset root",
                              f"row {i + 1} {kind} {f} (root {layout.root or layout.images_dir})",
                              "use paths relative to the images folder without '..' or absolute parts")
-                continue
-            if f not in checked:
-                checked[f] = _check_image(f)
-            why = checked[f]
-            if why == "missing":
+            elif checked[f] == "missing":
                 problems.add("missing image", f"row {i + 1} {kind} {f}",
                              "add the file or fix input_path/golden_path/object_name (or --images-dir)")
-            elif why:
-                problems.add("unreadable image", f"row {i + 1} {kind} {f} {why}",
+            elif checked[f]:
+                problems.add("unreadable image", f"row {i + 1} {kind} {f} {checked[f]}",
                              "replace the file with a valid PNG/JPEG")
 
 
