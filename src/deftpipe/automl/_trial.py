@@ -51,6 +51,7 @@ def build_spec(settings: SweepSettings, values: dict[str, Any], *, seed: int | N
         flat["train.pretrained_model_path"] = settings.pretrained
     if seed is not None:
         flat["train.seed"] = seed
+    flat["dataset.classify.test_csv"] = None  # a sweep is never given a path to the KPI set
     return spec_from_dict(deep_merge(settings.spec, unflatten(flat)), where="(sweep trial spec)")
 
 
