@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
+
 from .conftest import CLI, subprocess_env
 
 
@@ -51,3 +53,16 @@ def test_algorithms_lists_the_registry_as_json():
     res = _cli("automl", "algorithms", "--json")
     assert res.returncode == 0
     assert list(json.loads(res.stdout)) == ["bayesian", "tpe", "random", "grid", "cmaes", "hyperband", "asha", "bohb"]
+
+
+def test_storage_urls_are_normalised_in_one_place(tmp_path):
+    from deftpipe.automl import redact, storage_url
+    from deftpipe.errors import SweepError
+
+    assert storage_url(None, tmp_path) == f"sqlite:///{tmp_path / 'study.db'}"
+    assert storage_url(str(tmp_path / "s.db"), None) == f"sqlite:///{tmp_path / 's.db'}"
+    assert storage_url("postgresql://u@h/db", None) in ("postgresql+psycopg2://u@h/db", "postgresql+psycopg://u@h/db")
+    assert storage_url("mysql+pymysql://u@h/db", None) == "mysql+pymysql://u@h/db"
+    assert redact("postgresql://u:pw@h:5/db") == "postgresql://u:***@h:5/db"
+    with pytest.raises(SweepError, match=r"looks like an Optuna journal file; deftpipe needs a database storage"):
+        storage_url(str(tmp_path / "journal.log"), None)

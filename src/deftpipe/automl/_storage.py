@@ -43,6 +43,11 @@ def storage_url(storage: str | Path | None, out_dir: str | Path | None) -> str:
         return f"sqlite:///{(Path(out_dir) / DEFAULT_DB_NAME).resolve()}"
     text = str(storage)
     if "://" not in text:
+        if Path(text).suffix in (".log", ".journal", ".jsonl"):
+            raise SweepError(
+                f"--storage {text} looks like an Optuna journal file; deftpipe needs a database storage "
+                "(journal files have no heartbeats, so a killed trial would never be retried): pass a "
+                "SQLite file such as study.db, or a database URL such as postgresql://user@host/db")
         return f"sqlite:///{Path(text).resolve()}"
     scheme, rest = text.split("://", 1)
     if scheme in ("postgresql", "postgres"):
