@@ -69,6 +69,7 @@ def speed(threads: int) -> None:
         data = load_pair_set(ws / "train" / "base" / "training_set.csv", spec, classes)
         model = SiameseChangeNet(NetConfig.from_spec(spec))
         fwd, fwd_bwd = flops_per_sample(model, spec.model.input_size)
+        model = model.to(memory_format=torch.channels_last)  # as the training loop does
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         gen = torch.Generator().manual_seed(0)
         bs, steps = spec.train.batch_size, 60
@@ -114,7 +115,35 @@ def speed(threads: int) -> None:
     merge_results(f"speed_{threads}_threads", res)
 
 
-def quality(ws: Path, fusion: str | None, epochs: int, shift: int | None, tag: str, threads: int) -> None:
+class PrintProgress:
+    """Progress lines every 50 batches (for logs of background runs)."""
+
+    def start(self, epochs, steps):
+        self.steps, self.t0 = steps, time.perf_counter()
+
+    def batch(self, epoch, i, loss):
+        if i % 50 == 0:
+            rate = i / (time.perf_counter() - self.t0)
+            print(f"  epoch {epoch} batch {i}/{self.steps} loss {loss:.4f} ({rate:.2f} batches/s)", flush=True)
+
+    def epoch_end(self, epoch, metrics):
+        self.t0 = time.perf_counter()
+
+    def close(self):
+        pass
+
+
+def subset_csv(csv: Path, n: int, seed: int) -> Path:
+    """A random ``n``-row subset of ``csv`` (same PASS/defect ratio), for quick comparisons."""
+    from deftpipe.data import read_dataset, write_dataset
+
+    df = read_dataset(csv)
+    sub = df.sample(n=min(n, len(df)), random_state=seed)
+    return write_dataset(sub, Path(tempfile.mkdtemp(prefix="bench_subset_")) / csv.name)
+
+
+def quality(ws: Path, fusion: str | None, epochs: int, shift: int | None, tag: str, threads: int,
+            subset: int | None = None) -> None:
     spec = load_spec(ws / "specs" / "baseline_spec.yaml")
     if fusion:
         spec.model.fusion = fusion
@@ -126,8 +155,11 @@ def quality(ws: Path, fusion: str | None, epochs: int, shift: int | None, tag: s
     spec.train.keep_checkpoints = epochs
     out = Path(tempfile.mkdtemp(prefix=f"bench_{tag}_"))
     t0 = time.perf_counter()
-    adapter = TorchAdapter()
-    result = adapter.train(spec, ws / "train" / "base" / "training_set.csv",
+    adapter = TorchAdapter(progress=PrintProgress())
+    train_csv = ws / "train" / "base" / "training_set.csv"
+    if subset:
+        train_csv = subset_csv(train_csv, subset, seed=0)
+    result = adapter.train(spec, train_csv,
                            ws / "train" / "base" / "validation_set.csv", out,
                            epoch_callback=lambda e, m: print(
                                f"epoch {e}: val far {m['far_pct']:.2f} auroc {m['auroc']:.5f} "
@@ -137,7 +169,7 @@ def quality(ws: Path, fusion: str | None, epochs: int, shift: int | None, tag: s
     keep = ("far_pct", "far_ci_low", "far_ci_high", "far_pct_at_99", "auroc", "n_defects", "n_pass",
             "threshold", "hardest_defects", "val_loss")
     res = {
-        "fusion": spec.model.fusion, "shift_px": spec.train.augment.shift_px, "epochs": epochs,
+        "train_rows": subset or "all", "fusion": spec.model.fusion, "shift_px": spec.train.augment.shift_px, "epochs": epochs,
         "threads": threads, "train_minutes": round(minutes, 2), "best_epoch": result.best_epoch,
         "val_history": [{k: h[k] for k in ("epoch", "far_pct", "far_pct_at_99", "auroc", "val_loss")}
                         for h in result.history],
@@ -159,13 +191,14 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--shift", type=int)
     ap.add_argument("--tag", default="default")
+    ap.add_argument("--subset", type=int, help="train on a random subset of this many rows")
     a = ap.parse_args()
     if a.mode == "speed":
         speed(a.threads)
     else:
         if not a.ws:
             sys.exit("--ws DEEPPCB_WS is required (build one with `deftpipe init --from-deeppcb`)")
-        quality(a.ws, a.fusion, a.epochs, a.shift, a.tag, a.threads)
+        quality(a.ws, a.fusion, a.epochs, a.shift, a.tag, a.threads, a.subset)
 
 
 if __name__ == "__main__":

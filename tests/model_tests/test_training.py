@@ -99,7 +99,8 @@ def test_diverging_loss_names_the_epoch_and_the_learning_rate(tiny, trained, tmp
     model = SiameseChangeNet(NetConfig.from_spec(tiny.spec()))
     model.load_state_dict(ckpt["state_dict"])
     with torch.no_grad():
-        model.head[-1].weight.mul_(1e38)
+        model.head[-1].weight.fill_(3e38)
+        model.head[-1].bias.fill_(3e38)
     from deftpipe.spec import spec_from_dict
 
     blown = save_checkpoint(tmp_path / "blown.pth", model, spec_from_dict(ckpt["spec"]), {}, epoch=1, step=1)

@@ -42,7 +42,7 @@ def save_checkpoint(path: Path, model: SiameseChangeNet, spec: Spec, metrics: di
         "format": FORMAT,
         "version": VERSION,
         "deftpipe_version": __version__,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
         "spec": spec_to_dict(spec),
         "metrics": metrics,
         "epoch": int(epoch),
@@ -120,7 +120,7 @@ def load_model(path: str | Path) -> tuple[SiameseChangeNet, Spec, dict[str, Any]
     spec = checkpoint_spec(ckpt, path)
     model = SiameseChangeNet(NetConfig.from_spec(spec))
     load_weights(model, ckpt["state_dict"], path)
-    model.eval()
+    model.eval().to(memory_format=torch.channels_last)
     return model, spec, ckpt
 
 
