@@ -135,3 +135,45 @@ def test_bad_pipeline_yaml_is_one_clear_error(tiny_ws):
     (tiny_ws / "pipeline.yaml").write_text("automl: {phase1: {max_recommendations: 0}}\n")
     with pytest.raises(SpecError, match="automl.phase1.max_recommendations"):
         run_pipeline(tiny_ws, yes=True, show_progress=False)
+
+
+def test_hard_stopped_loop_skips_phase3_and_says_why(tiny_ws):
+    """A run whose loop hard-stopped (here: a state left so by the regression gate) ends `stopped`."""
+    from typer.testing import CliRunner
+
+    from deftpipe.cli import app
+    from deftpipe.config import load_config
+    from deftpipe.deft._state import mark_run, new_state
+    from deftpipe.pipeline import PipelineRecord
+    from deftpipe.pipeline._record import new_run_dir
+
+    cfg_path = tiny_ws / "pipeline.yaml"
+    raw = yaml.safe_load(cfg_path.read_text())
+    raw["automl"]["phase1"]["enabled"] = False  # the loop trains its own baseline: no Phase 1 needed here
+    raw["deft"]["per_iteration_seconds"] = 1.0
+    raw["automl"]["phase3"]["per_trial_seconds"] = 1.0
+    cfg_path.write_text(yaml.safe_dump(raw))
+    cfg = load_config(tiny_ws)
+    run = new_run_dir(tiny_ws)
+    PipelineRecord.create(run, workspace=tiny_ws)
+    state = new_state(workspace=tiny_ws, results_dir=run, config=cfg, spec_path=tiny_ws / "specs" /
+                      "baseline_spec.yaml", max_iterations=1)
+    state["iterations"]["baseline"] = {"status": "complete", "stage_completed": "rca", "far_pct": 40.0}
+    state["iterations"]["iter1"] = {"status": "complete", "stage_completed": "evaluate", "far_pct": 75.0}
+    reason = "regression gate: far_pct 75.0 is 35.0 points worse than the baseline's 40.0 (gate 20.0)"
+    mark_run(run, state, status="failed", reason=reason, hard_stop=True)
+
+    result = CliRunner().invoke(app, ["run", str(tiny_ws), "--yes"])
+    assert result.exit_code == 1
+    assert "Phase 2 hard-stopped (regression gate" in result.output and "Phase 3 skipped" in result.output
+    record = json.loads((run / "pipeline_state.json").read_text())
+    assert record["status"] == "stopped"
+    assert record["phases"]["phase3"]["status"] == "skipped"
+    assert "hard-stopped (regression gate" in record["phases"]["phase3"]["reason"]
+    summary = (run / "pipeline_summary.md").read_text()
+    assert "| phase3 | skipped |" in summary and reason in summary
+    assert not (run / "final_automl").exists()
+    # A finished run is not resumed: the next `run` would start a new folder.
+    from deftpipe.pipeline import latest_unfinished
+
+    assert latest_unfinished(tiny_ws) is None

@@ -19,7 +19,14 @@ from deftpipe.spec import set_dotted
 
 DEFAULT_DIR = "deftpipe_demo"
 #: pipeline.yaml overrides (dotted keys) of the demo, on top of the synthetic "small" defaults.
-DEMO_OVERRIDES: dict[str, Any] = {}
+DEMO_OVERRIDES: dict[str, Any] = {
+    "automl.phase1.max_recommendations": 3,  # 3 trials x 2 epochs: 1-epoch trials collapse on this data
+    "automl.phase1.num_epochs": 2,
+    "deft.max_iterations": 1,  # one SDG + mining + retrain round
+    "deft.num_epochs": 2,
+    "automl.phase3.max_recommendations": 2,  # warm-started from the loop's best: 1 epoch each is enough
+    "automl.phase3.num_epochs": 1,
+}
 
 
 def apply_overrides(ws: Path, overrides: dict[str, Any]) -> None:

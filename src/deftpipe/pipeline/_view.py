@@ -43,14 +43,15 @@ def _pct(v: Any) -> str:
 
 
 def render_trajectory(points: list[dict[str, Any]], console: Console, *, title: str = "Trajectory") -> None:
-    table = Table(title=title, show_edge=False)
-    for col in ("step", "data", "metric", "value", "95% CI", "AUROC", "train rows", "note"):
-        table.add_column(col, justify="right" if col in ("value", "AUROC", "train rows") else "left")
+    """One row per step; compact enough for an 80-column terminal (sources are in the summary)."""
+    table = Table(title=title, show_edge=False, pad_edge=False)
+    for col in ("step", "set", "metric", "value", "95% CI", "AUROC", "rows"):
+        table.add_column(col, justify="right" if col in ("value", "AUROC", "rows") else "left", no_wrap=True)
     for p in points:
         ci = p.get("ci")
-        table.add_row(p["step"], p["set"], p["metric"], _pct(p.get("value")),
-                      f"{_pct(ci[0])}–{_pct(ci[1])}" if ci else "", _pct(p.get("auroc")) if p.get("auroc") is not None
-                      else "", str(p.get("train_rows") or ""), p.get("note", ""))
+        table.add_row(p["step"], {"validation": "val", "KPI test": "KPI"}.get(p["set"], p["set"]), p["metric"],
+                      _pct(p.get("value")), f"{_pct(ci[0])}–{_pct(ci[1])}" if ci else "",
+                      _pct(p.get("auroc")) if p.get("auroc") is not None else "", str(p.get("train_rows") or ""))
     console.print(table)
 
 
