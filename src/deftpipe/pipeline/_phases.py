@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from deftpipe._fs import atomic_write_json
 from deftpipe.config import PipelineConfig, SweepConfig
 from deftpipe.errors import SweepError
@@ -130,6 +132,23 @@ def load_phase1(results_dir: Path) -> dict[str, Any]:
     return json.loads((results_dir / PHASE1_DIR / QUALITY_NAME).read_text(encoding="utf-8"))
 
 
+def kpi_metrics(inference_csv: Path) -> dict[str, Any]:
+    """The KPI metrics of an inference CSV, computed exactly as the loop's evaluate stage does
+    (:func:`deftpipe.metrics.compute_metrics` on ``score`` with the row labels, seed 0), so Phase 3's
+    number is comparable with the loop's iterations."""
+    from deftpipe.data import is_defect, read_dataset
+    from deftpipe.metrics import compute_metrics
+
+    df = read_dataset(inference_csv)
+    scores = pd.to_numeric(df["score"], errors="coerce").to_numpy(dtype=float)
+    metrics = compute_metrics(is_defect(df["label"]).to_numpy(), scores, labels=df["label"].to_numpy(), seed=0)
+    return json.loads(json.dumps(metrics, default=_plain))
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else str(v)
+
+
 def run_phase3(ws: Path, cfg: PipelineConfig, results_dir: Path, *, spec: Path, handoff: dict[str, Any],
                enqueue_spec: Path | None, show_progress: bool) -> dict[str, Any]:
     """Warm-started sweep on the loop's data → KPI evaluation → ``iterations.final_automl`` → best model."""
@@ -151,11 +170,9 @@ def run_phase3(ws: Path, cfg: PipelineConfig, results_dir: Path, *, spec: Path, 
     best = best_rec["best"]
     epoch, step = checkpoint_epoch_step(best)
     ckpt = copy_checkpoint(best["checkpoint_uri"], out / "train", epoch, step)
-    kpi_csv = cfg.path(ws, cfg.data.kpi_csv)
-    adapter = get_adapter(spec)
-    metrics = adapter.evaluate(ckpt, kpi_csv)
     inference_csv = out / "inference" / "inference_kpi.csv"
-    adapter.infer(ckpt, kpi_csv, inference_csv, threshold=metrics.get("threshold"))
+    get_adapter(spec).infer(ckpt, cfg.path(ws, cfg.data.kpi_csv), inference_csv)
+    metrics = kpi_metrics(inference_csv)
     atomic_write_json(out / "kpi_metrics.json", metrics)
     fault_point("phase3.evaluated")
     state = deft.load_state(results_dir)
