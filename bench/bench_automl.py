@@ -13,7 +13,7 @@ Usage:
     python bench/bench_automl.py --size tiny --epochs 4 --trials 8
     python bench/bench_automl.py --deeppcb ../shared/deeppcb --epochs 3 --trials 6
 
-Writes bench/results/automl.json (merged per workspace label).
+Writes bench/results/automl.json (merged per workspace label and seed).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def main() -> None:
               f"pruned {r['pruned']}/{r['trials']} overhead/trial median {r['overhead_pct_per_trial_median']}% "
               f"sweep {r['overhead_pct_sweep']}% wall {r['wall_s']}s")
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    results[label] = {
+    results[f"{label}/seed{args.seed}"] = {
         "settings": {"epochs": args.epochs, "trials": args.trials, "seed": args.seed, "metric": "far_pct"},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "load_avg_1m_at_end": round(os.getloadavg()[0], 2)},
