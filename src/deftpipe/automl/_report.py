@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from rich.console import Console
@@ -90,7 +89,7 @@ def summary_table(best_rec: dict[str, Any]) -> Table:
         if r.get("rerun_score") is not None:
             score += f" (rerun {r['rerun_score']:.4g})"
         dur = "-" if r.get("duration") is None else f"{r['duration']:.1f}s"
-        pc = json.dumps(r["pred_counts"]) if r.get("pred_counts") else "-"
+        pc = " ".join(f"{k}:{v}" for k, v in r["pred_counts"].items()) if r.get("pred_counts") else "-"
         status = r["status"] + (" ★" if r["rec_id"] == best_id else "")
         table.add_row(str(rank) if r in scored else "-", r["rec_id"], status, score, pc, dur,
                       " ".join(_short(r["specs"])))
