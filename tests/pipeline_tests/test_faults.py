@@ -1,7 +1,7 @@
 """kill -9 at 13 points of one three-phase run (phase boundaries and inside each phase) → every rerun
 resumes, and the finished run has the full artefacts, no duplicate trials and no duplicate rows.
 
-One sequence of real `deftpipe run` processes on the tiny workspace: each run dies at the next
+One sequence of real `deftpipe run` processes on a small, easily learnt workspace: each run dies at the next
 point (the bridge's DEFTPIPE_FAULT_AT hook, the loop's DEFTPIPE_FAULT_AFTER hook, or a real SIGKILL
 sent by this test once the Phase 1 sweep has a trial running), the next one resumes it.
 """
@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from deftpipe._fs import run_lock
 from deftpipe.data import identity_keys, read_dataset
+
+from ._workspaces import make_easy_ws
 
 pytestmark = pytest.mark.slow
 
@@ -73,15 +74,10 @@ def _run_until_killed(ws: Path, kind: str, where: str, log: Path) -> int:
 
 
 @pytest.fixture
-def fast_ws(tiny_ws) -> Path:
-    """Per-job times given, so the pre-flight of every restart skips the dry run."""
-    path = tiny_ws / "pipeline.yaml"
-    cfg = yaml.safe_load(path.read_text())
-    cfg["automl"]["phase1"]["per_trial_seconds"] = 5.0
-    cfg["automl"]["phase3"]["per_trial_seconds"] = 5.0
-    cfg["deft"]["per_iteration_seconds"] = 10.0
-    path.write_text(yaml.safe_dump(cfg))
-    return tiny_ws
+def fast_ws(tmp_path) -> Path:
+    """The easily learnt binary task (a sweep on it never ends without a usable trial, so every kill
+    point is reached on any machine), with per-job times given so restarts skip the dry run."""
+    return make_easy_ws(tmp_path, multiclass=False)
 
 
 def test_kill_9_at_every_point_then_resume(fast_ws, tmp_path):
