@@ -61,16 +61,16 @@ def _line(mask: np.ndarray, p: tuple[float, float], q: tuple[float, float], widt
 
 
 def draw_style(rng: np.random.Generator, board_px: int) -> BoardStyle:
-    trace_w = int(rng.integers(4, 9))
-    pitch = int(trace_w * rng.uniform(2.6, 4.0))
+    trace_w = int(rng.integers(8, 17))  # 4-8 output px, like DeepPCB traces in a 64 px crop
+    pitch = int(trace_w * rng.uniform(2.4, 3.6))
     area = board_px * board_px
     return BoardStyle(
         trace_w=trace_w,
         pitch=pitch,
         diag_share=float(rng.uniform(0.0, 0.45)),
         n_traces=int(area / (pitch * board_px) * rng.uniform(0.9, 1.5)),
-        n_vias=int(area / 2500 * rng.uniform(0.3, 0.8)),
-        n_pours=int(area / 60000 * rng.uniform(0.5, 1.5)) + 1,
+        n_vias=int(area / 10000 * rng.uniform(0.3, 0.8)),
+        n_pours=int(area / 240000 * rng.uniform(0.5, 1.5)) + 1,
         # DeepPCB polarity: bright laminate, dark copper
         substrate=float(rng.uniform(205, 245)),
         copper=float(rng.uniform(10, 50)),
@@ -137,13 +137,13 @@ def _n_components(m: np.ndarray) -> int:
 
 
 def _open(rng, m, d_in, d_out, center):
-    ridge = (d_in >= 2) & (d_in <= 5) & (d_in >= ndimage.maximum_filter(d_in, size=3)) & center
+    ridge = (d_in >= 3) & (d_in <= 10) & (d_in >= ndimage.maximum_filter(d_in, size=3)) & center
     for _ in range(6):
         p = _pick(rng, ridge)
         if p is None:
             return None
         out = m.copy()
-        r = d_in[p] + rng.uniform(1.0, 3.5)
+        r = d_in[p] + rng.uniform(1.5, 6.0)
         _disk(out, p[0], p[1], r, value=False)
         core = (slice(MARGIN, -MARGIN),) * 2  # disconnected in the visible part and in the whole window
         if _n_components(out[core]) > _n_components(m[core]) and _n_components(out) > _n_components(m):
@@ -152,13 +152,13 @@ def _open(rng, m, d_in, d_out, center):
 
 
 def _mousebite(rng, m, d_in, d_out, center):
-    edge = (d_in == 1) & center & (ndimage.maximum_filter(d_in, size=7) >= 2.5)
+    edge = (d_in == 1) & center & (ndimage.maximum_filter(d_in, size=11) >= 4)
     p = _pick(rng, edge)
     if p is None:
         return None
     out = m.copy()
     n_bites = int(rng.integers(1, 4))
-    r = rng.uniform(1.5, 3.0)
+    r = rng.uniform(2.0, 5.0)
     for k in range(n_bites):  # bites strung along the edge
         ys, xs = np.nonzero(edge[max(p[0] - 6, 0):p[0] + 7, max(p[1] - 6, 0):p[1] + 7])
         if k and len(ys):
@@ -171,19 +171,19 @@ def _mousebite(rng, m, d_in, d_out, center):
 
 
 def _spur(rng, m, d_in, d_out, idx, center):
-    length = rng.uniform(4, 11)
+    length = rng.uniform(5, 18)
     tip = _pick(rng, (np.abs(d_out - length) < 0.8) & center)
     if tip is None:
         return None
     base = (int(idx[0][tip]), int(idx[1][tip]))
     out = m.copy()
-    _line(out, base, tip, rng.uniform(2.0, 3.5))
+    _line(out, base, tip, rng.uniform(2.5, 6.0))
     return out
 
 
 def _short(rng, m, d_in, d_out, idx, center):
     labels, _ = ndimage.label(m)
-    cand = (d_out >= 2) & (d_out <= 8) & center
+    cand = (d_out >= 2) & (d_out <= 12) & center
     for _ in range(12):
         t = _pick(rng, cand)
         if t is None:
@@ -192,7 +192,7 @@ def _short(rng, m, d_in, d_out, idx, center):
         v = np.array(t, float) - a
         v /= max(np.linalg.norm(v), 1e-6)
         p = np.array(t, float)
-        for _ in range(24):  # walk on, away from the first net, until copper is hit
+        for _ in range(30):  # walk on, away from the first net, until copper is hit
             p = p + v
             y, x = int(round(p[0])), int(round(p[1]))
             if not (0 <= y < m.shape[0] and 0 <= x < m.shape[1]):
@@ -200,15 +200,15 @@ def _short(rng, m, d_in, d_out, idx, center):
             if m[y, x]:
                 if labels[y, x] != labels[int(a[0]), int(a[1])]:
                     out = m.copy()
-                    _line(out, tuple(a), (y, x), rng.uniform(2.0, 4.0))
+                    _line(out, tuple(a), (y, x), rng.uniform(2.5, 6.0))
                     return out
                 break
     return None
 
 
 def _copper(rng, m, d_in, d_out, center):
-    r = rng.uniform(2.0, 5.0)
-    t = _pick(rng, (d_out >= r + 3) & center)
+    r = rng.uniform(2.5, 8.0)
+    t = _pick(rng, (d_out >= r + 4) & center)
     if t is None:
         return None
     out = m.copy()
@@ -218,8 +218,8 @@ def _copper(rng, m, d_in, d_out, center):
 
 
 def _pinhole(rng, m, d_in, d_out, center):
-    r = rng.uniform(1.2, 3.0)
-    t = _pick(rng, (d_in >= r + 2.5) & center)
+    r = rng.uniform(1.5, 5.0)
+    t = _pick(rng, (d_in >= r + 3) & center)
     if t is None:
         return None
     out = m.copy()
@@ -255,15 +255,15 @@ def render(m: np.ndarray, style: BoardStyle, rng: np.random.Generator, *, nuisan
     cov = core.reshape(n, SS, n, SS).mean(axis=(1, 3))
     sub, cop = style.substrate, style.copper
     if nuisance:
-        gain = rng.uniform(0.88, 1.12)
-        offset = rng.uniform(-18, 18)
+        gain = rng.uniform(0.92, 1.08)
+        offset = rng.uniform(-12, 12)
         sub, cop = sub * gain + offset, cop * gain + offset
-    img = sub + (cop - sub) * cov + rng.normal(0.0, rng.uniform(2.0, 7.0) if nuisance else 2.5, cov.shape)
+    img = sub + (cop - sub) * cov + rng.normal(0.0, rng.uniform(1.5, 5.0) if nuisance else 2.0, cov.shape)
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
 def draw_shift(rng: np.random.Generator) -> tuple[int, int]:
     """Misregistration in mask pixels: mostly sub-pixel, sometimes 1-2 output pixels."""
-    if rng.random() < 0.2:
-        return tuple(int(v) for v in rng.integers(-4, 5, size=2))
-    return tuple(int(v) for v in rng.integers(-1, 2, size=2))
+    u = rng.random()
+    reach = 1 if u < 0.7 else 2 if u < 0.95 else 4  # +-0.5 px, +-1 px, +-2 px
+    return tuple(int(v) for v in rng.integers(-reach, reach + 1, size=2))

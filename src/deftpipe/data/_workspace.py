@@ -42,8 +42,12 @@ def build_workspace(dest: str | Path) -> Iterator[Path]:
         yield tmp
 
 
-def baseline_spec(image_size: int, *, num_epochs: int = 2, batch_size: int = 32) -> Spec:
-    """The hand-authored model spec a new workspace starts from (paths relative to specs/)."""
+def baseline_spec(image_size: int, *, num_epochs: int = 2, batch_size: int = 32,
+                  shift_px: int | None = None) -> Spec:
+    """The hand-authored model spec a new workspace starts from (paths relative to specs/).
+
+    ``shift_px`` overrides the training-time misregistration augmentation (None: Spec default).
+    """
     spec = Spec()
     c = spec.dataset.classify
     c.images_dir = "../images"
@@ -53,6 +57,8 @@ def baseline_spec(image_size: int, *, num_epochs: int = 2, batch_size: int = 32)
     spec.model.input_size = image_size
     spec.train.num_epochs = num_epochs
     spec.train.batch_size = batch_size
+    if shift_px is not None:
+        spec.train.augment.shift_px = shift_px
     return spec
 
 
