@@ -43,6 +43,23 @@ def _wait_for(what: str, check, proc: subprocess.Popen | None = None):
     pytest.fail(f"timed out waiting for {what}")
 
 
+def _halfway(url: str, study: str, host_suffix: str) -> int | None:
+    """A RUNNING trial (of the process whose host attr ends with ``host_suffix``) past epoch 1."""
+    for t in optuna.load_study(study_name=study, storage=url).trials:
+        if (t.state == TrialState.RUNNING and t.intermediate_values
+                and str(t.user_attrs.get("host", "")).endswith(host_suffix)):
+            return t.number
+    return None
+
+
+def _left_running(url: str, study: str, host_suffix: str = "") -> int:
+    """The trial the kill left RUNNING (read after the kill, so no race with a finishing trial)."""
+    running = [t.number for t in optuna.load_study(study_name=study, storage=url).trials
+               if t.state == TrialState.RUNNING and str(t.user_attrs.get("host", "")).endswith(host_suffix)]
+    assert len(running) == 1, f"expected one trial left RUNNING by the kill, found {running}"
+    return running[0]
+
+
 def _assert_retried(trials: list[optuna.trial.FrozenTrial], killed: int, n: int) -> None:
     numbers = [t.number for t in trials]
     assert numbers == list(range(len(trials))), "duplicated or missing trial numbers"
@@ -60,15 +77,11 @@ def test_killed_sweep_resumes_and_retries_the_killed_trial(tmp_path, ws_args):
     proc = subprocess.Popen(args, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"sqlite:///{out / 'study.db'}"
 
-    def running_trial():
-        for t in optuna.load_study(study_name="deftpipe-automl", storage=url).trials:
-            if t.state == TrialState.RUNNING and t.number >= 1 and "host" in t.user_attrs:
-                return t.number
-        return None
-
-    killed = _wait_for("trial 1 to start", running_trial, proc)
+    # kill after epoch 1 of a 2-epoch trial has been reported: the whole of epoch 2 is left to hit
+    _wait_for("a trial halfway", lambda: _halfway(url, "deftpipe-automl", ""), proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    killed = _left_running(url, "deftpipe-automl")
     res = subprocess.run([*args, "--json"], env=subprocess_env(), capture_output=True, text=True, timeout=TIMEOUT_S)
     assert res.returncode == 0, res.stderr[-2000:]
     best_rec = json.loads(res.stdout)
@@ -94,15 +107,10 @@ def test_two_workers_on_postgres_reach_n_after_one_is_killed(tmp_path, ws_args, 
                                "--heartbeat", "1", "--quiet"], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
 
-    def worker_trial():
-        for t in optuna.load_study(study_name=study, storage=url).trials:
-            if t.state == TrialState.RUNNING and str(t.user_attrs.get("host", "")).endswith(f":{worker.pid}"):
-                return t.number
-        return None
-
-    killed = _wait_for("the worker to start a trial", worker_trial, worker)
+    _wait_for("the worker halfway through a trial", lambda: _halfway(url, study, f":{worker.pid}"), worker)
     worker.send_signal(signal.SIGKILL)
     worker.wait()
+    killed = _left_running(url, study, f":{worker.pid}")
     stdout, stderr = main.communicate(timeout=TIMEOUT_S)
     assert main.returncode == 0, stderr[-2000:]
     best_rec = json.loads(stdout)

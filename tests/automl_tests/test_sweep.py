@@ -9,6 +9,7 @@ import optuna
 import pytest
 
 from deftpipe.automl import run_sweep, validate_best_rec
+from deftpipe.automl._select import win_margin
 from deftpipe.errors import SweepError
 
 from .conftest import write_variant
@@ -36,7 +37,7 @@ def test_sweep_writes_best_rec_reruns_a_suspicious_winner_and_resumes_to_n(tmp_p
     first = [write_variant(tiny_ws, tmp_path / "a.yaml", optimizer="sgd", lr=1e-6, scheduler="none"),
              write_variant(tiny_ws, tmp_path / "b.yaml", optimizer="adamw", lr=3e-3, scheduler="none")]
     rec = run_sweep(**ws_args, out_dir=out, algorithm="random", max_recommendations=2, enqueue_spec=first,
-                    keep_checkpoints=1, search_space=WIDE_SPACE)
+                    keep_checkpoints=1, search_space=WIDE_SPACE, rerun_margin=0.0)
     assert json.loads((out / "best_rec.json").read_text()) == rec
     validate_best_rec(rec)
     assert rec["metric_name"] == "far_pct" and rec["direction"] == "minimize"
@@ -48,8 +49,8 @@ def test_sweep_writes_best_rec_reruns_a_suspicious_winner_and_resumes_to_n(tmp_p
     assert [r["rec_id"] for r in rec["all_recs"]] == ["trial_000", "trial_001"]
     winner, runner = sorted(rec["all_recs"], key=lambda r: r["score"])
     assert winner["pred_counts"] and winner["duration"] > 0 and winner["status"] == "complete"
-    # the winner beat the runner-up by more than the default 5-point margin: re-run with a fresh seed
-    assert winner["score"] + 5.0 < runner["score"]
+    # the winner beat the runner-up by more than the margin (0 here): re-run with a fresh seed
+    assert winner["score"] < runner["score"]
     assert winner["rerun_seed"] == 42 + 1000 and winner["rerun_score"] is not None
     confirmed = winner["rerun_score"] <= runner["score"]
     assert best["rec_id"] == (winner["rec_id"] if confirmed else runner["rec_id"])
@@ -130,3 +131,9 @@ def test_bad_arguments_are_refused_before_any_trial(tmp_path, ws_args):
     with pytest.raises(Exception, match=r"--val .*nope.csv does not exist"):
         run_sweep(**{**ws_args, "val_csv": tmp_path / "nope.csv"}, out_dir=tmp_path / "o")
     assert not (tmp_path / "o").exists()
+
+
+def test_rerun_margin_is_in_far_points_or_percent_of_the_runner_up_loss():
+    assert win_margin("far_pct", 10.0, 16.0, "minimize") == pytest.approx(6.0)
+    assert win_margin("val_loss", 0.5, 1.0, "minimize") == pytest.approx(50.0)
+    assert win_margin("far_pct", 16.0, 10.0, "maximize") == pytest.approx(6.0)
