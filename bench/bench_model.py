@@ -72,7 +72,7 @@ def speed(threads: int) -> None:
         model = model.to(memory_format=torch.channels_last)  # as the training loop does
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         gen = torch.Generator().manual_seed(0)
-        bs, steps = spec.train.batch_size, 60
+        bs, steps = spec.train.batch_size, 25
         t_data = t_step = 0.0
         n = 0
         for i in range(steps + 5):

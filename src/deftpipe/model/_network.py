@@ -33,7 +33,7 @@ class NetConfig:
     num_input: int = 1  # lighting channels per image
     width: int = 16  # channels of the first stage; doubles per stage
     depth: int = 4  # conv stages, each halves the resolution
-    fusion: str = "multiscale_tolerant"
+    fusion: str = "multiscale"
     input_size: int = 64
     num_classes: int = 2  # 2 = one defect logit; >2 = softmax over classes (PASS first)
     head_hidden: int = 64
