@@ -91,3 +91,24 @@ def test_multiclass_model_trains_and_predicts_classes(tiny, tmp_path) -> None:
     spec.model.classes = ["open", "PASS"]
     with pytest.raises(SpecError, match="list 7 class names with PASS first"):
         TorchAdapter().train(spec, tiny.train_csv, tiny.val_csv, tmp_path / "run2")
+
+
+def test_colour_images_are_refused_as_a_wrong_channel_count(tiny, tmp_path) -> None:
+    import shutil
+
+    from PIL import Image
+
+    df = pd.read_csv(tiny.val_csv).head(4)
+    images = tmp_path / "images"
+    for folder in set(df["input_path"]) | set(df["golden_path"]):
+        shutil.copytree(tiny.ws / "images" / folder, images / folder)
+    row = df.iloc[0]
+    png = images / row["input_path"] / f"{row['object_name']}.png"
+    grey = np.asarray(Image.open(png).convert("L"))
+    Image.fromarray(np.stack([grey, 255 - grey, grey], axis=-1)).save(png)  # a real colour image
+    df.to_csv(tmp_path / "rows.csv", index=False)
+    spec = tiny.spec()
+    spec.dataset.classify.images_dir = str(images)
+    with pytest.raises(DataError, match="has 3 colour channels; expected 1 grayscale channel"):
+        TorchAdapter().train(spec, tmp_path / "rows.csv", tmp_path / "rows.csv", tmp_path / "run")
+    assert not (tmp_path / "run").exists()
