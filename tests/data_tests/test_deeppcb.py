@@ -172,6 +172,12 @@ def test_same_seed_same_workspace(fake_deeppcb, tmp_path):
         assert (a / rel).read_bytes() == (b / rel).read_bytes()
 
 
+def test_pass_ratio_must_be_positive(fake_deeppcb, tmp_path):
+    with pytest.raises(DataError, match=r"--pass-ratio must be > 0 \(got 0.0\)"):
+        import_deeppcb(fake_deeppcb, tmp_path / "ws", pass_ratio=0.0)
+    assert not (tmp_path / "ws").exists()
+
+
 def test_crop_larger_than_the_image_is_refused_without_partial_output(fake_deeppcb, tmp_path):
     with pytest.raises(DataError, match=r"at least 200x200 \(--crop-size\)"):
         import_deeppcb(fake_deeppcb, tmp_path / "ws", crop_size=200, workers=1)

@@ -25,7 +25,7 @@ def init(
     val_groups: str | None = typer.Option(None, "--val-groups", help="DeepPCB groups for validation."),
     pool_groups: str | None = typer.Option(None, "--pool-groups", help="DeepPCB groups for the mining pool."),
     crop_size: int = typer.Option(64, "--crop-size", min=16, max=640, help="DeepPCB crop side in pixels."),
-    pass_ratio: float = typer.Option(4.0, "--pass-ratio", min=0.0, help="DeepPCB PASS crops per FAIL crop."),
+    pass_ratio: float = typer.Option(4.0, "--pass-ratio", help="DeepPCB PASS crops per FAIL crop."),
 ) -> None:
     """Create a workspace (DESIGN §2) from the synthetic generator or a DeepPCB checkout.
 

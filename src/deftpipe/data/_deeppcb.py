@@ -219,8 +219,9 @@ def import_deeppcb(
             name, or ``dest`` not empty. Nothing is left at ``dest`` on failure.
     """
     log = log or (lambda _msg: None)
-    if pass_ratio < 0:
-        raise DataError(f"--pass-ratio must be >= 0 (got {pass_ratio})")
+    if not pass_ratio > 0:
+        raise DataError(f"--pass-ratio must be > 0 (got {pass_ratio}); every split needs PASS crops "
+                        "for FAR @ 100% recall")
     start = time.perf_counter()
     groups = discover_pairs(src)
     assignment = assign_groups(groups, seed=seed, kpi=kpi_groups, val=val_groups, pool=pool_groups)
