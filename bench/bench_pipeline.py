@@ -65,7 +65,10 @@ SUBSET = {"train_csv": 2000, "val_csv": 600, "kpi_csv": 2000, "pool_csv": 1500}
 
 
 def subset_workspace(full: Path, dest: Path, rows: dict[str, int], seed: int = 0) -> Path:
-    """A workspace with stratified row subsets of ``full``'s CSVs; images are ``full``'s (symlink)."""
+    """A workspace with stratified row subsets of ``full``'s CSVs and a copy of just their images.
+
+    (A symlinked images folder would put the dataset root in ``full``, and the loop's SDG images
+    under the subset's results/ would then escape it: the merge's validation rejects that.)"""
     import pandas as pd
 
     from deftpipe.config import dump_config, load_config
@@ -74,7 +77,10 @@ def subset_workspace(full: Path, dest: Path, rows: dict[str, int], seed: int = 0
     cfg = load_config(full)
     dest.mkdir(parents=True)
     shutil.copytree(full / "specs", dest / "specs")
-    (dest / "images").symlink_to((full / "images").resolve())
+    from deftpipe.data import ImageLayout
+    from deftpipe.spec import load_spec
+
+    layout = ImageLayout.from_spec(load_spec(cfg.path(full, cfg.data.spec)))
     for key, n in rows.items():
         df = read_dataset(cfg.path(full, getattr(cfg.data, key)))
         if len(df) > n:
@@ -83,6 +89,12 @@ def subset_workspace(full: Path, dest: Path, rows: dict[str, int], seed: int = 0
             df = pd.concat([df[d].sample(min(k, int(d.sum())), random_state=seed),
                             df[~d].sample(n - min(k, int(d.sum())), random_state=seed)])
         write_dataset(df, cfg.path(dest, getattr(cfg.data, key)))
+        for _, row in df.iterrows():
+            for src in [*layout.row_files(row)[0], *layout.row_files(row)[1]]:
+                target = dest / "images" / src.relative_to(layout.images_dir)
+                if not target.exists():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(src, target)
     dump_config(cfg, dest)
     return dest
 
