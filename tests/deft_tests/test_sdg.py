@@ -10,7 +10,7 @@ from PIL import Image
 
 from deftpipe.data import ImageLayout, read_dataset
 from deftpipe.deft._sdg import generate
-from deftpipe.deft._sdg_draw import PCB_CLASSES, copper_mask, synthesize
+from deftpipe.deft._sdg_draw import PCB_CLASSES, copper_is_dark, copper_mask, synthesize
 
 
 def _targets(labels):
@@ -58,8 +58,12 @@ def test_copper_is_the_minority_mode(dark_copper):
     img[10:14, :] = 200  # one bright trace
     if dark_copper:
         img = 255 - img
+    assert copper_is_dark([img]) is dark_copper
     m = copper_mask(img)
     assert m[11, 5] and not m[2, 2]
+    wide = img.copy()
+    wide[:24] = wide[11, 5]  # a crop that is mostly copper keeps the data set's polarity
+    assert copper_mask(wide, dark=dark_copper)[20, 5] and not copper_mask(wide, dark=dark_copper)[28, 5]
 
 
 def test_synthesize_edits_the_copper():

@@ -23,7 +23,7 @@ from PIL import Image
 from deftpipe._fs import atomic_write_json
 from deftpipe.data import PASS, ImageLayout, write_dataset
 from deftpipe.deft._context import jsonable, relpath
-from deftpipe.deft._sdg_draw import PCB_CLASSES, synthesize
+from deftpipe.deft._sdg_draw import PCB_CLASSES, copper_is_dark, synthesize
 
 MAX_GOLDEN_SOURCES = 400
 ATTEMPTS_PER_PAIR = 6
@@ -79,6 +79,7 @@ def generate(*, targets: list[dict[str, Any]], train: pd.DataFrame, layout: Imag
     """Write the synthetic pairs of every SDG target and their CSV (``sdg_rows.csv``)."""
     rng = np.random.default_rng([seed, int(iter_label.removeprefix("iter") or 0)])
     goldens = golden_sources(train, layout, seed=seed)
+    dark = copper_is_dark([g[0] for g in goldens])
     rows, allocation, per_target, skipped = [], [], {}, {}
     for t in targets:
         tid = t["target_id"]
@@ -99,7 +100,7 @@ def generate(*, targets: list[dict[str, Any]], train: pd.DataFrame, layout: Imag
             tests = None
             for _ in range(ATTEMPTS_PER_PAIR):
                 golden = goldens[int(rng.integers(len(goldens)))]
-                tests = synthesize(rng, golden, label, max_shift=max(2, golden[0].shape[0] // 16))
+                tests = synthesize(rng, golden, label, max_shift=max(2, golden[0].shape[0] // 16), dark_copper=dark)
                 if tests is not None:
                     break
             if tests is None:
@@ -126,7 +127,7 @@ def generate(*, targets: list[dict[str, Any]], train: pd.DataFrame, layout: Imag
     sdg_csv = write_dataset(pd.DataFrame(rows, columns=cols), out_dir / "sdg_rows.csv")
     allocation_json = atomic_write_json(out_dir / "allocation.json", jsonable({
         "count_per_target": count_per_target, "hard_pass_per_target": hard_pass_per_target,
-        "n_golden_sources": len(goldens), "n_rows": len(rows), "targets": allocation}))
+        "n_golden_sources": len(goldens), "copper_polarity": "dark" if dark else "bright", "n_rows": len(rows), "targets": allocation}))
     return SdgResult(sdg_csv=sdg_csv, allocation_json=allocation_json, n_rows=len(rows),
                      per_target=per_target, skipped=skipped)
 

@@ -15,17 +15,29 @@ from scipy import ndimage
 PCB_CLASSES = ("open", "short", "mousebite", "spur", "copper", "pin-hole")
 
 
-def copper_mask(img: np.ndarray) -> np.ndarray:
-    """Otsu threshold; copper is the mode covering less of the crop (traces are thinner than the
-    laminate between them), so it works for bright-copper AOI images and DeepPCB's dark copper."""
+def _otsu(img: np.ndarray) -> int:
     hist = np.bincount(img.ravel(), minlength=256).astype(float)
     p = hist / max(hist.sum(), 1.0)
     omega, mu = np.cumsum(p), np.cumsum(p * np.arange(256))
     with np.errstate(divide="ignore", invalid="ignore"):
         between = (mu[-1] * omega - mu) ** 2 / (omega * (1.0 - omega))
-    t = int(np.nanargmax(np.nan_to_num(between, nan=-1.0)))
-    bright = img > t
-    return bright if bright.mean() <= 0.5 else ~bright
+    return int(np.nanargmax(np.nan_to_num(between, nan=-1.0)))
+
+
+def copper_is_dark(images: list[np.ndarray]) -> bool:
+    """Copper polarity of a data set: copper is the mode covering less of the crops on average
+    (traces are thinner than the laminate between them) — dark on DeepPCB, bright on many AOI
+    cameras. Decided once per data set, since a single crop can be mostly copper."""
+    dark_share = [float((im <= _otsu(im)).mean()) for im in images]
+    return bool(np.mean(dark_share) < 0.5) if dark_share else False
+
+
+def copper_mask(img: np.ndarray, *, dark: bool | None = None) -> np.ndarray:
+    """True where ``img`` is copper (Otsu threshold; polarity from ``dark``, or this crop's minority mode)."""
+    bright = img > _otsu(img)
+    if dark is None:
+        dark = bright.mean() > 0.5
+    return ~bright if dark else bright
 
 
 def _disk(mask: np.ndarray, cy: float, cx: float, r: float, value: bool) -> None:
@@ -111,8 +123,10 @@ def _spur(rng, m, scale):
     if p is None:
         return None
     _, idx = ndimage.distance_transform_edt(m, return_indices=True)
-    away = np.array(p, float) - np.array([idx[0][p], idx[1][p]], float)
-    away = away / max(np.linalg.norm(away), 1e-6) if np.linalg.norm(away) > 0 else rng.normal(size=2)
+    # idx[p] is the laminate pixel nearest to the edge pixel p: grow the spur from p towards it
+    away = np.array([idx[0][p], idx[1][p]], float) - np.array(p, float)
+    norm = np.linalg.norm(away)
+    away = away / norm if norm > 0 else rng.normal(size=2)
     length = rng.uniform(2.0, 5.0) * scale
     out = m.copy()
     _line(out, p, (p[0] + away[0] * length, p[1] + away[1] * length), rng.uniform(0.8, 1.5) * scale, True)
@@ -179,14 +193,15 @@ def nuisance(rng, img: np.ndarray, *, max_shift: int) -> np.ndarray:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def synthesize(rng, golden: list[np.ndarray], label: str, *, max_shift: int) -> list[np.ndarray] | None:
+def synthesize(rng, golden: list[np.ndarray], label: str, *, max_shift: int,
+               dark_copper: bool | None = None) -> list[np.ndarray] | None:
     """Test images (one per light) with one ``label`` defect; PASS gives a hard PASS pair.
 
     Returns None when the defect does not fit this golden image (try another one).
     """
     if label == "PASS":
         return [nuisance(rng, g, max_shift=max_shift) for g in golden]
-    m = copper_mask(golden[0])
+    m = copper_mask(golden[0], dark=dark_copper)
     if not (0.05 < m.mean() < 0.95):  # no copper / no substrate: nothing to edit
         return None
     scale = max(1.0, golden[0].shape[0] / 32)
@@ -196,7 +211,7 @@ def synthesize(rng, golden: list[np.ndarray], label: str, *, max_shift: int) -> 
             return None
         tests = []
         for g in golden:
-            gm = copper_mask(g)
+            gm = copper_mask(g, dark=dark_copper)
             cu = float(np.median(g[gm])) if gm.any() else 255.0
             sub = float(np.median(g[~gm])) if (~gm).any() else 0.0
             t = g.astype(np.float32).copy()
@@ -212,4 +227,4 @@ def synthesize(rng, golden: list[np.ndarray], label: str, *, max_shift: int) -> 
     return out
 
 
-__all__ = ["PCB_CLASSES", "copper_mask", "nuisance", "shift_image", "synthesize"]
+__all__ = ["PCB_CLASSES", "copper_is_dark", "copper_mask", "nuisance", "shift_image", "synthesize"]
