@@ -112,11 +112,13 @@ def test_pruning_algorithms_stop_bad_trials_early(tmp_path, tiny_ws, ws_args, al
     assert rec["best"]["rec_id"] == "trial_000"
 
 
-def test_enqueue_best_rec_and_warm_start(tmp_path, ws_args):
-    first = run_sweep(**ws_args, out_dir=tmp_path / "p1", algorithm="tpe", max_recommendations=1)
+def test_enqueue_best_rec_and_warm_start(tmp_path, tiny_ws, ws_args):
+    ok = write_variant(tiny_ws, tmp_path / "ok.yaml", optimizer="sgd", lr=1e-6, scheduler="none")  # no collapse
+    first = run_sweep(**ws_args, out_dir=tmp_path / "p1", algorithm="tpe", max_recommendations=1, enqueue_spec=ok,
+                      search_space=WIDE_SPACE)
     ckpt = first["best"]["checkpoint_uri"]
     rec = run_sweep(**ws_args, out_dir=tmp_path / "p3", algorithm="tpe", max_recommendations=1,
-                    enqueue_spec=tmp_path / "p1" / "best_rec.json", pretrained=ckpt)
+                    enqueue_spec=tmp_path / "p1" / "best_rec.json", pretrained=ckpt, search_space=WIDE_SPACE)
     assert rec["all_recs"][0]["specs"] == first["best"]["specs"]  # Phase 1's winner is trial 0
     used = json.loads((tmp_path / "p3" / "trials" / "trial_000" / "metrics.json").read_text())["spec"]
     assert used["train"]["pretrained_model_path"] == ckpt
