@@ -52,9 +52,15 @@ def _halfway(url: str, study: str, host_suffix: str) -> int | None:
     return None
 
 
-def _left_running(url: str, study: str, host_suffix: str = "") -> int:
-    """The trial the kill left RUNNING (read after the kill, so no race with a finishing trial)."""
-    running = [t.number for t in optuna.load_study(study_name=study, storage=url).trials
+def _killed(url: str, study: str, candidate: int, host_suffix: str = "") -> int:
+    """The trial the kill interrupted: the one seen halfway unless it finished just before the kill.
+
+    (Read after the kill; another worker may already have failed it as stale, so not only RUNNING.)
+    """
+    trials = optuna.load_study(study_name=study, storage=url).trials
+    if trials[candidate].state != TrialState.COMPLETE:
+        return candidate
+    running = [t.number for t in trials
                if t.state == TrialState.RUNNING and str(t.user_attrs.get("host", "")).endswith(host_suffix)]
     assert len(running) == 1, f"expected one trial left RUNNING by the kill, found {running}"
     return running[0]
@@ -78,10 +84,10 @@ def test_killed_sweep_resumes_and_retries_the_killed_trial(tmp_path, ws_args):
     url = f"sqlite:///{out / 'study.db'}"
 
     # kill after epoch 1 of a 2-epoch trial has been reported: the whole of epoch 2 is left to hit
-    _wait_for("a trial halfway", lambda: _halfway(url, "deftpipe-automl", ""), proc)
+    halfway = _wait_for("a trial halfway", lambda: _halfway(url, "deftpipe-automl", ""), proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    killed = _left_running(url, "deftpipe-automl")
+    killed = _killed(url, "deftpipe-automl", halfway)
     res = subprocess.run([*args, "--json"], env=subprocess_env(), capture_output=True, text=True, timeout=TIMEOUT_S)
     assert res.returncode == 0, res.stderr[-2000:]
     best_rec = json.loads(res.stdout)
@@ -107,10 +113,10 @@ def test_two_workers_on_postgres_reach_n_after_one_is_killed(tmp_path, ws_args, 
                                "--heartbeat", "1", "--quiet"], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
 
-    _wait_for("the worker halfway through a trial", lambda: _halfway(url, study, f":{worker.pid}"), worker)
+    halfway = _wait_for("the worker halfway through a trial", lambda: _halfway(url, study, f":{worker.pid}"), worker)
     worker.send_signal(signal.SIGKILL)
     worker.wait()
-    killed = _left_running(url, study, f":{worker.pid}")
+    killed = _killed(url, study, halfway, f":{worker.pid}")
     stdout, stderr = main.communicate(timeout=TIMEOUT_S)
     assert main.returncode == 0, stderr[-2000:]
     best_rec = json.loads(stdout)
