@@ -1,12 +1,16 @@
 """Decode-once image cache.
 
-Decoding PNG/JPEG every epoch wastes the CPU, so every image is decoded once into a uint8 ``.npy``
-file keyed by (absolute path, file size, mtime); a changed file gets a new key and is decoded again.
+Decoding PNG/JPEG every epoch wastes the CPU, so a dataset's images are decoded once and stored as
+ONE uint8 ``.npy`` array per dataset, keyed by every row's image files (absolute path, file size,
+mtime) plus the image size: a later run on the same CSV is a single file read, and a changed,
+added or removed image gives a new key (so the entry is rebuilt). Per-file ``.npy`` entries were
+measured no faster than decoding 64x64 PNGs (many small files + an fsync each; bench/results/data.json),
+hence one file per dataset. Inside a process, decoded images are also memoised per file so a
+combined CSV that shares rows with an earlier one decodes only its new images.
 Training, inference and embedding all go through :func:`load_pairs`.
 
-Cache folder: ``$DEFTPIPE_CACHE_DIR`` if set, else ``<dataset root>/.deftpipe_cache/images`` (the
-workspace, so the cache goes away with it), else ``~/.cache/deftpipe/images`` when that is not
-writable.
+Cache folder: ``$DEFTPIPE_CACHE_DIR`` if set, else ``<dataset root>/.deftpipe_cache/`` (the
+workspace, so the cache goes away with it), else ``~/.cache/deftpipe/`` when that is not writable.
 """
 
 from __future__ import annotations
@@ -33,18 +37,12 @@ def cache_dir_for(layout: ImageLayout) -> Path:
     if env:
         return Path(env)
     root = Path(layout.root or layout.images_dir)
-    d = root / ".deftpipe_cache" / "images"
+    d = root / ".deftpipe_cache"
     try:
         d.mkdir(parents=True, exist_ok=True)
         return d
     except OSError:
-        return Path.home() / ".cache" / "deftpipe" / "images"
-
-
-def _key(path: Path, size: int, resize: bool) -> str:
-    st = path.stat()
-    raw = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{size}|{int(resize)}"
-    return hashlib.sha1(raw.encode()).hexdigest()
+        return Path.home() / ".cache" / "deftpipe"
 
 
 def decode_image(path: Path, size: int | None = None, *, resize: bool = False) -> np.ndarray:
@@ -81,33 +79,22 @@ def decode_image(path: Path, size: int | None = None, *, resize: bool = False) -
         raise DataError(f"image {path} cannot be decoded ({err}); replace or remove the file") from None
 
 
-def load_image(path: str | Path, size: int | None = None, *, resize: bool = False,
-               cache_dir: Path | None = None) -> np.ndarray:
-    """One image through the cache (memo → .npy on disk → decode)."""
-    path = Path(path)
+def _file_key(path: Path, size: int, resize: bool) -> str:
     try:
-        key = _key(path, size or 0, resize)
+        st = path.stat()
     except FileNotFoundError:
         raise DataError(f"image {path} does not exist") from None
+    return f"{path}|{st.st_size}|{st.st_mtime_ns}|{size}|{int(resize)}"
+
+
+def load_image(path: str | Path, size: int | None = None, *, resize: bool = False) -> np.ndarray:
+    """One decoded image, memoised in-process by (path, file size, mtime, size)."""
+    path = Path(path).resolve()
+    key = _file_key(path, size or 0, resize)
     hit = _MEMO.get(key)
     if hit is not None:
         return hit
-    arr = None
-    npy = (cache_dir / key[:2] / f"{key}.npy") if cache_dir else None
-    if npy is not None and npy.is_file():
-        try:
-            arr = np.load(npy, allow_pickle=False)
-        except (OSError, ValueError):
-            arr = None  # a damaged cache entry is simply rebuilt
-    if arr is None:
-        arr = decode_image(path, size, resize=resize)
-        if npy is not None:
-            try:
-                with atomic_path(npy) as tmp:
-                    with open(tmp, "wb") as f:
-                        np.save(f, arr, allow_pickle=False)
-            except OSError:
-                pass  # read-only cache: still correct, just slower next time
+    arr = decode_image(path, size, resize=resize)
     if len(_MEMO) < _MEMO_MAX:
         _MEMO[key] = arr
     return arr
@@ -116,6 +103,20 @@ def load_image(path: str | Path, size: int | None = None, *, resize: bool = Fals
 def clear_memo() -> None:
     """Forget in-process decoded images (the on-disk cache stays)."""
     _MEMO.clear()
+
+
+def _row_files(df: pd.DataFrame, layout: ImageLayout) -> list[Path]:
+    files: list[Path] = []
+    for row in df[["input_path", "golden_path", "object_name"]].itertuples(index=False):
+        r = {"input_path": row.input_path, "golden_path": row.golden_path, "object_name": row.object_name}
+        test_files, golden_files = layout.row_files(r)
+        for p in (*golden_files, *test_files):
+            if layout.escapes(p):
+                raise DataError(f"image path {p} escapes the dataset root {layout.root}; "
+                                "CSV paths must stay inside the workspace/images folder")
+        files.extend(golden_files)
+        files.extend(test_files)
+    return files
 
 
 def load_pairs(df: pd.DataFrame, layout: ImageLayout, size: int, *, resize: bool = False,
@@ -134,32 +135,46 @@ def load_pairs(df: pd.DataFrame, layout: ImageLayout, size: int, *, resize: bool
         DataError: a missing/undecodable image, a path escaping the dataset root, or a wrong size.
     """
     n_light = max(1, len(layout.lights))
-    jobs: list[Path] = []
-    for row in df[["input_path", "golden_path", "object_name"]].itertuples(index=False):
-        r = {"input_path": row.input_path, "golden_path": row.golden_path, "object_name": row.object_name}
-        test_files, golden_files = layout.row_files(r)
-        for p in (*golden_files, *test_files):
-            if layout.escapes(p):
-                raise DataError(f"image path {p} escapes the dataset root {layout.root}; "
-                                "CSV paths must stay inside the workspace/images folder")
-        jobs.extend(golden_files)
-        jobs.extend(test_files)
-    cdir = cache_dir_for(layout) if use_cache else None
+    shape = (len(df), 2, n_light, size, size)
+    files = [p.resolve() for p in _row_files(df, layout)]
+    if not use_cache:
+        arrays = _decode_all(files, size, resize, num_threads, memo=False)
+        return _assemble(arrays, shape)
+    keys = [_file_key(p, size, resize) for p in files]
+    digest = hashlib.sha1("\n".join(keys).encode()).hexdigest()
+    npy = cache_dir_for(layout) / "pairs" / f"{digest}.npy"
+    if npy.is_file():
+        try:
+            arr = np.load(npy, allow_pickle=False)
+            if arr.shape == shape and arr.dtype == np.uint8:
+                return arr
+        except (OSError, ValueError):
+            pass  # a damaged entry is simply rebuilt
+    out = _assemble(_decode_all(files, size, resize, num_threads, memo=True), shape)
+    try:
+        with atomic_path(npy) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, out, allow_pickle=False)
+    except OSError:
+        pass  # read-only cache folder: still correct, just slower next time
+    return out
 
+
+def _decode_all(files: list[Path], size: int, resize: bool, num_threads: int | None, *, memo: bool):
     def one(p: Path) -> np.ndarray:
-        if not use_cache:
-            return decode_image(p, size, resize=resize)
-        return load_image(p, size, resize=resize, cache_dir=cdir)
+        return load_image(p, size, resize=resize) if memo else decode_image(p, size, resize=resize)
 
     threads = num_threads or min(4, os.cpu_count() or 1)
-    if len(jobs) > 64 and threads > 1:
+    if len(files) > 64 and threads > 1:  # PIL releases the GIL while decoding
         with ThreadPoolExecutor(threads) as ex:
-            arrays = list(ex.map(one, jobs))
-    else:
-        arrays = [one(p) for p in jobs]
-    out = np.empty((len(df), 2, n_light, size, size), dtype=np.uint8)
+            return list(ex.map(one, files))
+    return [one(p) for p in files]
+
+
+def _assemble(arrays: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    out = np.empty(shape, dtype=np.uint8)
     if arrays:
-        out.reshape(-1, size, size)[:] = np.stack(arrays)
+        out.reshape(-1, shape[-2], shape[-1])[:] = np.stack(arrays)
     return out
 
 
