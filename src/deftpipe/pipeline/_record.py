@@ -140,13 +140,13 @@ class PipelineRecord:
         resumed = ph["status"] in ("running", "failed")
         ph.update(status="running", error=None)
         ph.setdefault("started_at", now_iso())
-        ph["_t0"] = time.time()
+        ph["t_start_unix"] = time.time()
         self._event(name, "resumed" if resumed else "started")
         self.save()
 
     def done(self, name: str, summary: str = "", **info: Any) -> None:
         ph = self.phase(name)
-        t0 = ph.pop("_t0", None)
+        t0 = ph.pop("t_start_unix", None)
         ph.update(status="done", finished_at=now_iso(), summary=summary, **info)
         if t0 is not None:
             ph["duration_sec"] = round(ph.get("duration_sec", 0.0) + time.time() - t0, 1)
@@ -160,7 +160,7 @@ class PipelineRecord:
 
     def fail(self, name: str, error: str) -> None:
         ph = self.phase(name)
-        t0 = ph.pop("_t0", None)
+        t0 = ph.pop("t_start_unix", None)
         if t0 is not None:
             ph["duration_sec"] = round(ph.get("duration_sec", 0.0) + time.time() - t0, 1)
         ph.update(status="failed", error=error)
