@@ -14,12 +14,14 @@ import contextlib
 import importlib.util
 import re
 import sqlite3
+import time
 import warnings
 from pathlib import Path
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from sqlalchemy import event
+from sqlalchemy.exc import SQLAlchemyError
 
 from deftpipe.errors import SweepError
 
@@ -28,6 +30,7 @@ DEFAULT_HEARTBEAT_S = 10  # seconds between heartbeats of a running trial
 GRACE_FACTOR = 3  # a trial is stale after GRACE_FACTOR missed heartbeats
 MAX_RETRY = 2  # how often a killed trial is retried before it stays failed
 SQLITE_BUSY_TIMEOUT_S = 120
+INIT_ATTEMPTS = 4  # tries to open a storage whose schema another process is creating
 
 
 def redact(url: str) -> str:
@@ -80,15 +83,25 @@ def open_storage(url: str, *, heartbeat_interval: int | None = DEFAULT_HEARTBEAT
             conn.execute("PRAGMA journal_mode=WAL")
     hb = heartbeat_interval if heartbeat_interval and heartbeat_interval > 0 else None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=hb,
-                grace_period=hb * GRACE_FACTOR if hb else None,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY) if hb else None,
-            )
+        for attempt in range(INIT_ATTEMPTS):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    storage = RDBStorage(
+                        url,
+                        engine_kwargs=engine_kwargs,
+                        heartbeat_interval=hb,
+                        grace_period=hb * GRACE_FACTOR if hb else None,
+                        heartbeat_stale_trial_callback=(
+                            RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY) if hb else None),
+                    )
+                break
+            except SQLAlchemyError:
+                # Two processes creating the schema of a new database at once: one loses the race
+                # (duplicate alembic version row); the schema exists on the next try.
+                if attempt == INIT_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
         if sqlite:
             # In WAL mode synchronous=NORMAL is still crash-safe (no corruption; at worst the last
             # commits before a power cut are lost) and skips an fsync per commit (~10 ms each).
