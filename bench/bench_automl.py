@@ -92,6 +92,7 @@ def main() -> None:
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     results[f"{label}/seed{args.seed}"] = {
         "settings": {"epochs": args.epochs, "trials": args.trials, "seed": args.seed, "metric": "far_pct"},
+        "pruning_signal": "metric of the kept checkpoint (best epoch so far)",
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "load_avg_1m_at_end": round(os.getloadavg()[0], 2)},
         "runs": runs,
