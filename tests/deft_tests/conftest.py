@@ -7,13 +7,20 @@ from pathlib import Path
 
 import pytest
 
+from deftpipe.config import dump_config, load_config
 from deftpipe.data import make_synthetic_workspace
 from deftpipe.deft import run_loop
 
 
 @pytest.fixture(scope="session")
 def tiny_ws(tmp_path_factory) -> Path:
-    return make_synthetic_workspace(tmp_path_factory.mktemp("deft") / "ws", seed=0, size="tiny")
+    """The tiny workspace with the regression gate off: 1-epoch models are noisy, and the gate
+    itself is tested on its own (test_gate_best.py)."""
+    ws = make_synthetic_workspace(tmp_path_factory.mktemp("deft") / "ws", seed=0, size="tiny")
+    cfg = load_config(ws)
+    cfg.deft.regression_gate_pct = None
+    dump_config(cfg, ws)
+    return ws
 
 
 @pytest.fixture(scope="session")
