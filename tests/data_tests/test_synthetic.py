@@ -104,6 +104,43 @@ def test_fail_pairs_differ_more_than_pass_pairs(tiny_ws):
     assert fail > ok
 
 
+def test_defects_are_blobs_of_several_px_and_pass_nuisances_never_are(tiny_ws):
+    """Every defect changes a >= 2x2 px block by >= 110 grey levels; the nuisances of a PASS pair
+    (<= 1 px misregistration, noise, brightness) never change even a 3x3 block that much."""
+    from scipy import ndimage
+
+    df = read_dataset(tiny_ws / SPLIT_FILES["pool"])
+
+    def strongest_block(row, k: int) -> float:
+        g, t = (np.asarray(Image.open(tiny_ws / "images" / row[c] / f"{row['object_name']}.png"), float)
+                for c in ("golden_path", "input_path"))
+        return float(ndimage.minimum_filter(np.abs(t - g), k).max())
+
+    fail = df[df["label"] != PASS]
+    assert min(strongest_block(r, 2) for _, r in fail.iterrows()) >= 110
+    assert max(strongest_block(r, 3) for _, r in df[df["label"] == PASS].iterrows()) < 110
+    wide = fail[~fail["label"].isin(["short", "mousebite"])]  # thin bridges and edge bites aside,
+    assert min(strongest_block(r, 3) for _, r in wide.iterrows()) >= 110  # defects are 3+ px wide
+
+
+def test_misregistration_is_at_most_one_pixel():
+    rng = np.random.default_rng(0)
+    shifts = np.array([_draw.draw_shift(rng) for _ in range(2000)])
+    assert np.abs(shifts).max() <= _draw.SS  # mask pixels: 1 output pixel
+    assert (np.abs(shifts).max(axis=1) <= 1).mean() > 0.6  # mostly sub-pixel
+
+
+def test_workspace_spec_is_tuned_to_learn_the_data(tmp_path):
+    from deftpipe.data._synthetic import synthetic_spec
+
+    for size in SIZES:
+        spec = synthetic_spec(size)
+        assert spec.model.input_size == SIZES[size].image_size
+        assert spec.train.num_epochs == 2 and spec.train.augment.shift_px == 0
+    assert synthetic_spec("tiny").model.fusion == "multiscale"  # the model tests' reference net
+    assert synthetic_spec("small").model.fusion == "early_diff" and synthetic_spec("small").model.width == 8
+
+
 @pytest.mark.parametrize("label", DEFECT_CLASSES)
 def test_each_defect_class_is_what_it_says(label):
     rng = np.random.default_rng(1)
@@ -120,7 +157,7 @@ def test_each_defect_class_is_what_it_says(label):
         if out is None:
             continue
         changed = out != m
-        assert changed.any()
+        assert changed[_draw.MARGIN:-_draw.MARGIN, _draw.MARGIN:-_draw.MARGIN].sum() >= _draw.MIN_CHANGED
         added, removed = (out & ~m).sum(), (m & ~out).sum()
         n_before, n_after = ndimage.label(m)[1], ndimage.label(out)[1]
         if label in ("open", "mousebite", "pin-hole"):
