@@ -11,6 +11,7 @@ import pytest
 from deftpipe.automl import run_sweep, validate_best_rec
 from deftpipe.automl._select import win_margin
 from deftpipe.errors import SweepError
+from deftpipe.spec import load_spec
 
 from .conftest import write_variant
 
@@ -43,7 +44,8 @@ def test_sweep_writes_best_rec_reruns_a_suspicious_winner_and_resumes_to_n(tmp_p
     assert rec["metric_name"] == "far_pct" and rec["direction"] == "minimize"
     best = rec["best"]
     assert "num_epochs" not in json.dumps(best["specs"]) and "batch_size" not in json.dumps(best["specs"])
-    assert best["observed_budget"] == {"num_epochs": 1, "batch_size": 32, "epochs_run": 1}
+    batch = load_spec(ws_args["spec"]).train.batch_size
+    assert best["observed_budget"] == {"num_epochs": 1, "batch_size": batch, "epochs_run": 1}
     assert best["specs"]["train"]["optim"]["scheduler"] == "none"  # pinned values travel with the winner
     assert Path(best["checkpoint_uri"]).is_file() and best["checkpoint_epoch"] == 1
     assert [r["rec_id"] for r in rec["all_recs"]] == ["trial_000", "trial_001"]
