@@ -197,3 +197,13 @@ def test_empty_folder_is_accepted_and_no_temp_left(tmp_path):
     (tmp_path / "ws").mkdir()
     make_synthetic_workspace(tmp_path / "ws", size="tiny")
     assert [p.name for p in tmp_path.iterdir()] == ["ws"]
+
+
+def test_workspace_ships_a_search_space_that_suits_the_data(tiny_ws):
+    from deftpipe.automl import load_search_space
+
+    cfg = load_config(tiny_ws)
+    assert cfg.automl.phase1.search_space == cfg.automl.phase3.search_space == "specs/search_space.yaml"
+    space = load_search_space(tiny_ws / cfg.automl.phase1.search_space)
+    shift = next(p for p in space.params if p.name == "train.augment.shift_px")
+    assert (shift.low, shift.high) == (0, 1)  # the pairs already carry their own misregistration

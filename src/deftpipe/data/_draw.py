@@ -263,7 +263,7 @@ def render(m: np.ndarray, style: BoardStyle, rng: np.random.Generator, *, nuisan
     """Window mask (with MARGIN) → uint8 image at output resolution.
 
     ``shift`` (mask pixels, i.e. half output pixels) misregisters the test image; ``nuisance``
-    adds a brightness/contrast change on top of the sensor noise every capture has.
+    adds a brightness/contrast change and surface marks on top of the sensor noise every capture has.
     """
     h, w = m.shape
     dy, dx = shift
@@ -275,8 +275,41 @@ def render(m: np.ndarray, style: BoardStyle, rng: np.random.Generator, *, nuisan
         gain = rng.uniform(0.92, 1.08)
         offset = rng.uniform(-12, 12)
         sub, cop = sub * gain + offset, cop * gain + offset
-    img = sub + (cop - sub) * cov + rng.normal(0.0, rng.uniform(1.5, 5.0) if nuisance else 2.0, cov.shape)
+    img = sub + (cop - sub) * cov
+    if nuisance:
+        img = _surface_marks(rng, img, cov, sub - cop)
+    img = img + rng.normal(0.0, rng.uniform(1.5, 5.0) if nuisance else 2.0, cov.shape)
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+GLINT_SHARE, FIBRE_SHARE = 0.3, 0.3  # captures with a glint on copper / a fibre on laminate
+
+
+def _surface_marks(rng: np.random.Generator, img: np.ndarray, cov: np.ndarray, contrast: float) -> np.ndarray:
+    """Harmless surface marks of a capture, the AOI look-alikes of the two rare defect classes.
+
+    A *glint* is a small (<= 2.4 px), half-contrast bright spot on copper (a pin-hole is a 3.5-6.5
+    px full-contrast hole); a *fibre* is a 1 px, half-contrast dark hair on laminate (a short is a
+    2-2.75 px full-contrast bridge between nets). They teach a model that not every speck or
+    hair is a defect; size and contrast tell them apart (measured in docs/data.md: on their own
+    they do not make an unseen rare class score low).
+    """
+    img = img.copy()
+    if rng.random() < GLINT_SHARE:
+        p = _pick(rng, ndimage.binary_erosion(cov > 0.95, iterations=2))
+        if p is not None:
+            spot = np.zeros(cov.shape, bool)
+            _disk(spot, p[0], p[1], rng.uniform(0.7, 1.2))
+            img[spot] += contrast * rng.uniform(0.35, 0.6)
+    if rng.random() < FIBRE_SHARE:
+        p = _pick(rng, cov < 0.05)
+        if p is not None:
+            angle, length = rng.uniform(0, np.pi), rng.uniform(4, 12)
+            q = (p[0] + length * np.sin(angle), p[1] + length * np.cos(angle))
+            hair = np.zeros(cov.shape, bool)
+            _line(hair, p, q, 1.0)
+            img[hair & (cov < 0.05)] -= contrast * rng.uniform(0.35, 0.6)
+    return img
 
 
 def draw_shift(rng: np.random.Generator) -> tuple[int, int]:
