@@ -53,7 +53,8 @@ def test_training_beats_the_untrained_model(tiny, tmp_path) -> None:
     last = sorted((tmp_path / "run").glob("model_epoch_*.pth"))[-1]
     assert r.epochs_run == 4 and last.name.startswith("model_epoch_004")
     fit = get_adapter(spec).evaluate(last, tiny.train_csv)
-    assert fit["auroc"] > auroc0 + 0.1, (auroc0, fit["auroc"])
+    # a random siamese net already ranks clear pixel differences; training must still do better
+    assert fit["auroc"] >= 0.95 and fit["auroc"] > auroc0, (auroc0, fit["auroc"])
 
 
 def test_same_seed_same_weights_and_metrics(tiny, tmp_path) -> None:
@@ -105,8 +106,8 @@ def test_diverging_loss_names_the_epoch_and_the_learning_rate(tiny, trained, tmp
 
     blown = save_checkpoint(tmp_path / "blown.pth", model, spec_from_dict(ckpt["spec"]), {}, epoch=1, step=1)
     spec = tiny.spec()
-    with pytest.raises(TrainingError, match=r"training diverged in epoch 1 .*learning rate is the likely cause "
-                                            r"\(train.optim.lr=0.001"):
+    lr = re.escape(f"(train.optim.lr={spec.train.optim.lr:g}")
+    with pytest.raises(TrainingError, match=r"training diverged in epoch 1 .*learning rate is the likely cause " + lr):
         get_adapter(spec).train(spec, tiny.train_csv, tiny.val_csv, tmp_path / "run", pretrained=blown)
 
 
