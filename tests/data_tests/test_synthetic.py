@@ -105,8 +105,9 @@ def test_fail_pairs_differ_more_than_pass_pairs(tiny_ws):
 
 
 def test_defects_are_blobs_of_several_px_and_pass_nuisances_never_are(tiny_ws):
-    """Every defect changes a >= 2x2 px block by >= 110 grey levels; the nuisances of a PASS pair
-    (<= 1 px misregistration, noise, brightness) never change even a 3x3 block that much."""
+    """Every common-class defect changes a >= 2x2 px block by >= 110 grey levels (rare classes, drawn
+    at 60-80 % contrast: >= 80); the nuisances of a PASS pair (<= 1 px misregistration, noise,
+    brightness, surface marks) never change even a 3x3 block by 110."""
     from scipy import ndimage
 
     df = read_dataset(tiny_ws / SPLIT_FILES["pool"])
@@ -117,9 +118,11 @@ def test_defects_are_blobs_of_several_px_and_pass_nuisances_never_are(tiny_ws):
         return float(ndimage.minimum_filter(np.abs(t - g), k).max())
 
     fail = df[df["label"] != PASS]
-    assert min(strongest_block(r, 2) for _, r in fail.iterrows()) >= 110
+    rare = fail["label"].isin(["short", "pin-hole"])
+    assert min(strongest_block(r, 2) for _, r in fail[~rare].iterrows()) >= 110
+    assert min(strongest_block(r, 2) for _, r in fail[rare].iterrows()) >= 80
     assert max(strongest_block(r, 3) for _, r in df[df["label"] == PASS].iterrows()) < 110
-    wide = fail[~fail["label"].isin(["short", "mousebite"])]  # thin bridges and edge bites aside,
+    wide = fail[~fail["label"].isin(["short", "mousebite", "pin-hole"])]  # thin, faint or edge defects aside,
     assert min(strongest_block(r, 3) for _, r in wide.iterrows()) >= 110  # defects are 3+ px wide
 
 

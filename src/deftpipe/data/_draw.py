@@ -31,6 +31,7 @@ SPUR_LEN, SPUR_W = (8.0, 16.0), (7.0, 11.0)  # spur: stubby protrusion into the 
 SHORT_W = (4.0, 5.5)  # short: thin bridge between two nets
 COPPER_R = (5.0, 9.0)  # spurious copper blob in the gap
 PINHOLE_R = (3.5, 6.5)  # pin-hole: round hole inside copper
+RARE_CONTRAST = (0.6, 0.8)  # pin-holes and shorts: share of the full copper/laminate contrast
 MIN_CHANGED = 48  # mask pixels (12 output px^2): smaller edits are rejected and redrawn
 
 
