@@ -24,7 +24,8 @@ MARGIN = 4  # mask pixels kept around a window so the test image can be shifted
 # (3-8 px at 64x64), well above the <= 1 px misregistration and the sensor noise, so the
 # golden/test difference is a clear signal. The two rare classes also look unlike the common
 # ones: a pin-hole is a round bright hole enclosed in copper (nothing else makes an enclosed
-# hole), a short a thin straight filament bridging two nets (spurs are stubby and end in the gap).
+# hole), a short a thin straight filament bridging two nets (spurs are stubby and end in the gap);
+# both are drawn at RARE_CONTRAST, nearer to the PASS surface marks (see _surface_marks).
 OPEN_EXTRA = (4.0, 9.0)  # open: cut radius beyond the trace half-width
 BITE_R = (5.0, 8.0)  # mousebite: bite radius on a trace edge
 SPUR_LEN, SPUR_W = (8.0, 16.0), (7.0, 11.0)  # spur: stubby protrusion into the gap
@@ -289,9 +290,9 @@ GLINT_SHARE, FIBRE_SHARE = 0.3, 0.3  # captures with a glint on copper / a fibre
 def _surface_marks(rng: np.random.Generator, img: np.ndarray, cov: np.ndarray, contrast: float) -> np.ndarray:
     """Harmless surface marks of a capture, the AOI look-alikes of the two rare defect classes.
 
-    A *glint* is a small (<= 2.4 px), half-contrast bright spot on copper (a pin-hole is a 3.5-6.5
-    px full-contrast hole); a *fibre* is a 1 px, half-contrast dark hair on laminate (a short is a
-    2-2.75 px full-contrast bridge between nets). They teach a model that not every speck or
+    A *glint* is a small (<= 2.4 px), 35-60 %-contrast bright spot on copper (a pin-hole is a
+    3.5-6.5 px hole at 60-80 % contrast); a *fibre* is a 1 px, 35-60 %-contrast dark hair on
+    laminate (a short is a 2-2.75 px bridge between nets at 60-80 % contrast). They teach a model that not every speck or
     hair is a defect; size and contrast tell them apart (measured in docs/data.md: on their own
     they do not make an unseen rare class score low).
     """
