@@ -12,10 +12,11 @@ from deftpipe.deft._progress import LoopProgress
 from deftpipe.deft._steps import Run
 
 
-def _run(finished_run, baseline, iter1, *, target=5.0, gate_pts=20.0, max_iterations=3):
+def _run(finished_run, baseline, iter1, *, target=5.0, gate_pts=20.0, max_iterations=3, iter1_ci_low=None):
     state = load_state(finished_run)
-    state["iterations"]["baseline"]["far_pct"] = baseline
-    state["iterations"]["iter1"]["far_pct"] = iter1
+    state["iterations"]["baseline"].update(far_pct=baseline, far_ci_low=baseline - 5, far_ci_high=baseline)
+    state["iterations"]["iter1"].update(far_pct=iter1, far_ci_high=iter1,
+                                        far_ci_low=iter1 - 5 if iter1_ci_low is None else iter1_ci_low)
     state["kpi"]["target"] = target
     state["config"]["regression_gate_pct"] = gate_pts
     state["max_iterations"] = max_iterations
@@ -27,7 +28,10 @@ def test_gate(finished_run):
     status, reason, hard = gate(_run(finished_run, 10.0, 40.0), "iter1")
     assert (status, hard) == ("failed", True)
     assert reason == ("regression gate: iter1 FAR@100%R 40.0% is worse than the baseline 10.0% "
-                      "by more than 20 points")
+                      "by more than 20 points (beyond the bootstrap interval); "
+                      "raise deft.regression_gate_pct or set it to null to continue")
+    # a regression whose interval reaches back to the baseline is noise, not a hard stop
+    assert gate(_run(finished_run, 10.0, 40.0, iter1_ci_low=9.0), "iter1") is None
     assert gate(_run(finished_run, 10.0, 4.0), "iter1") == ("complete", "KPI met: far_pct 4.0 <= 5", False)
     assert gate(_run(finished_run, 10.0, 8.0), "iter1") is None
     assert gate(_run(finished_run, 10.0, 8.0, max_iterations=1), "iter1")[1] == "max_iterations (1) reached"

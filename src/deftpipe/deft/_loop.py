@@ -128,9 +128,15 @@ def gate(run: Run, label: str) -> tuple[str, str, bool] | None:
     ctx, it = run.ctx, run.it(label)
     far, base = it.get("far_pct"), run.it("baseline").get("far_pct")
     gate_pts = ctx.regression_gate_pct
-    if label != "baseline" and gate_pts is not None and far is not None and base is not None and far > base + gate_pts:
+    # FAR@100%R swings by tens of points between epochs, so the gate also asks for the regression to
+    # lie beyond the bootstrap intervals (iteration's low end above the baseline's high end).
+    lo, base_hi = it.get("far_ci_low"), run.it("baseline").get("far_ci_high")
+    beyond_noise = lo is None or base_hi is None or lo > base_hi
+    if (label != "baseline" and gate_pts is not None and far is not None and base is not None
+            and far > base + gate_pts and beyond_noise):
         return ("failed", f"regression gate: {label} FAR@100%R {fmt_pct(far)} is worse than the baseline "
-                          f"{fmt_pct(base)} by more than {gate_pts:g} points", True)
+                          f"{fmt_pct(base)} by more than {gate_pts:g} points (beyond the bootstrap interval); "
+                          "raise deft.regression_gate_pct or set it to null to continue", True)
     if ctx.kpi.met(it.get(ctx.kpi.metric)):
         return "complete", f"KPI met: {ctx.kpi.metric} {it.get(ctx.kpi.metric)} {ctx.kpi.operator} {ctx.kpi.target:g}", False
     if iter_no(label) >= ctx.max_iterations:
