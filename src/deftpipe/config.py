@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deftpipe.errors import SpecError
+from deftpipe.spec import describe_validation_error
 
 CONFIG_NAME = "pipeline.yaml"
 
@@ -106,17 +107,6 @@ class PipelineConfig(_Strict):
         return p if p.is_absolute() else (Path(workspace) / p).resolve()
 
 
-def _fmt(err: ValidationError, where: str) -> str:
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"])
-        if e["type"] == "extra_forbidden":
-            parts.append(f"unknown key '{loc}'")
-        else:
-            parts.append(f"'{loc}': {e['msg']} (got {e.get('input')!r})")
-    return f"invalid {where}: " + "; ".join(parts)
-
-
 def load_config(workspace: str | Path) -> PipelineConfig:
     """Read ``<workspace>/pipeline.yaml`` (``yaml.safe_load``) and validate it.
 
@@ -138,7 +128,7 @@ def load_config(workspace: str | Path) -> PipelineConfig:
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as err:
-        raise SpecError(_fmt(err, str(path))) from None
+        raise SpecError(f"invalid {path}: {describe_validation_error(err)}") from None
 
 
 def dump_config(cfg: PipelineConfig, workspace: str | Path) -> Path:

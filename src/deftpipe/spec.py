@@ -122,7 +122,8 @@ class Spec(_Strict):
         return tuple(sorted(m, key=lambda k: m[k]))
 
 
-def _format_validation_error(err: ValidationError, where: str) -> str:
+def describe_validation_error(err: ValidationError) -> str:
+    """Pydantic errors as one line: "unknown key 'a.b'; 'c.d': <msg> (got <value>)"."""
     parts = []
     for e in err.errors():
         loc = ".".join(str(x) for x in e["loc"])
@@ -130,7 +131,12 @@ def _format_validation_error(err: ValidationError, where: str) -> str:
             parts.append(f"unknown key '{loc}'")
         else:
             parts.append(f"'{loc}': {e['msg']} (got {e.get('input')!r})")
-    return f"invalid spec {where}: " + "; ".join(parts) + " — fix the value or remove the key (see docs/spec.md)"
+    return "; ".join(parts)
+
+
+def _format_validation_error(err: ValidationError, where: str) -> str:
+    return (f"invalid spec {where}: {describe_validation_error(err)}"
+            " — fix the value or remove the key (see docs/spec.md)")
 
 
 def _resolve_paths(spec: Spec, base: Path) -> Spec:
@@ -217,6 +223,7 @@ __all__ = [
     "SPEC_VERSION",
     "Spec",
     "deep_merge",
+    "describe_validation_error",
     "dump_spec",
     "load_spec",
     "set_dotted",
