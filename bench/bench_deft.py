@@ -6,12 +6,18 @@ mining rows per iteration, the wall time of every stage and the share of the loo
 spent outside training.
 
     python bench/bench_deft.py [--size small] [--iterations 3] [--seed 0] [--epochs 2]
+    python bench/bench_deft.py --ws DEEPPCB_WS --pretrained BEST.pth --iterations 2 --epochs 2
+
+``--ws`` runs on an existing workspace (e.g. ``deftpipe init --from-deeppcb``) instead of a fresh
+synthetic one; ``--pretrained`` pre-seeds the baseline with a checkpoint (as Phase 1 does) instead
+of training one. Results are merged into deft.json under one key per workspace and seed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 import time
@@ -25,7 +31,7 @@ from deftpipe.deft import run_loop
 OUT = Path(__file__).parent / "results" / "deft.json"
 
 
-def control_arm(ws: Path, state: dict, epochs: int) -> dict:
+def control_arm(ws: Path, state: dict, epochs: int, out: Path) -> dict:
     """The same extra training budget without new data: warm start from the baseline checkpoint,
     ``epochs`` more epochs on the base training set, best epoch by validation, KPI FAR."""
     from deftpipe.deft._model_stages import evaluate_scores
@@ -34,7 +40,6 @@ def control_arm(ws: Path, state: dict, epochs: int) -> dict:
 
     spec = load_spec(state["config"]["spec"])
     spec.train.num_epochs = epochs
-    out = ws / "results" / "control"
     adapter = get_adapter(spec)
     t0 = time.monotonic()
     res = adapter.train(spec, state["config"]["train_csv"], state["config"]["val_csv"], out,
@@ -53,18 +58,31 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2, help="epochs of each iteration's retrain")
     ap.add_argument("--baseline-epochs", type=int, default=None)
     ap.add_argument("--no-control", action="store_true", help="skip the more-epochs-only control arm")
+    ap.add_argument("--ws", type=Path, help="existing workspace (default: a fresh synthetic one)")
+    ap.add_argument("--pretrained", type=Path, help="pre-seed the baseline with this checkpoint")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        ws = make_synthetic_workspace(Path(tmp) / "ws", seed=args.seed, size=args.size)
+        if args.ws:
+            ws, label = args.ws.resolve(), f"{args.ws.name}/seed{args.seed}"
+            results_dir = Path(tmp) / "run_bench"
+        else:
+            ws = make_synthetic_workspace(Path(tmp) / "ws", seed=args.seed, size=args.size)
+            label, results_dir = f"synthetic-{args.size}/seed{args.seed}", ws / "results" / "run_bench"
         cfg = load_config(ws)
         cfg.deft.num_epochs = args.epochs
         cfg.deft.baseline_epochs = args.baseline_epochs
         cfg.deft.regression_gate_pct = None  # measure the whole trajectory
+        if args.pretrained:
+            from deftpipe.deft import preseed_baseline
+
+            preseed_baseline(results_dir, workspace=ws, config=cfg, spec_path=cfg.path(ws, cfg.data.spec),
+                             checkpoint=args.pretrained, train_metric=None, source="bench --pretrained")
         t0 = time.monotonic()
-        state = run_loop(ws, results_dir=ws / "results" / "run_bench", config=cfg,
-                         max_iterations=args.iterations, show_progress=True)
+        state = run_loop(ws, results_dir=results_dir, config=cfg, max_iterations=args.iterations,
+                         show_progress=True)
         wall = time.monotonic() - t0
-        control = None if args.no_control else control_arm(ws, state, args.iterations * args.epochs)
+        control = None if args.no_control else control_arm(ws, state, args.iterations * args.epochs,
+                                                           results_dir / "control")
     its = state["iterations"]
     loop = [lb for lb in its if lb == "baseline" or lb.startswith("iter")]
     far = {lb: its[lb].get("far_pct") for lb in loop}
@@ -77,7 +95,9 @@ def main() -> None:
     train = sum(v.get("train", 0.0) for v in stage_sec.values())
     base = far["baseline"]
     result = {
-        "workspace": f"synthetic {args.size}, seed {args.seed} (short and pin-hole rare in training)",
+        "workspace": str(args.ws) if args.ws else f"synthetic {args.size}, seed {args.seed} "
+                                                   "(short and pin-hole rare in training)",
+        "baseline": f"pre-seeded from {args.pretrained}" if args.pretrained else "trained by the loop",
         "iterations": args.iterations, "epochs_per_iteration": args.epochs,
         "far_pct": far, "best_iteration": best,
         "relative_far_reduction_pct": round(100 * (base - far[best]) / base, 1) if base else None,
@@ -90,10 +110,14 @@ def main() -> None:
         "non_training_share_pct": round(100 * (total - train) / total, 1) if total else None,
         "control_more_epochs_only": control,
         "status": state["status"], "reason": state["reason"],
-        "machine": f"{platform.machine()} {platform.processor() or ''} CPU, 2 cores shared".strip(),
+        "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f} at end",
     }
+    merged = json.loads(OUT.read_text()) if OUT.is_file() else {}
+    if "far_pct" in merged:  # the old single-run layout
+        merged = {}
+    merged[label] = result
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    OUT.write_text(json.dumps(merged, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("far_pct", "relative_far_reduction_pct", "non_training_share_pct",
                                              "control_more_epochs_only",
                                              "sdg_rows", "mined_rows", "loop_wall_seconds")}, indent=2))

@@ -2,7 +2,8 @@
 
 Usage:
     python bench/bench_model.py speed [--threads 2]                  # synthetic 64x64, default spec
-    python bench/bench_model.py quality --ws DEEPPCB_WS [--fusion F] [--epochs N] [--minutes M]
+    python bench/bench_model.py quality --ws DEEPPCB_WS [--fusion F] [--epochs N] [--shift PX] [--tag T]
+    python bench/bench_model.py thumbs --ws DEEPPCB_WS --key deeppcb_T --split kpi --out PNG
 
 Results are merged into bench/results/model.json (one key per measurement).
 """
@@ -24,7 +25,7 @@ from deftpipe.model._data import augment, class_names, load_pair_set, to_float
 from deftpipe.model._network import NetConfig, SiameseChangeNet
 from deftpipe.model._torch_adapter import TorchAdapter
 from deftpipe.model._train import loss_fn
-from deftpipe.spec import load_spec
+from deftpipe.spec import Spec, load_spec
 
 RESULTS = Path(__file__).parent / "results" / "model.json"
 
@@ -64,7 +65,10 @@ def speed(threads: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ws = make_synthetic_workspace(Path(tmp) / "ws", size="small")
         spec = load_spec(ws / "specs" / "baseline_spec.yaml")
-        spec.model.fusion = NetConfig().fusion
+        # the default size (Spec defaults: width 16, depth 4, batch 32), not the tiny demo spec
+        default = Spec()
+        spec.model = default.model.model_copy(update={"input_size": spec.model.input_size})
+        spec.train.batch_size = default.train.batch_size
         classes = class_names(spec)
         data = load_pair_set(ws / "train" / "base" / "training_set.csv", spec, classes)
         model = SiameseChangeNet(NetConfig.from_spec(spec))
@@ -151,7 +155,6 @@ def quality(ws: Path, fusion: str | None, epochs: int, shift: int | None, tag: s
         spec.train.augment.shift_px = shift
     spec.train.num_epochs = epochs
     spec.train.num_threads = threads
-    spec.train.batch_size = 64
     spec.train.keep_checkpoints = epochs
     out = Path(tempfile.mkdtemp(prefix=f"bench_{tag}_"))
     t0 = time.perf_counter()
@@ -182,9 +185,45 @@ def quality(ws: Path, fusion: str | None, epochs: int, shift: int | None, tag: s
     merge_results(f"deeppcb_{tag}", res)
 
 
+def thumbnails(ws: Path, key: str, split: str, out: Path, n: int = 5, scale: int = 3) -> None:
+    """golden | test | |test - golden| of the ``n`` defects that set the threshold in result ``key``."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from deftpipe.data import read_dataset, resolve_layout
+
+    csv = ws / ("kpi/testing_set.csv" if split == "kpi" else "train/base/validation_set.csv")
+    res = json.loads(RESULTS.read_text())[key]["kpi" if split == "kpi" else "val_best"]
+    df, layout = read_dataset(csv), resolve_layout(csv, None)
+    tiles = []
+    for h in res["hardest_defects"][:n]:
+        row = df.iloc[h["row"]].to_dict()
+        test_files, golden_files = layout.row_files(row)
+        g = np.asarray(Image.open(golden_files[0]).convert("L"), dtype=np.int16)
+        t = np.asarray(Image.open(test_files[0]).convert("L"), dtype=np.int16)
+        strip = np.concatenate([g, np.full((g.shape[0], 2), 128), t, np.full((g.shape[0], 2), 128),
+                                np.abs(t - g)], axis=1).astype(np.uint8)
+        im = Image.fromarray(strip).resize((strip.shape[1] * scale, strip.shape[0] * scale), Image.NEAREST)
+        canvas = Image.new("L", (im.width, im.height + 14), 255)
+        canvas.paste(im, (0, 14))
+        ImageDraw.Draw(canvas).text((2, 1), f"{row['object_name']} {h['label']} box {row.get('defect_box', '?')} "
+                                            f"score {h['score']:.3f}", fill=0)
+        tiles.append(canvas)
+    sheet = Image.new("L", (max(t.width for t in tiles), sum(t.height + 4 for t in tiles)), 255)
+    y = 0
+    for t in tiles:
+        sheet.paste(t, (0, y))
+        y += t.height + 4
+    sheet.save(out)
+    print(f"wrote {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["speed", "quality"])
+    ap.add_argument("mode", choices=["speed", "quality", "thumbs"])
+    ap.add_argument("--key", help="thumbs: result key in model.json (e.g. deeppcb_full_8ep)")
+    ap.add_argument("--split", default="kpi", choices=["kpi", "val"], help="thumbs: which set's hardest defects")
+    ap.add_argument("--out", type=Path, help="thumbs: PNG to write")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ws", type=Path)
     ap.add_argument("--fusion")
@@ -195,6 +234,8 @@ def main() -> None:
     a = ap.parse_args()
     if a.mode == "speed":
         speed(a.threads)
+    elif a.mode == "thumbs":
+        thumbnails(a.ws, a.key, a.split, a.out)
     else:
         if not a.ws:
             sys.exit("--ws DEEPPCB_WS is required (build one with `deftpipe init --from-deeppcb`)")

@@ -83,7 +83,7 @@ class AugmentSection(_Strict):
 
 class TrainSection(_Strict):
     num_epochs: int = Field(5, ge=1, le=10000)
-    batch_size: int = Field(64, ge=1, le=65536)
+    batch_size: int = Field(32, ge=1, le=65536)
     seed: int = 42
     optim: OptimSection = Field(default_factory=OptimSection)
     augment: AugmentSection = Field(default_factory=AugmentSection)

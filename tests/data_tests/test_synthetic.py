@@ -82,6 +82,15 @@ def test_every_split_validates(tiny_ws):
         assert len(validate_dataset(tiny_ws / rel)) > 0
 
 
+def test_progress_counts_every_row_up_to_the_total(tmp_path):
+    calls = []
+    ws = make_synthetic_workspace(tmp_path / "p", seed=5, size="tiny", progress=lambda d, t: calls.append((d, t)))
+    n_rows = sum(len(read_dataset(ws / rel)) for rel in SPLIT_FILES.values())
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and len(calls) > 3
+    assert calls[-1] == (n_rows, n_rows)
+
+
 def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     a = make_synthetic_workspace(tmp_path / "a", seed=5, size="tiny")
     b = make_synthetic_workspace(tmp_path / "b", seed=5, size="tiny")

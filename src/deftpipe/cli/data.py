@@ -37,16 +37,18 @@ def init(
 
     if synthetic == (from_deeppcb is not None):
         raise typer.BadParameter("give exactly one of --synthetic or --from-deeppcb PATH")
+    from rich.progress import Progress
+
     if synthetic:
         if size not in data.SYNTHETIC_SIZES:
             raise typer.BadParameter(f"--size must be small or medium (got '{size}')")
         if any(v is not None for v in (kpi_groups, val_groups, pool_groups)):
             raise typer.BadParameter("--kpi-groups/--val-groups/--pool-groups apply to --from-deeppcb only")
-        with err.status(f"generating synthetic workspace ({size}) ..."):
-            ws = data.make_synthetic_workspace(dest, seed=seed, size=size)
+        with Progress(console=err, transient=True) as bar:
+            task = bar.add_task(f"drawing synthetic image pairs ({size})", total=None)
+            ws = data.make_synthetic_workspace(
+                dest, seed=seed, size=size, progress=lambda done, total: bar.update(task, completed=done, total=total))
     else:
-        from rich.progress import Progress
-
         with Progress(console=err, transient=True) as bar:
             task = bar.add_task("cropping image pairs", total=None)
             ws = data.import_deeppcb(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,7 +176,8 @@ def pipeline_config(size: str) -> PipelineConfig:
     return cfg
 
 
-def make_synthetic_workspace(dest: str | Path, *, seed: int = 0, size: str = "small") -> Path:
+def make_synthetic_workspace(dest: str | Path, *, seed: int = 0, size: str = "small",
+                             progress: Callable[[int, int], None] | None = None) -> Path:
     """Write a complete synthetic AOI workspace (DESIGN §2) to ``dest``.
 
     Args:
@@ -183,6 +185,7 @@ def make_synthetic_workspace(dest: str | Path, *, seed: int = 0, size: str = "sm
         seed: same seed, same bytes.
         size: ``tiny`` (tests: ~530 rows, 32x32), ``small`` (demo: ~2,100 rows, 64x64) or
             ``medium`` (~8,400 rows, 64x64).
+        progress: called as ``progress(rows_done, rows_total)`` after every board (for a bar).
 
     Returns:
         ``dest``.
@@ -199,6 +202,7 @@ def make_synthetic_workspace(dest: str | Path, *, seed: int = 0, size: str = "sm
         seen: set[str] = set()
         splits: dict[str, pd.DataFrame] = {}
         board_index = 0
+        total, done = sum(preset.rows.values()), 0
         for split, n_rows in preset.rows.items():
             rng = np.random.default_rng([seed, 1000 + board_index])
             labels = class_plan(split, n_rows)
@@ -209,6 +213,9 @@ def make_synthetic_workspace(dest: str | Path, *, seed: int = 0, size: str = "sm
                 name = f"{split}_board{b + 1:02d}"
                 rows += _board_rows(seed, board_index, name, labels[b::n_boards], preset, images, seen)
                 board_index += 1
+                done += len(labels[b::n_boards])
+                if progress is not None:
+                    progress(done, total)
             df = pd.DataFrame(rows)
             splits[split] = df.iloc[rng.permutation(len(df))].reset_index(drop=True)
         write_workspace_files(tmp, splits, synthetic_spec(size), pipeline_config(size))

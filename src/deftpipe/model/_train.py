@@ -28,7 +28,7 @@ from deftpipe.model._data import PairSet, augment, class_names, load_pair_set, t
 from deftpipe.model._network import NetConfig, SiameseChangeNet
 from deftpipe.spec import Spec, spec_to_dict
 
-EVAL_BATCH = 256
+EVAL_BATCH = 32  # measured: 1,060 pairs/s at 32 vs 634 at 256 on 2 CPU threads (cache-sized batches)
 
 
 class NullProgress:

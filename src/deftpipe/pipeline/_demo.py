@@ -51,7 +51,15 @@ def run_demo(dest: str | Path = DEFAULT_DIR, *, console: Console | None = None, 
     dest = Path(dest)
     if not (dest / CONFIG_NAME).is_file():
         console.print(f"creating the synthetic '{size}' workspace in {dest} …", highlight=False)
-        make_synthetic_workspace(dest, seed=seed, size=size)
+        if show_progress:
+            from rich.progress import Progress
+
+            with Progress(console=console, transient=True) as bar:
+                task = bar.add_task("drawing image pairs", total=None)
+                make_synthetic_workspace(dest, seed=seed, size=size,
+                                         progress=lambda done, total: bar.update(task, completed=done, total=total))
+        else:
+            make_synthetic_workspace(dest, seed=seed, size=size)
         apply_overrides(dest, DEMO_OVERRIDES)
     return run_pipeline(dest, yes=True, console=console, show_progress=show_progress)
 
