@@ -45,6 +45,19 @@ def test_copied_image_under_a_new_name_is_a_leak(ws_copy):
                           hash_images=False).n_overlapping
 
 
+def test_an_image_rewritten_after_hashing_is_hashed_again(ws_copy):
+    """The hash memo is keyed by size and mtime: overwrite a KPI image with a train image's bytes
+    after a clean check and the leak must appear."""
+    csvs = [ws_copy / SPLIT_FILES[s] for s in ("train", "kpi")]
+    assert find_leaks(csvs).n_overlapping == 0  # every image hashed once and remembered
+    t, k = read_dataset(csvs[0]).iloc[0], read_dataset(csvs[1]).iloc[0]
+    for col in ("input_path", "golden_path"):
+        src = ws_copy / "images" / t[col] / f"{t['object_name']}.png"
+        (ws_copy / "images" / k[col] / f"{k['object_name']}.png").write_bytes(src.read_bytes())
+    report = find_leaks(csvs)
+    assert report.n_overlapping == 1 and report.pairs[0].by_content == 1
+
+
 def test_missing_images_are_counted_not_fatal(ws_copy):
     row = read_dataset(ws_copy / SPLIT_FILES["val"]).iloc[0]
     (ws_copy / "images" / row["input_path"] / f"{row['object_name']}.png").unlink()

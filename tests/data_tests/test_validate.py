@@ -70,6 +70,19 @@ def test_truncated_image(ws_copy):
         validate_dataset(ws_copy / TRAIN)
 
 
+def test_an_image_broken_after_a_clean_check_is_caught_next_time(ws_copy):
+    """The decode memo (DEFT re-validates its growing set every iteration) must not hide a change."""
+    validate_dataset(ws_copy / TRAIN)  # every image decoded once and remembered
+    row = read_dataset(ws_copy / TRAIN).iloc[1]
+    f = ws_copy / "images" / row["input_path"] / f"{row['object_name']}.png"
+    f.write_bytes(f.read_bytes()[:60])
+    with pytest.raises(DataError, match=r"unreadable image \(1\): row 2 test"):
+        validate_dataset(ws_copy / TRAIN)
+    f.unlink()
+    with pytest.raises(DataError, match=r"missing image \(1\): row 2 test"):
+        validate_dataset(ws_copy / TRAIN)
+
+
 def test_path_escaping_the_dataset_root(ws_copy, tmp_path):
     outside = tmp_path / "outside"
     shutil.copytree(ws_copy / "images" / "train_board01", outside)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from deftpipe.data._csv import ImageLayout, identity_keys, read_dataset
+from deftpipe.data._file_memo import map_files
 from deftpipe.data._layout import resolve_layout
 
 MAX_EXAMPLES = 5
@@ -52,22 +52,25 @@ class LeakReport:
         return out
 
 
-def _file_digest(path: Path) -> bytes | None:
+def _sha1(path: str) -> bytes | None:
     try:
-        return hashlib.sha1(path.read_bytes()).digest()
+        with open(path, "rb") as f:
+            return hashlib.sha1(f.read()).digest()
     except OSError:
         return None
 
 
 def content_hashes(df: pd.DataFrame, layout: ImageLayout, *, workers: int = 8) -> pd.Series:
-    """SHA-1 hex of (golden files, test files) bytes per row; None where an image is missing."""
-    rows = df.to_dict("records")
-    per_row = [layout.row_files(r) for r in rows]
-    files = sorted({f for test, golden in per_row for f in (*golden, *test)})
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        digests = dict(zip(files, pool.map(_file_digest, files), strict=True))
+    """SHA-1 hex of (golden files, test files) bytes per row; None where an image is missing.
+
+    File digests are memoised per (path, size, mtime), so re-checking an unchanged set is cheap."""
+    per_row = [(layout.file_strs(g, n), layout.file_strs(t, n))
+               for t, g, n in zip(df["input_path"].tolist(), df["golden_path"].tolist(),
+                                  df["object_name"].tolist(), strict=True)]
+    digests = map_files("sha1", (f for golden, test in per_row for f in (*golden, *test)), _sha1,
+                        keep=lambda d: d is not None, missing=None, workers=workers)
     out = []
-    for test, golden in per_row:
+    for golden, test in per_row:
         parts = [digests[f] for f in (*golden, *test)]
         out.append(None if any(p is None for p in parts) else hashlib.sha1(b"".join(parts)).hexdigest())
     return pd.Series(out, index=df.index, dtype=object)

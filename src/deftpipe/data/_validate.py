@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +22,7 @@ from deftpipe.data._csv import (
     identity_keys,
     read_dataset,
 )
+from deftpipe.data._file_memo import map_files
 from deftpipe.data._layout import resolve_layout
 from deftpipe.errors import DataError
 
@@ -49,10 +49,8 @@ class _Problems:
         return "\n".join(lines)
 
 
-def _check_image(path: Path) -> str | None:
-    """None if ``path`` is a decodable image, else why not."""
-    if not path.is_file():
-        return "missing"
+def _decode(path: str) -> str | None:
+    """None if ``path`` decodes as an image, else why not."""
     try:
         with Image.open(path) as im:
             im.load()
@@ -63,12 +61,14 @@ def _check_image(path: Path) -> str | None:
 
 def _check_images(df: pd.DataFrame, layout: ImageLayout, problems: _Problems) -> None:
     per_row = []
-    for i, row in enumerate(df.to_dict("records")):
-        test_files, golden_files = layout.row_files(row)
-        per_row.append((i, [("test", p) for p in test_files] + [("golden", p) for p in golden_files]))
-    files = sorted({f for _, fs in per_row for _, f in fs if not layout.escapes(f)})
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:  # PIL decodes without the GIL
-        checked = dict(zip(files, pool.map(_check_image, files), strict=True))
+    for i, (test_dir, golden_dir, name) in enumerate(zip(df["input_path"].tolist(), df["golden_path"].tolist(),
+                                                        df["object_name"].tolist(), strict=True)):
+        per_row.append((i, [("test", p) for p in layout.file_strs(test_dir, name)]
+                        + [("golden", p) for p in layout.file_strs(golden_dir, name)]))
+    inside = [f for _, fs in per_row for _, f in fs if not layout.escapes(f)]
+    # a file that decoded once is not decoded again while its size and mtime stay the same
+    checked = map_files("decodes", inside, _decode, keep=lambda why: why is None, missing="missing",
+                        workers=min(8, (os.cpu_count() or 1) * 2))
     for i, fs in per_row:
         for kind, f in fs:
             if f not in checked:

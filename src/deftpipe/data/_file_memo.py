@@ -1,0 +1,59 @@
+"""Per-process memo of facts about image files, keyed by (path, size, mtime_ns).
+
+The DEFT loop validates and leak-checks its growing training set every iteration; the images
+carried over have not changed since the last check, so re-decoding and re-hashing them is pure
+overhead (seconds per iteration on DeepPCB). A file that is rewritten gets a new size or mtime and
+is checked again; nothing is memoised for a file that failed, so a fix is seen at once.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+_MEMO: dict[tuple[str, str, int, int], object] = {}
+
+
+def _file_key(path: str) -> tuple[str, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return path, st.st_size, st.st_mtime_ns
+
+
+def map_files(kind: str, paths: Iterable[str], compute: Callable[[str], T], *, keep: Callable[[T], bool],
+              missing: T, workers: int = 8) -> dict[str, T]:
+    """``{path: compute(path)}`` for every distinct path; ``missing`` where there is no such file.
+
+    Results with ``keep(result)`` are remembered for that (size, mtime) of the file; only the
+    files not remembered run ``compute``, in a thread pool (PIL and hashlib release the GIL).
+    """
+    out: dict[str, T] = {}
+    todo: list[tuple[str, tuple[str, str, int, int]]] = []
+    for p in dict.fromkeys(paths):
+        key = _file_key(p)
+        if key is None:
+            out[p] = missing
+        elif (kind, *key) in _MEMO:
+            out[p] = _MEMO[(kind, *key)]  # type: ignore[assignment]
+        else:
+            todo.append((p, (kind, *key)))
+    if todo:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for (p, key), value in zip(todo, pool.map(compute, [p for p, _ in todo]), strict=True):
+                out[p] = value
+                if keep(value):
+                    _MEMO[key] = value
+    return out
+
+
+def clear() -> None:
+    """Forget everything (tests)."""
+    _MEMO.clear()
