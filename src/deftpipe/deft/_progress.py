@@ -29,10 +29,15 @@ def stage_tag(label: str, max_iterations: int, stage: str) -> str:
     return f"[{where} · {stage}]"
 
 
-def far_summary(before, after, kpi) -> str:
-    """``FAR@100%R 12.4% → 8.1% (target ≤ 5%)`` (no arrow when there is no earlier figure)."""
+def far_summary(before, after, kpi, kpi_value=None) -> str:
+    """``FAR@100%R 12.4% → 8.1% (target ≤ 5%)`` (no arrow when there is no earlier figure); when the
+    KPI is another metric (a custom evaluator's), its value and target follow the FAR."""
     moved = f"{fmt_pct(before)} → {fmt_pct(after)}" if before is not None else fmt_pct(after)
-    return f"FAR@100%R {moved} (target {_OPS.get(kpi.operator, kpi.operator)} {kpi.target:g}%)"
+    op = _OPS.get(kpi.operator, kpi.operator)
+    if kpi.metric == "far_pct":
+        return f"FAR@100%R {moved} (target {op} {kpi.target:g}%)"
+    shown = f"{kpi_value:g}" if isinstance(kpi_value, int | float) else "n/a"
+    return f"FAR@100%R {moved} · {kpi.metric} {shown} (target {op} {kpi.target:g})"
 
 
 class LoopProgress:

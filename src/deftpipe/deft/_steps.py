@@ -14,9 +14,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from deftpipe._fs import atomic_write_json
 from deftpipe.data import identity_keys, read_dataset
 from deftpipe.deft import _merge, _mining, _rca, _routing, _sdg
 from deftpipe.deft._context import LoopContext
+from deftpipe.deft._evaluator import run_evaluator
 from deftpipe.deft._model_stages import evaluate_scores, pick_metrics, run_inference, train_model
 from deftpipe.deft._progress import LoopProgress, far_summary
 
@@ -104,13 +106,23 @@ def step_inference(run: Run, label: str) -> StageOutcome:
 
 
 def step_evaluate(run: Run, label: str) -> StageOutcome:
-    ev = evaluate_scores(Path(run.it(label)["inference_csv"]), run.out(label, "evaluate"))
+    out = run.out(label, "evaluate")
+    inference_csv = Path(run.it(label)["inference_csv"])
+    ev = evaluate_scores(inference_csv, out)
+    updates = pick_metrics(ev.metrics)
+    if run.ctx.kpi.evaluator_command:  # the plant's own evaluator: its numbers win
+        custom = run_evaluator(run.ctx.kpi.evaluator_command, inference_csv=inference_csv,
+                               kpi_csv=run.ctx.kpi_csv, out_dir=out)
+        ev.metrics.update(custom)
+        ev.metrics["custom_evaluator"] = custom
+        atomic_write_json(ev.metrics_json, ev.metrics)
+        updates |= custom
     before = None
     if label != "baseline":
         earlier = evaluated(run.state, label)
         before = run.it(earlier[-1])["far_pct"] if earlier else None
-    return StageOutcome(summary=far_summary(before, ev.metrics.get("far_pct"), run.ctx.kpi),
-                        updates=pick_metrics(ev.metrics), artefacts={"metrics_json": ev.metrics_json})
+    summary = far_summary(before, ev.metrics.get("far_pct"), run.ctx.kpi, updates.get(run.ctx.kpi.metric))
+    return StageOutcome(summary=summary, updates=updates, artefacts={"metrics_json": ev.metrics_json})
 
 
 def step_rca(run: Run, label: str) -> StageOutcome:

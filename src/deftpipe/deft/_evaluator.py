@@ -1,0 +1,62 @@
+"""The optional custom KPI evaluator (``kpi.evaluator_command`` in ``pipeline.yaml``, DESIGN §5).
+
+An argv list run after the built-in metrics; each item may use the placeholders
+``{inference_csv}`` (the KPI scores the loop just wrote: the KPI CSV's columns + ``score``),
+``{kpi_csv}`` and ``{out_dir}``. The program prints one JSON object of numbers on the last line of
+its stdout, e.g. ``{"far_pct": 3.1, "line_cost": 12.0}``; those values are added to (and override)
+the built-in metrics, so the KPI gate can read a metric only the plant's evaluator knows.
+Run without a shell; its stdout and stderr go to ``out_dir/evaluator.log``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from pathlib import Path
+
+from deftpipe._fs import atomic_write_text
+from deftpipe.errors import DataError
+
+PLACEHOLDERS = ("inference_csv", "kpi_csv", "out_dir")
+TIMEOUT_S = 3600
+
+
+def run_evaluator(argv_t: list[str], *, inference_csv: Path, kpi_csv: Path, out_dir: Path) -> dict[str, float]:
+    """Run the evaluator and return its metrics.
+
+    Raises:
+        DataError: unknown placeholder, program missing / failing / timing out, or output that is
+            not one JSON object of finite numbers.
+    """
+    values = {"inference_csv": str(inference_csv), "kpi_csv": str(kpi_csv), "out_dir": str(out_dir)}
+    try:
+        argv = [a.format(**values) for a in argv_t]
+    except (KeyError, IndexError, ValueError) as e:
+        raise DataError(f"kpi.evaluator_command uses unknown placeholder {e}; available: "
+                        + ", ".join("{" + p + "}" for p in PLACEHOLDERS)) from None
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+    except FileNotFoundError:
+        raise DataError(f"kpi.evaluator_command: program {argv[0]!r} not found; fix pipeline.yaml") from None
+    except subprocess.TimeoutExpired:
+        raise DataError(f"kpi.evaluator_command ran longer than {TIMEOUT_S} s") from None
+    atomic_write_text(out_dir / "evaluator.log", f"$ {' '.join(argv)}\n{proc.stdout}\n{proc.stderr}")
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["(no stderr)"])[-1]
+        raise DataError(f"kpi.evaluator_command exited with code {proc.returncode}: {tail} "
+                        f"(full output: {out_dir / 'evaluator.log'})")
+    lines = [ln for ln in proc.stdout.strip().splitlines() if ln.strip()]
+    try:
+        data = json.loads(lines[-1]) if lines else None
+    except json.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict) or not data or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in data.values()):
+        shown = lines[-1][:200] if lines else "(nothing)"
+        raise DataError("kpi.evaluator_command must print one JSON object of finite numbers on its last "
+                        f"stdout line, e.g. {{\"far_pct\": 3.1}}; got {shown}")
+    return {str(k): float(v) for k, v in data.items()}
+
+
+__all__ = ["PLACEHOLDERS", "run_evaluator"]
