@@ -12,6 +12,7 @@ study creation, sampling, storage writes, retention and best_rec.json.
 Usage:
     python bench/bench_automl.py --size tiny --epochs 4 --trials 8
     python bench/bench_automl.py --deeppcb ../shared/deeppcb --epochs 3 --trials 6
+    python bench/bench_automl.py --ws DEEPPCB_WS --subset 4000 --epochs 3 --trials 10
 
 Writes bench/results/automl.json (merged per workspace label and seed).
 """
@@ -33,6 +34,8 @@ RESULTS = Path(__file__).parent / "results" / "automl.json"
 
 
 def _workspace(args: argparse.Namespace, root: Path) -> tuple[str, Path]:
+    if args.ws:
+        return args.ws.name, args.ws.resolve()
     if args.deeppcb:
         from deftpipe.data import import_deeppcb
 
@@ -42,9 +45,20 @@ def _workspace(args: argparse.Namespace, root: Path) -> tuple[str, Path]:
     return f"synthetic-{args.size}", make_synthetic_workspace(root / "ws", seed=args.seed, size=args.size)
 
 
-def _one(ws: Path, out: Path, algorithm: str, args: argparse.Namespace) -> dict:
+def _subset(ws: Path, n: int | None, root: Path) -> Path:
+    """The training CSV, or a seeded random ``n``-row subset of it (same class mix) for quick sweeps."""
+    from deftpipe.data import read_dataset, write_dataset
+
+    csv = ws / "train" / "base" / "training_set.csv"
+    if not n:
+        return csv
+    df = read_dataset(csv)
+    return write_dataset(df.sample(n=min(n, len(df)), random_state=0), root / f"train_subset_{n}.csv")
+
+
+def _one(ws: Path, train_csv: Path, out: Path, algorithm: str, args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
-    rec = run_sweep(spec=ws / "specs" / "baseline_spec.yaml", train_csv=ws / "train" / "base" / "training_set.csv",
+    rec = run_sweep(spec=ws / "specs" / "baseline_spec.yaml", train_csv=train_csv,
                     val_csv=ws / "train" / "base" / "validation_set.csv", out_dir=out, metric="far_pct",
                     algorithm=algorithm, max_recommendations=args.trials, num_epochs=args.epochs, seed=args.seed,
                     rerun_margin=1e9, show_progress=False)
@@ -77,10 +91,15 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=8, help="trials per algorithm")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--algorithms", default="random,hyperband,asha")
+    ap.add_argument("--ws", type=Path, default=None, help="existing workspace (e.g. an imported DeepPCB one)")
+    ap.add_argument("--subset", type=int, default=None, help="train each trial on this many random rows")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-automl-") as tmp:
         label, ws = _workspace(args, Path(tmp))
-        runs = [_one(ws, Path(tmp) / a, a, args) for a in args.algorithms.split(",")]
+        train_csv = _subset(ws, args.subset, Path(tmp))
+        if args.subset:
+            label += f"-train{args.subset}"
+        runs = [_one(ws, train_csv, Path(tmp) / a, a, args) for a in args.algorithms.split(",")]
     base = next((r for r in runs if r["algorithm"] == "random"), runs[0])
     for r in runs:
         r["trial_epochs_vs_random_pct"] = round(100.0 * r["trial_epochs"] / base["trial_epochs"], 1)
@@ -91,7 +110,8 @@ def main() -> None:
               f"sweep {r['overhead_pct_sweep']}% wall {r['wall_s']}s")
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     results[f"{label}/seed{args.seed}"] = {
-        "settings": {"epochs": args.epochs, "trials": args.trials, "seed": args.seed, "metric": "far_pct"},
+        "settings": {"epochs": args.epochs, "trials": args.trials, "seed": args.seed, "metric": "far_pct",
+                     "train_rows": args.subset or "all"},
         "pruning_signal": "metric of the kept checkpoint (best epoch so far)",
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "load_avg_1m_at_end": round(os.getloadavg()[0], 2)},

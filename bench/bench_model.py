@@ -147,7 +147,7 @@ def subset_csv(csv: Path, n: int, seed: int) -> Path:
 
 
 def quality(ws: Path, fusion: str | None, epochs: int, shift: int | None, tag: str, threads: int,
-            subset: int | None = None) -> None:
+            subset: int | None = None, seed: int | None = None) -> None:
     spec = load_spec(ws / "specs" / "baseline_spec.yaml")
     if fusion:
         spec.model.fusion = fusion
@@ -155,6 +155,8 @@ def quality(ws: Path, fusion: str | None, epochs: int, shift: int | None, tag: s
         spec.train.augment.shift_px = shift
     spec.train.num_epochs = epochs
     spec.train.num_threads = threads
+    if seed is not None:
+        spec.train.seed = seed
     spec.train.keep_checkpoints = epochs
     out = Path(tempfile.mkdtemp(prefix=f"bench_{tag}_"))
     t0 = time.perf_counter()
@@ -172,7 +174,7 @@ def quality(ws: Path, fusion: str | None, epochs: int, shift: int | None, tag: s
     keep = ("far_pct", "far_ci_low", "far_ci_high", "far_pct_at_99", "auroc", "n_defects", "n_pass",
             "threshold", "hardest_defects", "val_loss")
     res = {
-        "train_rows": subset or "all", "fusion": spec.model.fusion, "shift_px": spec.train.augment.shift_px, "epochs": epochs,
+        "train_rows": subset or "all", "seed": spec.train.seed, "fusion": spec.model.fusion, "shift_px": spec.train.augment.shift_px, "epochs": epochs,
         "threads": threads, "train_minutes": round(minutes, 2), "best_epoch": result.best_epoch,
         "val_history": [{k: h[k] for k in ("epoch", "far_pct", "far_pct_at_99", "auroc", "val_loss")}
                         for h in result.history],
@@ -231,6 +233,7 @@ def main() -> None:
     ap.add_argument("--shift", type=int)
     ap.add_argument("--tag", default="default")
     ap.add_argument("--subset", type=int, help="train on a random subset of this many rows")
+    ap.add_argument("--seed", type=int, help="training seed (default: the spec's)")
     a = ap.parse_args()
     if a.mode == "speed":
         speed(a.threads)
@@ -239,7 +242,7 @@ def main() -> None:
     else:
         if not a.ws:
             sys.exit("--ws DEEPPCB_WS is required (build one with `deftpipe init --from-deeppcb`)")
-        quality(a.ws, a.fusion, a.epochs, a.shift, a.tag, a.threads, a.subset)
+        quality(a.ws, a.fusion, a.epochs, a.shift, a.tag, a.threads, a.subset, a.seed)
 
 
 if __name__ == "__main__":

@@ -76,7 +76,7 @@ class OptimSection(_Strict):
 class AugmentSection(_Strict):
     flip: bool = True  # same random h/v flip on golden and test
     rotate90: bool = True  # same random 90-degree rotation on golden and test
-    shift_px: int = Field(3, ge=0, le=64)  # independent shift of the test image (misregistration)
+    shift_px: int = Field(0, ge=0, le=64)  # independent shift of the test image (misregistration); 0 won on DeepPCB
     brightness: float = Field(0.1, ge=0.0, le=1.0)  # independent brightness jitter of the test image
     noise: float = Field(0.02, ge=0.0, le=1.0)  # gaussian pixel noise (std, in [0,1] units)
 
