@@ -64,7 +64,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if args.ws:
             ws, label = args.ws.resolve(), f"{args.ws.name}/seed{args.seed}"
-            results_dir = Path(tmp) / "run_bench"
+            results_dir = ws / "results" / f"run_bench_{time.strftime('%Y%m%d_%H%M%S')}"  # SDG images must be inside
         else:
             ws = make_synthetic_workspace(Path(tmp) / "ws", seed=args.seed, size=args.size)
             label, results_dir = f"synthetic-{args.size}/seed{args.seed}", ws / "results" / "run_bench"

@@ -24,7 +24,7 @@ from deftpipe.data import make_synthetic_workspace
 from deftpipe.model._data import augment, class_names, load_pair_set, to_float
 from deftpipe.model._network import NetConfig, SiameseChangeNet
 from deftpipe.model._torch_adapter import TorchAdapter
-from deftpipe.model._train import loss_fn
+from deftpipe.model._train import EVAL_BATCH, loss_fn
 from deftpipe.spec import Spec, load_spec
 
 RESULTS = Path(__file__).parent / "results" / "model.json"
@@ -98,10 +98,10 @@ def speed(threads: int) -> None:
         model.eval()
         xs = to_float(data.images[:1024])
         with torch.no_grad():
-            model(xs[:256])
+            model(xs[:EVAL_BATCH])
             t0 = time.perf_counter()
-            for i in range(0, len(xs), 256):
-                model(xs[i:i + 256])
+            for i in range(0, len(xs), EVAL_BATCH):
+                model(xs[i:i + EVAL_BATCH])
             infer_sps = len(xs) / (time.perf_counter() - t0)
         gemm = gemm_gflops()
         res = {
