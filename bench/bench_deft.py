@@ -60,6 +60,7 @@ def main() -> None:
     ap.add_argument("--no-control", action="store_true", help="skip the more-epochs-only control arm")
     ap.add_argument("--ws", type=Path, help="existing workspace (default: a fresh synthetic one)")
     ap.add_argument("--pretrained", type=Path, help="pre-seed the baseline with this checkpoint")
+    ap.add_argument("--kpi-target", type=float, help="override kpi.target (e.g. 0 to run every iteration)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.ws:
@@ -72,6 +73,8 @@ def main() -> None:
         cfg.deft.num_epochs = args.epochs
         cfg.deft.baseline_epochs = args.baseline_epochs
         cfg.deft.regression_gate_pct = None  # measure the whole trajectory
+        if args.kpi_target is not None:
+            cfg.kpi.target = args.kpi_target
         if args.pretrained:
             from deftpipe.deft import preseed_baseline
 

@@ -135,3 +135,34 @@ def test_pool_overlapping_validation_is_a_hard_stop(ws_copy, finished_run):
     with pytest.raises(StateError, match="hard-stopped .*it is not resumed"):
         run_loop(ws_copy, results_dir=results, max_iterations=1, show_progress=False)
     assert state["iterations"]["iter1"].get("stage_completed") is None
+
+
+def _merge_pool_rows(ws: Path, tmp: Path):
+    from deftpipe.data import ImageLayout, write_dataset
+    from deftpipe.deft import _merge
+
+    added = read_dataset(ws / "mining/mining_pool.csv").head(3)
+    new_csv = write_dataset(added, tmp / "new_rows.csv")
+    return added, lambda: _merge.merge(
+        previous_csv=ws / "train/base/training_set.csv", previous_is_base=True, previous_provenance=None,
+        sdg_csv=new_csv, mined_csv=None, val_csv=ws / "train/base/validation_set.csv",
+        kpi_csv=ws / "kpi/testing_set.csv", layout=ImageLayout.create(ws / "images"), out_dir=tmp / "dataset",
+        iter_label="iter1")
+
+
+def test_merge_decodes_added_rows_and_checks_carried_rows_exist(ws_copy, tmp_path):
+    from deftpipe.deft._context import HardStop
+
+    added, merge = _merge_pool_rows(ws_copy, tmp_path)
+    assert merge().n_rows == len(read_dataset(ws_copy / "train/base/training_set.csv")) + 3
+    bad = ws_copy / "images" / added.iloc[1]["input_path"] / f"{added.iloc[1]['object_name']}.png"
+    bad.write_bytes(bad.read_bytes()[:50])  # an added row's image is truncated: decoded, refused
+    with pytest.raises(HardStop, match=r"unreadable image \(1\)"):
+        merge()
+    bad.unlink()
+    with pytest.raises(HardStop, match=r"missing image \(1\)"):
+        merge()
+    row = read_dataset(ws_copy / "train/base/training_set.csv").iloc[0]  # a carried-over row's image vanished
+    (ws_copy / "images" / row["golden_path"] / f"{row['object_name']}.png").unlink()
+    with pytest.raises(HardStop, match=rf"missing image \(2\): row 1 golden .*{row['object_name']}"):
+        merge()

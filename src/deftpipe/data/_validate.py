@@ -59,16 +59,28 @@ def _decode(path: str) -> str | None:
     return None
 
 
-def _check_images(df: pd.DataFrame, layout: ImageLayout, problems: _Problems) -> None:
+def _exists(path: str) -> str | None:
+    return None if os.path.isfile(path) else "missing"
+
+
+def _check_images(df: pd.DataFrame, layout: ImageLayout, problems: _Problems,
+                  decode_rows: set[int] | None = None) -> None:
     per_row = []
     for i, (test_dir, golden_dir, name) in enumerate(zip(df["input_path"].tolist(), df["golden_path"].tolist(),
                                                         df["object_name"].tolist(), strict=True)):
         per_row.append((i, [("test", p) for p in layout.file_strs(test_dir, name)]
                         + [("golden", p) for p in layout.file_strs(golden_dir, name)]))
-    inside = [f for _, fs in per_row for _, f in fs if not layout.escapes(f)]
+    inside = [f for i, fs in per_row for _, f in fs
+              if (decode_rows is None or i in decode_rows) and not layout.escapes(f)]
     # a file that decoded once is not decoded again while its size and mtime stay the same
     checked = map_files("decodes", inside, _decode, keep=lambda why: why is None, missing="missing",
                         workers=min(8, (os.cpu_count() or 1) * 2))
+    if decode_rows is not None:  # the other rows: exists and stays inside the root
+        for i, fs in per_row:
+            if i not in decode_rows:
+                for _, f in fs:
+                    if f not in checked and not layout.escapes(f):
+                        checked[f] = _exists(f)
     for i, fs in per_row:
         for kind, f in fs:
             if f not in checked:
@@ -100,6 +112,7 @@ def validate_dataset(
     others: Mapping[str, str | Path | pd.DataFrame] | None = None,
     require_both_classes: bool = True,
     check_images: bool = True,
+    decode_rows: Iterable[int] | None = None,
 ) -> pd.DataFrame:
     """Validate one dataset CSV and return it as a clean DataFrame.
 
@@ -111,6 +124,9 @@ def validate_dataset(
         others: ``{name: csv-or-DataFrame}`` splits this one must not share a row with.
         require_both_classes: a split without PASS rows or without defect rows is an error.
         check_images: check that every image exists, stays in the root and decodes.
+        decode_rows: 0-based rows whose images are decoded; the other rows' images are only
+            checked to exist and stay in the root (None: decode every row). The DEFT merge
+            decodes only the rows it adds: the rows it carries over were decoded before.
 
     Raises:
         DataError: listing every problem class found, with examples (file, row) and the fix.
@@ -137,7 +153,8 @@ def validate_dataset(
     for name, other in (others or {}).items():
         _overlap(df, name, other, problems)
     if check_images:
-        _check_images(df, layout or resolve_layout(csv, images_dir), problems)
+        _check_images(df, layout or resolve_layout(csv, images_dir), problems,
+                      None if decode_rows is None else set(decode_rows))
     if problems.items:
         raise DataError(problems.message(csv))
     return df

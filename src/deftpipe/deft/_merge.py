@@ -97,7 +97,10 @@ def merge(*, previous_csv: Path, previous_is_base: bool, previous_provenance: Pa
     try:
         # classes beyond the six PCB ones are fine when the base data already has them
         known = {PASS, *DEFECT_CLASSES, *prev["label"], *read_dataset(val_csv)["label"]}
-        validate_dataset(combined_csv, layout=layout, known_labels=known)
+        # rows carried over were decoded when they entered (and training re-checks every file's
+        # size and mtime through the image cache key), so only the added rows are decoded here
+        validate_dataset(combined_csv, layout=layout, known_labels=known,
+                         decode_rows=range(len(prev), len(combined)))
         report["validation"] = "ok"
         leaks = find_leaks([combined_csv, val_csv, kpi_csv], [layout, layout, layout])
         report["leakage"] = {"n_overlapping": leaks.n_overlapping, "lines": leaks.lines()}
