@@ -57,3 +57,18 @@ def test_final_automl_wins_only_when_strictly_better(finished_run, tmp_path):
     assert best["best_iteration"] == "final_automl" and best["far_pct"] == loop_best - 1.0
     assert load_state(results)["iterations"]["final_automl"]["source"] == "automl_phase3"
     assert "final AutoML" in (results / "report.html").read_text()
+
+
+def test_warm_start_lr_scale_applies_to_retrains_only(finished_run):
+    from deftpipe.deft._model_stages import effective_spec
+
+    state = load_state(finished_run)
+    state["config"]["warm_start_lr_scale"] = 0.3
+    ctx = LoopContext.from_state(state, show_progress=False)
+    lr = ctx.spec.train.optim.lr
+    assert effective_spec(ctx, num_epochs=2, warm_start=True)["train"]["optim"]["lr"] == 0.3 * lr
+    baseline = effective_spec(ctx, num_epochs=2)
+    assert baseline["train"]["optim"]["lr"] == lr and baseline["train"]["num_epochs"] == 2
+    del state["config"]["warm_start_lr_scale"]  # a state written before the knob existed: unchanged
+    ctx = LoopContext.from_state(state, show_progress=False)
+    assert effective_spec(ctx, num_epochs=2, warm_start=True)["train"]["optim"]["lr"] == lr

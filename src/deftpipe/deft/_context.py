@@ -40,6 +40,7 @@ class LoopContext:
     sdg_hard_pass_per_target: int
     regression_gate_pct: float | None
     rca_max_groups: int
+    warm_start_lr_scale: float = 1.0
     show_progress: bool = True
 
     @classmethod
@@ -67,6 +68,7 @@ class LoopContext:
             sdg_hard_pass_per_target=int(c["sdg"]["hard_pass_per_target"]),
             regression_gate_pct=c.get("regression_gate_pct"),
             rca_max_groups=int(c.get("rca_max_groups", 8)),
+            warm_start_lr_scale=float(c.get("warm_start_lr_scale", 1.0)),
             show_progress=show_progress,
         )
 
