@@ -61,6 +61,8 @@ def main() -> None:
     ap.add_argument("--ws", type=Path, help="existing workspace (default: a fresh synthetic one)")
     ap.add_argument("--pretrained", type=Path, help="pre-seed the baseline with this checkpoint")
     ap.add_argument("--kpi-target", type=float, help="override kpi.target (e.g. 0 to run every iteration)")
+    ap.add_argument("--lr-scale", type=float, default=None, help="deft.warm_start_lr_scale for the retrains")
+    ap.add_argument("--tag", default="", help="suffix of the result key")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.ws:
@@ -75,6 +77,9 @@ def main() -> None:
         cfg.deft.regression_gate_pct = None  # measure the whole trajectory
         if args.kpi_target is not None:
             cfg.kpi.target = args.kpi_target
+        if args.lr_scale is not None:
+            cfg.deft.warm_start_lr_scale = args.lr_scale
+        label += args.tag
         if args.pretrained:
             from deftpipe.deft import preseed_baseline
 
@@ -102,6 +107,7 @@ def main() -> None:
                                                    "(short and pin-hole rare in training)",
         "baseline": f"pre-seeded from {args.pretrained}" if args.pretrained else "trained by the loop",
         "iterations": args.iterations, "epochs_per_iteration": args.epochs,
+        "warm_start_lr_scale": cfg.deft.warm_start_lr_scale,
         "far_pct": far, "best_iteration": best,
         "relative_far_reduction_pct": round(100 * (base - far[best]) / base, 1) if base else None,
         "far_ci": {lb: [its[lb].get("far_ci_low"), its[lb].get("far_ci_high")] for lb in loop},
