@@ -21,8 +21,8 @@ def _summary(ws: Path, cfg, folder: Path | None, n: int) -> Table:
     t.add_row("workspace", str(ws))
     t.add_row("run folder", f"resume {folder}" if folder else "new results/run_<timestamp>/")
     t.add_row("KPI", f"{cfg.kpi.metric} {cfg.kpi.operator} {cfg.kpi.target:g} (KPI set: {cfg.data.kpi_csv})")
-    t.add_row("iterations", f"max {n}; {d.num_epochs} epoch(s) each, warm-started; baseline epochs "
-                            f"{d.baseline_epochs or 'from the spec'}")
+    t.add_row("iterations", f"max {n}; {d.num_epochs} epoch(s) each, warm-started at {d.warm_start_lr_scale:g}x "
+                            f"the spec's learning rate; baseline epochs {d.baseline_epochs or 'from the spec'}")
     t.add_row("SDG", f"{d.sdg.count_per_target} pairs per defect target, {d.sdg.hard_pass_per_target} hard PASS "
                      "per false-alarm group")
     t.add_row("mining", f"top {d.mining.top_k_per_target} per target at cosine >= {d.mining.min_similarity} "
