@@ -37,24 +37,21 @@ def init(
 
     if synthetic == (from_deeppcb is not None):
         raise typer.BadParameter("give exactly one of --synthetic or --from-deeppcb PATH")
-    from rich.progress import Progress
+    from deftpipe._bars import counting_bar
 
     if synthetic:
         if size not in data.SYNTHETIC_SIZES:
             raise typer.BadParameter(f"--size must be small or medium (got '{size}')")
         if any(v is not None for v in (kpi_groups, val_groups, pool_groups)):
             raise typer.BadParameter("--kpi-groups/--val-groups/--pool-groups apply to --from-deeppcb only")
-        with Progress(console=err, transient=True) as bar:
-            task = bar.add_task(f"drawing synthetic image pairs ({size})", total=None)
-            ws = data.make_synthetic_workspace(
-                dest, seed=seed, size=size, progress=lambda done, total: bar.update(task, completed=done, total=total))
+        with counting_bar(err, f"drawing synthetic image pairs ({size})") as progress:
+            ws = data.make_synthetic_workspace(dest, seed=seed, size=size, progress=progress)
     else:
-        with Progress(console=err, transient=True) as bar:
-            task = bar.add_task("cropping image pairs", total=None)
+        with counting_bar(err, "cropping image pairs") as progress:
             ws = data.import_deeppcb(
                 from_deeppcb, dest, crop_size=crop_size, seed=seed, pass_ratio=pass_ratio,
                 kpi_groups=_groups(kpi_groups), val_groups=_groups(val_groups), pool_groups=_groups(pool_groups),
-                log=err.print, progress=lambda done, total: bar.update(task, completed=done, total=total),
+                log=err.print, progress=progress,
             )
     out.print(data.workspace_table(ws))
     out.print(f"workspace ready: {ws}")

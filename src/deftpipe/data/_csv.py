@@ -116,10 +116,7 @@ class ImageLayout:
         return cls(images_dir, ext, tuple(lights), ws or images_dir)
 
     def files(self, folder: str, object_name: str) -> list[Path]:
-        names = [f"{object_name}_{light}{self.image_ext}" for light in self.lights] or [
-            f"{object_name}{self.image_ext}"
-        ]
-        return [self.images_dir / folder / n for n in names]
+        return [Path(p) for p in self.file_strs(folder, object_name)]
 
     def file_strs(self, folder: str, object_name: str) -> list[str]:
         """:meth:`files` as plain strings (fast path for checking tens of thousands of rows)."""

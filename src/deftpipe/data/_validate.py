@@ -60,6 +60,7 @@ def _decode(path: str) -> str | None:
 
 
 def _exists(path: str) -> str | None:
+    """None if ``path`` is a file, else "missing" (for rows whose images are not decoded)."""
     return None if os.path.isfile(path) else "missing"
 
 
@@ -70,17 +71,12 @@ def _check_images(df: pd.DataFrame, layout: ImageLayout, problems: _Problems,
                                                         df["object_name"].tolist(), strict=True)):
         per_row.append((i, [("test", p) for p in layout.file_strs(test_dir, name)]
                         + [("golden", p) for p in layout.file_strs(golden_dir, name)]))
-    inside = [f for i, fs in per_row for _, f in fs
-              if (decode_rows is None or i in decode_rows) and not layout.escapes(f)]
+    inside = {f for _, fs in per_row for _, f in fs if not layout.escapes(f)}
+    to_decode = inside if decode_rows is None else {f for i, fs in per_row if i in decode_rows for _, f in fs} & inside
     # a file that decoded once is not decoded again while its size and mtime stay the same
-    checked = map_files("decodes", inside, _decode, keep=lambda why: why is None, missing="missing",
+    checked = map_files("decodes", to_decode, _decode, keep=lambda why: why is None, missing="missing",
                         workers=min(8, (os.cpu_count() or 1) * 2))
-    if decode_rows is not None:  # the other rows: exists and stays inside the root
-        for i, fs in per_row:
-            if i not in decode_rows:
-                for _, f in fs:
-                    if f not in checked and not layout.escapes(f):
-                        checked[f] = _exists(f)
+    checked.update({f: _exists(f) for f in inside - checked.keys()})  # rows not decoded: the file exists
     for i, fs in per_row:
         for kind, f in fs:
             if f not in checked:

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 from pathlib import Path
 
-from deftpipe._fs import atomic_write_text
+from deftpipe._argv import run_template
 from deftpipe.errors import DataError
 
-PLACEHOLDERS = ("inference_csv", "kpi_csv", "out_dir")
 TIMEOUT_S = 3600
 
 
@@ -26,27 +24,13 @@ def run_evaluator(argv_t: list[str], *, inference_csv: Path, kpi_csv: Path, out_
     """Run the evaluator and return its metrics.
 
     Raises:
-        DataError: unknown placeholder, program missing / failing / timing out, or output that is
-            not one JSON object of finite numbers.
+        DataError: unknown placeholder, program missing / failing / timing out (see
+            :func:`deftpipe._argv.run_template`), or output that is not one JSON object of finite numbers.
     """
     values = {"inference_csv": str(inference_csv), "kpi_csv": str(kpi_csv), "out_dir": str(out_dir)}
-    try:
-        argv = [a.format(**values) for a in argv_t]
-    except (KeyError, IndexError, ValueError) as e:
-        raise DataError(f"kpi.evaluator_command uses unknown placeholder {e}; available: "
-                        + ", ".join("{" + p + "}" for p in PLACEHOLDERS)) from None
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
-    except FileNotFoundError:
-        raise DataError(f"kpi.evaluator_command: program {argv[0]!r} not found; fix pipeline.yaml") from None
-    except subprocess.TimeoutExpired:
-        raise DataError(f"kpi.evaluator_command ran longer than {TIMEOUT_S} s") from None
-    atomic_write_text(out_dir / "evaluator.log", f"$ {' '.join(argv)}\n{proc.stdout}\n{proc.stderr}")
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["(no stderr)"])[-1]
-        raise DataError(f"kpi.evaluator_command exited with code {proc.returncode}: {tail} "
-                        f"(full output: {out_dir / 'evaluator.log'})")
-    lines = [ln for ln in proc.stdout.strip().splitlines() if ln.strip()]
+    stdout = run_template(argv_t, values, what="kpi.evaluator_command", timeout_s=TIMEOUT_S,
+                          log=out_dir / "evaluator.log", template_error=DataError)
+    lines = [ln for ln in stdout.strip().splitlines() if ln.strip()]
     try:
         data = json.loads(lines[-1]) if lines else None
     except json.JSONDecodeError:
@@ -59,4 +43,4 @@ def run_evaluator(argv_t: list[str], *, inference_csv: Path, kpi_csv: Path, out_
     return {str(k): float(v) for k, v in data.items()}
 
 
-__all__ = ["PLACEHOLDERS", "run_evaluator"]
+__all__ = ["run_evaluator"]

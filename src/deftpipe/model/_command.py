@@ -30,7 +30,6 @@ run cannot be stopped mid-way); its answer is recorded as ``stopped_early``.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from deftpipe._argv import run_template
 from deftpipe._fs import atomic_path
 from deftpipe.errors import CheckpointError, DataError, SpecError, TrainingError
 from deftpipe.metrics import FAIL, PASS, compute_metrics
@@ -88,24 +88,8 @@ class CommandAdapter(ModelAdapter):
             raise SpecError(f"adapter.{kind} is not set in the spec; add an argv template such as "
                             f"['my_trainer', '{kind}', '--csv', '{{csv}}'] (see docs/model.md)")
         values = {"python": sys.executable, **{k: ("" if v is None else str(v)) for k, v in values.items()}}
-        try:
-            argv = [a.format(**values) for a in argv_t]
-        except (KeyError, IndexError) as e:
-            raise SpecError(f"adapter.{kind} uses unknown placeholder {e}; available: "
-                            f"{', '.join('{' + k + '}' for k in sorted(values))}") from None
-        try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=spec.adapter.timeout_s, check=False)
-        except FileNotFoundError:
-            raise error(f"adapter.{kind}: program {argv[0]!r} not found; fix the template or install it") from None
-        except subprocess.TimeoutExpired:
-            raise error(f"adapter.{kind}: {' '.join(argv)} ran longer than adapter.timeout_s="
-                        f"{spec.adapter.timeout_s}s and was stopped") from None
-        if log is not None:
-            log.write_text(f"$ {' '.join(argv)}\n{proc.stdout}\n{proc.stderr}", encoding="utf-8")
-        if proc.returncode != 0:
-            tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-2:])
-            raise error(f"adapter.{kind}: {' '.join(argv)} exited with code {proc.returncode}: {tail}")
-        return proc.stdout
+        return run_template(argv_t, values, what=f"adapter.{kind}", timeout_s=spec.adapter.timeout_s,
+                            timeout_name="adapter.timeout_s", log=log, error=error)
 
     def _spec_file(self, spec: Spec, folder: Path, **train_overrides: Any) -> Path:
         data = spec_to_dict(spec)

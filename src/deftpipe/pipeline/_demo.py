@@ -9,11 +9,13 @@ rerun resumes an unfinished demo run.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+from deftpipe._bars import counting_bar
 from deftpipe.config import CONFIG_NAME, dump_config, load_config
 from deftpipe.spec import set_dotted
 
@@ -51,15 +53,9 @@ def run_demo(dest: str | Path = DEFAULT_DIR, *, console: Console | None = None, 
     dest = Path(dest)
     if not (dest / CONFIG_NAME).is_file():
         console.print(f"creating the synthetic '{size}' workspace in {dest} …", highlight=False)
-        if show_progress:
-            from rich.progress import Progress
-
-            with Progress(console=console, transient=True) as bar:
-                task = bar.add_task("drawing image pairs", total=None)
-                make_synthetic_workspace(dest, seed=seed, size=size,
-                                         progress=lambda done, total: bar.update(task, completed=done, total=total))
-        else:
-            make_synthetic_workspace(dest, seed=seed, size=size)
+        bar = counting_bar(console, "drawing image pairs") if show_progress else contextlib.nullcontext(None)
+        with bar as progress:
+            make_synthetic_workspace(dest, seed=seed, size=size, progress=progress)
         apply_overrides(dest, DEMO_OVERRIDES)
     return run_pipeline(dest, yes=True, console=console, show_progress=show_progress)
 
