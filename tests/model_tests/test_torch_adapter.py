@@ -112,3 +112,19 @@ def test_colour_images_are_refused_as_a_wrong_channel_count(tiny, tmp_path) -> N
     with pytest.raises(DataError, match="has 3 colour channels; expected 1 grayscale channel"):
         TorchAdapter().train(spec, tmp_path / "rows.csv", tmp_path / "rows.csv", tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_training_keeps_the_best_checkpoints_validation_scores(trained, tiny, tmp_path) -> None:
+    adapter = get_adapter()
+    kept = adapter.validation_scores(trained.best_checkpoint, tiny.val_csv)
+    fresh = pd.read_csv(adapter.infer(trained.best_checkpoint, tiny.val_csv, tmp_path / "v.csv"))["score"]
+    assert kept is not None and len(kept) == len(fresh)
+    np.testing.assert_allclose(kept, fresh.to_numpy(), rtol=1e-5, atol=1e-6)  # exactly what infer gives
+    # another CSV, or the same rows with one byte changed, or another checkpoint: not these scores
+    assert adapter.validation_scores(trained.best_checkpoint, tiny.kpi_csv) is None
+    changed = tmp_path / "val_copy.csv"
+    changed.write_text(tiny.val_csv.read_text().replace("PASS", "PASS ", 1))
+    assert adapter.validation_scores(trained.best_checkpoint, changed) is None
+    other = tmp_path / trained.best_checkpoint.name
+    other.write_bytes(trained.best_checkpoint.read_bytes())
+    assert adapter.validation_scores(other, tiny.val_csv) is None

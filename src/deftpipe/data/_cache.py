@@ -79,9 +79,9 @@ def decode_image(path: Path, size: int | None = None, *, resize: bool = False) -
         raise DataError(f"image {path} cannot be decoded ({err}); replace or remove the file") from None
 
 
-def _file_key(path: Path, size: int, resize: bool) -> str:
+def _file_key(path: str, size: int, resize: bool) -> str:
     try:
-        st = path.stat()
+        st = os.stat(path)
     except FileNotFoundError:
         raise DataError(f"image {path} does not exist") from None
     return f"{path}|{st.st_size}|{st.st_mtime_ns}|{size}|{int(resize)}"
@@ -89,12 +89,15 @@ def _file_key(path: Path, size: int, resize: bool) -> str:
 
 def load_image(path: str | Path, size: int | None = None, *, resize: bool = False) -> np.ndarray:
     """One decoded image, memoised in-process by (path, file size, mtime, size)."""
-    path = Path(path).resolve()
+    return _load_real(os.path.realpath(path), size, resize)
+
+
+def _load_real(path: str, size: int | None, resize: bool) -> np.ndarray:
     key = _file_key(path, size or 0, resize)
     hit = _MEMO.get(key)
     if hit is not None:
         return hit
-    arr = decode_image(path, size, resize=resize)
+    arr = decode_image(Path(path), size, resize=resize)
     if len(_MEMO) < _MEMO_MAX:
         _MEMO[key] = arr
     return arr
@@ -105,17 +108,17 @@ def clear_memo() -> None:
     _MEMO.clear()
 
 
-def _row_files(df: pd.DataFrame, layout: ImageLayout) -> list[Path]:
-    files: list[Path] = []
-    for row in df[["input_path", "golden_path", "object_name"]].itertuples(index=False):
-        r = {"input_path": row.input_path, "golden_path": row.golden_path, "object_name": row.object_name}
-        test_files, golden_files = layout.row_files(r)
-        for p in (*golden_files, *test_files):
-            if layout.escapes(p):
+def _row_files(df: pd.DataFrame, layout: ImageLayout) -> list[str]:
+    """Real paths of every row's golden then test files (one per light), checked to stay inside
+    the dataset root; folders are resolved once (``_csv._real_file``), not every file's path."""
+    files: list[str] = []
+    for inp, gold, obj in zip(df["input_path"], df["golden_path"], df["object_name"], strict=True):
+        for p in (*layout.file_strs(gold, obj), *layout.file_strs(inp, obj)):
+            real = layout.resolve_inside(p)
+            if real is None:
                 raise DataError(f"image path {p} escapes the dataset root {layout.root}; "
                                 "CSV paths must stay inside the workspace/images folder")
-        files.extend(golden_files)
-        files.extend(test_files)
+            files.append(real)
     return files
 
 
@@ -136,7 +139,7 @@ def load_pairs(df: pd.DataFrame, layout: ImageLayout, size: int, *, resize: bool
     """
     n_light = max(1, len(layout.lights))
     shape = (len(df), 2, n_light, size, size)
-    files = [p.resolve() for p in _row_files(df, layout)]
+    files = _row_files(df, layout)
     if not use_cache:
         arrays = _decode_all(files, size, resize, num_threads, memo=False)
         return _assemble(arrays, shape)
@@ -160,14 +163,17 @@ def load_pairs(df: pd.DataFrame, layout: ImageLayout, size: int, *, resize: bool
     return out
 
 
-def _decode_all(files: list[Path], size: int, resize: bool, num_threads: int | None, *, memo: bool):
-    def one(p: Path) -> np.ndarray:
-        return load_image(p, size, resize=resize) if memo else decode_image(p, size, resize=resize)
+def _decode_all(files: list[str], size: int, resize: bool, num_threads: int | None, *, memo: bool):
+    def one(p: str) -> np.ndarray:
+        return _load_real(p, size, resize) if memo else decode_image(Path(p), size, resize=resize)
 
     threads = num_threads or min(4, os.cpu_count() or 1)
     if len(files) > 64 and threads > 1:  # PIL releases the GIL while decoding
+        # chunks, not one future per file: memo hits are microseconds, a future costs more
+        step = max(16, -(-len(files) // (threads * 8)))
+        chunks = [files[i:i + step] for i in range(0, len(files), step)]
         with ThreadPoolExecutor(threads) as ex:
-            return list(ex.map(one, files))
+            return [a for part in ex.map(lambda c: [one(p) for p in c], chunks) for a in part]
     return [one(p) for p in files]
 
 

@@ -130,11 +130,15 @@ class ImageLayout:
         """(test image files, golden image files) of one row (one file per light)."""
         return self.files(row["input_path"], row["object_name"]), self.files(row["golden_path"], row["object_name"])
 
-    def escapes(self, path: Path) -> bool:
+    def escapes(self, path: str | Path) -> bool:
         """True when ``path`` resolves outside the dataset root (``..``, absolute paths, symlinks)."""
+        return self.resolve_inside(path) is None
+
+    def resolve_inside(self, path: str | Path) -> str | None:
+        """The real path of ``path``, or None when it resolves outside the dataset root."""
         root = _real_dir(str(self.root or self.images_dir))
         real = _real_file(str(path))
-        return not (real == root or real.startswith(root.rstrip(os.sep) + os.sep))
+        return real if real == root or real.startswith(root.rstrip(os.sep) + os.sep) else None
 
 
 @functools.lru_cache(maxsize=8192)

@@ -43,10 +43,14 @@ class EvalOutput:
     metrics_json: Path
 
 
-def effective_spec(ctx: LoopContext, *, num_epochs: int | None, warm_start: bool = False) -> dict[str, Any]:
+def effective_spec(ctx: LoopContext, *, num_epochs: int | None, warm_start: bool = False,
+                   iteration: int = 0) -> dict[str, Any]:
     """The spec with the loop's epoch / batch-size budget applied (the user's file is untouched);
-    a warm-started retrain also gets ``deft.warm_start_lr_scale`` x the learning rate."""
+    a warm-started retrain also gets ``deft.warm_start_lr_scale`` x the learning rate, and
+    iteration N trains with ``train.seed + N`` (each retrain a fresh, reproducible draw of sample
+    order and augmentation, not a replay of the previous one)."""
     data = spec_to_dict(ctx.spec)
+    data["train"]["seed"] = int(data["train"]["seed"]) + int(iteration)
     if warm_start and ctx.warm_start_lr_scale != 1.0:
         data["train"]["optim"]["lr"] = float(data["train"]["optim"]["lr"]) * ctx.warm_start_lr_scale
     if num_epochs:
@@ -58,9 +62,10 @@ def effective_spec(ctx: LoopContext, *, num_epochs: int | None, warm_start: bool
 
 
 def train_model(ctx: LoopContext, *, train_csv: Path, out_dir: Path, pretrained: Path | None,
-                num_epochs: int | None, on_epoch: Callable[[int, dict], None] | None = None) -> TrainOutput:
+                num_epochs: int | None, iteration: int = 0,
+                on_epoch: Callable[[int, dict], None] | None = None) -> TrainOutput:
     """Plain training (no sweep) on ``train_csv``, selected on the validation set."""
-    data = effective_spec(ctx, num_epochs=num_epochs, warm_start=pretrained is not None)
+    data = effective_spec(ctx, num_epochs=num_epochs, warm_start=pretrained is not None, iteration=iteration)
     spec = spec_from_dict(data, base_dir=ctx.spec_path.parent, where=str(ctx.spec_path))
     spec_yaml = dump_spec(spec, out_dir / "train_spec.yaml")
 

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from deftpipe._fs import atomic_path, atomic_write_json
-from deftpipe.data import PASS, write_dataset
+from deftpipe.data import PASS, read_dataset, write_dataset
 from deftpipe.deft._context import jsonable
 
 MAX_FALSE_ALARMS = 200
@@ -132,8 +132,20 @@ def summarise(failed: pd.DataFrame, *, t100: float, t_op: float, far_target_pct:
 
 def run_rca(adapter, *, checkpoint: Path, val_csv: Path, out_dir: Path, far_target_pct: float,
             seed: int = 0) -> RcaResult:
-    """Score the validation set, find and group failures, write ``rca_gaps.csv`` + ``rca_summary.json``."""
-    scored = Path(adapter.infer(checkpoint, val_csv, out_dir / "val_scores.csv"))
+    """Score the validation set, find and group failures, write ``rca_gaps.csv`` + ``rca_summary.json``.
+
+    The scores are the ones training kept for this checkpoint when the adapter has them
+    (:meth:`ModelAdapter.validation_scores`: no second pass over the validation set), else a fresh
+    :meth:`infer`; either way ``val_scores.csv`` holds them.
+    """
+    scored = out_dir / "val_scores.csv"
+    kept = adapter.validation_scores(checkpoint, val_csv)
+    rows = read_dataset(val_csv, require_rows=False) if kept is not None else None
+    if rows is not None and len(rows) == len(kept):
+        with atomic_path(scored) as tmp:
+            rows.assign(score=kept).to_csv(tmp, index=False)
+    else:
+        adapter.infer(checkpoint, val_csv, scored)
     df = pd.read_csv(scored, dtype=str, keep_default_na=False)
     if "boardname" not in df.columns:
         df["boardname"] = ""

@@ -87,6 +87,7 @@ def step_train(run: Run, label: str) -> StageOutcome:
     total = epochs or run.ctx.spec.train.num_epochs
     with run.progress.bar(f"train {label}", total) as advance:
         res = train_model(run.ctx, train_csv=data, out_dir=out, pretrained=pretrained, num_epochs=epochs,
+                          iteration=iter_no(label),
                           on_epoch=lambda e, m: advance(info=f"val FAR {m.get('far_pct', float('nan')):.1f}%"))
     warm_note = f", warm start {pretrained.parent.parent.name}" if pretrained else ""
     return StageOutcome(

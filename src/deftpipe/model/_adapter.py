@@ -81,6 +81,11 @@ class ModelAdapter(ABC):
     def embed(self, checkpoint: str | Path, csv: str | Path) -> np.ndarray:
         """One float32 embedding row per CSV row (for RCA clustering and mining)."""
 
+    def validation_scores(self, checkpoint: str | Path, csv: str | Path) -> np.ndarray | None:
+        """The scores ``checkpoint`` got on ``csv`` when training selected it, if the adapter
+        kept them (one per row, in order); None means "run :meth:`infer`". Optional."""
+        return None
+
 
 def get_adapter(spec: Any = None, *, progress: Any = None) -> ModelAdapter:
     """The adapter a spec asks for (``adapter.kind``: ``torch`` (default) or ``command``).

@@ -13,6 +13,7 @@ from deftpipe.model._adapter import EpochCallback, ModelAdapter, TrainResult
 from deftpipe.model._checkpoint import load_model
 from deftpipe.model._data import class_names, load_pair_set
 from deftpipe.model._train import pick_device, predict, torch_threads, train_model, validate
+from deftpipe.model._val_scores import stored_val_scores
 from deftpipe.spec import Spec, load_spec, spec_from_dict
 
 
@@ -85,6 +86,11 @@ class TorchAdapter(ModelAdapter):
         with atomic_path(out_csv) as tmp:
             out.to_csv(tmp, index=False)
         return Path(out_csv)
+
+    def validation_scores(self, checkpoint: str | Path, csv: str | Path) -> np.ndarray | None:
+        """The best epoch's validation scores that training kept beside ``checkpoint``
+        (``val_scores.npz``), when they are for this very checkpoint and CSV."""
+        return stored_val_scores(checkpoint, csv)
 
     def embed(self, checkpoint: str | Path, csv: str | Path) -> np.ndarray:
         """The fused golden/test comparison vector per row, float32 (N, D)."""
