@@ -75,6 +75,9 @@ def svg_chart(points: list[dict[str, Any]], *, target: float | None, title: str)
     return Markup("".join(out))
 
 
+_THUMB_MEMO: dict[tuple, str] = {}  # (golden, test) file + mtime -> thumbnail data URI
+
+
 class _Thumbs:
     """Base64 PNG thumbnails of a row's golden | test pair (first light), None when unreadable."""
 
@@ -93,15 +96,23 @@ class _Thumbs:
             return None
         try:
             tests, goldens = self.layout.row_files(row)
-            ims = [Image.open(goldens[0]).convert("L"), Image.open(tests[0]).convert("L")]
+            key = tuple((str(p), p.stat().st_mtime_ns) for p in (goldens[0], tests[0]))
         except (OSError, KeyError, TypeError):
             return None
-        canvas = Image.new("L", (THUMB_PX * 2 + 2, THUMB_PX), 255)
-        for i, im in enumerate(ims):
-            canvas.paste(im.resize((THUMB_PX, THUMB_PX)), (i * (THUMB_PX + 2), 0))
-        buf = io.BytesIO()
-        canvas.save(buf, format="PNG")
-        return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+        if key not in _THUMB_MEMO:  # the report is rebuilt after every stage: encode each pair once
+            try:
+                ims = [Image.open(goldens[0]).convert("L"), Image.open(tests[0]).convert("L")]
+            except OSError:
+                return None
+            canvas = Image.new("L", (THUMB_PX * 2 + 2, THUMB_PX), 255)
+            for i, im in enumerate(ims):
+                canvas.paste(im.resize((THUMB_PX, THUMB_PX)), (i * (THUMB_PX + 2), 0))
+            buf = io.BytesIO()
+            canvas.save(buf, format="PNG")
+            if len(_THUMB_MEMO) > 4096:
+                _THUMB_MEMO.clear()
+            _THUMB_MEMO[key] = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+        return _THUMB_MEMO[key]
 
 
 def _read_json(path: str | None) -> dict[str, Any] | None:
