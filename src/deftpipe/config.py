@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from deftpipe.errors import SpecError
 from deftpipe.spec import describe_validation_error
@@ -73,6 +73,17 @@ class MiningConfig(_Strict):
 class SdgConfig(_Strict):
     count_per_target: int = Field(40, ge=0)  # synthetic pairs per SDG target
     hard_pass_per_target: int = Field(20, ge=0)  # hard PASS pairs per false-alarm group
+    # share of the full copper/substrate contrast a synthetic defect is painted at, drawn per pair
+    # from [low, high]: escapes are often faint (partial etch, residue), not clean edits
+    contrast: tuple[float, float] = (0.5, 1.0)
+
+    @field_validator("contrast")
+    @classmethod
+    def _contrast_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        low, high = v
+        if not 0.0 < low <= high <= 1.0:
+            raise ValueError(f"needs 0 < low <= high <= 1, e.g. [0.5, 1.0]; got [{low}, {high}]")
+        return v
 
 
 class DeftConfig(_Strict):

@@ -73,3 +73,27 @@ def test_synthesize_edits_the_copper():
     rng = np.random.default_rng(0)
     out = synthesize(rng, [img], "short", max_shift=0)
     assert out is not None and (out[0][13:19].astype(int) > 120).any()  # a bridge between the traces
+
+
+def test_contrast_sets_how_far_the_edit_moves_towards_copper():
+    img = np.full((64, 64), 40, np.uint8)
+    img[:, 20:44] = 200  # a wide bright copper trace; a pin-hole punches laminate into it
+    peaks = {}
+    for a in (1.0, 0.5):
+        rng = np.random.default_rng(3)
+        out = synthesize(rng, [img], "pin-hole", max_shift=0, dark_copper=False, contrast=(a, a))
+        assert out is not None
+        # the darkest pixel inside the trace (the hole's centre), noise and brightness aside
+        peaks[a] = float(out[0][8:56, 24:40].min())
+    assert peaks[1.0] < 80  # a clean hole reaches the laminate grey (40)
+    assert 90 < peaks[0.5] < 160  # half contrast: about halfway between copper (200) and laminate
+
+
+@pytest.mark.parametrize("bad", [(0.0, 1.0), (0.8, 0.5), (0.5, 1.2)])
+def test_sdg_contrast_outside_0_1_is_refused_with_the_field_named(tmp_path, bad):
+    from deftpipe.config import load_config
+    from deftpipe.errors import SpecError
+
+    (tmp_path / "pipeline.yaml").write_text(f"deft:\n  sdg:\n    contrast: [{bad[0]}, {bad[1]}]\n")
+    with pytest.raises(SpecError, match="contrast"):
+        load_config(tmp_path)

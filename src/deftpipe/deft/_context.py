@@ -38,6 +38,7 @@ class LoopContext:
     min_similarity: float
     sdg_count_per_target: int
     sdg_hard_pass_per_target: int
+    sdg_contrast: tuple[float, float]
     regression_gate_pct: float | None
     rca_max_groups: int
     warm_start_lr_scale: float = 1.0
@@ -66,6 +67,7 @@ class LoopContext:
             min_similarity=float(c["mining"]["min_similarity"]),
             sdg_count_per_target=int(c["sdg"]["count_per_target"]),
             sdg_hard_pass_per_target=int(c["sdg"]["hard_pass_per_target"]),
+            sdg_contrast=tuple(float(v) for v in c["sdg"].get("contrast", (1.0, 1.0))),
             regression_gate_pct=c.get("regression_gate_pct"),
             rca_max_groups=int(c.get("rca_max_groups", 8)),
             warm_start_lr_scale=float(c.get("warm_start_lr_scale", 1.0)),

@@ -19,6 +19,7 @@ import pandas as pd
 from deftpipe._fs import atomic_path, atomic_write_json
 from deftpipe.data import identity_keys, read_dataset, write_dataset
 from deftpipe.deft._context import HardStop, jsonable
+from deftpipe.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -59,23 +60,32 @@ def check_pool_leakage(pool: pd.DataFrame, pool_csv: Path, held_out: dict[str, P
             )
 
 
-def eligible_pool(pool: pd.DataFrame, *, exclude_keys: set[str]) -> pd.DataFrame:
-    """Pool rows not mined before and not already in the training set."""
+def eligible_mask(pool: pd.DataFrame, *, exclude_keys: set[str]) -> np.ndarray:
+    """True for the pool rows not mined before and not already in the training set."""
     if pool.empty:
-        return pool
-    return pool[~identity_keys(pool).isin(exclude_keys)].reset_index(drop=True)
+        return np.zeros(0, dtype=bool)
+    return ~identity_keys(pool).isin(exclude_keys).to_numpy()
 
 
-def embed_pool(adapter, *, checkpoint: Path, pool: pd.DataFrame, out_dir: Path) -> PoolEmbedding:
-    """Embed the eligible pool rows → ``pool_rows.csv`` + ``pool_embeddings.npy`` in ``out_dir``."""
-    if pool.empty:
-        return PoolEmbedding(None, None, 0, 0)
-    rows_csv = write_dataset(pool, out_dir / "pool_rows.csv")
-    emb = np.asarray(adapter.embed(checkpoint, rows_csv), dtype=np.float32)
+def embed_pool(adapter, *, checkpoint: Path, pool_csv: Path, pool: pd.DataFrame, eligible: np.ndarray,
+               out_dir: Path) -> PoolEmbedding:
+    """Embed the eligible pool rows → ``pool_rows.csv`` + ``pool_embeddings.npy`` in ``out_dir``.
+
+    The whole pool CSV is embedded and the eligible rows picked afterwards: the pool file does not
+    change between iterations, so its decoded images come from the image cache in one read,
+    where a new subset CSV every iteration would be assembled and cached anew (measured: 0.06 s
+    against 0.25 s for 2.4k pairs).
+    """
+    if pool.empty or not eligible.any():
+        return PoolEmbedding(None, None, len(pool), 0)
+    full = np.asarray(adapter.embed(checkpoint, pool_csv), dtype=np.float32)
+    if len(full) != len(pool):
+        raise DataError(f"adapter.embed returned {len(full)} rows for the {len(pool)}-row pool {pool_csv}")
+    rows_csv = write_dataset(pool[eligible].reset_index(drop=True), out_dir / "pool_rows.csv")
     npy = out_dir / "pool_embeddings.npy"
     with atomic_path(npy) as tmp, open(tmp, "wb") as f:
-        np.save(f, emb)
-    return PoolEmbedding(rows_csv, npy, len(pool), len(pool))
+        np.save(f, full[eligible])
+    return PoolEmbedding(rows_csv, npy, len(pool), int(eligible.sum()))
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -118,7 +128,8 @@ def mine(*, targets: list[dict[str, Any]], gaps: pd.DataFrame, gap_emb: np.ndarr
         per_target[tid] = 0
         members = np.flatnonzero((gaps["group_id"] == t["group_id"]).to_numpy())
         if rows is None or base is None or len(base) == 0 or members.size == 0:
-            details.append({"target_id": tid, "mined": 0, "reason": "empty pool" if rows is None else "no queries"})
+            reason = "no queries" if rows is not None else "no eligible pool rows" if pool.n_pool else "empty pool"
+            details.append({"target_id": tid, "mined": 0, "reason": reason})
             continue
         sims, idx = nearest(gap_emb[members], base, top_k + len(taken))
         best: dict[int, float] = {}
@@ -158,5 +169,5 @@ def mining_history(results_dir: Path, labels: list[str]) -> set[str]:
     return keys
 
 
-__all__ = ["MiningResult", "PoolEmbedding", "check_pool_leakage", "eligible_pool", "embed_pool", "max_similarity",
+__all__ = ["MiningResult", "PoolEmbedding", "check_pool_leakage", "eligible_mask", "embed_pool", "max_similarity",
            "mine", "mining_history", "nearest", "read_pool"]

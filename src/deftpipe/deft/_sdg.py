@@ -75,7 +75,7 @@ def generator_name(label: str) -> str:
 
 def generate(*, targets: list[dict[str, Any]], train: pd.DataFrame, layout: ImageLayout, out_dir: Path,
              iter_label: str, count_per_target: int, hard_pass_per_target: int, seed: int = 0,
-             on_pair=None) -> SdgResult:
+             contrast: tuple[float, float] = (1.0, 1.0), on_pair=None) -> SdgResult:
     """Write the synthetic pairs of every SDG target and their CSV (``sdg_rows.csv``)."""
     rng = np.random.default_rng([seed, int(iter_label.removeprefix("iter") or 0)])
     goldens = golden_sources(train, layout, seed=seed)
@@ -100,7 +100,8 @@ def generate(*, targets: list[dict[str, Any]], train: pd.DataFrame, layout: Imag
             tests = None
             for _ in range(ATTEMPTS_PER_PAIR):
                 golden = goldens[int(rng.integers(len(goldens)))]
-                tests = synthesize(rng, golden, label, max_shift=max(2, golden[0].shape[0] // 16), dark_copper=dark)
+                tests = synthesize(rng, golden, label, max_shift=max(2, golden[0].shape[0] // 16), dark_copper=dark,
+                                   contrast=contrast)
                 if tests is not None:
                     break
             if tests is None:
@@ -126,7 +127,7 @@ def generate(*, targets: list[dict[str, Any]], train: pd.DataFrame, layout: Imag
     cols = ["input_path", "golden_path", "label", "object_name", "boardname", "source", "sdg_target"]
     sdg_csv = write_dataset(pd.DataFrame(rows, columns=cols), out_dir / "sdg_rows.csv")
     allocation_json = atomic_write_json(out_dir / "allocation.json", jsonable({
-        "count_per_target": count_per_target, "hard_pass_per_target": hard_pass_per_target,
+        "count_per_target": count_per_target, "hard_pass_per_target": hard_pass_per_target, "contrast": contrast,
         "n_golden_sources": len(goldens), "copper_polarity": "dark" if dark else "bright", "n_rows": len(rows), "targets": allocation}))
     return SdgResult(sdg_csv=sdg_csv, allocation_json=allocation_json, n_rows=len(rows),
                      per_target=per_target, skipped=skipped)

@@ -194,10 +194,13 @@ def nuisance(rng, img: np.ndarray, *, max_shift: int) -> np.ndarray:
 
 
 def synthesize(rng, golden: list[np.ndarray], label: str, *, max_shift: int,
-               dark_copper: bool | None = None) -> list[np.ndarray] | None:
+               dark_copper: bool | None = None, contrast: tuple[float, float] = (1.0, 1.0)
+               ) -> list[np.ndarray] | None:
     """Test images (one per light) with one ``label`` defect; PASS gives a hard PASS pair.
 
-    Returns None when the defect does not fit this golden image (try another one).
+    The edited pixels move a fraction ``a`` ~ U(``contrast``) of the way to the copper / substrate
+    grey level (1 = a clean defect; less = a faint one: partial etch, residue, a hole that does not
+    go through). Returns None when the defect does not fit this golden image (try another one).
     """
     if label == "PASS":
         return [nuisance(rng, g, max_shift=max_shift) for g in golden]
@@ -210,13 +213,14 @@ def synthesize(rng, golden: list[np.ndarray], label: str, *, max_shift: int,
         if new is None or (new == m).all():
             return None
         tests = []
+        a = float(rng.uniform(*contrast))
         for g in golden:
             gm = copper_mask(g, dark=dark_copper)
             cu = float(np.median(g[gm])) if gm.any() else 255.0
             sub = float(np.median(g[~gm])) if (~gm).any() else 0.0
             t = g.astype(np.float32).copy()
-            t[new & ~m] = cu
-            t[~new & m] = sub
+            t[new & ~m] += a * (cu - t[new & ~m])
+            t[~new & m] += a * (sub - t[~new & m])
             tests.append(nuisance(rng, np.clip(t, 0, 255).astype(np.uint8), max_shift=max_shift))
         return tests
     state = rng.bit_generator.state

@@ -157,21 +157,21 @@ def step_routing(run: Run, label: str) -> StageOutcome:
     train = read_dataset(training_csv(run, label))
     earlier = [f"iter{k}" for k in range(1, iter_no(label))]
     exclude = _mining.mining_history(ctx.results_dir, earlier) | set(identity_keys(train))
-    eligible = _mining.eligible_pool(pool, exclude_keys=exclude)
+    eligible = _mining.eligible_mask(pool, exclude_keys=exclude)
     emb = _mining.embed_pool(ctx.adapter(), checkpoint=Path(run.it(prev_label(label))["best_ckpt_path"]),
-                             pool=eligible, out_dir=out)
+                             pool_csv=ctx.pool_csv, pool=pool, eligible=eligible, out_dir=out)
     pool_emb = np.load(emb.embeddings_npy) if emb.embeddings_npy else None
     gaps, gap_emb = _gaps(run, label)
     targets = _routing.route(gaps=gaps, gap_emb=gap_emb, pool_emb=pool_emb,
                              class_counts=train["label"].value_counts().to_dict(), max_groups=ctx.rca_max_groups,
                              min_similarity=ctx.min_similarity)
     res = _routing.write_routing(targets, out, min_similarity=ctx.min_similarity,
-                                 pool_info={"n_pool": len(pool), "n_eligible": len(eligible),
+                                 pool_info={"n_pool": len(pool), "n_eligible": emb.n_eligible,
                                             "rows_csv": emb.rows_csv, "embeddings_npy": emb.embeddings_npy})
-    pool_note = "empty pool" if pool.empty else f"{len(eligible)} eligible pool rows"
+    pool_note = "empty pool" if pool.empty else f"{emb.n_eligible} eligible pool rows"
     return StageOutcome(summary=f"{len(targets)} target(s): {res.n_sdg} to SDG, {res.n_mining} to mining ({pool_note})",
                         updates={"n_targets": len(targets), "n_sdg_targets": res.n_sdg,
-                                 "n_mining_targets": res.n_mining, "n_pool_eligible": len(eligible)},
+                                 "n_mining_targets": res.n_mining, "n_pool_eligible": emb.n_eligible},
                         artefacts={"routing_json": res.routing_json})
 
 
@@ -190,7 +190,8 @@ def step_sdg(run: Run, label: str) -> StageOutcome:
     with run.progress.bar(f"sdg {label}", total) as advance:
         res = _sdg.generate(targets=targets, train=read_dataset(training_csv(run, label)), layout=ctx.layout,
                             out_dir=run.out(label, "sdg"), iter_label=label, count_per_target=ctx.sdg_count_per_target,
-                            hard_pass_per_target=ctx.sdg_hard_pass_per_target, on_pair=advance)
+                            hard_pass_per_target=ctx.sdg_hard_pass_per_target, contrast=ctx.sdg_contrast,
+                            on_pair=advance)
     skipped = f"; skipped {len(res.skipped)}: {next(iter(res.skipped.values()))}" if res.skipped else ""
     return StageOutcome(summary=f"{res.n_rows} synthetic pair(s) for {len(targets)} target(s){skipped}",
                         updates={"sdg_rows": res.n_rows, "sdg_per_target": res.per_target, "sdg_skipped": res.skipped},
