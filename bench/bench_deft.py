@@ -68,6 +68,8 @@ def main() -> None:
     ap.add_argument("--pretrained", type=Path, help="pre-seed the baseline with this checkpoint")
     ap.add_argument("--kpi-target", type=float, help="override kpi.target (e.g. 0 to run every iteration)")
     ap.add_argument("--lr-scale", type=float, default=None, help="deft.warm_start_lr_scale for the retrains")
+    ap.add_argument("--sdg-count", type=int, help="deft.sdg.count_per_target (hard PASS: half of it)")
+    ap.add_argument("--top-k", type=int, help="deft.mining.top_k_per_target")
     ap.add_argument("--tag", default="", help="suffix of the result key")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,6 +87,10 @@ def main() -> None:
             cfg.kpi.target = args.kpi_target
         if args.lr_scale is not None:
             cfg.deft.warm_start_lr_scale = args.lr_scale
+        if args.sdg_count is not None:
+            cfg.deft.sdg.count_per_target, cfg.deft.sdg.hard_pass_per_target = args.sdg_count, args.sdg_count // 2
+        if args.top_k is not None:
+            cfg.deft.mining.top_k_per_target = args.top_k
         label += args.tag
         if args.pretrained:
             from deftpipe.deft import preseed_baseline
@@ -109,13 +115,16 @@ def main() -> None:
     total = sum(sum(v.values()) for v in stage_sec.values())
     train = sum(v.get("train", 0.0) for v in stage_sec.values())
     outside = wall - train_s  # everything but training: stages, state commits, report rendering
+    iters = [v for lb, v in stage_sec.items() if lb != "baseline"]
+    it_total, it_train = sum(sum(v.values()) for v in iters), sum(v.get("train", 0.0) for v in iters)
     base = far["baseline"]
     result = {
         "workspace": str(args.ws) if args.ws else f"synthetic {args.size}, seed {args.seed} "
                                                    "(short and pin-hole rare in training)",
         "baseline": f"pre-seeded from {args.pretrained}" if args.pretrained else "trained by the loop",
         "iterations": args.iterations, "epochs_per_iteration": args.epochs,
-        "warm_start_lr_scale": cfg.deft.warm_start_lr_scale,
+        "warm_start_lr_scale": cfg.deft.warm_start_lr_scale, "sdg": cfg.deft.sdg.model_dump(),
+        "mining": cfg.deft.mining.model_dump(),
         "far_pct": far, "best_iteration": best,
         "relative_far_reduction_pct": round(100 * (base - far[best]) / base, 1) if base else None,
         "far_ci": {lb: [its[lb].get("far_ci_low"), its[lb].get("far_ci_high")] for lb in loop},
@@ -126,6 +135,7 @@ def main() -> None:
         "stage_seconds": stage_sec, "loop_wall_seconds": round(wall, 1),
         "non_training_share_pct": round(100 * (total - train) / total, 1) if total else None,
         "non_training_share_of_wall_pct": round(100 * outside / wall, 1) if wall else None,
+        "non_training_share_iterations_pct": round(100 * (it_total - it_train) / it_total, 1) if it_total else None,
         "control_no_new_data": control,
         "status": state["status"], "reason": state["reason"],
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f} at end",
@@ -137,7 +147,8 @@ def main() -> None:
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(merged, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("far_pct", "relative_far_reduction_pct", "non_training_share_pct",
-                                             "non_training_share_of_wall_pct", "control_no_new_data",
+                                             "non_training_share_of_wall_pct", "non_training_share_iterations_pct",
+                                             "control_no_new_data",
                                              "sdg_rows", "mined_rows", "loop_wall_seconds")}, indent=2))
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from deftpipe.data import identity_keys, read_dataset
 from deftpipe.deft import load_state, preseed_baseline, run_loop
@@ -34,6 +35,11 @@ def test_full_run_records_every_stage(finished_run, tiny_ws):
     assert _stage_events(state) == [("baseline", s) for s in ("train", "inference", "evaluate", "rca")] + [
         ("iter1", s) for s in ITER_STAGES] + [("iter1", "loop_stop")]
     assert all(e["duration_sec"] >= 0 for e in state["events"])
+    train1 = next(e for e in state["events"] if (e["iter"], e["stage"]) == ("iter1", "train"))
+    assert "warm start baseline (model_epoch_" in train1["summary"]  # the label it warm-started from
+    assert it["iter1"]["warm_start"] == it["baseline"]["best_ckpt_path"]
+    seeds = [yaml.safe_load(Path(it[lb]["train_spec"]).read_text())["train"]["seed"] for lb in ("baseline", "iter1")]
+    assert seeds[1] == seeds[0] + 1  # each retrain a fresh draw, not a replay of the last one
     for sub in ("routing", "sdg", "mining", "dataset", "train", "inference", "evaluate"):
         assert (finished_run / "iter1" / sub).is_dir()
     best = json.loads((finished_run / "best_model.json").read_text())

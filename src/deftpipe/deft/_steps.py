@@ -79,7 +79,7 @@ def training_csv(run: Run, label: str) -> Path:
 def step_train(run: Run, label: str) -> StageOutcome:
     out = run.out(label, "train")
     if label == "baseline":
-        data, pretrained, epochs = run.ctx.train_csv, None, run.ctx.baseline_epochs
+        data, pretrained, epochs, warm = run.ctx.train_csv, None, run.ctx.baseline_epochs, None
     else:
         warm = best_so_far(run.state, label)
         data, pretrained, epochs = Path(run.it(label)["combined_training_csv"]), Path(
@@ -89,7 +89,7 @@ def step_train(run: Run, label: str) -> StageOutcome:
         res = train_model(run.ctx, train_csv=data, out_dir=out, pretrained=pretrained, num_epochs=epochs,
                           iteration=iter_no(label),
                           on_epoch=lambda e, m: advance(info=f"val FAR {m.get('far_pct', float('nan')):.1f}%"))
-    warm_note = f", warm start {pretrained.parent.parent.name}" if pretrained else ""
+    warm_note = f", warm start {warm} ({pretrained.name})" if pretrained else ""
     return StageOutcome(
         summary=f"{res.epochs_run} epoch(s) on {data.name}{warm_note}; val FAR@100%R "
                 f"{res.metrics.get('far_pct', float('nan')):.1f}%",
