@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import tempfile
 import time
 from collections import defaultdict
@@ -138,6 +139,8 @@ def main() -> None:
         "non_training_share_iterations_pct": round(100 * (it_total - it_train) / it_total, 1) if it_total else None,
         "control_no_new_data": control,
         "status": state["status"], "reason": state["reason"],
+        "code": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                               cwd=Path(__file__).parent).stdout.strip() or None,
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f} at end",
     }
     merged = json.loads(OUT.read_text()) if OUT.is_file() else {}
