@@ -26,7 +26,7 @@ from deftpipe.model._adapter import EpochCallback, TrainResult
 from deftpipe.model._checkpoint import checkpoint_name, load_weights, read_checkpoint, save_checkpoint
 from deftpipe.model._data import PairSet, augment, class_names, load_pair_set, to_float
 from deftpipe.model._network import NetConfig, SiameseChangeNet
-from deftpipe.model._val_scores import save_val_scores
+from deftpipe.model._val_scores import csv_stamp, save_val_scores
 from deftpipe.spec import Spec, spec_to_dict
 
 EVAL_BATCH = 32  # measured: 1,060 pairs/s at 32 vs 634 at 256 on 2 CPU threads (cache-sized batches)
@@ -124,13 +124,15 @@ def predict(model: SiameseChangeNet, data: PairSet, device: torch.device, *, emb
 
 
 def validate(model: SiameseChangeNet, data: PairSet, device: torch.device, *, seed: int,
-             threshold: float | None = None, classes: list[str] | None = None,
-             scores_out: list | None = None) -> dict[str, Any]:
-    """compute_metrics on ``data`` plus ``val_loss`` (unweighted, comparable across specs);
-    the per-row scores are appended to ``scores_out`` when given."""
+             threshold: float | None = None, classes: list[str] | None = None) -> dict[str, Any]:
+    """compute_metrics on ``data`` plus ``val_loss`` (unweighted, comparable across specs)."""
     scores, logits = predict(model, data, device)
-    if scores_out is not None:
-        scores_out.append(scores)
+    return scored_metrics(data, scores, logits, seed=seed, threshold=threshold, classes=classes)
+
+
+def scored_metrics(data: PairSet, scores: np.ndarray, logits: torch.Tensor, *, seed: int,
+                   threshold: float | None = None, classes: list[str] | None = None) -> dict[str, Any]:
+    """:func:`validate`'s metrics from scores and logits already computed by :func:`predict`."""
     val_loss = float(loss_fn(logits, data.targets, None))
     preds = None
     if classes and logits.dim() == 2:
@@ -168,6 +170,7 @@ def train_model(spec: Spec, train_csv: str | Path, val_csv: str | Path, out_dir:
     if not val_set.is_defect.any() or val_set.is_defect.all():
         raise DataError(f"validation set {val_csv} needs both PASS and defect rows to select a checkpoint "
                         f"by far_pct (found {int(val_set.is_defect.sum())} defects of {len(val_set)})")
+    val_stamp = csv_stamp(val_csv)  # which validation file the kept best-epoch scores belong to
     init = pretrained or tr.pretrained_model_path
     init_ckpt = read_checkpoint(init) if init else None
 
@@ -211,10 +214,10 @@ def train_model(spec: Spec, train_csv: str | Path, val_csv: str | Path, out_dir:
                     step += 1
                     losses.append(loss.item())
                     progress.batch(epoch, i + 1, losses[-1])
-                val_scores: list[np.ndarray] = []
                 try:
-                    m = validate(model, val_set, device, seed=tr.seed, classes=classes if cfg.num_outputs > 1 else None,
-                                 scores_out=val_scores)
+                    val_scores, val_logits = predict(model, val_set, device)
+                    m = scored_metrics(val_set, val_scores, val_logits, seed=tr.seed,
+                                       classes=classes if cfg.num_outputs > 1 else None)
                 except DataError as err:  # NaN scores: the weights blew up without a NaN loss
                     raise TrainingError(f"training diverged in epoch {epoch}: {err}") from None
                 m.update(epoch=epoch, step=step, train_loss=float(np.mean(losses)), lr=lr,
@@ -224,7 +227,7 @@ def train_model(spec: Spec, train_csv: str | Path, val_csv: str | Path, out_dir:
                 save_checkpoint(out_dir / name, model, spec, m, epoch=epoch, step=step)
                 if _is_better(m, best):
                     best, best_name = m, name
-                    save_val_scores(out_dir, name, Path(val_csv), val_scores[0])
+                    save_val_scores(out_dir, name, val_stamp, val_scores)
                 kept = (kept + [name])[-tr.keep_checkpoints:]
                 _prune(out_dir, set(kept) | {best_name})
                 atomic_write_json(out_dir / "metrics.json", {
@@ -247,4 +250,4 @@ def train_model(spec: Spec, train_csv: str | Path, val_csv: str | Path, out_dir:
                        seconds=seconds)
 
 
-__all__ = ["NullProgress", "lr_at", "predict", "torch_threads", "train_model", "validate"]
+__all__ = ["NullProgress", "lr_at", "predict", "scored_metrics", "torch_threads", "train_model", "validate"]

@@ -18,15 +18,17 @@ from deftpipe._fs import atomic_path
 FILE = "val_scores.npz"
 
 
-def _sha1(path: Path) -> str:
-    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+def csv_stamp(csv: str | Path) -> tuple[str, str]:
+    """(resolved path, SHA-1 of the bytes) of a CSV: what the kept scores are checked against."""
+    return str(Path(csv).resolve()), hashlib.sha1(Path(csv).read_bytes()).hexdigest()
 
 
-def save_val_scores(out_dir: Path, checkpoint_name: str, val_csv: Path, scores: np.ndarray) -> Path:
+def save_val_scores(out_dir: Path, checkpoint_name: str, stamp: tuple[str, str], scores: np.ndarray) -> Path:
+    """Keep ``scores`` as the validation scores of ``checkpoint_name`` on the CSV ``stamp`` names."""
     path = Path(out_dir) / FILE
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, scores=np.asarray(scores, dtype=np.float64), checkpoint=np.array(checkpoint_name),
-                 csv=np.array(str(Path(val_csv).resolve())), csv_sha1=np.array(_sha1(val_csv)))
+                 csv=np.array(stamp[0]), csv_sha1=np.array(stamp[1]))
     return path
 
 
@@ -39,12 +41,11 @@ def stored_val_scores(checkpoint: str | Path, csv: str | Path) -> np.ndarray | N
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
-            if (str(z["checkpoint"]) != checkpoint.name or str(z["csv"]) != str(csv.resolve())
-                    or str(z["csv_sha1"]) != _sha1(csv)):
+            if str(z["checkpoint"]) != checkpoint.name or (str(z["csv"]), str(z["csv_sha1"])) != csv_stamp(csv):
                 return None
             return np.asarray(z["scores"], dtype=np.float64)
     except (OSError, ValueError, KeyError):
         return None
 
 
-__all__ = ["FILE", "save_val_scores", "stored_val_scores"]
+__all__ = ["FILE", "csv_stamp", "save_val_scores", "stored_val_scores"]
