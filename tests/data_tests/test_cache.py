@@ -45,9 +45,37 @@ def test_pairs_shape_order_and_cache_files(ws):
     golden = np.asarray(Image.open(root / "images" / "golden" / "o1.png"))
     test = np.asarray(Image.open(root / "images" / "test" / "o1.png"))
     assert np.array_equal(arr[1, 0, 0], golden) and np.array_equal(arr[1, 1, 0], test)
-    assert len(list(cache_dir_for(layout).rglob("*.npy"))) == 1  # one array per dataset
+    entries = sorted(f.name for f in cache_dir_for(layout).rglob("*.npy"))
+    assert len(entries) == 2 and entries[1].endswith(".sha1.npy")  # one array per dataset + its digests
     clear_memo()
     assert np.array_equal(load_pairs(df, layout, 16), arr)  # served from the .npy files
+
+
+def test_decoded_files_need_no_second_read_for_the_leak_check(ws, monkeypatch):
+    """The cache hashes the bytes it decodes (and keeps the digests beside its entry), so the
+    leak check of a set just trained on reads no file; the digests are the files' real SHA-1."""
+    from deftpipe.data import _file_memo, _leakage
+
+    root, df = ws
+    layout = ImageLayout.create(root / "images", ".png")
+    expected = _leakage.content_hashes(df, layout)  # reads the files
+    reads: list[str] = []
+    real_sha1 = _leakage._sha1
+    monkeypatch.setattr(_leakage, "_sha1", lambda p: reads.append(p) or real_sha1(p))
+    for fresh_process in (False, True):
+        _file_memo.clear()
+        clear_memo()
+        if fresh_process:  # the cache entry exists now: its digests come from the sidecar
+            assert len(list(cache_dir_for(layout).rglob("*.sha1.npy"))) == 1
+        load_pairs(df, layout, 16)
+        reads.clear()
+        assert _leakage.content_hashes(df, layout).tolist() == expected.tolist()
+        assert reads == []
+    p = root / "images" / "test" / "o2.png"  # a rewritten file is hashed again, never served stale
+    _write(p, np.full((16, 16), 7, np.uint8))
+    os.utime(p, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    assert _leakage.content_hashes(df, layout).tolist()[2] != expected.tolist()[2]
+    assert len(reads) == 1
 
 
 def test_changed_file_invalidates_entry(ws):

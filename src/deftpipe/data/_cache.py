@@ -16,6 +16,7 @@ workspace, so the cache goes away with it), else ``~/.cache/deftpipe/`` when tha
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +26,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from deftpipe._fs import atomic_path
+from deftpipe.data import _file_memo
 from deftpipe.data._csv import ImageLayout
 from deftpipe.errors import DataError
 
@@ -52,8 +54,12 @@ def decode_image(path: Path, size: int | None = None, *, resize: bool = False) -
         DataError: unreadable file, more than one distinct colour channel, or a size other than
             ``size`` x ``size`` (unless ``resize``).
     """
+    return _decode(path, path, size, resize)
+
+
+def _decode(source: Path | io.BytesIO, path: Path, size: int | None, resize: bool) -> np.ndarray:
     try:
-        with Image.open(path) as im:
+        with Image.open(source) as im:
             im.load()
             if im.mode in ("RGB", "RGBA"):
                 arr3 = np.asarray(im.convert("RGB"))
@@ -79,11 +85,14 @@ def decode_image(path: Path, size: int | None = None, *, resize: bool = False) -
         raise DataError(f"image {path} cannot be decoded ({err}); replace or remove the file") from None
 
 
-def _file_key(path: str, size: int, resize: bool) -> str:
+def _stat(path: str) -> os.stat_result:
     try:
-        st = os.stat(path)
+        return os.stat(path)
     except FileNotFoundError:
         raise DataError(f"image {path} does not exist") from None
+
+
+def _file_key(path: str, st: os.stat_result, size: int, resize: bool) -> str:
     return f"{path}|{st.st_size}|{st.st_mtime_ns}|{size}|{int(resize)}"
 
 
@@ -93,11 +102,20 @@ def load_image(path: str | Path, size: int | None = None, *, resize: bool = Fals
 
 
 def _load_real(path: str, size: int | None, resize: bool) -> np.ndarray:
-    key = _file_key(path, size or 0, resize)
+    key = _file_key(path, _stat(path), size or 0, resize)
     hit = _MEMO.get(key)
     if hit is not None:
         return hit
-    arr = decode_image(Path(path), size, resize=resize)
+    try:
+        with open(path, "rb") as f:
+            st, data = os.fstat(f.fileno()), f.read()
+    except FileNotFoundError:
+        raise DataError(f"image {path} does not exist") from None
+    except OSError as err:
+        raise DataError(f"image {path} cannot be read ({err}); replace or remove the file") from None
+    # the bytes are in hand: hash them now, so the leak check does not read the file again
+    _file_memo.remember(_file_memo.SHA1, path, st.st_size, st.st_mtime_ns, hashlib.sha1(data).digest())
+    arr = _decode(io.BytesIO(data), Path(path), size, resize)
     if len(_MEMO) < _MEMO_MAX:
         _MEMO[key] = arr
     return arr
@@ -143,13 +161,16 @@ def load_pairs(df: pd.DataFrame, layout: ImageLayout, size: int, *, resize: bool
     if not use_cache:
         arrays = _decode_all(files, size, resize, num_threads, memo=False)
         return _assemble(arrays, shape)
-    keys = [_file_key(p, size, resize) for p in files]
+    stats = [_stat(p) for p in files]
+    keys = [_file_key(p, st, size, resize) for p, st in zip(files, stats, strict=True)]
     digest = hashlib.sha1("\n".join(keys).encode()).hexdigest()
     npy = cache_dir_for(layout) / "pairs" / f"{digest}.npy"
+    sha1_npy = npy.with_suffix(".sha1.npy")  # the files' SHA-1 digests, for the leak check
     if npy.is_file():
         try:
             arr = np.load(npy, allow_pickle=False)
             if arr.shape == shape and arr.dtype == np.uint8:
+                _remember_digests(sha1_npy, files, stats)
                 return arr
         except (OSError, ValueError):
             pass  # a damaged entry is simply rebuilt
@@ -158,9 +179,32 @@ def load_pairs(df: pd.DataFrame, layout: ImageLayout, size: int, *, resize: bool
         with atomic_path(npy) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, out, allow_pickle=False)
+        _save_digests(sha1_npy, files, stats)
     except OSError:
         pass  # read-only cache folder: still correct, just slower next time
     return out
+
+
+def _save_digests(path: Path, files: list[str], stats: list[os.stat_result]) -> None:
+    digests = [_file_memo.recall(_file_memo.SHA1, p, st.st_size, st.st_mtime_ns)
+               for p, st in zip(files, stats, strict=True)]
+    if files and all(isinstance(d, bytes) and len(d) == 20 for d in digests):
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, np.frombuffer(b"".join(digests), np.uint8).reshape(len(files), 20), allow_pickle=False)
+
+
+def _remember_digests(path: Path, files: list[str], stats: list[os.stat_result]) -> None:
+    """Re-remember the digests kept beside a cache entry (its key already pins every file's
+    size and mtime); a missing or damaged sidecar only means the leak check reads the files."""
+    try:
+        d = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return
+    if d.shape != (len(files), 20) or d.dtype != np.uint8:
+        return
+    for p, st, row in zip(files, stats, d, strict=True):
+        _file_memo.remember(_file_memo.SHA1, p, st.st_size, st.st_mtime_ns, row.tobytes())
 
 
 def _decode_all(files: list[str], size: int, resize: bool, num_threads: int | None, *, memo: bool):

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 T = TypeVar("T")
+SHA1 = "sha1"  # kind of the SHA-1 digest of a file's bytes (leak check; image cache)
 _MEMO: dict[tuple[str, str, int, int], object] = {}
 
 
@@ -52,6 +53,18 @@ def map_files(kind: str, paths: Iterable[str], compute: Callable[[str], T], *, k
                 if keep(value):
                     _MEMO[key] = value
     return out
+
+
+def remember(kind: str, path: str, size: int, mtime_ns: int, value: object) -> None:
+    """Record ``value`` for ``path`` at that (size, mtime) — for a caller that already read the
+    file for another reason (the image cache hashes the bytes it decodes, so the leak check of a
+    set that was just trained on does not read every file a second time)."""
+    _MEMO[(kind, path, size, mtime_ns)] = value
+
+
+def recall(kind: str, path: str, size: int, mtime_ns: int) -> object | None:
+    """The remembered value, or None."""
+    return _MEMO.get((kind, path, size, mtime_ns))
 
 
 def clear() -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from deftpipe.data._csv import ImageLayout, identity_keys, read_dataset
-from deftpipe.data._file_memo import map_files
+from deftpipe.data._csv import ImageLayout, _real_file, identity_keys, read_dataset
+from deftpipe.data._file_memo import SHA1, map_files
 from deftpipe.data._layout import resolve_layout
 
 MAX_EXAMPLES = 5
@@ -63,11 +63,13 @@ def _sha1(path: str) -> bytes | None:
 def content_hashes(df: pd.DataFrame, layout: ImageLayout, *, workers: int = 8) -> pd.Series:
     """SHA-1 hex of (golden files, test files) bytes per row; None where an image is missing.
 
-    File digests are memoised per (path, size, mtime), so re-checking an unchanged set is cheap."""
-    per_row = [(layout.file_strs(g, n), layout.file_strs(t, n))
+    File digests are memoised per (real path, size, mtime), so re-checking an unchanged set is
+    cheap, and the image cache records the digest of every file it decodes (a set that was just
+    trained on or scored is not read again)."""
+    per_row = [([_real_file(f) for f in layout.file_strs(g, n)], [_real_file(f) for f in layout.file_strs(t, n)])
                for t, g, n in zip(df["input_path"].tolist(), df["golden_path"].tolist(),
                                   df["object_name"].tolist(), strict=True)]
-    digests = map_files("sha1", (f for golden, test in per_row for f in (*golden, *test)), _sha1,
+    digests = map_files(SHA1, (f for golden, test in per_row for f in (*golden, *test)), _sha1,
                         keep=lambda d: d is not None, missing=None, workers=workers)
     out = []
     for golden, test in per_row:
