@@ -32,6 +32,11 @@ from deftpipe.errors import DataError
 
 _MEMO: dict[str, np.ndarray] = {}  # in-process memo: key -> decoded image
 _MEMO_MAX = 200_000
+#: Default decode threads. Decoding a small PNG is mostly Python-level work under the GIL, so
+#: threads contend instead of overlapping: on 2 cores a cold load of 2,400 synthetic 64x64 pairs
+#: took 0.62 s on 1 thread and 1.0-1.1 s on 2 (DeepPCB KPI set, 8.2k pairs: 1.8 s vs 4.0-4.4 s;
+#: bench/bench_cache.py). ``load_pairs(num_threads=N)`` still fans out, for large images.
+DECODE_THREADS = 1
 
 
 def cache_dir_for(layout: ImageLayout) -> Path:
@@ -150,6 +155,7 @@ def load_pairs(df: pd.DataFrame, layout: ImageLayout, size: int, *, resize: bool
         size: expected image side in pixels (``model.input_size``).
         resize: resize other sizes instead of raising.
         use_cache: False decodes every file (for benchmarks).
+        num_threads: decode threads (default :data:`DECODE_THREADS`).
     Returns:
         uint8 array of shape ``(N, 2, L, size, size)``; axis 1 is (golden, test), L = number of lights.
     Raises:
@@ -211,7 +217,7 @@ def _decode_all(files: list[str], size: int, resize: bool, num_threads: int | No
     def one(p: str) -> np.ndarray:
         return _load_real(p, size, resize) if memo else decode_image(Path(p), size, resize=resize)
 
-    threads = num_threads or min(4, os.cpu_count() or 1)
+    threads = num_threads or DECODE_THREADS
     if len(files) > 64 and threads > 1:  # PIL releases the GIL while decoding
         # chunks, not one future per file: memo hits are microseconds, a future costs more
         step = max(16, -(-len(files) // (threads * 8)))

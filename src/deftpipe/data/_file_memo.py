@@ -34,7 +34,9 @@ def map_files(kind: str, paths: Iterable[str], compute: Callable[[str], T], *, k
     """``{path: compute(path)}`` for every distinct path; ``missing`` where there is no such file.
 
     Results with ``keep(result)`` are remembered for that (size, mtime) of the file; only the
-    files not remembered run ``compute``, in a thread pool (PIL and hashlib release the GIL).
+    files not remembered run ``compute``, in a pool of ``workers`` threads (1: inline). Threads pay
+    off for work that releases the GIL on large inputs (hashing, reading); decoding small images
+    does not (see ``_cache.DECODE_THREADS``).
     """
     out: dict[str, T] = {}
     todo: list[tuple[str, tuple[str, str, int, int]]] = []
@@ -46,12 +48,17 @@ def map_files(kind: str, paths: Iterable[str], compute: Callable[[str], T], *, k
             out[p] = _MEMO[(kind, *key)]  # type: ignore[assignment]
         else:
             todo.append((p, (kind, *key)))
-    if todo:
+    if not todo:
+        return out
+    if workers > 1:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for (p, key), value in zip(todo, pool.map(compute, [p for p, _ in todo]), strict=True):
-                out[p] = value
-                if keep(value):
-                    _MEMO[key] = value
+            values = list(pool.map(compute, [p for p, _ in todo]))
+    else:
+        values = [compute(p) for p, _ in todo]
+    for (p, key), value in zip(todo, values, strict=True):
+        out[p] = value
+        if keep(value):
+            _MEMO[key] = value
     return out
 
 
