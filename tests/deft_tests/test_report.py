@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -35,6 +36,25 @@ def test_report_renders_quickly_with_trajectory(finished_run):
     assert "Pipeline trajectory" in (finished_run / "report.html").read_text()
     assert page.count("data:image/png;base64,") > 4  # thumbnails embedded
     assert "http" not in page.replace("http://www.w3.org/2000/svg", "")  # nothing fetched from the network
+
+
+def test_rebuild_reuses_sections_until_an_artefact_is_rewritten(finished_run, tmp_path):
+    """Sections are built once per process and rebuilt when their artefact changes on disk."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    state = json.loads((run / "deft_state.json").read_text())
+    alloc_path = tmp_path / "allocation.json"
+    alloc = json.loads(Path(state["iterations"]["iter1"]["sdg_allocation"]).read_text())
+    alloc_path.write_text(json.dumps(alloc))
+    state["iterations"]["iter1"]["sdg_allocation"] = str(alloc_path)
+    (run / "deft_state.json").write_text(json.dumps(state))
+    render_report(run)
+    assert "987654" not in (run / "report.html").read_text()
+    alloc["targets"][0]["written"] = 987654
+    alloc_path.write_text(json.dumps(alloc))
+    os.utime(alloc_path, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    render_report(run)
+    assert "987654" in (run / "report.html").read_text()
 
 
 def test_svg_chart_escapes_labels():
