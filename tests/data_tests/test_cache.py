@@ -78,6 +78,20 @@ def test_decoded_files_need_no_second_read_for_the_leak_check(ws, monkeypatch):
     assert len(reads) == 1
 
 
+def test_load_image_memo_is_shared_read_only_and_still_checks_the_size(ws):
+    from deftpipe.data import load_image
+
+    root, _ = ws
+    path = root / "images" / "golden" / "o0.png"
+    a = load_image(path)  # no size known (e.g. SDG reading goldens)
+    assert load_image(path, 16) is a  # training's call hits the same entry
+    with pytest.raises(DataError, match="16x16 but the spec expects 32x32"):
+        load_image(path, 32)  # a memo hit still checks the size
+    with pytest.raises(ValueError):
+        a[0, 0] = 1  # nobody may draw on an image other callers share
+    assert load_image(path, 32, resize=True).shape == (32, 32)
+
+
 def test_changed_file_invalidates_entry(ws):
     root, df = ws
     layout = ImageLayout.create(root / "images", ".png")

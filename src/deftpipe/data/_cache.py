@@ -78,16 +78,18 @@ def _decode(source: Path | io.BytesIO, path: Path, size: int | None, resize: boo
                 im2 = im.convert("L")
             if size is not None and im2.size != (size, size):
                 if not resize:
-                    raise DataError(
-                        f"image {path} is {im2.size[0]}x{im2.size[1]} but the spec expects "
-                        f"{size}x{size} (model.input_size); fix model.input_size or re-crop the images"
-                    )
+                    raise _wrong_size(path, im2.size, size)
                 im2 = im2.resize((size, size), Image.BILINEAR)
             return np.asarray(im2, dtype=np.uint8).copy()
     except FileNotFoundError:
         raise DataError(f"image {path} does not exist") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise DataError(f"image {path} cannot be decoded ({err}); replace or remove the file") from None
+
+
+def _wrong_size(path: Path | str, wh: tuple[int, int], size: int) -> DataError:
+    return DataError(f"image {path} is {wh[0]}x{wh[1]} but the spec expects {size}x{size} "
+                     "(model.input_size); fix model.input_size or re-crop the images")
 
 
 def _stat(path: str) -> os.stat_result:
@@ -102,14 +104,19 @@ def _file_key(path: str, st: os.stat_result, size: int, resize: bool) -> str:
 
 
 def load_image(path: str | Path, size: int | None = None, *, resize: bool = False) -> np.ndarray:
-    """One decoded image, memoised in-process by (path, file size, mtime, size)."""
+    """One decoded image, memoised in-process by (path, file size, mtime[, resized size]).
+
+    Without ``resize`` the memo entry does not depend on ``size`` (that only checks the shape),
+    so a caller that does not know the model's input size still hits what training decoded."""
     return _load_real(os.path.realpath(path), size, resize)
 
 
 def _load_real(path: str, size: int | None, resize: bool) -> np.ndarray:
-    key = _file_key(path, _stat(path), size or 0, resize)
+    key = _file_key(path, _stat(path), (size or 0) if resize else 0, resize)
     hit = _MEMO.get(key)
     if hit is not None:
+        if size is not None and not resize and hit.shape != (size, size):
+            raise _wrong_size(path, (hit.shape[1], hit.shape[0]), size)
         return hit
     try:
         with open(path, "rb") as f:
@@ -120,9 +127,12 @@ def _load_real(path: str, size: int | None, resize: bool) -> np.ndarray:
         raise DataError(f"image {path} cannot be read ({err}); replace or remove the file") from None
     # the bytes are in hand: hash them now, so the leak check does not read the file again
     _file_memo.remember(_file_memo.SHA1, path, st.st_size, st.st_mtime_ns, hashlib.sha1(data).digest())
-    arr = _decode(io.BytesIO(data), Path(path), size, resize)
+    arr = _decode(io.BytesIO(data), Path(path), size if resize else None, resize)
+    arr.setflags(write=False)  # shared by every caller: nobody may draw on the memoised image
     if len(_MEMO) < _MEMO_MAX:
         _MEMO[key] = arr
+    if size is not None and not resize and arr.shape != (size, size):
+        raise _wrong_size(path, (arr.shape[1], arr.shape[0]), size)
     return arr
 
 

@@ -21,9 +21,10 @@ import pandas as pd
 from PIL import Image
 
 from deftpipe._fs import atomic_write_json
-from deftpipe.data import PASS, ImageLayout, write_dataset
+from deftpipe.data import PASS, ImageLayout, load_image, write_dataset
 from deftpipe.deft._context import jsonable, relpath
 from deftpipe.deft._sdg_draw import PCB_CLASSES, copper_is_dark, synthesize
+from deftpipe.errors import DataError
 
 MAX_GOLDEN_SOURCES = 400
 ATTEMPTS_PER_PAIR = 6
@@ -39,10 +40,10 @@ class SdgResult:
 
 
 def _read_gray(path: Path) -> np.ndarray | None:
+    """A golden image through the image cache's in-process memo (training decoded it already)."""
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("L"))
-    except OSError:
+        return load_image(path)
+    except DataError:
         return None
 
 
