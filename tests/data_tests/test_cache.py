@@ -92,6 +92,23 @@ def test_load_image_memo_is_shared_read_only_and_still_checks_the_size(ws):
     assert load_image(path, 32, resize=True).shape == (32, 32)
 
 
+def test_disk_cache_hit_fills_the_in_process_memo(ws, monkeypatch):
+    from deftpipe.data import _cache, load_image
+
+    root, df = ws
+    layout = ImageLayout.create(root / "images", ".png")
+    arr = load_pairs(df, layout, 16)
+    clear_memo()  # a new process: only the on-disk entry is left
+    load_pairs(df, layout, 16)
+
+    def no_decode(*a, **k):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(_cache, "_decode", no_decode)
+    assert np.array_equal(load_image(root / "images" / "test" / "o2.png"), arr[2, 1, 0])
+    assert np.array_equal(load_image(root / "images" / "golden" / "o1.png", 16), arr[1, 0, 0])
+
+
 def test_changed_file_invalidates_entry(ws):
     root, df = ws
     layout = ImageLayout.create(root / "images", ".png")

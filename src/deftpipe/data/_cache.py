@@ -103,6 +103,11 @@ def _file_key(path: str, st: os.stat_result, size: int, resize: bool) -> str:
     return f"{path}|{st.st_size}|{st.st_mtime_ns}|{size}|{int(resize)}"
 
 
+def _memo_key(path: str, st: os.stat_result, size: int | None, resize: bool) -> str:
+    """In-process memo key: without ``resize`` the decoded image does not depend on ``size``."""
+    return _file_key(path, st, (size or 0) if resize else 0, resize)
+
+
 def load_image(path: str | Path, size: int | None = None, *, resize: bool = False) -> np.ndarray:
     """One decoded image, memoised in-process by (path, file size, mtime[, resized size]).
 
@@ -112,7 +117,7 @@ def load_image(path: str | Path, size: int | None = None, *, resize: bool = Fals
 
 
 def _load_real(path: str, size: int | None, resize: bool) -> np.ndarray:
-    key = _file_key(path, _stat(path), (size or 0) if resize else 0, resize)
+    key = _memo_key(path, _stat(path), size, resize)
     hit = _MEMO.get(key)
     if hit is not None:
         if size is not None and not resize and hit.shape != (size, size):
@@ -187,6 +192,7 @@ def load_pairs(df: pd.DataFrame, layout: ImageLayout, size: int, *, resize: bool
             arr = np.load(npy, allow_pickle=False)
             if arr.shape == shape and arr.dtype == np.uint8:
                 _remember_digests(sha1_npy, files, stats)
+                _remember_images(arr, files, stats, size, resize)
                 return arr
         except (OSError, ValueError):
             pass  # a damaged entry is simply rebuilt
@@ -199,6 +205,19 @@ def load_pairs(df: pd.DataFrame, layout: ImageLayout, size: int, *, resize: bool
     except OSError:
         pass  # read-only cache folder: still correct, just slower next time
     return out
+
+
+def _remember_images(arr: np.ndarray, files: list[str], stats: list[os.stat_result], size: int,
+                     resize: bool) -> None:
+    """Memoise a cache entry's images (read-only views, no copy), so a later set that shares rows
+    with this one (DEFT's growing training set, SDG's golden sources) decodes only its new files."""
+    if len(_MEMO) + len(files) > _MEMO_MAX:
+        return
+    flat = arr.reshape(-1, arr.shape[-2], arr.shape[-1])
+    for i, (p, st) in enumerate(zip(files, stats, strict=True)):
+        view = flat[i]
+        view.setflags(write=False)
+        _MEMO.setdefault(_memo_key(p, st, size, resize), view)
 
 
 def _save_digests(path: Path, files: list[str], stats: list[os.stat_result]) -> None:
