@@ -91,3 +91,40 @@ def test_stats_without_defects(tmp_path):
                                 "object_name": ["o"]}), csv)
     s = dataset_stats(csv)
     assert s["labels"] == {"PASS": 1} and s["pass_fail_ratio"] is None and s["boards"] == {"(none)": 1}
+
+
+def test_digests_are_kept_between_processes(ws_copy, monkeypatch):
+    """A new process (memo cleared) reads no file whose digest the store holds; a rewritten file
+    is hashed again; a damaged store only costs the reads."""
+    import os
+    import time
+
+    from deftpipe.data import _digest_store, _file_memo, _leakage
+    from deftpipe.data._layout import resolve_layout
+
+    monkeypatch.setattr(_digest_store, "MIN_NEW_TO_SAVE", 1)
+    csv = ws_copy / SPLIT_FILES["train"]
+    df, layout = read_dataset(csv), resolve_layout(csv, None)
+    reads: list[str] = []
+    real_sha1 = _leakage._sha1
+    monkeypatch.setattr(_leakage, "_sha1", lambda p: reads.append(p) or real_sha1(p))
+
+    def new_process_hashes() -> list:
+        _file_memo.clear()
+        _digest_store.forget_loaded()
+        reads.clear()
+        return _leakage.content_hashes(df, layout).tolist()
+
+    first = new_process_hashes()
+    assert len(reads) == 2 * len(df)  # nothing stored yet: every file read
+    store = ws_copy / ".deftpipe_cache" / _digest_store.STORE_NAME
+    assert store.is_file()
+    assert new_process_hashes() == first and reads == []
+    row = df.iloc[3]
+    img = ws_copy / "images" / row["input_path"] / f"{row['object_name']}.png"
+    shutil.copy(ws_copy / "images" / row["golden_path"] / f"{row['object_name']}.png", img)
+    os.utime(img, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    again = new_process_hashes()
+    assert reads == [str(img.resolve())] and again[3] != first[3] and again[:3] == first[:3]
+    store.write_bytes(b"not an npz")
+    assert new_process_hashes() == again and len(reads) == 2 * len(df)

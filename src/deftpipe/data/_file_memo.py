@@ -17,6 +17,7 @@ from typing import TypeVar
 T = TypeVar("T")
 SHA1 = "sha1"  # kind of the SHA-1 digest of a file's bytes (leak check; image cache)
 _MEMO: dict[tuple[str, str, int, int], object] = {}
+COMPUTED: dict[str, int] = {}  # kind -> files computed (not served from the memo) by map_files
 
 
 def _file_key(path: str) -> tuple[str, int, int] | None:
@@ -50,6 +51,7 @@ def map_files(kind: str, paths: Iterable[str], compute: Callable[[str], T], *, k
             todo.append((p, (kind, *key)))
     if not todo:
         return out
+    COMPUTED[kind] = COMPUTED.get(kind, 0) + len(todo)
     if workers > 1:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             values = list(pool.map(compute, [p for p, _ in todo]))
@@ -72,6 +74,11 @@ def remember(kind: str, path: str, size: int, mtime_ns: int, value: object) -> N
 def recall(kind: str, path: str, size: int, mtime_ns: int) -> object | None:
     """The remembered value, or None."""
     return _MEMO.get((kind, path, size, mtime_ns))
+
+
+def entries(kind: str) -> list[tuple[str, int, int, object]]:
+    """Every remembered (path, size, mtime, value) of one kind."""
+    return [(k[1], k[2], k[3], v) for k, v in _MEMO.items() if k[0] == kind]
 
 
 def clear() -> None:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from deftpipe.data import _digest_store, _file_memo
+from deftpipe.data._cache import cache_dir_for
 from deftpipe.data._csv import ImageLayout, _real_file, identity_keys, read_dataset
 from deftpipe.data._file_memo import SHA1, map_files
 from deftpipe.data._layout import resolve_layout
@@ -60,17 +62,31 @@ def _sha1(path: str) -> bytes | None:
         return None
 
 
+def _store_path(layout: ImageLayout) -> Path | None:
+    try:
+        return cache_dir_for(layout) / _digest_store.STORE_NAME
+    except OSError:
+        return None
+
+
 def content_hashes(df: pd.DataFrame, layout: ImageLayout, *, workers: int = 8) -> pd.Series:
     """SHA-1 hex of (golden files, test files) bytes per row; None where an image is missing.
 
     File digests are memoised per (real path, size, mtime), so re-checking an unchanged set is
     cheap, and the image cache records the digest of every file it decodes (a set that was just
-    trained on or scored is not read again)."""
+    trained on or scored is not read again). Across processes they are kept in the dataset's
+    cache folder (``_digest_store``)."""
     per_row = [([_real_file(f) for f in layout.file_strs(g, n)], [_real_file(f) for f in layout.file_strs(t, n)])
                for t, g, n in zip(df["input_path"].tolist(), df["golden_path"].tolist(),
                                   df["object_name"].tolist(), strict=True)]
+    store = _store_path(layout)
+    if store is not None:
+        _digest_store.load(store)
+    hashed_before = _file_memo.COMPUTED.get(SHA1, 0)
     digests = map_files(SHA1, (f for golden, test in per_row for f in (*golden, *test)), _sha1,
                         keep=lambda d: d is not None, missing=None, workers=workers)
+    if store is not None and _file_memo.COMPUTED.get(SHA1, 0) - hashed_before >= _digest_store.MIN_NEW_TO_SAVE:
+        _digest_store.save(store, _real_file(str(layout.root or layout.images_dir)))
     out = []
     for golden, test in per_row:
         parts = [digests[f] for f in (*golden, *test)]
