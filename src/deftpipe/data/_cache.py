@@ -34,7 +34,7 @@ _MEMO: dict[str, np.ndarray] = {}  # in-process memo: key -> decoded image
 _MEMO_MAX = 200_000
 #: Default decode threads. Decoding a small PNG is mostly Python-level work under the GIL, so
 #: threads contend instead of overlapping: on 2 cores a cold load of 2,400 synthetic 64x64 pairs
-#: took 0.62 s on 1 thread and 1.0-1.1 s on 2 (DeepPCB KPI set, 8.2k pairs: 1.8 s vs 4.0-4.4 s;
+#: took 0.67 s on 1 thread and 1.16 s on 2 (DeepPCB KPI set, 8.2k pairs: 1.78 s vs 3.70 s;
 #: bench/bench_cache.py). ``load_pairs(num_threads=N)`` still fans out, for large images.
 DECODE_THREADS = 1
 
@@ -209,15 +209,15 @@ def load_pairs(df: pd.DataFrame, layout: ImageLayout, size: int, *, resize: bool
 
 def _remember_images(arr: np.ndarray, files: list[str], stats: list[os.stat_result], size: int,
                      resize: bool) -> None:
-    """Memoise a cache entry's images (read-only views, no copy), so a later set that shares rows
-    with this one (DEFT's growing training set, SDG's golden sources) decodes only its new files."""
+    """Memoise a cache entry's images, so a later set that shares rows with this one (DEFT's
+    growing training set, SDG's golden sources) decodes only its new files. The memo gets views of
+    one read-only copy (one memcpy), so a caller writing into the returned array cannot alter it."""
     if len(_MEMO) + len(files) > _MEMO_MAX:
         return
-    flat = arr.reshape(-1, arr.shape[-2], arr.shape[-1])
+    flat = arr.reshape(-1, arr.shape[-2], arr.shape[-1]).copy()
+    flat.setflags(write=False)
     for i, (p, st) in enumerate(zip(files, stats, strict=True)):
-        view = flat[i]
-        view.setflags(write=False)
-        _MEMO.setdefault(_memo_key(p, st, size, resize), view)
+        _MEMO.setdefault(_memo_key(p, st, size, resize), flat[i])
 
 
 def _save_digests(path: Path, files: list[str], stats: list[os.stat_result]) -> None:
@@ -247,7 +247,7 @@ def _decode_all(files: list[str], size: int, resize: bool, num_threads: int | No
         return _load_real(p, size, resize) if memo else decode_image(Path(p), size, resize=resize)
 
     threads = num_threads or DECODE_THREADS
-    if len(files) > 64 and threads > 1:  # PIL releases the GIL while decoding
+    if len(files) > 64 and threads > 1:  # only on request: small PNGs decode faster on one thread
         # chunks, not one future per file: memo hits are microseconds, a future costs more
         step = max(16, -(-len(files) // (threads * 8)))
         chunks = [files[i:i + step] for i in range(0, len(files), step)]
