@@ -4,12 +4,15 @@ The leak check hashes every image of every split it compares. Inside a process t
 memoised (``_file_memo``) and the image cache hashes what it decodes, but a new process — a
 resumed or repeated ``deftpipe deft run`` on a pre-seeded baseline, ``deftpipe data leakage`` —
 would read every file again (DeepPCB: 45k files, 11 s in the first data_merge). So the digests of
-a dataset's files are also kept in one ``sha1_digests.npz`` in its cache folder, keyed like the
-memo by (real path, size, mtime): a rewritten file simply misses and is hashed again.
+a dataset's files are also kept in its cache folder, in one file per dataset root
+(:func:`store_path`; datasets sharing the fallback ``~/.cache/deftpipe`` do not overwrite each
+other's), keyed like the memo by (real path, size, mtime): a rewritten file simply misses and is
+hashed again.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +20,16 @@ import numpy as np
 from deftpipe._fs import atomic_path
 from deftpipe.data import _file_memo
 
-STORE_NAME = "sha1_digests.npz"
 #: Saving rewrites the whole store, so it is done only when at least this many files were hashed
 #: (a DEFT iteration's few dozen synthetic pairs are cheaper to hash again than to save).
 MIN_NEW_TO_SAVE = 1000
 _LOADED: set[str] = set()
+
+
+def store_path(cache_dir: Path, root: str) -> Path:
+    """The store of the dataset rooted at ``root`` (a real path) inside ``cache_dir``."""
+    tag = hashlib.sha1(root.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return cache_dir / f"sha1_digests_{tag}.npz"
 
 
 def load(store: Path) -> int:

@@ -62,9 +62,13 @@ def _sha1(path: str) -> bytes | None:
         return None
 
 
+def _dataset_root(layout: ImageLayout) -> str:
+    return _real_file(str(layout.root or layout.images_dir))
+
+
 def _store_path(layout: ImageLayout) -> Path | None:
     try:
-        return cache_dir_for(layout) / _digest_store.STORE_NAME
+        return _digest_store.store_path(cache_dir_for(layout), _dataset_root(layout))
     except OSError:
         return None
 
@@ -86,7 +90,7 @@ def content_hashes(df: pd.DataFrame, layout: ImageLayout, *, workers: int = 8) -
     digests = map_files(SHA1, (f for golden, test in per_row for f in (*golden, *test)), _sha1,
                         keep=lambda d: d is not None, missing=None, workers=workers)
     if store is not None and _file_memo.COMPUTED.get(SHA1, 0) - hashed_before >= _digest_store.MIN_NEW_TO_SAVE:
-        _digest_store.save(store, _real_file(str(layout.root or layout.images_dir)))
+        _digest_store.save(store, _dataset_root(layout))
     out = []
     for golden, test in per_row:
         parts = [digests[f] for f in (*golden, *test)]
