@@ -65,8 +65,9 @@ def test_merged_set_grows_monotonically_without_leaks(finished_run, tiny_ws):
     assert json.loads(Path(finished_run / "iter1/dataset/merge_validation.json").read_text())["validation"] == "ok"
 
 
-def _run_subprocess(ws: Path, results: Path, fault: str | None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DEFTPIPE_FAULT_AFTER": fault or ""}
+def _run_subprocess(ws: Path, results: Path, fault: str | None, *, hook: str = "DEFTPIPE_FAULT_AFTER"
+                    ) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DEFTPIPE_FAULT_AFTER": "", "DEFTPIPE_FAULT_IN": "", hook: fault or ""}
     code = ("import sys; from deftpipe.deft import run_loop; "
             "run_loop(sys.argv[1], results_dir=sys.argv[2], max_iterations=1, show_progress=False)")
     return subprocess.run([sys.executable, "-c", code, str(ws), str(results)], env=env, capture_output=True,
@@ -91,6 +92,38 @@ def test_resume_after_kill_at_stage_boundaries(ws_copy, finished_run):
     full = load_state(finished_run)["iterations"]["iter1"]
     assert len(combined) == full["n_train_rows"]  # same artefacts as the uninterrupted run
     assert sorted(p.name for p in (results / "iter1").iterdir()) == sorted(p.name for p in (finished_run / "iter1").iterdir())
+
+
+def _files(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_resume_after_kill_in_the_middle_of_every_stage(ws_copy, finished_run):
+    """kill -9 inside each stage in turn (as soon as it has written its first file, or before its
+    commit): every rerun redoes the cut stage from scratch, and the run ends with the same files,
+    rows and stage record as an uninterrupted one, with no partial or temporary file left."""
+    results = ws_copy / "results" / "run_killed_mid"
+    stages = [f"baseline:{s}" for s in ("train", "inference", "evaluate", "rca")] + [f"iter1:{s}" for s in ITER_STAGES]
+    for fault in stages:
+        proc = _run_subprocess(ws_copy, results, fault, hook="DEFTPIPE_FAULT_IN")
+        assert proc.returncode == 137, (fault, proc.stderr[-2000:])
+        label, stage = fault.split(":")
+        it = load_state(results)["iterations"].get(label, {})
+        assert it.get("stage_completed") != stage, fault  # cut short: never recorded
+    proc = _run_subprocess(ws_copy, results, None)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    state = load_state(results)
+    assert state["status"] == "complete"
+    assert _stage_events(state) == _stage_events(load_state(finished_run))  # each stage exactly once
+    for label in ("baseline", "iter1"):
+        assert _files(results / label) == _files(finished_run / label), label
+    assert not [f for f in _files(results) if f.endswith(".tmp")]
+    combined = read_dataset(state["iterations"]["iter1"]["combined_training_csv"])
+    full = read_dataset(load_state(finished_run)["iterations"]["iter1"]["combined_training_csv"])
+    assert not identity_keys(combined).duplicated().any()
+    same_run = [k.replace("run_killed_mid", finished_run.name) for k in identity_keys(combined)]  # SDG paths
+    assert sorted(same_run) == sorted(identity_keys(full))
 
 
 def _preseed(ws: Path, finished_run: Path, name: str) -> Path:

@@ -23,6 +23,7 @@ from deftpipe.config import PipelineConfig, load_config
 from deftpipe.deft import _state
 from deftpipe.deft._best import write_best_model
 from deftpipe.deft._context import HardStop, LoopContext
+from deftpipe.deft._faults import die_mid_stage
 from deftpipe.deft._progress import LoopProgress, fmt_pct
 from deftpipe.deft._steps import (
     Run,
@@ -150,7 +151,8 @@ def run_stage(run: Run, label: str, stage: str, fn, next_stage: str | None, *, l
         shutil.rmtree(folder)  # leftovers of a stage cut short: redo it from scratch
     folder.mkdir(parents=True)
     t0 = time.monotonic()
-    outcome = fn(run, label)
+    with die_mid_stage(label, stage, folder):  # test hook (DEFTPIPE_FAULT_IN); a no-op otherwise
+        outcome = fn(run, label)
     seconds = time.monotonic() - t0
     _state.commit(run.ctx.results_dir, run.state, label=label, stage=stage, summary=outcome.summary,
                   duration_sec=seconds, updates={**outcome.updates, f"seconds_{stage}": round(seconds, 3)},
