@@ -175,22 +175,33 @@ def _contributions(its: dict[str, Any], thumbs: _Thumbs) -> list[dict[str, Any]]
     return out
 
 
+def _examples(csv_path: str | None, target_col: str, per_target: int = 2) -> dict[str, list[dict[str, str]]]:
+    """The first ``per_target`` rows of each target in an SDG / mined CSV (plain dicts)."""
+    out: dict[str, list[dict[str, str]]] = {}
+    if not csv_path:
+        return out
+    for r in pd.read_csv(csv_path, dtype=str, keep_default_na=False).to_dict("records"):
+        rows = out.setdefault(r.get(target_col, ""), [])
+        if len(rows) < per_target:
+            rows.append(r)
+    return out
+
+
 def _contribution(lb: str, it: dict[str, Any], thumbs: _Thumbs) -> dict[str, Any] | None:
     alloc = _read_json(it.get("sdg_allocation"))
     mining = _read_json(it.get("mining_report"))
     if not alloc and not mining:
         return None
-    sdg_rows = pd.read_csv(it["sdg_csv"], dtype=str, keep_default_na=False) if it.get("sdg_csv") else None
-    mined = pd.read_csv(it["mined_csv"], dtype=str, keep_default_na=False) if it.get("mined_csv") else None
+    sdg_ex = _examples(it.get("sdg_csv"), "sdg_target")
+    mined_ex = _examples(it.get("mined_csv"), "mining_target")
     targets = []
     for t in (alloc or {}).get("targets", []):
-        ex = sdg_rows[sdg_rows["sdg_target"] == t["target_id"]].head(2) if sdg_rows is not None and len(sdg_rows) else []
-        targets.append({**t, "route": "sdg", "count": t["written"],
-                        "thumbs": [thumbs.pair(r) for _, r in ex.iterrows()] if len(ex) else []})
+        ex = sdg_ex.get(t["target_id"], [])
+        targets.append({**t, "route": "sdg", "count": t["written"], "thumbs": [thumbs.pair(r) for r in ex]})
     for t in (mining or {}).get("targets", []):
-        ex = mined[mined["mining_target"] == t["target_id"]].head(2) if mined is not None and len(mined) else []
-        targets.append({**t, "route": "mining", "label": ", ".join(sorted(set(ex["label"]))) if len(ex) else "",
-                        "count": t["mined"], "thumbs": [thumbs.pair(r) for _, r in ex.iterrows()] if len(ex) else []})
+        ex = mined_ex.get(t["target_id"], [])
+        targets.append({**t, "route": "mining", "label": ", ".join(sorted({r["label"] for r in ex})),
+                        "count": t["mined"], "thumbs": [thumbs.pair(r) for r in ex]})
     return {"label": lb, "targets": targets, "sdg_rows": it.get("sdg_rows"), "mined_rows": it.get("mined_rows"),
             "n_train_rows": it.get("n_train_rows")}
 
