@@ -116,8 +116,8 @@ def load_image(path: str | Path, size: int | None = None, *, resize: bool = Fals
     return _load_real(os.path.realpath(path), size, resize)
 
 
-def _load_real(path: str, size: int | None, resize: bool) -> np.ndarray:
-    key = _memo_key(path, _stat(path), size, resize)
+def _load_real(path: str, size: int | None, resize: bool, st: os.stat_result | None = None) -> np.ndarray:
+    key = _memo_key(path, st or _stat(path), size, resize)
     hit = _MEMO.get(key)
     if hit is not None:
         if size is not None and not resize and hit.shape != (size, size):
@@ -196,7 +196,7 @@ def load_pairs(df: pd.DataFrame, layout: ImageLayout, size: int, *, resize: bool
                 return arr
         except (OSError, ValueError):
             pass  # a damaged entry is simply rebuilt
-    out = _assemble(_decode_all(files, size, resize, num_threads, memo=True), shape)
+    out = _assemble(_decode_all(files, size, resize, num_threads, memo=True, stats=stats), shape)
     try:
         with atomic_path(npy) as tmp:
             with open(tmp, "wb") as f:
@@ -242,18 +242,24 @@ def _remember_digests(path: Path, files: list[str], stats: list[os.stat_result])
         _file_memo.remember(_file_memo.SHA1, p, st.st_size, st.st_mtime_ns, row.tobytes())
 
 
-def _decode_all(files: list[str], size: int, resize: bool, num_threads: int | None, *, memo: bool):
-    def one(p: str) -> np.ndarray:
-        return _load_real(p, size, resize) if memo else decode_image(Path(p), size, resize=resize)
+def _decode_all(files: list[str], size: int, resize: bool, num_threads: int | None, *, memo: bool,
+                stats: list[os.stat_result] | None = None):
+    """Decoded images of ``files``; with ``memo``, through the in-process memo (``stats``: the
+    files' stat results when the caller already has them)."""
+    todo = list(zip(files, stats or [None] * len(files), strict=True))
+
+    def one(item: tuple[str, os.stat_result | None]) -> np.ndarray:
+        p, st = item
+        return _load_real(p, size, resize, st) if memo else decode_image(Path(p), size, resize=resize)
 
     threads = num_threads or DECODE_THREADS
-    if len(files) > 64 and threads > 1:  # only on request: small PNGs decode faster on one thread
+    if len(todo) > 64 and threads > 1:  # only on request: small PNGs decode faster on one thread
         # chunks, not one future per file: memo hits are microseconds, a future costs more
-        step = max(16, -(-len(files) // (threads * 8)))
-        chunks = [files[i:i + step] for i in range(0, len(files), step)]
+        step = max(16, -(-len(todo) // (threads * 8)))
+        chunks = [todo[i:i + step] for i in range(0, len(todo), step)]
         with ThreadPoolExecutor(threads) as ex:
-            return [a for part in ex.map(lambda c: [one(p) for p in c], chunks) for a in part]
-    return [one(p) for p in files]
+            return [a for part in ex.map(lambda c: [one(x) for x in c], chunks) for a in part]
+    return [one(x) for x in todo]
 
 
 def _assemble(arrays: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:

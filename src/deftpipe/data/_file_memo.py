@@ -17,7 +17,6 @@ from typing import TypeVar
 T = TypeVar("T")
 SHA1 = "sha1"  # kind of the SHA-1 digest of a file's bytes (leak check; image cache)
 _MEMO: dict[tuple[str, str, int, int], object] = {}
-COMPUTED: dict[str, int] = {}  # kind -> files computed (not served from the memo) by map_files
 
 
 def _file_key(path: str) -> tuple[str, int, int] | None:
@@ -51,7 +50,6 @@ def map_files(kind: str, paths: Iterable[str], compute: Callable[[str], T], *, k
             todo.append((p, (kind, *key)))
     if not todo:
         return out
-    COMPUTED[kind] = COMPUTED.get(kind, 0) + len(todo)
     if workers > 1:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             values = list(pool.map(compute, [p for p, _ in todo]))

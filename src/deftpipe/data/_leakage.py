@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from deftpipe.data import _digest_store, _file_memo
+from deftpipe.data import _digest_store
 from deftpipe.data._cache import cache_dir_for
 from deftpipe.data._csv import ImageLayout, _real_file, identity_keys, read_dataset
 from deftpipe.data._file_memo import SHA1, map_files
@@ -86,10 +86,15 @@ def content_hashes(df: pd.DataFrame, layout: ImageLayout, *, workers: int = 8) -
     store = _store_path(layout)
     if store is not None:
         _digest_store.load(store)
-    hashed_before = _file_memo.COMPUTED.get(SHA1, 0)
-    digests = map_files(SHA1, (f for golden, test in per_row for f in (*golden, *test)), _sha1,
+    hashed: list[str] = []  # the files not served from the memo
+
+    def sha1(path: str) -> bytes | None:
+        hashed.append(path)
+        return _sha1(path)
+
+    digests = map_files(SHA1, (f for golden, test in per_row for f in (*golden, *test)), sha1,
                         keep=lambda d: d is not None, missing=None, workers=workers)
-    if store is not None and _file_memo.COMPUTED.get(SHA1, 0) - hashed_before >= _digest_store.MIN_NEW_TO_SAVE:
+    if store is not None and len(hashed) >= _digest_store.MIN_NEW_TO_SAVE:
         _digest_store.save(store, _dataset_root(layout))
     out = []
     for golden, test in per_row:

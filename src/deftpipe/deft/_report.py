@@ -77,30 +77,31 @@ def svg_chart(points: list[dict[str, Any]], *, target: float | None, title: str)
 
 
 _THUMB_MEMO: dict[tuple, str] = {}  # (golden, test) file + mtime -> thumbnail data URI
+_LAYOUT_MEMO: dict[tuple, Any] = {}  # spec (path, mtime) -> its image layout
+
+
+def _spec_layout(spec: str | None) -> Any:
+    """The image layout of the run's spec, parsed once per version of the file; None when the
+    spec is missing or unreadable (a report without thumbnails is still a report)."""
+    key = _stamp(spec)
+    if key is None:
+        return None
+    if key not in _LAYOUT_MEMO:
+        try:
+            from deftpipe.data import ImageLayout
+            from deftpipe.spec import load_spec
+
+            _LAYOUT_MEMO[key] = ImageLayout.from_spec(load_spec(spec))
+        except Exception:  # noqa: BLE001
+            _LAYOUT_MEMO[key] = None
+    return _LAYOUT_MEMO[key]
 
 
 class _Thumbs:
     """Base64 PNG thumbnails of a row's golden | test pair (first light), None when unreadable."""
 
-    _layouts: dict[tuple, Any] = {}  # spec (path, mtime) -> its image layout (specs parse in ms)
-
     def __init__(self, state: dict[str, Any]):
-        spec = state.get("config", {}).get("spec")
-        key = _stamp(spec)
-        if key is None or key not in self._layouts:
-            layout = None
-            try:
-                from deftpipe.data import ImageLayout
-                from deftpipe.spec import load_spec
-
-                layout = ImageLayout.from_spec(load_spec(spec))
-            except Exception:  # noqa: BLE001 - a report without thumbnails is still a report
-                layout = None
-            if key is None:
-                self.layout = layout
-                return
-            self._layouts[key] = layout
-        self.layout = self._layouts[key]
+        self.layout = _spec_layout(state.get("config", {}).get("spec"))
 
     def pair(self, row: dict[str, Any]) -> str | None:
         if self.layout is None:
