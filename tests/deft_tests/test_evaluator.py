@@ -37,6 +37,7 @@ def run_copy(finished_run, tmp_path):
 
 def _run(results, argv, *, metric="escapes_at_half", target=0.0):
     state = load_state(results)
+    state["results_dir"] = str(results)  # the copy's own folder: never write into the shared finished run
     state["kpi"].update(metric=metric, operator="<=", target=target, evaluator_command=argv)
     ctx = LoopContext.from_state(state, show_progress=False)
     return Run(ctx=ctx, state=state, progress=LoopProgress(enabled=False, max_iterations=state["max_iterations"]))

@@ -75,6 +75,19 @@ def test_missing_artefact_named_in_the_state(tmp_path):
         run_loop(ws, results_dir=results, show_progress=False)
 
 
+def test_a_copied_run_is_not_resumed_into_the_original(tmp_path):
+    """The state's paths name the run it was written for: resuming a copy would write there."""
+    import shutil
+
+    ws, results, _ = _fresh(tmp_path)
+    copy = shutil.copytree(results, ws / "results" / "run_copy")
+    before = (results / "deft_state.json").read_bytes()
+    with pytest.raises(StateError, match=r"belongs to the run in .*run_x \(it was copied or moved\)"):
+        run_loop(ws, results_dir=copy, show_progress=False)
+    assert (results / "deft_state.json").read_bytes() == before
+    assert sorted(p.name for p in results.iterdir()) == ["deft_state.json"]  # nothing written in the original
+
+
 def test_a_second_writer_is_refused_by_the_lock(tmp_path):
     ws, results, _ = _fresh(tmp_path)
     with run_lock(results), pytest.raises(StateError, match="another deftpipe DEFT loop is already writing"):

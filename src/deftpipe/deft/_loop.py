@@ -93,6 +93,11 @@ def open_state(workspace: Path, results_dir: Path, *, config: PipelineConfig | N
     """Load the run's state (resume) or create it (new run)."""
     if _state.state_path(results_dir).exists():
         state = _state.load_state(results_dir)
+        recorded = Path(state["results_dir"]).resolve()
+        if recorded != results_dir:  # a copied or moved run: its paths (and writes) would go to the other folder
+            raise StateError(f"{_state.state_path(results_dir)} belongs to the run in {recorded} (it was copied or "
+                             "moved); resume that run where it is, or start a new one with "
+                             "`deftpipe deft run WS --new`")
         if state["status"] == "failed":
             if state.get("hard_stop"):
                 raise StateError(f"the run in {results_dir} hard-stopped ({state.get('reason')}); it is not resumed "
