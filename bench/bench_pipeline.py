@@ -15,6 +15,7 @@ import os
 import platform
 import resource
 import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -48,6 +49,8 @@ def _measure(fn, *args, **kwargs) -> dict[str, Any]:
         "trajectory": [{k: p.get(k) for k in ("step", "set", "metric", "value", "ci", "auroc", "train_rows")}
                        for p in result["trajectory"]],
         "improvement": result["improvement"],
+        "code": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                               cwd=Path(__file__).parent).stdout.strip() or None,
     }
 
 

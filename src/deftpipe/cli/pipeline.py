@@ -56,7 +56,7 @@ def demo_cmd(
     directory: Path = typer.Argument(Path("deftpipe_demo"), help="Folder for the demo workspace "
                                      "(created with the synthetic dataset unless it holds one)."),
 ) -> None:
-    """Create the synthetic AOI workspace and run all three phases with small budgets (≈ 5 min, 2 cores).
+    """Create the synthetic AOI workspace and run all three phases with small budgets (≈ 30 s, 2 cores).
 
     Example: deftpipe demo demo_ws
     """

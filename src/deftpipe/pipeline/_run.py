@@ -212,8 +212,10 @@ def run_pipeline(ws: str | Path, *, yes: bool = False, new: bool = False, show_p
     render_trajectory(points, console, title=f"Trajectory — {results_dir.name}")
     gain = improvement(points)
     if gain:
-        console.print(f"KPI {gain['baseline']:.2f} → {gain['best']:.2f} ({gain['best_step']}, "
-                      f"{gain['relative_reduction_pct']:+.1f} % relative)", highlight=False)
+        change = (f"{gain['relative_reduction_pct']:.1f} % lower" if gain["improved"]
+                  else "no step below the baseline")
+        console.print(f"KPI {gain['baseline']:.2f} → {gain['best']:.2f} ({gain['best_step']}, {change})",
+                      highlight=False)
     if p3_info:
         console.print(p3_info["verdict"], highlight=False)
     if hard_stop:
