@@ -2,6 +2,8 @@
 
     python bench/bench_pipeline.py                 # demo on a fresh synthetic 'small' workspace
     python bench/bench_pipeline.py --deeppcb ../shared/deeppcb   # also a DeepPCB workspace run
+    python bench/bench_pipeline.py --skip-demo --deeppcb ../shared/deeppcb --deeppcb-overrides \
+        '{"deft.max_iterations": 3, "deft.num_epochs": 4}'             # larger budgets, own key
 
 Writes bench/results/pipeline.json. Not run in CI. CPU time is reported beside wall time because a
 shared machine's load inflates wall time; both are in seconds.
@@ -127,6 +129,9 @@ def main() -> None:
     ap.add_argument("--deeppcb-ws", type=Path, default=None, help="an already imported DeepPCB workspace")
     ap.add_argument("--keep", type=Path, default=None, help="keep the demo workspace in this folder")
     ap.add_argument("--skip-demo", action="store_true")
+    ap.add_argument("--deeppcb-overrides", type=json.loads, default=None,
+                    help='pipeline.yaml overrides of the DeepPCB run as JSON, e.g. \'{"deft.num_epochs": 4}\' '
+                         "(default: 1-epoch budgets, 1 loop iteration)")
     args = ap.parse_args()
     results: dict[str, Any] = {}
     results["host"] = {"cpus": os.cpu_count(), "platform": platform.platform()}
@@ -136,9 +141,10 @@ def main() -> None:
     if args.deeppcb:
         overrides = {"automl.phase1.max_recommendations": 2, "automl.phase1.num_epochs": 1,
                      "automl.phase3.max_recommendations": 2, "automl.phase3.num_epochs": 1,
-                     "deft.max_iterations": 1, "deft.num_epochs": 1}
-        results["deeppcb"] = bench_deeppcb(args.deeppcb, overrides, args.deeppcb_ws)
-        print(json.dumps(results["deeppcb"], indent=2))
+                     "deft.max_iterations": 1, "deft.num_epochs": 1} | (args.deeppcb_overrides or {})
+        key = "deeppcb" if not args.deeppcb_overrides else "deeppcb " + json.dumps(args.deeppcb_overrides)
+        results[key] = bench_deeppcb(args.deeppcb, overrides, args.deeppcb_ws)
+        print(json.dumps(results[key], indent=2))
     OUT.parent.mkdir(parents=True, exist_ok=True)
     merged = json.loads(OUT.read_text()) if OUT.is_file() else {}  # keep the other run's entry
     merged.update(results)
