@@ -56,8 +56,8 @@ def load_state(results_dir: str | Path) -> dict[str, Any]:
             f"{path} is corrupt (not valid JSON: {err.msg} at line {err.lineno} column {err.colno}); "
             "it was left untouched — restore it from a backup, or start a new run with `deftpipe deft run WS --new`"
         ) from None
-    missing = [k for k in ("version", "status", "iterations", "events", "config") if not isinstance(state, dict)
-               or k not in state]
+    keys = ("version", "status", "iterations", "events", "config", "results_dir")
+    missing = [k for k in keys if not isinstance(state, dict) or k not in state]
     if missing:
         raise StateError(f"{path} is not a deft state (missing key(s) {', '.join(missing)}); it was left "
                          "untouched — start a new run with `deftpipe deft run WS --new`")
