@@ -40,15 +40,16 @@ def _order(label: str) -> int:
 def svg_chart(points: list[dict[str, Any]], *, target: float | None, title: str) -> Markup:
     """A line chart of ``far_pct`` per point ({label, far_pct, kind}) with the KPI target dashed."""
     pts = [p for p in points if p.get("far_pct") is not None]
-    w, h, left, right, top, bottom = 640, 240, 48, 16, 28, 44
+    w, h, left, right, top, bottom = 720, 240, 48, 16, 28, 44
     if not pts:
         return Markup(f'<svg class="chart" width="{w}" height="60" role="img"><text x="10" y="30">'
                       f'{html.escape(title)}: no KPI figure yet</text></svg>')
     ymax = max([float(p["far_pct"]) for p in pts] + [target or 0.0]) * 1.15 or 1.0
-    step = (w - left - right) / max(len(pts) - 1, 1)
+    pad = 56  # room for the first and last x labels (e.g. "Phase 1 best (val)")
+    step = (w - left - right - 2 * pad) / max(len(pts) - 1, 1)
 
     def xy(i: int, v: float) -> tuple[float, float]:
-        return left + i * step, top + (h - top - bottom) * (1 - v / ymax)
+        return left + pad + i * step, top + (h - top - bottom) * (1 - v / ymax)
 
     out = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" '
            f'aria-label="{html.escape(title)}"><title>{html.escape(title)}</title>',

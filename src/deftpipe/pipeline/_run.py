@@ -232,13 +232,19 @@ def _count_rows(csv: Path) -> int | None:
         return max(sum(1 for _ in f) - 1, 0)
 
 
+def _value(v: Any) -> str:
+    return "—" if v is None else f"{float(v):.2f}"
+
+
 def _render_report(results_dir: Path, points: list[dict[str, Any]]) -> None:
     """Hand the trajectory to the loop's report (its first chart)."""
     from deftpipe import deft
 
     chart = [{"label": p["step"], "far_pct": p["value"], "kind": p["label"]}
              for p in points if p["metric"] == "far_pct"]
-    notes = [f"{p['step']}: {p['metric']} {p['value']} on the {p['set']} set" for p in points]
+    notes = [f"{p['step']}: {p['metric']} {_value(p['value'])}"
+             + (f" (95 % CI {_value(p['ci'][0])}–{_value(p['ci'][1])})" if p.get("ci") else "")
+             + f" on the {p['set']} set" for p in points]
     deft.render_report(results_dir, extra={"trajectory": chart, "notes": notes,
                                            "title": f"deftpipe pipeline report — {results_dir.name}"})
 
