@@ -53,6 +53,9 @@ def test_evaluate_infer_embed_match_the_builtin_adapter(external_run, tiny, tmp_
     assert {"score", "prediction"} <= set(pd.read_csv(out).columns)
     emb = adapter.embed(result.best_checkpoint, tiny.val_csv)
     assert emb.dtype == np.float32 and emb.shape[0] == len(pd.read_csv(tiny.val_csv))
+    emb2, scores = adapter.embed_and_score(result.best_checkpoint, tiny.val_csv)  # the default: embed + infer
+    np.testing.assert_allclose(emb2, emb)
+    np.testing.assert_allclose(scores, pd.read_csv(out)["score"].to_numpy())
 
 
 def test_evaluate_without_a_template_scores_through_infer(external_run, tiny) -> None:

@@ -37,6 +37,14 @@ def test_embed_is_float32_one_row_per_sample(trained, tiny) -> None:
     assert np.isfinite(emb).all()
 
 
+def test_embed_and_score_is_embed_plus_infer_in_one_pass(trained, tiny, tmp_path) -> None:
+    adapter = get_adapter()
+    emb, scores = adapter.embed_and_score(trained.best_checkpoint, tiny.val_csv)
+    np.testing.assert_allclose(emb, adapter.embed(trained.best_checkpoint, tiny.val_csv), rtol=1e-5, atol=1e-6)
+    inferred = pd.read_csv(adapter.infer(trained.best_checkpoint, tiny.val_csv, tmp_path / "s.csv"))["score"]
+    np.testing.assert_allclose(scores, inferred.to_numpy(), rtol=1e-6, atol=1e-9)
+
+
 def test_empty_csv_is_refused_and_nothing_written(tiny, tmp_path) -> None:
     empty = tmp_path / "empty.csv"
     empty.write_text("input_path,golden_path,label,object_name\n")

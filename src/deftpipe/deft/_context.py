@@ -36,6 +36,8 @@ class LoopContext:
     batch_size: int | None
     top_k_per_target: int
     min_similarity: float
+    hard_defects: int
+    hard_pass: int
     sdg_count_per_target: int
     sdg_hard_pass_per_target: int
     sdg_contrast: tuple[float, float]
@@ -65,6 +67,8 @@ class LoopContext:
             batch_size=c.get("batch_size"),
             top_k_per_target=int(c["mining"]["top_k_per_target"]),
             min_similarity=float(c["mining"]["min_similarity"]),
+            hard_defects=int(c["mining"].get("hard_defects", 0)),  # a state from before the knob: off
+            hard_pass=int(c["mining"].get("hard_pass", 0)),
             sdg_count_per_target=int(c["sdg"]["count_per_target"]),
             sdg_hard_pass_per_target=int(c["sdg"]["hard_pass_per_target"]),
             sdg_contrast=tuple(float(v) for v in c["sdg"].get("contrast", (1.0, 1.0))),

@@ -1,7 +1,11 @@
 """Mining: find real pool samples that look like the model's failures (cosine top-k with FAISS).
 
 The pool is embedded with the current model; each mining target's failed samples are queries
-against an ``IndexFlatIP`` over L2-normalised pool vectors (inner product = cosine). A pool row is
+against an ``IndexFlatIP`` over L2-normalised pool vectors (inner product = cosine). The same
+forward pass scores the pool, and the pool's own hardest rows are mined too (target ``hard``):
+the ``hard_defects`` eligible defects the model scores lowest and the ``hard_pass`` PASS rows it
+scores highest — the real failures, or near-failures, a validation set that the model already
+separates no longer shows (hard-example mining; the pool is labelled). A pool row is
 mined at most once over the whole run (the mining history is every earlier iteration's
 ``mined.csv``), never when it is already in the training set, and the pool must not share a row
 with the validation or KPI sets — that is a hard stop, not a silent filter.
@@ -17,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from deftpipe._fs import atomic_path, atomic_write_json
-from deftpipe.data import identity_keys, read_dataset, write_dataset
+from deftpipe.data import identity_keys, is_defect, read_dataset, write_dataset
 from deftpipe.deft._context import HardStop, jsonable
 from deftpipe.errors import DataError
 
@@ -28,6 +32,7 @@ class PoolEmbedding:
     embeddings_npy: Path | None
     n_pool: int
     n_eligible: int
+    scores_npy: Path | None = None  # P(defect) of each eligible row (None: not scored)
 
 
 @dataclass(frozen=True)
@@ -68,8 +73,9 @@ def eligible_mask(pool: pd.DataFrame, *, exclude_keys: set[str]) -> np.ndarray:
 
 
 def embed_pool(adapter, *, checkpoint: Path, pool_csv: Path, pool: pd.DataFrame, eligible: np.ndarray,
-               out_dir: Path) -> PoolEmbedding:
-    """Embed the eligible pool rows → ``pool_rows.csv`` + ``pool_embeddings.npy`` in ``out_dir``.
+               out_dir: Path, score: bool = False) -> PoolEmbedding:
+    """Embed the eligible pool rows → ``pool_rows.csv`` + ``pool_embeddings.npy`` in ``out_dir``
+    (+ ``pool_scores.npy`` with ``score``, from the same pass: :meth:`ModelAdapter.embed_and_score`).
 
     The whole pool CSV is embedded and the eligible rows picked afterwards: the pool file does not
     change between iterations, so its decoded images come from the image cache in one read,
@@ -78,14 +84,36 @@ def embed_pool(adapter, *, checkpoint: Path, pool_csv: Path, pool: pd.DataFrame,
     """
     if pool.empty or not eligible.any():
         return PoolEmbedding(None, None, len(pool), 0)
-    full = np.asarray(adapter.embed(checkpoint, pool_csv), dtype=np.float32)
-    if len(full) != len(pool):
-        raise DataError(f"adapter.embed returned {len(full)} rows for the {len(pool)}-row pool {pool_csv}")
+    scores = None
+    if score:
+        full, scores = adapter.embed_and_score(checkpoint, pool_csv)
+        full, scores = np.asarray(full, dtype=np.float32), np.asarray(scores, dtype=np.float64)
+    else:
+        full = np.asarray(adapter.embed(checkpoint, pool_csv), dtype=np.float32)
+    if len(full) != len(pool) or (scores is not None and len(scores) != len(pool)):
+        raise DataError(f"the model adapter returned {len(full)} rows for the {len(pool)}-row pool {pool_csv}")
     rows_csv = write_dataset(pool[eligible].reset_index(drop=True), out_dir / "pool_rows.csv")
     npy = out_dir / "pool_embeddings.npy"
     with atomic_path(npy) as tmp, open(tmp, "wb") as f:
         np.save(f, full[eligible])
-    return PoolEmbedding(rows_csv, npy, len(pool), int(eligible.sum()))
+    scores_npy = None
+    if scores is not None:
+        scores_npy = out_dir / "pool_scores.npy"
+        with atomic_path(scores_npy) as tmp, open(tmp, "wb") as f:
+            np.save(f, scores[eligible])
+    return PoolEmbedding(rows_csv, npy, len(pool), int(eligible.sum()), scores_npy)
+
+
+def hardest_rows(labels: pd.Series, scores: np.ndarray, *, taken: set[int], n_defects: int,
+                 n_pass: int) -> list[int]:
+    """Positions of the ``n_defects`` lowest-scored defects and the ``n_pass`` highest-scored PASS
+    rows, skipping ``taken`` (ties: pool order)."""
+    is_pass = ~is_defect(labels).to_numpy()
+    free = np.array([i not in taken for i in range(len(scores))], dtype=bool)
+    order = np.argsort(scores, kind="stable")
+    defects = [int(i) for i in order if free[i] and not is_pass[i]][:n_defects]
+    passes = [int(i) for i in order[::-1] if free[i] and is_pass[i]][:n_pass]
+    return defects + passes
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -112,8 +140,10 @@ def max_similarity(queries: np.ndarray, base: np.ndarray | None) -> float:
 
 
 def mine(*, targets: list[dict[str, Any]], gaps: pd.DataFrame, gap_emb: np.ndarray, pool: PoolEmbedding,
-         top_k: int, min_similarity: float, out_dir: Path) -> MiningResult:
-    """For each mining target: the ``top_k`` pool rows nearest its failed samples, above ``min_similarity``.
+         top_k: int, min_similarity: float, out_dir: Path, hard_defects: int = 0,
+         hard_pass: int = 0) -> MiningResult:
+    """For each mining target: the ``top_k`` pool rows nearest its failed samples, above ``min_similarity``;
+    then, when the pool was scored, its hardest rows (:func:`hardest_rows`) as target ``hard``.
 
     A pool row goes to the first target that picks it (no row is mined twice).
     """
@@ -147,12 +177,28 @@ def mine(*, targets: list[dict[str, Any]], gaps: pd.DataFrame, gap_emb: np.ndarr
             picked.append(part)
         details.append({"target_id": tid, "group_id": t["group_id"], "mined": len(chosen),
                         "max_similarity": max(best.values()) if best else float(sims.max())})
+    if rows is not None and pool.scores_npy is not None and (hard_defects or hard_pass):
+        scores = np.load(pool.scores_npy)
+        chosen = hardest_rows(rows["label"], scores, taken=taken, n_defects=hard_defects, n_pass=hard_pass)
+        per_target["hard"] = len(chosen)
+        if chosen:
+            part = rows.iloc[chosen].copy()
+            part["source"] = "mining_pool"
+            part["mining_target"] = "hard"
+            part["similarity"] = np.nan  # picked by score, not by similarity
+            picked.append(part)
+        n_def = int(is_defect(rows["label"].iloc[chosen]).sum()) if chosen else 0
+        details.append({"target_id": "hard", "group_id": "the pool's hardest rows", "mined": len(chosen),
+                        "reason": f"{n_def} lowest-scored defect(s) + {len(chosen) - n_def} highest-scored "
+                                  "PASS row(s) of the eligible pool",
+                        "score_range": [float(scores[chosen].min()), float(scores[chosen].max())] if chosen else None})
     mined = pd.concat(picked, ignore_index=True) if picked else pd.DataFrame(
         columns=["input_path", "golden_path", "label", "object_name", "boardname", "source", "mining_target",
                  "similarity"])
     mined_csv = write_dataset(mined, out_dir / "mined.csv")
     report = atomic_write_json(out_dir / "mining.json", jsonable({
-        "top_k_per_target": top_k, "min_similarity": min_similarity, "n_pool_eligible": pool.n_eligible,
+        "top_k_per_target": top_k, "min_similarity": min_similarity, "hard_defects": hard_defects,
+        "hard_pass": hard_pass, "n_pool_eligible": pool.n_eligible,
         "n_mined": len(mined), "targets": details}))
     return MiningResult(mined_csv=mined_csv, report_json=report, n_rows=len(mined), per_target=per_target)
 
@@ -169,5 +215,5 @@ def mining_history(results_dir: Path, labels: list[str]) -> set[str]:
     return keys
 
 
-__all__ = ["MiningResult", "PoolEmbedding", "check_pool_leakage", "eligible_mask", "embed_pool", "max_similarity",
-           "mine", "mining_history", "nearest", "read_pool"]
+__all__ = ["MiningResult", "PoolEmbedding", "check_pool_leakage", "eligible_mask", "embed_pool", "hardest_rows",
+           "max_similarity", "mine", "mining_history", "nearest", "read_pool"]

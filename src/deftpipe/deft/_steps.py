@@ -159,7 +159,8 @@ def step_routing(run: Run, label: str) -> StageOutcome:
     exclude = _mining.mining_history(ctx.results_dir, earlier) | set(identity_keys(train))
     eligible = _mining.eligible_mask(pool, exclude_keys=exclude)
     emb = _mining.embed_pool(ctx.adapter(), checkpoint=Path(run.it(prev_label(label))["best_ckpt_path"]),
-                             pool_csv=ctx.pool_csv, pool=pool, eligible=eligible, out_dir=out)
+                             pool_csv=ctx.pool_csv, pool=pool, eligible=eligible, out_dir=out,
+                             score=bool(ctx.hard_defects or ctx.hard_pass))
     pool_emb = np.load(emb.embeddings_npy) if emb.embeddings_npy else None
     gaps, gap_emb = _gaps(run, label)
     targets = _routing.route(gaps=gaps, gap_emb=gap_emb, pool_emb=pool_emb,
@@ -167,7 +168,8 @@ def step_routing(run: Run, label: str) -> StageOutcome:
                              min_similarity=ctx.min_similarity)
     res = _routing.write_routing(targets, out, min_similarity=ctx.min_similarity,
                                  pool_info={"n_pool": len(pool), "n_eligible": emb.n_eligible,
-                                            "rows_csv": emb.rows_csv, "embeddings_npy": emb.embeddings_npy})
+                                            "rows_csv": emb.rows_csv, "embeddings_npy": emb.embeddings_npy,
+                                            "scores_npy": emb.scores_npy})
     pool_note = "empty pool" if pool.empty else f"{emb.n_eligible} eligible pool rows"
     return StageOutcome(summary=f"{len(targets)} target(s): {res.n_sdg} to SDG, {res.n_mining} to mining ({pool_note})",
                         updates={"n_targets": len(targets), "n_sdg_targets": res.n_sdg,
@@ -207,12 +209,17 @@ def step_mining(run: Run, label: str) -> StageOutcome:
     pool = routing["pool"]
     emb = _mining.PoolEmbedding(Path(pool["rows_csv"]) if pool.get("rows_csv") else None,
                                 Path(pool["embeddings_npy"]) if pool.get("embeddings_npy") else None,
-                                pool["n_pool"], pool["n_eligible"])
+                                pool["n_pool"], pool["n_eligible"],
+                                Path(pool["scores_npy"]) if pool.get("scores_npy") else None)
     gaps, gap_emb = _gaps(run, label)
     res = _mining.mine(targets=_targets(run, label, "mining"), gaps=gaps, gap_emb=gap_emb, pool=emb,
-                       top_k=ctx.top_k_per_target, min_similarity=ctx.min_similarity, out_dir=run.out(label, "mining"))
+                       top_k=ctx.top_k_per_target, min_similarity=ctx.min_similarity, out_dir=run.out(label, "mining"),
+                       hard_defects=ctx.hard_defects, hard_pass=ctx.hard_pass)
     note = "" if pool["n_pool"] else " (empty pool: nothing to mine)"
-    return StageOutcome(summary=f"{res.n_rows} pool row(s) mined for {len(res.per_target)} target(s){note}",
+    hard = res.per_target.get("hard", 0)
+    n_targets = len(res.per_target) - ("hard" in res.per_target)
+    hard_note = f" + {hard} of the pool's hardest rows" if hard else ""
+    return StageOutcome(summary=f"{res.n_rows - hard} pool row(s) mined for {n_targets} target(s){hard_note}{note}",
                         updates={"mined_rows": res.n_rows, "mined_per_target": res.per_target},
                         artefacts={"mined_csv": res.mined_csv, "mining_report": res.report_json})
 

@@ -81,6 +81,19 @@ class ModelAdapter(ABC):
     def embed(self, checkpoint: str | Path, csv: str | Path) -> np.ndarray:
         """One float32 embedding row per CSV row (for RCA clustering and mining)."""
 
+    def embed_and_score(self, checkpoint: str | Path, csv: str | Path) -> tuple[np.ndarray, np.ndarray]:
+        """(:meth:`embed`, P(defect) per row) of ``csv``. This default runs :meth:`embed` and
+        :meth:`infer`; an adapter that gets both from one pass overrides it."""
+        import tempfile
+
+        import pandas as pd
+
+        emb = self.embed(checkpoint, csv)
+        with tempfile.TemporaryDirectory(prefix="deftpipe_scores_") as tmp:
+            out = self.infer(checkpoint, csv, Path(tmp) / "scores.csv")
+            scores = pd.read_csv(out, usecols=["score"])["score"].to_numpy(dtype=np.float64)
+        return emb, scores
+
     def validation_scores(self, checkpoint: str | Path, csv: str | Path) -> np.ndarray | None:
         """The scores ``checkpoint`` got on ``csv`` when training selected it, if the adapter
         kept them (one per row, in order); None means "run :meth:`infer`". Optional."""

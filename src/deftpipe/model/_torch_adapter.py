@@ -99,5 +99,13 @@ class TorchAdapter(ModelAdapter):
             emb, _ = predict(model, data, device, embed=True)
         return emb
 
+    def embed_and_score(self, checkpoint: str | Path, csv: str | Path) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings and P(defect) from one forward pass (mining scores the pool it embeds)."""
+        with torch_threads():
+            model, _, _, data, device = self._load(checkpoint, csv)
+            emb, logits = predict(model, data, device, embed=True)
+            scores = model.defect_score(logits).numpy().astype(np.float64)
+        return emb, scores
+
 
 __all__ = ["TorchAdapter", "as_spec"]
