@@ -64,7 +64,8 @@ def phase_sections(ws: Path, cfg: PipelineConfig, warnings: list[str]) -> list[d
         item("KPI target", f"{cfg.kpi.metric} {op} {cfg.kpi.target} on {cfg.data.kpi_csv}"),
         item("max iterations", d.max_iterations),
         item("epochs per retrain", f"{d.num_epochs} (warm-started, {d.warm_start_lr_scale:g}x the spec's learning rate)"),
-        item("mining", f"top_k_per_target={d.mining.top_k_per_target}, min_similarity={d.mining.min_similarity}"),
+        item("mining", f"top_k_per_target={d.mining.top_k_per_target}, min_similarity={d.mining.min_similarity}, "
+                       f"hard_defects={d.mining.hard_defects}, hard_pass={d.mining.hard_pass}"),
         item("SDG", f"{d.sdg.count_per_target} pairs per target, {d.sdg.hard_pass_per_target} hard PASS per "
                     "false-alarm group"),
         item("regression gate", f"hard stop if {cfg.kpi.metric} worse than baseline by > {d.regression_gate_pct} pts"
