@@ -68,8 +68,9 @@ class SweepConfig(_Strict):
 class MiningConfig(_Strict):
     top_k_per_target: int = Field(5, ge=1)
     min_similarity: float = Field(0.9, ge=-1.0, le=1.0)
-    # hard pool rows per iteration, on top of the targets' neighbours: the eligible pool defects the
-    # current model scores lowest, and the PASS rows it scores highest (0 turns each off)
+    # once validation is solved (RCA finds only weak defects): hard pool rows per iteration on top of
+    # the targets' neighbours, the eligible pool defects the current model scores lowest and the
+    # PASS rows it scores highest (0 turns each off)
     hard_defects: int = Field(20, ge=0)
     hard_pass: int = Field(10, ge=0)
 

@@ -4,10 +4,12 @@ rows (lowest-scored defects, highest-scored PASS) are mined as target ``hard``."
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from deftpipe.data import identity_keys, write_dataset
 from deftpipe.deft._mining import PoolEmbedding, eligible_mask, embed_pool, hardest_rows, mine, read_pool
@@ -70,22 +72,54 @@ def test_mine_adds_the_hard_rows_after_the_targets(tmp_path) -> None:
     assert res.n_rows == 0 and "hard" not in res.per_target  # no scores: no hard rows
 
 
-def test_the_loop_mines_the_pools_hardest_rows(finished_run) -> None:
-    state = json.loads((finished_run / "deft_state.json").read_text())
-    hard_defects, hard_pass = (state["config"]["mining"][k] for k in ("hard_defects", "hard_pass"))
-    routing = json.loads(Path(state["iterations"]["iter1"]["routing_json"]).read_text())
+def _copy_run(finished_run, tmp_path):
+    """A copy of the finished run whose iter1 can be redone stage by stage (its own results_dir)."""
+    from deftpipe.deft import load_state
+    from deftpipe.deft._context import LoopContext
+    from deftpipe.deft._progress import LoopProgress
+    from deftpipe.deft._steps import Run
+
+    results = Path(shutil.copytree(finished_run, tmp_path / "run"))
+    text = (results / "deft_state.json").read_text().replace(str(finished_run), str(results))
+    (results / "deft_state.json").write_text(text)
+    state = load_state(results)
+    ctx = LoopContext.from_state(state, show_progress=False)
+    return Run(ctx=ctx, state=state, progress=LoopProgress(enabled=False, max_iterations=state["max_iterations"]))
+
+
+@pytest.mark.parametrize("solved", [False, True])
+def test_hard_rows_are_mined_once_validation_is_solved(finished_run, tmp_path, solved) -> None:
+    """Only when the previous RCA found no escape and no false alarm (just weak defects) does mining
+    add the pool's lowest-scored defects and highest-scored PASS rows, scored by the routing pass."""
+    from deftpipe.deft._steps import step_mining, step_routing, validation_solved
+
+    run = _copy_run(finished_run, tmp_path)
+    gaps_csv = Path(run.it("baseline")["rca_gaps"])
+    gaps = pd.read_csv(gaps_csv, dtype=str, keep_default_na=False)
+    if solved:
+        gaps["kind"] = "weak_defect"
+        gaps.to_csv(gaps_csv, index=False)
+    elif validation_solved(gaps):
+        pytest.skip("the tiny baseline already separates validation")
+    run.it("iter1")["routing_json"] = step_routing(run, "iter1").artefacts["routing_json"]
+    outcome = step_mining(run, "iter1")
+    routing = json.loads(Path(run.it("iter1")["routing_json"]).read_text())
+    mined = pd.read_csv(outcome.artefacts["mined_csv"], dtype=str, keep_default_na=False)
+    hard = mined[mined["mining_target"] == "hard"]
+    if not solved:
+        assert hard.empty and routing["pool"]["scores_npy"] is None
+        return
+    assert "of the pool's hardest rows" in outcome.summary
     rows = read_pool(Path(routing["pool"]["rows_csv"]))
     scores = pd.Series(np.load(routing["pool"]["scores_npy"]), index=rows["object_name"].to_numpy())
-    mined = pd.read_csv(state["iterations"]["iter1"]["mined_csv"], dtype=str, keep_default_na=False)
-    hard = mined[mined["mining_target"] == "hard"]
     free = rows[~rows["object_name"].isin(mined["object_name"])]  # eligible rows left in the pool
     hard_def, hard_ok = hard[hard["label"] != "PASS"], hard[hard["label"] == "PASS"]
     free_def, free_ok = free[free["label"] != "PASS"], free[free["label"] == "PASS"]
-    assert len(hard_def) == min(hard_defects, len(hard_def) + len(free_def)) and len(hard_ok) == min(
-        hard_pass, len(hard_ok) + len(free_ok))
-    assert len(hard) > 0
+    mining = run.state["config"]["mining"]
+    assert len(hard_def) == min(mining["hard_defects"], len(hard_def) + len(free_def)) > 0
+    assert len(hard_ok) == min(mining["hard_pass"], len(hard_ok) + len(free_ok)) > 0
     # no defect left behind scores lower than a mined one; no PASS left behind scores higher
-    if len(hard_def) and len(free_def):
+    if len(free_def):
         assert scores[hard_def["object_name"]].max() <= scores[free_def["object_name"]].min()
-    if len(hard_ok) and len(free_ok):
+    if len(free_ok):
         assert scores[hard_ok["object_name"]].min() >= scores[free_ok["object_name"]].max()

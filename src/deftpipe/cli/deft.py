@@ -26,8 +26,8 @@ def _summary(ws: Path, cfg, folder: Path | None, n: int) -> Table:
     t.add_row("SDG", f"{d.sdg.count_per_target} pairs per defect target, {d.sdg.hard_pass_per_target} hard PASS "
                      "per false-alarm group")
     t.add_row("mining", f"top {d.mining.top_k_per_target} per target at cosine >= {d.mining.min_similarity} "
-                        f"from {cfg.data.pool_csv}, + the pool's {d.mining.hard_defects} lowest-scored defects and "
-                        f"{d.mining.hard_pass} highest-scored PASS rows")
+                        f"from {cfg.data.pool_csv}; once validation is solved, + the pool's {d.mining.hard_defects} "
+                        f"lowest-scored defects and {d.mining.hard_pass} highest-scored PASS rows")
     t.add_row("gate", f"hard stop if FAR worse than baseline by > {d.regression_gate_pct} points"
               if d.regression_gate_pct is not None else "no regression gate")
     return t

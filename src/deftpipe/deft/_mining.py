@@ -1,14 +1,14 @@
 """Mining: find real pool samples that look like the model's failures (cosine top-k with FAISS).
 
 The pool is embedded with the current model; each mining target's failed samples are queries
-against an ``IndexFlatIP`` over L2-normalised pool vectors (inner product = cosine). The same
-forward pass scores the pool, and the pool's own hardest rows are mined too (target ``hard``):
-the ``hard_defects`` eligible defects the model scores lowest and the ``hard_pass`` PASS rows it
-scores highest — the real failures, or near-failures, a validation set that the model already
-separates no longer shows (hard-example mining; the pool is labelled). A pool row is
-mined at most once over the whole run (the mining history is every earlier iteration's
-``mined.csv``), never when it is already in the training set, and the pool must not share a row
-with the validation or KPI sets — that is a hard stop, not a silent filter.
+against an ``IndexFlatIP`` over L2-normalised pool vectors (inner product = cosine). Once the
+model separates the validation set (the caller decides), the same forward pass scores the pool
+and its own hardest rows are mined too (target ``hard``): the ``hard_defects`` eligible defects
+the model scores lowest and the ``hard_pass`` PASS rows it scores highest — the real failures,
+or near-failures, that validation no longer shows (hard-example mining; the pool is labelled).
+A pool row is mined at most once over the whole run (the mining history is every earlier
+iteration's ``mined.csv``), never when it is already in the training set, and the pool must not
+share a row with the validation or KPI sets — that is a hard stop, not a silent filter.
 """
 
 from __future__ import annotations
