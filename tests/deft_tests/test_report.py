@@ -31,6 +31,8 @@ def test_report_renders_quickly_with_trajectory(finished_run):
     assert time.monotonic() - t0 < 1.0
     page = (finished_run / "report.html").read_text()
     assert "Pipeline trajectory" in page and "phase1 &lt;best&gt;" in page and "<best>" not in page
+    best = json.loads((finished_run / "best_model.json").read_text())
+    assert f"FAR@100%R {best['far_pct']:.2f}% (" in page  # rounded, not the raw float
     assert json.loads((finished_run / "report_extra.json").read_text())["trajectory"][0]["far_pct"] == 40.0
     render_report(finished_run)  # a later rebuild keeps the bridge's trajectory
     assert "Pipeline trajectory" in (finished_run / "report.html").read_text()

@@ -27,6 +27,7 @@ THUMB_PX = 56
 MAX_RCA_REPORTS = 3
 EXTRA_NAME = "report_extra.json"
 _env = Environment(loader=PackageLoader("deftpipe.deft", "templates"), autoescape=select_autoescape(["html", "j2"]))
+_env.filters["pct"] = lambda v: "—" if v is None else f"{float(v):.2f}"
 
 
 def _order(label: str) -> int:
