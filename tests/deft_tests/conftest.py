@@ -37,3 +37,32 @@ def ws_copy(tiny_ws, tmp_path) -> Path:
     dest = tmp_path / "ws"
     shutil.copytree(tiny_ws, dest, ignore=shutil.ignore_patterns("results"))
     return dest
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path) -> Path:
+    """A private copy of the finished run whose state names the copy (its folder and artefacts), so
+    stages redone on it never write into the shared ``finished_run``."""
+    results = Path(shutil.copytree(finished_run, tmp_path / "run"))
+    state = results / "deft_state.json"
+    state.write_text(state.read_text().replace(str(finished_run), str(results)))
+    return results
+
+
+def _loop_run(results: Path, **kpi):
+    from deftpipe.deft import load_state
+    from deftpipe.deft._context import LoopContext
+    from deftpipe.deft._progress import LoopProgress
+    from deftpipe.deft._steps import Run
+
+    state = load_state(results)
+    state["kpi"].update(kpi)
+    ctx = LoopContext.from_state(state, show_progress=False)
+    return Run(ctx=ctx, state=state, progress=LoopProgress(enabled=False, max_iterations=state["max_iterations"]))
+
+
+@pytest.fixture
+def loop_run():
+    """``loop_run(results, **kpi)``: a stage-by-stage :class:`Run` over the run in ``results``
+    (``kpi``: overrides of the state's KPI settings)."""
+    return _loop_run

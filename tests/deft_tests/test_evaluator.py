@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 
 import pandas as pd
 import pytest
 
-from deftpipe.deft import load_state
-from deftpipe.deft._context import LoopContext
 from deftpipe.deft._evaluator import run_evaluator
 from deftpipe.deft._loop import gate
-from deftpipe.deft._progress import LoopProgress
-from deftpipe.deft._steps import Run, step_evaluate
+from deftpipe.deft._steps import step_evaluate
 from deftpipe.errors import DataError
 
 # counts the defects scored below 0.5 and prints them as the plant's metric
@@ -28,22 +24,10 @@ print(json.dumps({"escapes_at_half": low, "rows": len(df)}))
 """
 
 
-@pytest.fixture
-def run_copy(finished_run, tmp_path):
-    results = tmp_path / "run"
-    shutil.copytree(finished_run, results)
-    return results
+def test_custom_metric_reaches_the_state_and_the_gate(run_copy, loop_run, tmp_path):
+    def _run(results, argv, *, metric="escapes_at_half", target=0.0):
+        return loop_run(results, metric=metric, operator="<=", target=target, evaluator_command=argv)
 
-
-def _run(results, argv, *, metric="escapes_at_half", target=0.0):
-    state = load_state(results)
-    state["results_dir"] = str(results)  # the copy's own folder: never write into the shared finished run
-    state["kpi"].update(metric=metric, operator="<=", target=target, evaluator_command=argv)
-    ctx = LoopContext.from_state(state, show_progress=False)
-    return Run(ctx=ctx, state=state, progress=LoopProgress(enabled=False, max_iterations=state["max_iterations"]))
-
-
-def test_custom_metric_reaches_the_state_and_the_gate(run_copy, tmp_path):
     script = tmp_path / "evaluator.py"
     script.write_text(EVALUATOR)
     run = _run(run_copy, [sys.executable, str(script), "{inference_csv}"])

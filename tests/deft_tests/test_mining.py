@@ -4,7 +4,6 @@ rows (lowest-scored defects, highest-scored PASS) are mined as target ``hard``."
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -72,28 +71,13 @@ def test_mine_adds_the_hard_rows_after_the_targets(tmp_path) -> None:
     assert res.n_rows == 0 and "hard" not in res.per_target  # no scores: no hard rows
 
 
-def _copy_run(finished_run, tmp_path):
-    """A copy of the finished run whose iter1 can be redone stage by stage (its own results_dir)."""
-    from deftpipe.deft import load_state
-    from deftpipe.deft._context import LoopContext
-    from deftpipe.deft._progress import LoopProgress
-    from deftpipe.deft._steps import Run
-
-    results = Path(shutil.copytree(finished_run, tmp_path / "run"))
-    text = (results / "deft_state.json").read_text().replace(str(finished_run), str(results))
-    (results / "deft_state.json").write_text(text)
-    state = load_state(results)
-    ctx = LoopContext.from_state(state, show_progress=False)
-    return Run(ctx=ctx, state=state, progress=LoopProgress(enabled=False, max_iterations=state["max_iterations"]))
-
-
 @pytest.mark.parametrize("solved", [False, True])
-def test_hard_rows_are_mined_once_validation_is_solved(finished_run, tmp_path, solved) -> None:
+def test_hard_rows_are_mined_once_validation_is_solved(run_copy, loop_run, solved) -> None:
     """Only when the previous RCA found no escape and no false alarm (just weak defects) does mining
     add the pool's lowest-scored defects and highest-scored PASS rows, scored by the routing pass."""
     from deftpipe.deft._steps import step_mining, step_routing, validation_solved
 
-    run = _copy_run(finished_run, tmp_path)
+    run = loop_run(run_copy)
     gaps_csv = Path(run.it("baseline")["rca_gaps"])
     gaps = pd.read_csv(gaps_csv, dtype=str, keep_default_na=False)
     if solved:

@@ -109,11 +109,13 @@ def hardest_rows(labels: pd.Series, scores: np.ndarray, *, taken: set[int], n_de
     """Positions of the ``n_defects`` lowest-scored defects and the ``n_pass`` highest-scored PASS
     rows, skipping ``taken`` (ties: pool order)."""
     is_pass = ~is_defect(labels).to_numpy()
-    free = np.array([i not in taken for i in range(len(scores))], dtype=bool)
+    free = np.ones(len(scores), dtype=bool)
+    free[list(taken)] = False
     order = np.argsort(scores, kind="stable")
-    defects = [int(i) for i in order if free[i] and not is_pass[i]][:n_defects]
-    passes = [int(i) for i in order[::-1] if free[i] and is_pass[i]][:n_pass]
-    return defects + passes
+    defects = order[free[order] & ~is_pass[order]][:n_defects]
+    up = np.argsort(-np.asarray(scores), kind="stable")  # highest first; ties keep pool order
+    passes = up[free[up] & is_pass[up]][:n_pass]
+    return [int(i) for i in (*defects, *passes)]
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -143,7 +145,8 @@ def mine(*, targets: list[dict[str, Any]], gaps: pd.DataFrame, gap_emb: np.ndarr
          top_k: int, min_similarity: float, out_dir: Path, hard_defects: int = 0,
          hard_pass: int = 0) -> MiningResult:
     """For each mining target: the ``top_k`` pool rows nearest its failed samples, above ``min_similarity``;
-    then, when the pool was scored, its hardest rows (:func:`hardest_rows`) as target ``hard``.
+    then, when the pool was scored (routing scores it once validation is solved), its hardest rows
+    (:func:`hardest_rows`) as target ``hard``.
 
     A pool row goes to the first target that picks it (no row is mined twice).
     """
@@ -177,7 +180,9 @@ def mine(*, targets: list[dict[str, Any]], gaps: pd.DataFrame, gap_emb: np.ndarr
             picked.append(part)
         details.append({"target_id": tid, "group_id": t["group_id"], "mined": len(chosen),
                         "max_similarity": max(best.values()) if best else float(sims.max())})
-    if rows is not None and pool.scores_npy is not None and (hard_defects or hard_pass):
+    if rows is None or pool.scores_npy is None:
+        hard_defects = hard_pass = 0  # not scored: no hard rows (recorded as such in mining.json)
+    if hard_defects or hard_pass:
         scores = np.load(pool.scores_npy)
         chosen = hardest_rows(rows["label"], scores, taken=taken, n_defects=hard_defects, n_pass=hard_pass)
         per_target["hard"] = len(chosen)

@@ -156,10 +156,6 @@ def validation_solved(gaps: pd.DataFrame) -> bool:
     return "kind" not in gaps.columns or not gaps["kind"].isin(["escape", "false_alarm"]).any()
 
 
-def _hard_counts(run: Run, gaps: pd.DataFrame) -> tuple[int, int]:
-    return (run.ctx.hard_defects, run.ctx.hard_pass) if validation_solved(gaps) else (0, 0)
-
-
 def step_routing(run: Run, label: str) -> StageOutcome:
     ctx, out = run.ctx, run.out(label, "routing")
     pool = _mining.read_pool(ctx.pool_csv)
@@ -172,7 +168,7 @@ def step_routing(run: Run, label: str) -> StageOutcome:
     gaps, gap_emb = _gaps(run, label)
     emb = _mining.embed_pool(ctx.adapter(), checkpoint=Path(run.it(prev_label(label))["best_ckpt_path"]),
                              pool_csv=ctx.pool_csv, pool=pool, eligible=eligible, out_dir=out,
-                             score=any(_hard_counts(run, gaps)))
+                             score=bool(ctx.hard_defects or ctx.hard_pass) and validation_solved(gaps))
     pool_emb = np.load(emb.embeddings_npy) if emb.embeddings_npy else None
     targets = _routing.route(gaps=gaps, gap_emb=gap_emb, pool_emb=pool_emb,
                              class_counts=train["label"].value_counts().to_dict(), max_groups=ctx.rca_max_groups,
@@ -223,10 +219,9 @@ def step_mining(run: Run, label: str) -> StageOutcome:
                                 pool["n_pool"], pool["n_eligible"],
                                 Path(pool["scores_npy"]) if pool.get("scores_npy") else None)
     gaps, gap_emb = _gaps(run, label)
-    hard_defects, hard_pass = _hard_counts(run, gaps)
     res = _mining.mine(targets=_targets(run, label, "mining"), gaps=gaps, gap_emb=gap_emb, pool=emb,
                        top_k=ctx.top_k_per_target, min_similarity=ctx.min_similarity, out_dir=run.out(label, "mining"),
-                       hard_defects=hard_defects, hard_pass=hard_pass)
+                       hard_defects=ctx.hard_defects, hard_pass=ctx.hard_pass)  # used only if routing scored the pool
     note = "" if pool["n_pool"] else " (empty pool: nothing to mine)"
     hard = res.per_target.get("hard", 0)
     n_targets = len(res.per_target) - ("hard" in res.per_target)

@@ -24,7 +24,7 @@ from deftpipe.pipeline._handoff import handoff_1_to_2, handoff_2_to_3
 from deftpipe.pipeline._phases import load_phase1, run_phase1, run_phase3
 from deftpipe.pipeline._preflight import preflight
 from deftpipe.pipeline._record import PipelineRecord, new_run_dir
-from deftpipe.pipeline._trajectory import build_trajectory, improvement, write_summary
+from deftpipe.pipeline._trajectory import build_trajectory, fmt_value, improvement, write_summary
 from deftpipe.pipeline._view import render_preflight, render_trajectory
 
 LOCK_NAME = ".pipeline.lock"
@@ -232,18 +232,14 @@ def _count_rows(csv: Path) -> int | None:
         return max(sum(1 for _ in f) - 1, 0)
 
 
-def _value(v: Any) -> str:
-    return "—" if v is None else f"{float(v):.2f}"
-
-
 def _render_report(results_dir: Path, points: list[dict[str, Any]]) -> None:
     """Hand the trajectory to the loop's report (its first chart)."""
     from deftpipe import deft
 
     chart = [{"label": p["step"], "far_pct": p["value"], "kind": p["label"]}
              for p in points if p["metric"] == "far_pct"]
-    notes = [f"{p['step']}: {p['metric']} {_value(p['value'])}"
-             + (f" (95 % CI {_value(p['ci'][0])}–{_value(p['ci'][1])})" if p.get("ci") else "")
+    notes = [f"{p['step']}: {p['metric']} {fmt_value(p['value'])}"
+             + (f" (95 % CI {fmt_value(p['ci'][0])}–{fmt_value(p['ci'][1])})" if p.get("ci") else "")
              + f" on the {p['set']} set" for p in points]
     deft.render_report(results_dir, extra={"trajectory": chart, "notes": notes,
                                            "title": f"deftpipe pipeline report — {results_dir.name}"})

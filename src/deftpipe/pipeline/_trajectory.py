@@ -74,7 +74,8 @@ def improvement(points: list[dict[str, Any]]) -> dict[str, Any] | None:
             "beyond_ci": significant}
 
 
-def _fmt(v: Any) -> str:
+def fmt_value(v: Any) -> str:
+    """A figure rounded to 2 decimals, "—" when missing."""
     return "—" if v is None else f"{float(v):.2f}"
 
 
@@ -96,9 +97,9 @@ def write_summary(results_dir: Path, *, record: dict[str, Any], points: list[dic
     lines += ["", "## Trajectory", "", "| step | data | metric | value | 95% CI | AUROC | train rows | note |",
               "|---|---|---|---|---|---|---|---|"]
     for p in points:
-        ci = f"{_fmt(p['ci'][0])}–{_fmt(p['ci'][1])}" if p.get("ci") else ""
-        lines.append(f"| {p['step']} | {p['set']} | {p['metric']} | {_fmt(p['value'])} | {ci} | "
-                     f"{_fmt(p.get('auroc')) if p.get('auroc') is not None else ''} | {p.get('train_rows') or ''} | "
+        ci = f"{fmt_value(p['ci'][0])}–{fmt_value(p['ci'][1])}" if p.get("ci") else ""
+        lines.append(f"| {p['step']} | {p['set']} | {p['metric']} | {fmt_value(p['value'])} | {ci} | "
+                     f"{fmt_value(p.get('auroc')) if p.get('auroc') is not None else ''} | {p.get('train_rows') or ''} | "
                      f"{p.get('note', '')} |")
     lines += ["", "## Outcome", ""]
     if gain:
@@ -113,19 +114,19 @@ def write_summary(results_dir: Path, *, record: dict[str, Any], points: list[dic
     best_model = results_dir / "best_model.json"
     if best_model.is_file():
         bm = json.loads(best_model.read_text(encoding="utf-8"))
-        lines.append(f"- Best model kept: `{bm.get('best_iteration')}` (KPI far_pct {_fmt(bm.get('far_pct'))}), "
+        lines.append(f"- Best model kept: `{bm.get('best_iteration')}` (KPI far_pct {fmt_value(bm.get('far_pct'))}), "
                      f"checkpoint `{bm.get('checkpoint')}` — {bm.get('reason', '')}.")
     if phase3:
-        lines.append(f"- Phase 3 vs the loop's best: Phase 3 KPI {_fmt(phase3.get('kpi_far_pct'))} vs loop best "
-                     f"{_fmt(phase3.get('loop_best_far_pct'))} ({phase3.get('loop_best_iteration')}) — best model "
+        lines.append(f"- Phase 3 vs the loop's best: Phase 3 KPI {fmt_value(phase3.get('kpi_far_pct'))} vs loop best "
+                     f"{fmt_value(phase3.get('loop_best_far_pct'))} ({phase3.get('loop_best_iteration')}) — best model "
                      f"kept: {phase3.get('best_model')}.")
     if phase1:
         for n in phase1.get("notes", []):
             lines.append(f"- Phase 1 quality check: {n}")
         v = phase1.get("verdict", {})
         if v.get("untrained_score") is not None:
-            lines.append(f"- Phase 1 winner {v['metric']} {_fmt(v.get('winner_score'))} vs untrained model "
-                         f"{_fmt(v.get('untrained_score'))} on the validation set.")
+            lines.append(f"- Phase 1 winner {v['metric']} {fmt_value(v.get('winner_score'))} vs untrained model "
+                         f"{fmt_value(v.get('untrained_score'))} on the validation set.")
     lines += ["", "## Where the outputs live", "",
               "- `automl/phase1/` — Phase 1 study storage, trials, `best_rec.json`, `quality_check.json`",
               "- `baseline/`, `iter<N>/`, `deft_state.json` — the DEFT loop (baseline pre-seeded by Phase 1)",
@@ -134,4 +135,4 @@ def write_summary(results_dir: Path, *, record: dict[str, Any], points: list[dic
     return atomic_write_text(results_dir / SUMMARY_NAME, "\n".join(lines))
 
 
-__all__ = ["SUMMARY_NAME", "TRAJECTORY_NAME", "build_trajectory", "improvement", "write_summary"]
+__all__ = ["SUMMARY_NAME", "TRAJECTORY_NAME", "build_trajectory", "fmt_value", "improvement", "write_summary"]
