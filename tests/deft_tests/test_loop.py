@@ -205,3 +205,38 @@ def test_merge_decodes_added_rows_and_checks_carried_rows_exist(ws_copy, tmp_pat
     (ws_copy / "images" / row["golden_path"] / f"{row['object_name']}.png").unlink()
     with pytest.raises(HardStop, match=rf"missing image \(2\): row 1 golden .*{row['object_name']}"):
         merge()
+
+
+def test_later_merges_check_only_the_rows_they_add_while_the_rest_is_unchanged(ws_copy, tmp_path):
+    from deftpipe.data import ImageLayout, write_dataset
+    from deftpipe.deft import _merge
+    from deftpipe.deft._context import HardStop
+
+    pool = read_dataset(ws_copy / "mining/mining_pool.csv")
+    val_csv, kpi_csv = ws_copy / "train/base/validation_set.csv", ws_copy / "kpi/testing_set.csv"
+
+    def merge(label, previous, rows, validation=None):
+        new_csv = write_dataset(rows, tmp_path / f"new_{label}.csv")
+        return _merge.merge(previous_csv=previous, previous_is_base=label == "iter1", previous_provenance=None,
+                            sdg_csv=None, mined_csv=new_csv, val_csv=val_csv, kpi_csv=kpi_csv,
+                            layout=ImageLayout.create(ws_copy / "images"), out_dir=tmp_path / label,
+                            iter_label=label, previous_validation=validation)
+
+    first = merge("iter1", ws_copy / "train/base/training_set.csv", pool.head(3))
+    assert first.checked_rows == "all"
+    second = merge("iter2", first.combined_csv, pool.iloc[3:6], first.validation_json)
+    assert second.checked_rows == "added" and second.n_rows == first.n_rows + 3
+    assert len(read_dataset(tmp_path / "iter2/train_added_iter2.csv")) == 3
+    # the added rows are still checked against the held-out sets: a validation row is a hard stop
+    leaky = pd.concat([pool.iloc[6:8], read_dataset(val_csv).head(1)[pool.columns]], ignore_index=True)
+    with pytest.raises(HardStop, match="overlaps held-out data"):
+        merge("iter3", second.combined_csv, leaky, second.validation_json)
+    # a previous set edited since its check, or a changed KPI file, is checked in full again
+    combined = read_dataset(second.combined_csv)
+    write_dataset(combined.iloc[:-1], second.combined_csv)
+    assert merge("iter3", second.combined_csv, pool.iloc[6:8], second.validation_json).checked_rows == "all"
+    third = merge("iter4", tmp_path / "iter3/train_combined_iter3.csv", pool.iloc[8:9],
+                  tmp_path / "iter3/merge_validation.json")
+    assert third.checked_rows == "added"
+    kpi_csv.write_text("\n".join(kpi_csv.read_text().splitlines()[:-1]) + "\n")  # one KPI row fewer
+    assert merge("iter5", third.combined_csv, pool.iloc[9:10], third.validation_json).checked_rows == "all"

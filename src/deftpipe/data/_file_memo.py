@@ -50,11 +50,17 @@ def map_files(kind: str, paths: Iterable[str], compute: Callable[[str], T], *, k
             todo.append((p, (kind, *key)))
     if not todo:
         return out
-    if workers > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            values = list(pool.map(compute, [p for p, _ in todo]))
+    paths_todo = [p for p, _ in todo]
+    n = min(workers, len(paths_todo))
+    if n > 1:
+        # one contiguous chunk per thread: a task per file cost ~40 us of pool overhead each,
+        # more than hashing a small PNG (1,400 files: 62 ms of submit/wait for ~15 ms of work)
+        size = -(-len(paths_todo) // n)
+        chunks = [paths_todo[i:i + size] for i in range(0, len(paths_todo), size)]
+        with ThreadPoolExecutor(max_workers=len(chunks)) as pool:
+            values = [v for part in pool.map(lambda chunk: [compute(p) for p in chunk], chunks) for v in part]
     else:
-        values = [compute(p) for p, _ in todo]
+        values = [compute(p) for p in paths_todo]
     for (p, key), value in zip(todo, values, strict=True):
         out[p] = value
         if keep(value):

@@ -109,6 +109,7 @@ def find_leaks(
     *,
     images_dir: str | Path | None = None,
     hash_images: bool = True,
+    first_only: bool = False,
 ) -> LeakReport:
     """Compare every pair of CSVs by identity key and by image content hash.
 
@@ -117,6 +118,8 @@ def find_leaks(
         layouts: one :class:`ImageLayout` per CSV (None entries: resolved like ``images_dir``).
         images_dir: image root for every CSV without a layout; default: each CSV's workspace.
         hash_images: also compare image content (off: identity keys only).
+        first_only: compare the first CSV with each of the others, not the others among
+            themselves (the DEFT merge checks only the rows it adds against validation and KPI).
 
     Raises:
         DataError: unreadable CSV, or no images folder can be found for a CSV.
@@ -134,7 +137,7 @@ def find_leaks(
             h = pd.Series([None] * len(df), index=df.index, dtype=object)
         hashes.append((h, df["object_name"]))
     pairs = []
-    for i in range(len(names)):
+    for i in range(1 if first_only else len(names)):
         for j in range(i + 1, len(names)):
             by_id = ids[j].isin(set(ids[i]))
             hj, objs = hashes[j]

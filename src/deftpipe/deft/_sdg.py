@@ -39,7 +39,7 @@ class SdgResult:
     skipped: dict[str, str]
 
 
-def _read_gray(path: Path) -> np.ndarray | None:
+def _read_gray(path: str | Path) -> np.ndarray | None:
     """A golden image through the image cache's in-process memo (training decoded it already)."""
     try:
         return load_image(path)
@@ -61,8 +61,8 @@ def golden_sources(train: pd.DataFrame, layout: ImageLayout, *, seed: int) -> li
     if len(rows) > MAX_GOLDEN_SOURCES:
         rows = rows.sample(MAX_GOLDEN_SOURCES, random_state=seed)
     out = []
-    for _, r in rows.iterrows():
-        imgs = [_read_gray(p) for p in layout.files(r["golden_path"], r["object_name"])]
+    for golden_dir, name in zip(rows["golden_path"].tolist(), rows["object_name"].tolist(), strict=True):
+        imgs = [_read_gray(p) for p in layout.file_strs(golden_dir, name)]
         if all(i is not None for i in imgs):
             out.append(imgs)
     return out
@@ -97,6 +97,7 @@ def generate(*, targets: list[dict[str, Any]], train: pd.DataFrame, layout: Imag
             skipped[tid] = entry["skipped_reason"]
             continue
         folder = out_dir / "images" / tid
+        csv_dirs = relpath(folder / "test", layout.images_dir), relpath(folder / "golden", layout.images_dir)
         for k in range(want):
             tests = None
             for _ in range(ATTEMPTS_PER_PAIR):
@@ -112,8 +113,7 @@ def generate(*, targets: list[dict[str, Any]], train: pd.DataFrame, layout: Imag
                 suffix = f"_{light}" if light else ""
                 _save(g, folder / "golden" / f"{name}{suffix}{layout.image_ext}")
                 _save(te, folder / "test" / f"{name}{suffix}{layout.image_ext}")
-            rows.append({"input_path": relpath(folder / "test", layout.images_dir),
-                         "golden_path": relpath(folder / "golden", layout.images_dir), "label": label,
+            rows.append({"input_path": csv_dirs[0], "golden_path": csv_dirs[1], "label": label,
                          "object_name": name, "boardname": f"sdg_{iter_label}", "source": "sdg",
                          "sdg_target": tid})
             entry["written"] += 1

@@ -24,11 +24,28 @@ def _otsu(img: np.ndarray) -> int:
     return int(np.nanargmax(np.nan_to_num(between, nan=-1.0)))
 
 
+_DARK_SHARE: dict[int, tuple[np.ndarray, float]] = {}  # id -> (read-only image, share)
+
+
+def _dark_share(im: np.ndarray) -> float:
+    """Share of ``im`` at or below its Otsu threshold. Remembered for read-only arrays (the image
+    cache hands out the same read-only array for a file), since SDG asks again every iteration."""
+    hit = _DARK_SHARE.get(id(im))
+    if hit is not None and hit[0] is im:
+        return hit[1]
+    share = float((im <= _otsu(im)).mean())
+    if not im.flags.writeable:
+        if len(_DARK_SHARE) > 8192:
+            _DARK_SHARE.clear()
+        _DARK_SHARE[id(im)] = (im, share)  # holding the array keeps its id from being reused
+    return share
+
+
 def copper_is_dark(images: list[np.ndarray]) -> bool:
     """Copper polarity of a data set: copper is the mode covering less of the crops on average
     (traces are thinner than the laminate between them) — dark on DeepPCB, bright on many AOI
     cameras. Decided once per data set, since a single crop can be mostly copper."""
-    dark_share = [float((im <= _otsu(im)).mean()) for im in images]
+    dark_share = [_dark_share(im) for im in images]
     return bool(np.mean(dark_share) < 0.5) if dark_share else False
 
 

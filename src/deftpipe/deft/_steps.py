@@ -239,10 +239,11 @@ def step_merge(run: Run, label: str) -> StageOutcome:
                        previous_provenance=Path(prev["provenance_csv"]) if prev else None,
                        sdg_csv=Path(run.it(label)["sdg_csv"]), mined_csv=Path(run.it(label)["mined_csv"]),
                        val_csv=ctx.val_csv, kpi_csv=ctx.kpi_csv, layout=ctx.layout,
-                       out_dir=run.out(label, "dataset"), iter_label=label)
+                       out_dir=run.out(label, "dataset"), iter_label=label,
+                       previous_validation=Path(prev["merge_validation"]) if prev else None)
     return StageOutcome(
         summary=f"{res.n_previous} → {res.n_rows} rows (+{res.n_sdg} sdg, +{res.n_mined} mined, "
-                f"{res.n_duplicates} duplicate(s) dropped); validation and leakage ok",
+                f"{res.n_duplicates} duplicate(s) dropped); validation and leakage ok ({res.checked_rows} rows checked)",
         updates={"n_train_rows": res.n_rows, "n_added_sdg": res.n_sdg, "n_added_mined": res.n_mined},
         artefacts={"combined_training_csv": res.combined_csv, "provenance_csv": res.provenance_csv,
                    "merge_validation": res.validation_json})
