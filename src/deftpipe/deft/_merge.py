@@ -74,8 +74,9 @@ def _checked_before(previous_validation: Path | None, fingerprints: dict[str, st
         old = json.loads(Path(previous_validation).read_text()) if previous_validation else None
     except (OSError, ValueError):
         return False
-    return bool(old) and old.get("validation") == "ok" and (old.get("leakage") or {}).get("n_overlapping") == 0 \
-        and old.get("fingerprints") == fingerprints
+    if not old or old.get("validation") != "ok":
+        return False
+    return (old.get("leakage") or {}).get("n_overlapping") == 0 and old.get("fingerprints") == fingerprints
 
 
 def merge(*, previous_csv: Path, previous_is_base: bool, previous_provenance: Path | None, sdg_csv: Path | None,
