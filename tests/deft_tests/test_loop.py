@@ -238,5 +238,9 @@ def test_later_merges_check_only_the_rows_they_add_while_the_rest_is_unchanged(w
     third = merge("iter4", tmp_path / "iter3/train_combined_iter3.csv", pool.iloc[8:9],
                   tmp_path / "iter3/merge_validation.json")
     assert third.checked_rows == "added"
-    kpi_csv.write_text("\n".join(kpi_csv.read_text().splitlines()[:-1]) + "\n")  # one KPI row fewer
+    third.validation_json.write_text("{not json")  # an unreadable voucher vouches for nothing
     assert merge("iter5", third.combined_csv, pool.iloc[9:10], third.validation_json).checked_rows == "all"
+    fifth = tmp_path / "iter5"
+    kpi_csv.write_text("\n".join(kpi_csv.read_text().splitlines()[:-1]) + "\n")  # one KPI row fewer
+    assert merge("iter6", fifth / "train_combined_iter5.csv", pool.iloc[10:11],
+                 fifth / "merge_validation.json").checked_rows == "all"
