@@ -97,3 +97,17 @@ def test_sdg_contrast_outside_0_1_is_refused_with_the_field_named(tmp_path, bad)
     (tmp_path / "pipeline.yaml").write_text(f"deft:\n  sdg:\n    contrast: [{bad[0]}, {bad[1]}]\n")
     with pytest.raises(SpecError, match="contrast"):
         load_config(tmp_path)
+
+
+def test_copper_share_is_remembered_only_for_images_nobody_can_change() -> None:
+    from deftpipe.deft import _sdg_draw
+
+    img = np.zeros((32, 32), np.uint8)
+    img[:, :8] = 200  # a bright quarter: copper is bright
+    assert copper_is_dark([img]) is False
+    assert id(img) not in _sdg_draw._DARK_SHARE  # writable: may change, so not remembered
+    img[:, :] = 200 - img  # now mostly bright: the answer must follow the pixels
+    assert copper_is_dark([img]) is True
+    frozen = img.copy()
+    frozen.setflags(write=False)
+    assert copper_is_dark([frozen]) is True and _sdg_draw._DARK_SHARE[id(frozen)][0] is frozen

@@ -34,7 +34,7 @@ def _dark_share(im: np.ndarray) -> float:
     if hit is not None and hit[0] is im:
         return hit[1]
     share = float((im <= _otsu(im)).mean())
-    if not im.flags.writeable:
+    if not im.flags.writeable and (im.base is None or not getattr(im.base, "flags", im.flags).writeable):
         if len(_DARK_SHARE) > 8192:
             _DARK_SHARE.clear()
         _DARK_SHARE[id(im)] = (im, share)  # holding the array keeps its id from being reused
