@@ -244,3 +244,19 @@ def test_later_merges_check_only_the_rows_they_add_while_the_rest_is_unchanged(w
     kpi_csv.write_text("\n".join(kpi_csv.read_text().splitlines()[:-1]) + "\n")  # one KPI row fewer
     assert merge("iter6", fifth / "train_combined_iter5.csv", pool.iloc[10:11],
                  fifth / "merge_validation.json").checked_rows == "all"
+
+
+def test_the_loop_hands_the_previous_merge_voucher_to_the_next_merge(run_copy, loop_run, tmp_path):
+    from deftpipe.data import write_dataset
+    from deftpipe.deft._steps import step_merge
+
+    run = loop_run(run_copy)
+    combined = read_dataset(run.it("iter1")["combined_training_csv"])
+    pool = read_dataset(run.ctx.pool_csv)
+    fresh = pool[~identity_keys(pool).isin(set(identity_keys(combined)))].head(2)
+    run.state["iterations"]["iter2"] = {"sdg_csv": str(write_dataset(fresh.head(0), tmp_path / "sdg.csv")),
+                                       "mined_csv": str(write_dataset(fresh, tmp_path / "mined.csv"))}
+    outcome = step_merge(run, "iter2")
+    assert "validation and leakage ok on the 2 added rows" in outcome.summary
+    report = json.loads(Path(outcome.artefacts["merge_validation"]).read_text())
+    assert report["checked_rows"] == "added" and report["n_rows"] == len(combined) + 2

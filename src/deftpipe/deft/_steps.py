@@ -241,9 +241,11 @@ def step_merge(run: Run, label: str) -> StageOutcome:
                        val_csv=ctx.val_csv, kpi_csv=ctx.kpi_csv, layout=ctx.layout,
                        out_dir=run.out(label, "dataset"), iter_label=label,
                        previous_validation=Path(prev["merge_validation"]) if prev else None)
+    checked = (f"the {res.n_rows - res.n_previous} added rows (the rest were checked before)"
+               if res.checked_rows == "added" else f"all {res.n_rows} rows")
     return StageOutcome(
         summary=f"{res.n_previous} → {res.n_rows} rows (+{res.n_sdg} sdg, +{res.n_mined} mined, "
-                f"{res.n_duplicates} duplicate(s) dropped); validation and leakage ok ({res.checked_rows} rows checked)",
+                f"{res.n_duplicates} duplicate(s) dropped); validation and leakage ok on {checked}",
         updates={"n_train_rows": res.n_rows, "n_added_sdg": res.n_sdg, "n_added_mined": res.n_mined},
         artefacts={"combined_training_csv": res.combined_csv, "provenance_csv": res.provenance_csv,
                    "merge_validation": res.validation_json})
