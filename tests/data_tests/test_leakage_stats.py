@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pandas as pd
@@ -127,3 +128,19 @@ def test_digests_are_kept_between_processes(ws_copy, monkeypatch):
     assert reads == [str(img.resolve())] and again[3] != first[3] and again[:3] == first[:3]
     store.write_bytes(b"not an npz")
     assert new_process_hashes() == again and len(reads) == 2 * len(df)
+
+
+def test_file_facts_come_back_for_the_right_file_whatever_the_thread_chunking(tmp_path) -> None:
+    from deftpipe.data import _file_memo
+
+    paths = []
+    for i in range(23):  # not a multiple of any worker count below
+        p = tmp_path / f"f{i:02d}.bin"
+        p.write_bytes(b"x" * i)
+        paths.append(str(p))
+    paths.append(str(tmp_path / "missing.bin"))
+    for workers in (1, 2, 3, 8, 64):
+        _file_memo.clear()
+        out = _file_memo.map_files("size-test", paths, lambda p: os.path.getsize(p), keep=lambda v: True,
+                                   missing=-1, workers=workers)
+        assert [out[p] for p in paths] == [*range(23), -1]
