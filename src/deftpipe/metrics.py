@@ -185,4 +185,9 @@ def is_collapsed(pred_counts: dict[str, int]) -> bool:
     return sum(1 for n in pred_counts.values() if n > 0) <= 1
 
 
-__all__ = ["DEFAULT_ESCAPE_THRESHOLD", "compute_metrics", "is_collapsed"]
+def fmt_value(v: Any) -> str:
+    """A metric figure rounded to 2 decimals, "—" when missing (summaries and the report)."""
+    return "—" if v is None else f"{float(v):.2f}"
+
+
+__all__ = ["DEFAULT_ESCAPE_THRESHOLD", "compute_metrics", "fmt_value", "is_collapsed"]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -253,13 +252,10 @@ def _decode_all(files: list[str], size: int, resize: bool, num_threads: int | No
         return _load_real(p, size, resize, st) if memo else decode_image(Path(p), size, resize=resize)
 
     threads = num_threads or DECODE_THREADS
-    if len(todo) > 64 and threads > 1:  # only on request: small PNGs decode faster on one thread
-        # chunks, not one future per file: memo hits are microseconds, a future costs more
-        step = max(16, -(-len(todo) // (threads * 8)))
-        chunks = [todo[i:i + step] for i in range(0, len(todo), step)]
-        with ThreadPoolExecutor(threads) as ex:
-            return [a for part in ex.map(lambda c: [one(x) for x in c], chunks) for a in part]
-    return [one(x) for x in todo]
+    if len(todo) <= 64:  # only on request: small PNGs decode faster on one thread
+        threads = 1
+    # chunks, not one future per file: memo hits are microseconds, a future costs more
+    return _file_memo.map_chunked(one, todo, threads=threads, step=max(16, -(-len(todo) // (threads * 8))))
 
 
 def _assemble(arrays: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:

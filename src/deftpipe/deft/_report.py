@@ -22,12 +22,13 @@ from PIL import Image
 
 from deftpipe._fs import atomic_write_json, atomic_write_text
 from deftpipe.deft import _state
+from deftpipe.metrics import fmt_value
 
 THUMB_PX = 56
 MAX_RCA_REPORTS = 3
 EXTRA_NAME = "report_extra.json"
 _env = Environment(loader=PackageLoader("deftpipe.deft", "templates"), autoescape=select_autoescape(["html", "j2"]))
-_env.filters["pct"] = lambda v: "—" if v is None else f"{float(v):.2f}"
+_env.filters["pct"] = fmt_value
 
 
 def _order(label: str) -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from deftpipe._fs import atomic_write_json, atomic_write_text
+from deftpipe.metrics import fmt_value
 
 SUMMARY_NAME = "pipeline_summary.md"
 TRAJECTORY_NAME = "trajectory.json"
@@ -72,11 +73,6 @@ def improvement(points: list[dict[str, Any]]) -> dict[str, Any] | None:
     return {"baseline": base, "best": float(best["value"]), "best_step": best["step"],
             "relative_reduction_pct": round(rel, 1), "improved": float(best["value"]) < base,
             "beyond_ci": significant}
-
-
-def fmt_value(v: Any) -> str:
-    """A figure rounded to 2 decimals, "—" when missing."""
-    return "—" if v is None else f"{float(v):.2f}"
 
 
 def write_summary(results_dir: Path, *, record: dict[str, Any], points: list[dict[str, Any]],
