@@ -177,6 +177,18 @@ def compute_metrics(
     }
 
 
+def shipped_threshold(kpi_threshold: float, margin: float = 0.0) -> float:
+    """The operating threshold a run ships: the KPI set's 100 %-recall threshold lowered by
+    ``margin`` as a share of itself (``kpi.threshold_margin`` in pipeline.yaml, 0 <= margin < 1).
+
+    A lower threshold flags more (recall on new boards can only rise, FAR too); the audit measures
+    both at this very threshold on the holdout. ``margin`` 0 ships the KPI threshold unchanged.
+    """
+    if not 0.0 <= margin < 1.0:
+        raise DataError(f"threshold margin must be in [0, 1), got {margin}; set kpi.threshold_margin")
+    return float(kpi_threshold) * (1.0 - float(margin))
+
+
 def is_collapsed(pred_counts: dict[str, int]) -> bool:
     """True when every prediction falls into one class (or there are none): a degenerate model.
 
@@ -190,4 +202,4 @@ def fmt_value(v: Any) -> str:
     return "—" if v is None else f"{float(v):.2f}"
 
 
-__all__ = ["DEFAULT_ESCAPE_THRESHOLD", "compute_metrics", "fmt_value", "is_collapsed"]
+__all__ = ["DEFAULT_ESCAPE_THRESHOLD", "compute_metrics", "fmt_value", "is_collapsed", "shipped_threshold"]

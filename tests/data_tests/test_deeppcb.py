@@ -92,6 +92,28 @@ def test_user_assignment_and_its_errors(fake_deeppcb):
         assign_groups(groups, kpi=["30000"], val=["30000"])
     with pytest.raises(DataError, match="no board group is left for training"):
         assign_groups(groups, kpi=["10000", "20000"], val=["30000"], pool=["40000", "50000"])
+    with pytest.raises(DataError, match="'40000' is given to both --kpi-groups and --holdout-groups"):
+        assign_groups(groups, kpi=["40000"], holdout=["40000"])
+
+
+def test_holdout_groups_are_used_by_no_other_split(fake_deeppcb):
+    groups = discover_pairs(fake_deeppcb)
+    a = assign_groups(groups, seed=3, holdout=["group30000"])
+    assert a["holdout"] == ["30000"]
+    assert all("30000" not in v for s, v in a.items() if s != "holdout")
+    # the other splits are what they would be on a checkout without that group
+    assert {s: v for s, v in a.items() if s != "holdout"} == assign_groups(
+        {g: p for g, p in groups.items() if g != "30000"}, seed=3)
+
+
+def test_import_with_holdout_groups_writes_a_leak_free_holdout(fake_deeppcb, tmp_path):
+    ws = import_deeppcb(fake_deeppcb, tmp_path / "ws", crop_size=32, seed=1, pass_ratio=2.0,
+                        kpi_groups=["20000"], holdout_groups=["50000"], workers=1)
+    holdout = read_dataset(ws / SPLIT_FILES["holdout"])
+    assert set(holdout["boardname"]) == {"50000"} and (holdout["label"] != PASS).any()
+    others = [ws / rel for s, rel in SPLIT_FILES.items() if s != "holdout"]
+    assert all("50000" not in set(read_dataset(c)["boardname"]) for c in others)
+    assert find_leaks([*others, ws / SPLIT_FILES["holdout"]]).n_overlapping == 0
 
 
 # ---------------------------------------------------------------- the import
@@ -107,10 +129,11 @@ def fake_ws(fake_deeppcb, tmp_path):
 def test_import_writes_a_valid_leak_free_workspace(fake_ws):
     ws, lines = fake_ws
     assert any("--kpi-groups 20000" in line for line in lines)  # the assignment is printed
-    frames = {s: read_dataset(ws / rel) for s, rel in SPLIT_FILES.items()}
+    assert not (ws / SPLIT_FILES["holdout"]).exists()  # no --holdout-groups, no holdout
+    frames = {s: read_dataset(ws / rel) for s, rel in SPLIT_FILES.items() if s != "holdout"}
     assert set(frames["kpi"]["boardname"]) == {"20000"}
     assert "20000" not in set(frames["train"]["boardname"])
-    report = find_leaks([ws / rel for rel in SPLIT_FILES.values()])
+    report = find_leaks([ws / SPLIT_FILES[s] for s in frames])
     assert report.n_overlapping == 0
     for df in frames.values():
         n_fail = int((df["label"] != PASS).sum())
@@ -169,6 +192,9 @@ def test_same_seed_same_workspace(fake_deeppcb, tmp_path):
     a = import_deeppcb(fake_deeppcb, tmp_path / "a", crop_size=32, seed=3, workers=2)
     b = import_deeppcb(fake_deeppcb, tmp_path / "b", crop_size=32, seed=3, workers=1)
     for rel in SPLIT_FILES.values():
+        if rel.startswith("holdout"):  # no --holdout-groups: neither has one
+            assert not (a / rel).exists() and not (b / rel).exists()
+            continue
         assert (a / rel).read_bytes() == (b / rel).read_bytes()
 
 

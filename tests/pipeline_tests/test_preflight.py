@@ -26,7 +26,7 @@ def test_nine_sections_in_order_and_nothing_written(tiny_ws):
     assert [s["name"] for s in report["sections"]] == SECTIONS
     assert report["ok"], report["blockers"]
     datasets = report["sections"][3]
-    assert [r["split"] for r in datasets["table"]] == ["train", "validation", "KPI test", "mining pool"]
+    assert [r["split"] for r in datasets["table"]] == ["train", "validation", "KPI test", "mining pool", "holdout"]
     train = datasets["table"][0]
     assert train["rows"] == train["pass"] + train["defects"] > 0 and "PASS" in train["labels"]
     assert datasets["leakage"]["n_overlapping"] == 0
@@ -81,6 +81,23 @@ def test_missing_weights_unset_env_and_leak_are_blockers(tiny_ws):
     creds = {i["name"]: i["status"] for i in report["sections"][1]["items"]}
     assert creds["$DEFTPIPE_TEST_TOKEN (used by an external command template)"] == "UNSET"
     assert report["confirmation"].startswith("4 blocker(s)") or "blocker(s)" in report["confirmation"]
+
+
+def test_holdout_is_leak_checked_and_its_absence_is_said_plainly(tiny_ws):
+    holdout = tiny_ws / "holdout" / "holdout_set.csv"
+    kpi_lines = (tiny_ws / "kpi" / "testing_set.csv").read_text().splitlines()
+    with holdout.open("a") as f:
+        f.write(kpi_lines[1] + "\n")  # a KPI row copied into the holdout: a leak
+    report = preflight(tiny_ws, measure=False)
+    assert "1 overlapping rows between the splits" in "\n".join(report["blockers"])
+    holdout.unlink()
+    report = preflight(tiny_ws, measure=False)
+    assert report["ok"], report["blockers"]  # a workspace without a holdout still runs ...
+    datasets = report["sections"][3]
+    assert datasets["table"][-1]["status"] == "none"
+    audit = {i["name"]: i for i in datasets["items"]}["audit"]
+    assert audit["value"].startswith("no holdout: the run will end without an audit")  # ... and says so
+    assert any("without an audit" in w for w in report["warnings"])
 
 
 def test_unreachable_storage_is_missing_and_password_never_shown(tiny_ws):

@@ -24,13 +24,14 @@ app = typer.Typer(
 
 
 def _register() -> None:
+    from deftpipe.cli import audit as audit_cli
     from deftpipe.cli import automl as automl_cli
     from deftpipe.cli import data as data_cli
     from deftpipe.cli import deft as deft_cli
     from deftpipe.cli import model as model_cli
     from deftpipe.cli import pipeline as pipeline_cli
 
-    for mod in (data_cli, model_cli, automl_cli, deft_cli, pipeline_cli):
+    for mod in (data_cli, model_cli, automl_cli, deft_cli, pipeline_cli, audit_cli):
         mod.register(app)
 
 

@@ -24,6 +24,9 @@ def init(
     kpi_groups: str | None = typer.Option(None, "--kpi-groups", help="DeepPCB groups for the KPI test set, e.g. 20085,44000."),
     val_groups: str | None = typer.Option(None, "--val-groups", help="DeepPCB groups for validation."),
     pool_groups: str | None = typer.Option(None, "--pool-groups", help="DeepPCB groups for the mining pool."),
+    holdout_groups: str | None = typer.Option(
+        None, "--holdout-groups", help="DeepPCB groups for the holdout (used by no other split; read only by "
+        "`deftpipe audit`). Default: no holdout."),
     crop_size: int = typer.Option(64, "--crop-size", min=16, max=640, help="DeepPCB crop side in pixels."),
     pass_ratio: float = typer.Option(4.0, "--pass-ratio", help="DeepPCB PASS crops per FAIL crop."),
 ) -> None:
@@ -32,6 +35,7 @@ def init(
     Examples:
       deftpipe init --synthetic demo_ws --seed 0 --size small
       deftpipe init --from-deeppcb ../shared/deeppcb dp_ws --kpi-groups 20085
+      deftpipe init --from-deeppcb ../shared/deeppcb dp_ws --kpi-groups 44000 --holdout-groups 12000,12100
     """
     from deftpipe import data
 
@@ -42,8 +46,9 @@ def init(
     if synthetic:
         if size not in data.SYNTHETIC_SIZES:
             raise typer.BadParameter(f"--size must be small or medium (got '{size}')")
-        if any(v is not None for v in (kpi_groups, val_groups, pool_groups)):
-            raise typer.BadParameter("--kpi-groups/--val-groups/--pool-groups apply to --from-deeppcb only")
+        if any(v is not None for v in (kpi_groups, val_groups, pool_groups, holdout_groups)):
+            raise typer.BadParameter("--kpi-groups/--val-groups/--pool-groups/--holdout-groups apply to "
+                                     "--from-deeppcb only")
         with counting_bar(err, f"drawing synthetic image pairs ({size})") as progress:
             ws = data.make_synthetic_workspace(dest, seed=seed, size=size, progress=progress)
     else:
@@ -51,7 +56,7 @@ def init(
             ws = data.import_deeppcb(
                 from_deeppcb, dest, crop_size=crop_size, seed=seed, pass_ratio=pass_ratio,
                 kpi_groups=_groups(kpi_groups), val_groups=_groups(val_groups), pool_groups=_groups(pool_groups),
-                log=err.print, progress=progress,
+                holdout_groups=_groups(holdout_groups), log=err.print, progress=progress,
             )
     out.print(data.workspace_table(ws))
     out.print(f"workspace ready: {ws}")

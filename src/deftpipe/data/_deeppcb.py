@@ -196,6 +196,7 @@ def import_deeppcb(
     kpi_groups: list[str] | None = None,
     val_groups: list[str] | None = None,
     pool_groups: list[str] | None = None,
+    holdout_groups: list[str] | None = None,
     pass_ratio: float = 4.0,
     workers: int | None = None,
     log: Callable[[str], None] | None = None,
@@ -210,6 +211,8 @@ def import_deeppcb(
         seed: crop jitter, PASS windows and default split; same seed, same workspace.
         kpi_groups, val_groups, pool_groups: board group names per held-out split (``20085`` or
             ``group20085``); None = chosen by :func:`assign_groups`; the rest is training.
+        holdout_groups: board groups of the holdout (``holdout/holdout_set.csv``), used by no
+            other split; None = no holdout (the run then reports that no audit was done).
         pass_ratio: PASS crops per FAIL crop.
         workers: processes (default: every core).
         log: called with progress lines (e.g. ``print``).
@@ -225,7 +228,8 @@ def import_deeppcb(
                         "for FAR @ 100% recall")
     start = time.perf_counter()
     groups = discover_pairs(src)
-    assignment = assign_groups(groups, seed=seed, kpi=kpi_groups, val=val_groups, pool=pool_groups)
+    assignment = assign_groups(groups, seed=seed, kpi=kpi_groups, val=val_groups, pool=pool_groups,
+                               holdout=holdout_groups)
     log(f"DeepPCB: {sum(map(len, groups.values()))} image pairs in {len(groups)} board groups "
         f"({', '.join(f'{g}:{len(p)}' for g, p in groups.items())})")
     log(f"split by board group: {assignment_flags(assignment)} (train: {','.join(assignment['train'])})")
@@ -244,6 +248,8 @@ def import_deeppcb(
         splits: dict[str, pd.DataFrame] = {}
         seen: set[str] = set()
         for split in SPLITS:
+            if split == "holdout" and not per_split[split]:
+                continue  # no --holdout-groups: a workspace without a holdout
             keep = []
             for r in rows_by_split[split]:  # identical content twice would read as a leak: keep the first
                 if r["_hash"] in seen:

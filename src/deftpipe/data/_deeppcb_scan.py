@@ -17,7 +17,7 @@ import numpy as np
 from deftpipe.data._csv import DEFECT_CLASSES
 from deftpipe.errors import DataError
 
-SPLITS = ("train", "val", "kpi", "pool")
+SPLITS = ("train", "val", "kpi", "pool", "holdout")  # holdout: only groups named by --holdout-groups
 HOLDOUT_SHARE = {"kpi": 0.20, "pool": 0.18, "val": 0.12}  # default share of images per held-out split
 _SEP = re.compile(r"[,\s]+")
 
@@ -122,8 +122,13 @@ def _normalise(names: list[str] | None, groups: dict[str, list[Pair]], flag: str
 
 
 def assign_groups(groups: dict[str, list[Pair]], *, seed: int = 0, kpi: list[str] | None = None,
-                  val: list[str] | None = None, pool: list[str] | None = None) -> dict[str, list[str]]:
+                  val: list[str] | None = None, pool: list[str] | None = None,
+                  holdout: list[str] | None = None) -> dict[str, list[str]]:
     """Board groups per split. Given flags are kept; other held-out splits are filled greedily.
+
+    The holdout (the audit's data, DESIGN §11) holds exactly the ``holdout`` groups — never a
+    default, never images carved out of other groups — and they are removed before anything else
+    is assigned, so the other splits are what they would be on a checkout without those groups.
 
     Default: groups are visited in a seeded random order and each goes to the held-out split
     (kpi, pool, val) furthest below its share of images (``HOLDOUT_SHARE``) if it fits in it by at
@@ -134,7 +139,8 @@ def assign_groups(groups: dict[str, list[Pair]], *, seed: int = 0, kpi: list[str
         DataError: unknown group name, a group named in two flags, or no group left for training.
     """
     given = {"kpi": _normalise(kpi, groups, "--kpi-groups"), "val": _normalise(val, groups, "--val-groups"),
-             "pool": _normalise(pool, groups, "--pool-groups")}
+             "pool": _normalise(pool, groups, "--pool-groups"),
+             "holdout": _normalise(holdout, groups, "--holdout-groups")}
     seen: dict[str, str] = {}
     for split, names in given.items():
         for g in names:
@@ -143,10 +149,11 @@ def assign_groups(groups: dict[str, list[Pair]], *, seed: int = 0, kpi: list[str
                                 "a group may be in one split only")
             seen[g] = split
     out = {s: list(given.get(s, [])) for s in SPLITS}
+    groups = {g: p for g, p in groups.items() if g not in given["holdout"]}
     total = sum(len(p) for p in groups.values())
     free = [g for g in groups if g not in seen]
     order = [free[i] for i in np.random.default_rng(seed).permutation(len(free))]
-    if not any(given.values()) and len(groups) >= 2:
+    if not any(given[s] for s in ("kpi", "val", "pool")) and len(groups) >= 2:
         # biggest group first into train so the default never leaves training starved
         order.remove(max(free, key=lambda g: (len(groups[g]), g)))
         out["train"].append(max(free, key=lambda g: (len(groups[g]), g)))
@@ -161,17 +168,17 @@ def assign_groups(groups: dict[str, list[Pair]], *, seed: int = 0, kpi: list[str
             out["train"].append(g)
     if not out["train"]:
         raise DataError("no board group is left for training; name fewer groups in "
-                        "--kpi-groups/--val-groups/--pool-groups")
+                        "--kpi-groups/--val-groups/--pool-groups/--holdout-groups")
     if not out["kpi"]:
         raise DataError(f"only {len(groups)} board group(s) found ({', '.join(groups)}); the KPI test set needs "
                         "a group never seen in training: pass --kpi-groups G (and leave at least one for training)")
-    return {s: sorted(v) for s, v in out.items()}
+    return {s: sorted(v) for s, v in out.items() if v or s != "holdout"}  # no holdout key unless asked
 
 
 def split_pairs(groups: dict[str, list[Pair]], assignment: dict[str, list[str]], *,
                 seed: int = 0) -> dict[str, list[Pair]]:
     """Image pairs per split; a held-out split without groups takes held-out images of train groups."""
-    out = {s: [p for g in assignment[s] for p in groups[g]] for s in SPLITS}
+    out = {s: [p for g in assignment.get(s, []) for p in groups[g]] for s in SPLITS}
     rng = np.random.default_rng([seed, 7])
     train = out["train"]
     for s in ("pool", "val"):
@@ -188,7 +195,8 @@ def split_pairs(groups: dict[str, list[Pair]], assignment: dict[str, list[str]],
 
 def assignment_flags(assignment: dict[str, list[str]]) -> str:
     """The flags that reproduce an assignment (printed by the importer)."""
-    return " ".join(f"--{s}-groups {','.join(assignment[s])}" for s in ("kpi", "val", "pool") if assignment[s])
+    return " ".join(f"--{s}-groups {','.join(assignment[s])}" for s in ("kpi", "val", "pool", "holdout")
+                    if assignment.get(s))
 
 
 __all__ = ["Box", "Pair", "assign_groups", "assignment_flags", "discover_pairs", "parse_annotation", "split_pairs"]

@@ -59,7 +59,7 @@ def stats_table(stats: dict) -> Table:
 def workspace_table(ws: str | Path) -> Table:
     """Per-split counts of a workspace: one column per split, one row per label (+ totals, boards)."""
     ws = Path(ws)
-    stats = {name: dataset_stats(ws / rel) for name, rel in SPLIT_FILES.items()}
+    stats = {name: dataset_stats(ws / rel) for name, rel in SPLIT_FILES.items() if (ws / rel).is_file()}
     t = Table(title=f"workspace {ws}")
     t.add_column("rows")
     for name in stats:

@@ -1,7 +1,8 @@
 """The built-in synthetic AOI workspace: `deftpipe init --synthetic DIR`.
 
 Boards are drawn procedurally (see ``_draw``); every split gets its own boards, so no board —
-and no pixel — is shared between training, validation, KPI test and mining pool. PASS pairs carry
+and no pixel — is shared between training, validation, KPI test, mining pool and holdout (the
+audit's data, DESIGN §11). PASS pairs carry
 capture nuisances only (misregistration, noise, brightness); FAIL pairs carry one defect of the six
 DeepPCB classes plus the same nuisances. Defect classes are balanced in validation, KPI and pool,
 but ``short`` and ``pin-hole`` are rare in the base training set — as on a real line — so the DEFT
@@ -38,13 +39,16 @@ class SizePreset:
     board_px: int  # board side in mask pixels
 
 
+# The holdout comes last: its boards are drawn after every other split's, from board indices (and
+# so random streams) of their own, which leaves the other splits byte-identical to a workspace
+# made before the holdout existed.
 SIZES = {
-    "tiny": SizePreset(32, {"train": 200, "val": 80, "kpi": 100, "pool": 150},
-                       {"train": 3, "val": 1, "kpi": 2, "pool": 2}, 512),
-    "small": SizePreset(64, {"train": 800, "val": 300, "kpi": 400, "pool": 600},
-                        {"train": 6, "val": 2, "kpi": 3, "pool": 3}, 1024),
-    "medium": SizePreset(64, {"train": 3200, "val": 1200, "kpi": 1600, "pool": 2400},
-                         {"train": 12, "val": 4, "kpi": 6, "pool": 6}, 1024),
+    "tiny": SizePreset(32, {"train": 200, "val": 80, "kpi": 100, "pool": 150, "holdout": 100},
+                       {"train": 3, "val": 1, "kpi": 2, "pool": 2, "holdout": 2}, 512),
+    "small": SizePreset(64, {"train": 800, "val": 300, "kpi": 400, "pool": 600, "holdout": 300},
+                        {"train": 6, "val": 2, "kpi": 3, "pool": 3, "holdout": 3}, 1024),
+    "medium": SizePreset(64, {"train": 3200, "val": 1200, "kpi": 1600, "pool": 2400, "holdout": 1200},
+                         {"train": 12, "val": 4, "kpi": 6, "pool": 6, "holdout": 4}, 1024),
 }
 PASS_PER_FAIL = 4  # PASS-dominant, as on a real line
 
@@ -183,8 +187,8 @@ def make_synthetic_workspace(dest: str | Path, *, seed: int = 0, size: str = "sm
     Args:
         dest: new (or empty) folder.
         seed: same seed, same bytes.
-        size: ``tiny`` (tests: ~530 rows, 32x32), ``small`` (demo: ~2,100 rows, 64x64) or
-            ``medium`` (~8,400 rows, 64x64).
+        size: ``tiny`` (tests: ~630 rows, 32x32), ``small`` (demo: ~2,400 rows, 64x64) or
+            ``medium`` (~9,600 rows, 64x64); each includes its holdout.
         progress: called as ``progress(rows_done, rows_total)`` after every board (for a bar).
 
     Returns:

@@ -1,4 +1,7 @@
-"""Writing a complete workspace (DESIGN §2): the four split CSVs, the baseline spec, pipeline.yaml.
+"""Writing a complete workspace (DESIGN §2): the split CSVs, the baseline spec, pipeline.yaml.
+
+The holdout (``holdout/holdout_set.csv``, DESIGN §11) is optional: a builder that has no boards
+left for it simply passes no ``holdout`` split, and the workspace runs without an audit.
 
 Both workspace builders (synthetic generator, DeepPCB importer) draw their images into a temporary
 folder and call :func:`write_workspace_files` on it last; :func:`build_workspace` renames the folder
@@ -24,7 +27,9 @@ SPLIT_FILES = {
     "val": "train/base/validation_set.csv",
     "kpi": "kpi/testing_set.csv",
     "pool": "mining/mining_pool.csv",
+    "holdout": "holdout/holdout_set.csv",  # optional; read only by the audit (deftpipe.audit)
 }
+OPTIONAL_SPLITS = ("holdout",)
 
 
 @contextlib.contextmanager
@@ -64,11 +69,15 @@ def baseline_spec(image_size: int, *, num_epochs: int = 2, batch_size: int = 32,
 
 def write_workspace_files(root: Path, splits: dict[str, pd.DataFrame], spec: Spec,
                           config: PipelineConfig) -> None:
-    """Write the split CSVs, ``specs/baseline_spec.yaml`` and ``pipeline.yaml`` under ``root``."""
+    """Write the split CSVs, ``specs/baseline_spec.yaml`` and ``pipeline.yaml`` under ``root``.
+
+    ``splits`` needs train/val/kpi/pool; ``holdout`` is written when present."""
     for name, rel in SPLIT_FILES.items():
+        if name in OPTIONAL_SPLITS and name not in splits:
+            continue
         write_dataset(splits[name], root / rel)
     dump_spec(spec, root / config.data.spec)
     dump_config(config, root)
 
 
-__all__ = ["SPLIT_FILES", "baseline_spec", "build_workspace", "write_workspace_files"]
+__all__ = ["OPTIONAL_SPLITS", "SPLIT_FILES", "baseline_spec", "build_workspace", "write_workspace_files"]

@@ -2,10 +2,14 @@
 
 Best = the lowest KPI ``far_pct`` among ``baseline`` and ``iter<N>`` (ties: the earlier one);
 ``final_automl`` replaces it only when strictly better, and both numbers are always shown.
+The shipped threshold is the chosen model's KPI 100 %-recall threshold, lowered by
+``kpi.threshold_margin`` (:func:`deftpipe.metrics.shipped_threshold`). An ``audit`` already in
+``best_model.json`` is kept while it audits the same checkpoint and threshold.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +19,7 @@ import yaml
 from deftpipe._fs import atomic_write_json, atomic_write_text
 from deftpipe.deft import _state
 from deftpipe.errors import CheckpointError, StateError
+from deftpipe.metrics import shipped_threshold
 from deftpipe.spec import load_spec, spec_to_dict
 
 
@@ -48,17 +53,34 @@ def write_best_model(results_dir: str | Path) -> dict[str, Any] | None:
     spec = spec_to_dict(load_spec(spec_path))
     spec["train"]["pretrained_model_path"] = chosen["checkpoint"]
     spec["dataset"]["classify"]["test_csv"] = state["config"]["kpi_csv"]
+    margin = float(state["kpi"].get("threshold_margin") or 0.0)
+    shipped = shipped_threshold(chosen["threshold"], margin) if chosen["threshold"] is not None else None
     header = (f"# deftpipe best model: {chosen['label']} (KPI FAR@100%R {chosen['far_pct']}%)\n"
-              f"# checkpoint: {chosen['checkpoint']}\n# threshold (KPI set, 100% recall): {chosen['threshold']}\n")
+              f"# checkpoint: {chosen['checkpoint']}\n# threshold (KPI set, 100% recall): {chosen['threshold']}\n"
+              + (f"# shipped threshold (margin {margin:g}): {shipped}\n" if margin else ""))
     spec_yaml = atomic_write_text(results_dir / "best_model_inference_spec.yaml",
                                   header + yaml.safe_dump(spec, sort_keys=False))
     out = {"best_iteration": chosen["label"], "far_pct": chosen["far_pct"], "checkpoint": chosen["checkpoint"],
-           "threshold": chosen["threshold"], "inference_csv": chosen["inference_csv"],
+           "threshold": shipped, "kpi_threshold": chosen["threshold"], "threshold_margin": margin,
+           "threshold_rule": "KPI set's 100 %-recall threshold x (1 - kpi.threshold_margin)",
+           "selection_set": "KPI set: chooses the gate, the best iteration, Phase 3 vs the loop and the threshold",
+           "inference_csv": chosen["inference_csv"],
            "inference_spec": str(spec_yaml), "reason": note, "loop_best": loop_best, "final_automl": final_c,
            "candidates": [{"label": lb, "far_pct": it["far_pct"]} for lb, it in sorted(
                loop, key=lambda p: 0 if p[0] == "baseline" else int(p[0].removeprefix("iter")))]}
-    atomic_write_json(results_dir / "best_model.json", out)
+    path = results_dir / "best_model.json"
+    old = _read(path)
+    if old and old.get("audit") and (old.get("checkpoint"), old.get("threshold")) == (out["checkpoint"], shipped):
+        out["audit"] = old["audit"]  # the same deliverable: its audit still holds
+    atomic_write_json(path, out)
     return out
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def preseed_baseline(results_dir: str | Path, *, workspace: str | Path, config, spec_path: str | Path,

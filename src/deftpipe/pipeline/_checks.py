@@ -209,7 +209,9 @@ def artefacts_section(ws: Path, cfg: PipelineConfig, spec: Spec | None, blockers
     return {"name": "artefacts", "title": "Artefacts (PRESENT/MISSING)", "items": items}
 
 
-SPLITS = (("train", "train_csv"), ("validation", "val_csv"), ("KPI test", "kpi_csv"), ("mining pool", "pool_csv"))
+SPLITS = (("train", "train_csv"), ("validation", "val_csv"), ("KPI test", "kpi_csv"), ("mining pool", "pool_csv"),
+          ("holdout", "holdout_csv"))
+NO_HOLDOUT = "no holdout: the run will end without an audit (no estimate on boards no choice has seen)"
 
 
 def dataset_section(ws: Path, cfg: PipelineConfig, spec: Spec | None, blockers: list[str],
@@ -227,7 +229,10 @@ def dataset_section(ws: Path, cfg: PipelineConfig, spec: Spec | None, blockers: 
         if not csv.is_file():
             row["status"] = "MISSING"
             msg = f"{split} CSV {csv} is missing; fix data.{key} in pipeline.yaml"
-            (warnings if split == "mining pool" else blockers).append(msg)
+            if split == "holdout":
+                row["status"] = "none"
+                msg = f"{NO_HOLDOUT}; add {cfg.data.holdout_csv} (boards used nowhere else) to get one"
+            (warnings if split in ("mining pool", "holdout") else blockers).append(msg)
             continue
         try:
             known = spec.model.classes if spec is not None and spec.model.classes else None
@@ -258,9 +263,13 @@ def dataset_section(ws: Path, cfg: PipelineConfig, spec: Spec | None, blockers: 
                             f"`deftpipe data leakage` on the CSVs to list them and remove the duplicates")
     line = (f"{leak['n_overlapping']} overlapping rows" if leak["n_overlapping"] is not None
             else "leakage check not run")
+    holdout = rows[-1]
+    audit = (f"audit on {holdout['boards']} holdout board(s), {holdout['defects']} defects, {holdout['pass']} PASS "
+             "(read only after the deliverable is fixed)" if holdout["status"] == "ok" else NO_HOLDOUT)
     return {"name": "datasets", "title": "Datasets", "table": rows, "label_names": sorted(labels),
             "leakage": leak, "items": [item("leakage check (identity + image content)", line,
-                                            "ok" if leak["n_overlapping"] == 0 else "BLOCKER")]}
+                                            "ok" if leak["n_overlapping"] == 0 else "BLOCKER"),
+                                       item("audit", audit, "ok" if holdout["status"] == "ok" else "none")]}
 
 
 __all__ = ["artefacts_section", "credentials_section", "dataset_section", "host_section", "item"]

@@ -1,0 +1,20 @@
+"""The audit (DESIGN §11): a fixed deliverable scored on the holdout, the only honest estimate.
+
+Front doors: :func:`audit_checkpoint` (any checkpoint + threshold + holdout CSV, through the model
+adapter) and :func:`audit_run` (a finished run's ``best_model.json``, the last stage of
+``deftpipe run`` and ``deftpipe audit RUN_DIR``). Nothing here chooses a model or a threshold.
+"""
+
+from deftpipe.audit._core import FIGURES, audit_checkpoint, audit_scores
+from deftpipe.audit._run import AUDIT_LABEL, SELECTION_LABEL, audit_run, holdout_csv, reference_models
+
+__all__ = [
+    "AUDIT_LABEL",
+    "FIGURES",
+    "SELECTION_LABEL",
+    "audit_checkpoint",
+    "audit_run",
+    "audit_scores",
+    "holdout_csv",
+    "reference_models",
+]

@@ -1,0 +1,53 @@
+"""The audit as Markdown lines (``pipeline_summary.md`` and the ``deftpipe audit`` terminal view)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deftpipe.metrics import fmt_value
+
+_HEAD = ("| set | defects | PASS | recall @ shipped thr. | escapes | FAR @ shipped thr. | FAR@100%R [95 % CI] "
+         "| FAR@99%R | AUROC |")
+
+
+def _ci(f: dict[str, Any]) -> str:
+    return f"{fmt_value(f.get('far_pct'))} [{fmt_value(f.get('far_ci_low'))}, {fmt_value(f.get('far_ci_high'))}]"
+
+
+def _row(name: str, f: dict[str, Any]) -> str:
+    return (f"| {name} | {f.get('n_defects')} | {f.get('n_pass')} | {fmt_value(f.get('recall_pct'))} % | "
+            f"{f.get('escapes')} | {fmt_value(f.get('far_pct_at_threshold'))} % | {_ci(f)} | "
+            f"{fmt_value(f.get('far_pct_at_99'))} | {fmt_value(f.get('auroc'))} |")
+
+
+def _listed(title: str, rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return [f"- {title}: none"]
+    out = [f"- {title}:"]
+    out += [f"  - row {r.get('row')} `{r.get('object_name')}` ({r.get('boardname')}, {r.get('label')}): "
+            f"score {r.get('score'):.4g}" for r in rows]
+    return out
+
+
+def audit_markdown(audit: dict[str, Any] | None, *, heading: str = "##") -> list[str]:
+    """Markdown of a run's ``audit`` object (or of :func:`audit_checkpoint`'s result)."""
+    from deftpipe.audit._run import AUDIT_LABEL
+
+    lines = [f"{heading} {AUDIT_LABEL}", ""]
+    if not audit:
+        return lines + ["No audit recorded for this run.", ""]
+    if audit.get("done") is False:
+        return lines + [f"**No audit was done**: {audit.get('reason')}.", ""]
+    lines += [f"Checkpoint `{audit.get('checkpoint')}` at the shipped threshold **{audit['threshold']:.6g}**, "
+              f"scored once on `{audit.get('csv')}` after the deliverable was fixed. These figures chose nothing.",
+              "", _HEAD, "|---|---|---|---|---|---|---|---|---|", _row("**holdout**", audit)]
+    lines += [_row(f"board {b}", f) for b, f in (audit.get("per_board") or {}).items()]
+    for name, ref in (audit.get("references") or {}).items():
+        lines.append(_row(f"reference: {name} (thr. {ref['threshold']:.4g})", ref))
+    lines += ["", *_listed("escapes at the shipped threshold (defects it does not flag)", audit.get("escaped", [])),
+              *_listed("defects that set the holdout's FAR@100%R threshold (lowest scores)",
+                       audit.get("threshold_setters", [])), ""]
+    return lines
+
+
+__all__ = ["audit_markdown"]

@@ -1,0 +1,129 @@
+"""Auditing a finished run: its deliverable (``best_model.json``) and its reference models.
+
+Writes ``RUN_DIR/audit/audit.json`` (every figure, every escape) and the holdout scores beside it,
+then puts the audit into ``best_model.json`` under ``audit``, beside the selection figures. The
+audit is the last reader of a run: it runs after the checkpoint and the threshold are fixed and
+changes neither.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from deftpipe._fs import atomic_write_json
+from deftpipe.audit._core import FIGURES, audit_checkpoint
+from deftpipe.errors import StateError
+
+AUDIT_DIR = "audit"
+AUDIT_NAME = "audit.json"
+BEST_MODEL = "best_model.json"
+SELECTION_LABEL = "selection (KPI set)"
+AUDIT_LABEL = "audit (holdout, never used for a choice)"
+NO_AUDIT = "no holdout in this workspace ({csv} not found), so no audit was done: no figure of this run " \
+           "was measured on boards that no choice had seen"
+MAX_LISTED = 20  # escapes / threshold setters copied into best_model.json (all of them in audit.json)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StateError(f"{path} not found: {path.parent} has no deliverable to audit yet; finish the run "
+                         "(`deftpipe run WS`) or audit a model with --checkpoint/--threshold/--csv") from None
+    except ValueError as e:
+        raise StateError(f"{path} is not valid JSON ({e}); rerun the pipeline to rewrite it") from None
+
+
+def holdout_csv(results_dir: Path) -> Path:
+    """The holdout CSV of the workspace a run belongs to (``data.holdout_csv`` of its pipeline.yaml)."""
+    from deftpipe.config import load_config
+
+    state = _read_json(results_dir / "deft_state.json")
+    ws = Path(state["workspace"])
+    cfg = load_config(ws)
+    return cfg.path(ws, cfg.data.holdout_csv)
+
+
+def reference_models(results_dir: Path) -> dict[str, dict[str, Any]]:
+    """Models audited beside the deliverable, by name.
+
+    Today: ``user_spec`` — the user's own spec trained as-is (Phase 1's first trial) — when the
+    pipeline record names its checkpoint under ``phases.phase1.user_spec.checkpoint``. Its threshold
+    follows the deliverable's rule (the KPI set's 100 %-recall threshold with the margin), taken from
+    ``user_spec.kpi_threshold`` when recorded, else measured on the KPI set here.
+    """
+    path = results_dir / "pipeline_state.json"
+    if not path.is_file():
+        return {}
+    user = (_read_json(path).get("phases", {}).get("phase1", {}) or {}).get("user_spec") or {}
+    ckpt = user.get("checkpoint")
+    if not ckpt or not Path(ckpt).is_file():
+        return {}
+    return {"user_spec": {"checkpoint": ckpt, "kpi_threshold": user.get("kpi_threshold"),
+                          "spec": user.get("spec")}}
+
+
+def _kpi_threshold(results_dir: Path, checkpoint: str, spec: Any) -> float | None:
+    """The KPI set's 100 %-recall threshold of a model (scored as Phase 3's winner is)."""
+    from deftpipe.model import get_adapter
+    from deftpipe.pipeline._phases import kpi_metrics
+
+    state = _read_json(results_dir / "deft_state.json")
+    out = results_dir / AUDIT_DIR / "reference_inference_kpi.csv"
+    get_adapter(spec).infer(checkpoint, state["config"]["kpi_csv"], out)
+    return kpi_metrics(out).get("threshold")
+
+
+def summarize(audit: dict[str, Any]) -> dict[str, Any]:
+    """The part of an audit that goes into best_model.json (lists capped at :data:`MAX_LISTED`)."""
+    keep = {k: audit.get(k) for k in ("threshold", "csv", "checkpoint", "seed", *FIGURES, "escapes_by_class")}
+    return {**keep, "per_board": audit.get("per_board", {}),
+            "escaped": audit.get("escaped", [])[:MAX_LISTED],
+            "threshold_setters": audit.get("threshold_setters", [])[:MAX_LISTED]}
+
+
+def audit_run(results_dir: str | Path, *, seed: int = 0) -> dict[str, Any]:
+    """Audit a run's deliverable (and its reference models) on the workspace's holdout.
+
+    Returns the ``audit`` object written into ``best_model.json``: ``{"label", "done", ...}`` with
+    the figures of :func:`deftpipe.audit.audit_checkpoint` when the workspace has a holdout, else
+    ``done: false`` and the reason.
+
+    Raises:
+        StateError: the run has no ``best_model.json`` (no deliverable yet) or no ``deft_state.json``.
+    """
+    from deftpipe.metrics import shipped_threshold
+
+    results_dir = Path(results_dir).resolve()
+    best = _read_json(results_dir / BEST_MODEL)
+    csv = holdout_csv(results_dir)
+    if not csv.is_file():
+        audit: dict[str, Any] = {"label": AUDIT_LABEL, "done": False, "reason": NO_AUDIT.format(csv=csv)}
+    else:
+        out = results_dir / AUDIT_DIR
+        spec = best.get("inference_spec")
+        full = audit_checkpoint(best["checkpoint"], best["threshold"], csv, spec=spec, seed=seed, out_dir=out)
+        references = {}
+        margin = best.get("threshold_margin") or 0.0
+        for name, ref in reference_models(results_dir).items():
+            kpi_t = ref["kpi_threshold"]
+            if kpi_t is None:
+                kpi_t = _kpi_threshold(results_dir, ref["checkpoint"], ref.get("spec") or spec)
+            if kpi_t is None:
+                continue
+            ref_out = out / name
+            references[name] = audit_checkpoint(ref["checkpoint"], shipped_threshold(kpi_t, margin), csv,
+                                                spec=ref.get("spec") or spec, seed=seed, out_dir=ref_out)
+        atomic_write_json(out / AUDIT_NAME, {"deliverable": full, "references": references,
+                                             "best_iteration": best.get("best_iteration")})
+        audit = {"label": AUDIT_LABEL, "done": True, **summarize(full),
+                 "details": str(out / AUDIT_NAME),
+                 "references": {n: summarize(r) for n, r in references.items()}}
+    best = _read_json(results_dir / BEST_MODEL)  # re-read: only the audit key is ours
+    atomic_write_json(results_dir / BEST_MODEL, {**best, "audit": audit})
+    return audit
+
+
+__all__ = ["AUDIT_LABEL", "SELECTION_LABEL", "audit_run", "holdout_csv", "reference_models", "summarize"]
