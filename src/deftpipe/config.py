@@ -68,6 +68,9 @@ class SweepConfig(_Strict):
     seed: int = 0
     keep_checkpoints: int = Field(3, ge=1)  # only the best K trials keep their checkpoints
     rerun_margin: float = Field(5.0, ge=0.0)  # re-run the winner with a fresh seed if it wins by more
+    # Phase 3 only: every trial starts from the loop's chosen checkpoint (false = from scratch on the
+    # loop's data; the ablation's "not warm-started" arm)
+    warm_start: bool = True
     per_trial_seconds: float | None = None  # for the compute estimate (None = measured dry run)
 
 
@@ -103,6 +106,9 @@ class DeftConfig(_Strict):
     # multiplies the spec's learning rate in the warm-started retrains (not the baseline train);
     # 0.3 measured better than 1.0 on DeepPCB and the synthetic set (docs/deft.md, Benchmark)
     warm_start_lr_scale: float = Field(0.3, gt=0.0, le=10.0)
+    # which checkpoint an iteration's retrain starts from: the best so far by the selection rule
+    # (deftpipe.selection) or the previous iteration's, the model RCA analysed and the data was aimed at
+    warm_start_from: Literal["best", "analysed"] = "best"
     batch_size: int | None = Field(None, ge=1)  # None = the spec's
     baseline_epochs: int | None = Field(None, ge=1)  # own baseline train when not pre-seeded
     analysis_split: Literal["validation"] = "validation"  # RCA data; never the KPI set

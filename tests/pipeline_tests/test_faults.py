@@ -120,7 +120,14 @@ def test_kill_9_at_every_point_then_resume(fast_ws, tmp_path):
     assert state["iterations"]["final_automl"]["source"] == "automl_phase3"
     assert set(state["iterations"]) == {"baseline", "iter1", "final_automl"}
     points = json.loads((run / "trajectory.json").read_text())["points"]
-    assert [p["label"] for p in points] == ["phase1", "baseline", "iter1", "final_automl"]
+    assert [p["label"] for p in points] == ["phase1", "reference", "baseline", "iter1", "final_automl"]
+    # The user's spec is Phase 1's first trial; its checkpoint is kept and scored on the KPI set.
+    ref = record["phases"]["phase1"]["reference"]
+    assert ref["rec_id"] == "trial_000" and Path(ref["checkpoint"]).is_file() and ref["far_pct"] is not None
+    assert Path(ref["checkpoint"]).parent == run / "reference" / "train"
+    improvement = json.loads((run / "trajectory.json").read_text())["improvement"]
+    assert improvement["reference_step"] == "user spec (KPI)"
+    assert improvement["deliverable"] == json.loads((run / "best_model.json").read_text())["far_pct"]
 
     # No duplicate trials: each study holds exactly N complete trials, with unique numbers.
     for sub, n in (("automl/phase1", 2), ("final_automl", 2)):

@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 from deftpipe.automl._settings import SweepSettings
 from deftpipe.automl._trial import trial_dir, tuned_specs
 from deftpipe.metrics import is_collapsed
+from deftpipe.selection import rank
 
 
 def rec_id(number: int) -> str:
@@ -98,6 +99,7 @@ def to_rec(t: FrozenTrial, settings: SweepSettings, retries: dict[int, int]) -> 
         "checkpoint_uri": _checkpoint(t),
         "reason": _reason(t, retries),
         "retry_of": rec_id(int(history[-1])) if history else None,
+        "enqueued_from": t.user_attrs.get("enqueued_from"),
         "host": t.user_attrs.get("host"),
     }
 
@@ -108,10 +110,11 @@ def collapsed(t: FrozenTrial) -> bool:
 
 
 def ranked(trials: list[FrozenTrial], settings: SweepSettings) -> list[FrozenTrial]:
-    """Complete trials with a finite score, best first (ties: earlier trial)."""
+    """Complete trials with a finite score, best first (the selection rule: ties to the earlier trial)."""
     sign = 1.0 if settings.direction == "minimize" else -1.0
-    ok = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)]
-    return sorted(ok, key=lambda t: (sign * t.value, t.number))
+    ok = sorted((t for t in trials if t.state == TrialState.COMPLETE and t.value is not None
+                 and math.isfinite(t.value)), key=lambda t: t.number)
+    return rank(ok, lambda t: sign * float(t.value))
 
 
 def prune_checkpoints(trials: list[FrozenTrial], settings: SweepSettings, *, keep: int,
@@ -119,11 +122,13 @@ def prune_checkpoints(trials: list[FrozenTrial], settings: SweepSettings, *, kee
     """Delete the ``.pth`` files of every finished trial outside the best ``keep`` usable ones.
 
     Collapsed trials rank after every usable one. Running/waiting trials (maybe another worker's)
-    are never touched. Returns the deleted files.
+    are never touched, nor are enqueued trials (the user's spec in Phase 1, Phase 1's winner in
+    Phase 3: the references a run is compared with). Returns the deleted files.
     """
     order = ranked(trials, settings)
     order = [t for t in order if not collapsed(t)] + [t for t in order if collapsed(t)]
-    keepers = {t.number for t in order[:keep]} | set(protect)
+    enqueued = {t.number for t in trials if t.user_attrs.get("enqueued_from")}
+    keepers = {t.number for t in order[:keep]} | set(protect) | enqueued
     deleted = []
     for t in trials:
         if t.number in keepers or not t.state.is_finished():

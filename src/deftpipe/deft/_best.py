@@ -1,6 +1,6 @@
 """Best-model hand-off and the pipeline bridge's helpers (pre-seed, Phase 3 record).
 
-Best = the lowest KPI ``far_pct`` among ``baseline`` and ``iter<N>`` (ties: the earlier one);
+Best = the selection rule (:mod:`deftpipe.selection`) over ``baseline`` and ``iter<N>`` in order;
 ``final_automl`` replaces it only when strictly better, and both numbers are always shown.
 The shipped threshold is the chosen model's KPI 100 %-recall threshold, lowered by
 ``kpi.threshold_margin`` (:func:`deftpipe.metrics.shipped_threshold`). An ``audit`` already in
@@ -20,6 +20,7 @@ from deftpipe._fs import atomic_write_json, atomic_write_text
 from deftpipe.deft import _state
 from deftpipe.errors import CheckpointError, StateError
 from deftpipe.metrics import shipped_threshold
+from deftpipe.selection import beats, pick, rule_value
 from deftpipe.spec import load_spec, spec_to_dict
 
 
@@ -37,15 +38,16 @@ def write_best_model(results_dir: str | Path) -> dict[str, Any] | None:
     results_dir = Path(results_dir)
     state = _state.load_state(results_dir)
     its = state["iterations"]
-    loop = [(lb, it) for lb, it in its.items()
-            if (lb == "baseline" or lb.startswith("iter")) and it.get("far_pct") is not None]
-    if not loop:
+    loop = sorted(((lb, it) for lb, it in its.items()
+                   if (lb == "baseline" or lb.startswith("iter")) and it.get("far_pct") is not None),
+                  key=lambda p: 0 if p[0] == "baseline" else int(p[0].removeprefix("iter")))
+    best = pick(loop, lambda p: rule_value(p[1]))
+    if best is None:
         return None
-    loop.sort(key=lambda p: (p[1]["far_pct"], 0 if p[0] == "baseline" else int(p[0].removeprefix("iter"))))
-    loop_best = _candidate(*loop[0])
+    loop_best = _candidate(*best)
     final = its.get("final_automl")
     final_c = _candidate("final_automl", final) if final and final.get("far_pct") is not None else None
-    chosen = final_c if final_c and final_c["far_pct"] < loop_best["far_pct"] else loop_best
+    chosen = final_c if final_c and beats(rule_value(final), rule_value(best[1])) else loop_best
     note = ("final_automl improves on the loop's best" if chosen is final_c else
             "final_automl did not beat the loop's best; the loop's best is kept" if final_c else
             "best DEFT iteration by KPI far_pct")
@@ -66,8 +68,7 @@ def write_best_model(results_dir: str | Path) -> dict[str, Any] | None:
            "selection_set": "KPI set: chooses the gate, the best iteration, Phase 3 vs the loop and the threshold",
            "inference_csv": chosen["inference_csv"],
            "inference_spec": str(spec_yaml), "reason": note, "loop_best": loop_best, "final_automl": final_c,
-           "candidates": [{"label": lb, "far_pct": it["far_pct"]} for lb, it in sorted(
-               loop, key=lambda p: 0 if p[0] == "baseline" else int(p[0].removeprefix("iter")))]}
+           "candidates": [{"label": lb, "far_pct": it["far_pct"]} for lb, it in loop]}
     path = results_dir / "best_model.json"
     old = _read(path)
     if old and old.get("audit") and (old.get("checkpoint"), old.get("threshold")) == (out["checkpoint"], shipped):

@@ -44,6 +44,7 @@ class LoopContext:
     regression_gate_pct: float | None
     rca_max_groups: int
     warm_start_lr_scale: float = 1.0
+    warm_start_from: str = "best"
     show_progress: bool = True
 
     @classmethod
@@ -75,6 +76,7 @@ class LoopContext:
             regression_gate_pct=c.get("regression_gate_pct"),
             rca_max_groups=int(c.get("rca_max_groups", 8)),
             warm_start_lr_scale=float(c.get("warm_start_lr_scale", 1.0)),
+            warm_start_from=str(c.get("warm_start_from", "best")),
             show_progress=show_progress,
         )
 

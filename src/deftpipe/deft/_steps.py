@@ -2,7 +2,8 @@
 
 Each step is ``step(run, label) -> StageOutcome``; only the driver (:mod:`._loop`) commits. The
 "current model" of iteration N is iteration N-1's checkpoint (the one RCA analysed); training
-warm-starts from the best checkpoint so far (lowest KPI ``far_pct``).
+warm-starts from the best checkpoint so far by the selection rule (:mod:`deftpipe.selection`), or
+from that analysed model with ``deft.warm_start_from: analysed``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from deftpipe.deft._context import LoopContext
 from deftpipe.deft._evaluator import run_evaluator
 from deftpipe.deft._model_stages import evaluate_scores, pick_metrics, run_inference, train_model
 from deftpipe.deft._progress import LoopProgress, far_summary
+from deftpipe.selection import pick, rule_value
 
 
 @dataclass(frozen=True)
@@ -63,8 +65,8 @@ def evaluated(state: dict[str, Any], before: str | None = None) -> list[str]:
 
 
 def best_so_far(state: dict[str, Any], before: str) -> str:
-    labels = evaluated(state, before)
-    return min(labels, key=lambda lb: (state["iterations"][lb]["far_pct"], iter_no(lb)))
+    """The checkpoint a retrain starts from: the selection rule over the iterations before ``before``."""
+    return pick(evaluated(state, before), lambda lb: rule_value(state["iterations"][lb]))
 
 
 def training_csv(run: Run, label: str) -> Path:
@@ -81,7 +83,7 @@ def step_train(run: Run, label: str) -> StageOutcome:
     if label == "baseline":
         data, pretrained, epochs, warm = run.ctx.train_csv, None, run.ctx.baseline_epochs, None
     else:
-        warm = best_so_far(run.state, label)
+        warm = best_so_far(run.state, label) if run.ctx.warm_start_from == "best" else prev_label(label)
         data, pretrained, epochs = Path(run.it(label)["combined_training_csv"]), Path(
             run.it(warm)["best_ckpt_path"]), run.ctx.num_epochs
     total = epochs or run.ctx.spec.train.num_epochs

@@ -4,7 +4,7 @@ Phase 1 → 2: the winner's tuned values are deep-merged onto the hand-written s
 stays the spec's own), its checkpoint is copied into ``RESULTS_DIR/baseline/train/`` and verified,
 and the loop's state is pre-seeded so the loop starts at baseline inference.
 
-Phase 2 → 3: the loop's best iteration (lowest ``far_pct``, never ``final_automl``) gives the
+Phase 2 → 3: the loop's best iteration (the selection rule, never ``final_automl``) gives the
 warm-start checkpoint, its last iteration's ``train_combined_iter<N>.csv`` the training set.
 """
 
@@ -21,6 +21,7 @@ from deftpipe._fs import atomic_path, atomic_write_text
 from deftpipe.config import PipelineConfig
 from deftpipe.errors import CheckpointError, StateError
 from deftpipe.pipeline._faults import fault_point
+from deftpipe.selection import pick, rule_value
 from deftpipe.spec import deep_merge, dump_spec, spec_from_dict
 
 MERGED_SPEC_NAME = "baseline_spec_automl.yaml"
@@ -125,20 +126,17 @@ def _iter_number(label: str) -> int | None:
 
 
 def best_iteration(state: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The loop's lowest-``far_pct`` iteration (baseline or iter<N>; never ``final_automl``).
+    """The loop's best iteration (baseline or iter<N>; never ``final_automl``) by the selection rule.
 
-    Ties go to the earlier iteration. Raises StateError when no iteration was evaluated.
+    Raises StateError when no iteration was evaluated.
     """
-    candidates = []
-    for label, it in state["iterations"].items():
-        if label == "final_automl" or it.get("far_pct") is None or not it.get("best_ckpt_path"):
-            continue
-        order = 0 if label == "baseline" else (_iter_number(label) or 10**6)
-        candidates.append((float(it["far_pct"]), order, label))
-    if not candidates:
+    labels = sorted((lb for lb, it in state["iterations"].items()
+                     if lb != "final_automl" and it.get("best_ckpt_path")),
+                    key=lambda lb: 0 if lb == "baseline" else (_iter_number(lb) or 10**6))
+    label = pick(labels, lambda lb: rule_value(state["iterations"][lb]))
+    if label is None:
         raise StateError("the loop's state has no evaluated iteration with a checkpoint; Phase 3 needs the "
                          "loop's best checkpoint — rerun `deftpipe run WS` to finish Phase 2")
-    _, _, label = min(candidates)
     return label, state["iterations"][label]
 
 

@@ -22,6 +22,7 @@ from deftpipe.errors import SweepError
 from deftpipe.pipeline._faults import fault_point
 from deftpipe.pipeline._handoff import checkpoint_epoch_step, copy_checkpoint
 from deftpipe.pipeline._preflight import PHASE1_DIR, PHASE3_DIR
+from deftpipe.selection import rank
 
 QUALITY_NAME = "quality_check.json"
 UNTRAINED_ROWS = 32
@@ -86,10 +87,10 @@ def quality_check(best_rec: dict[str, Any], *, untrained: dict[str, Any] | None)
     notes: list[str] = []
     winner = best
     if counts and is_collapsed(counts):
-        ranked = sorted((r for r in recs.values() if r.get("status") in ("complete", "COMPLETE")
-                         and r.get("score") is not None and r.get("rec_id") != best["rec_id"]
-                         and not (r.get("pred_counts") and is_collapsed(r["pred_counts"])) and _rec_ckpt_ok(r)),
-                        key=lambda r: sign * float(r["score"]))
+        ranked = rank((r for r in recs.values() if r.get("status") in ("complete", "COMPLETE")
+                       and r.get("score") is not None and r.get("rec_id") != best["rec_id"]
+                       and not (r.get("pred_counts") and is_collapsed(r["pred_counts"])) and _rec_ckpt_ok(r)),
+                      lambda r: sign * float(r["score"]))
         if not ranked:
             raise SweepError(f"Phase 1's winner {best['rec_id']} predicts a single class ({counts}) and no other "
                              "trial with a kept checkpoint is better; raise automl.phase1.max_recommendations "
@@ -118,14 +119,45 @@ def run_phase1(ws: Path, cfg: PipelineConfig, results_dir: Path, *, show_progres
     out = results_dir / PHASE1_DIR
     spec = cfg.path(ws, cfg.data.spec)
     train_csv = cfg.path(ws, cfg.data.train_csv)
-    best_rec = sweep(ws, cfg, cfg.automl.phase1, spec=spec, train_csv=train_csv, out_dir=out,
+    # the user's spec is the first trial: the reference every later step is compared with
+    best_rec = sweep(ws, cfg, cfg.automl.phase1, spec=spec, train_csv=train_csv, out_dir=out, enqueue_spec=spec,
                      show_progress=show_progress, study_name=f"{results_dir.name}-phase1")
     fault_point("phase1.swept")
     untrained = untrained_metrics(spec, train_csv, cfg.path(ws, cfg.data.val_csv))
     qc = quality_check(best_rec, untrained=untrained)
     qc["best_rec_path"] = str(out / "best_rec.json")
+    qc["reference"] = evaluate_reference(ws, cfg, results_dir, best_rec, spec)
     atomic_write_json(out / QUALITY_NAME, qc)
     return qc
+
+
+REFERENCE_DIR = "reference"
+REFERENCE_KEYS = ("far_pct", "far_ci_low", "far_ci_high", "threshold", "auroc", "far_pct_at_99", "n_defects",
+                  "n_pass")
+
+
+def evaluate_reference(ws: Path, cfg: PipelineConfig, results_dir: Path, best_rec: dict[str, Any],
+                       spec: Path) -> dict[str, Any] | None:
+    """The user's spec trained once (Phase 1's enqueued first trial) on the KPI set.
+
+    Its checkpoint is copied to ``RESULTS_DIR/reference/train/`` (kept whatever the sweep's
+    retention does) and scored exactly as the loop scores its iterations, so the summary can compare
+    the deliverable with it. Nothing is chosen with it. None when the trial left no checkpoint.
+    """
+    from deftpipe.model import get_adapter
+
+    ref = next((r for r in best_rec["all_recs"] if r.get("enqueued_from") and r.get("checkpoint_uri")), None)
+    if ref is None:
+        return None
+    epoch, step = checkpoint_epoch_step({"checkpoint_uri": ref["checkpoint_uri"]})
+    out = results_dir / REFERENCE_DIR
+    ckpt = copy_checkpoint(ref["checkpoint_uri"], out / "train", epoch, step)
+    inference_csv = out / "inference_kpi.csv"
+    if not inference_csv.is_file():
+        get_adapter(spec).infer(ckpt, cfg.path(ws, cfg.data.kpi_csv), inference_csv)
+    metrics = kpi_metrics(inference_csv)
+    return {"rec_id": ref["rec_id"], "checkpoint": str(ckpt), "val_score": ref.get("score"),
+            "inference_csv": str(inference_csv), **{k: metrics.get(k) for k in REFERENCE_KEYS}}
 
 
 def load_phase1(results_dir: Path) -> dict[str, Any]:
@@ -158,7 +190,8 @@ def run_phase3(ws: Path, cfg: PipelineConfig, results_dir: Path, *, spec: Path, 
     out = results_dir / PHASE3_DIR
     try:
         best_rec = sweep(ws, cfg, cfg.automl.phase3, spec=spec, train_csv=Path(handoff["train_csv"]), out_dir=out,
-                         pretrained=Path(handoff["warm_start_checkpoint"]), enqueue_spec=enqueue_spec,
+                         pretrained=Path(handoff["warm_start_checkpoint"]) if cfg.automl.phase3.warm_start else None,
+                         enqueue_spec=enqueue_spec,
                          show_progress=show_progress, study_name=f"{results_dir.name}-phase3")
     except SweepError as e:
         if "no usable trial" not in str(e):
@@ -186,4 +219,4 @@ def run_phase3(ws: Path, cfg: PipelineConfig, results_dir: Path, *, spec: Path, 
             "rec_id": best.get("rec_id"), "inference_csv": str(inference_csv)}
 
 
-__all__ = ["load_phase1", "quality_check", "run_phase1", "run_phase3", "untrained_metrics"]
+__all__ = ["evaluate_reference", "load_phase1", "quality_check", "run_phase1", "run_phase3", "untrained_metrics"]

@@ -24,7 +24,7 @@ from deftpipe.pipeline._handoff import handoff_1_to_2, handoff_2_to_3
 from deftpipe.pipeline._phases import load_phase1, run_phase1, run_phase3
 from deftpipe.pipeline._preflight import preflight
 from deftpipe.pipeline._record import PipelineRecord, new_run_dir
-from deftpipe.pipeline._trajectory import build_trajectory, fmt_value, improvement, write_summary
+from deftpipe.pipeline._trajectory import build_trajectory, fmt_value, headline, improvement, write_summary
 from deftpipe.pipeline._view import render_preflight, render_trajectory
 
 LOCK_NAME = ".pipeline.lock"
@@ -155,7 +155,8 @@ def run_pipeline(ws: str | Path, *, yes: bool = False, new: bool = False, show_p
                 qc = _guard(rec, "phase1", lambda: run_phase1(ws, cfg, results_dir, show_progress=show_progress))
                 w = qc["winner"]
                 rec.done("phase1", summary=f"winner {w.get('rec_id')} {qc['verdict']['metric']} {w.get('score')}",
-                         best_rec=qc["best_rec_path"], winner=w.get("rec_id"), score=w.get("score"))
+                         best_rec=qc["best_rec_path"], winner=w.get("rec_id"), score=w.get("score"),
+                         reference=qc.get("reference"))
                 fault_point("phase1.done")
 
         # Hand-off 1 → 2: merged spec, copied checkpoint, pre-seeded loop state.
@@ -210,12 +211,11 @@ def run_pipeline(ws: str | Path, *, yes: bool = False, new: bool = False, show_p
         status = "stopped" if hard_stop else "complete"
         rec.finish(status, summary=hard_stop or "")
     render_trajectory(points, console, title=f"Trajectory — {results_dir.name}")
-    gain = improvement(points)
+    bm_path = results_dir / "best_model.json"
+    gain = improvement(points, json.loads(bm_path.read_text(encoding="utf-8")).get("best_iteration")
+                       if bm_path.is_file() else None)
     if gain:
-        change = (f"{gain['relative_reduction_pct']:.1f} % lower" if gain["improved"]
-                  else "no step below the baseline")
-        console.print(f"KPI {gain['baseline']:.2f} → {gain['best']:.2f} ({gain['best_step']}, {change})",
-                      highlight=False)
+        console.print(headline(gain), highlight=False)
     if p3_info:
         console.print(p3_info["verdict"], highlight=False)
     if hard_stop:

@@ -41,6 +41,13 @@ def build_trajectory(state: dict[str, Any] | None, phase1: dict[str, Any] | None
         points.append({"step": "Phase 1 best (val)", "label": "phase1", "set": "validation", "metric": metric,
                        "value": w.get("score"), "train_rows": base_train_rows,
                        "note": f"rec {w.get('rec_id')}"})
+        ref = phase1.get("reference")
+        if ref and ref.get("far_pct") is not None:
+            ci = [ref.get("far_ci_low"), ref.get("far_ci_high")]
+            points.append({"step": "user spec (KPI)", "label": "reference", "set": "KPI test", "metric": "far_pct",
+                           "value": ref["far_pct"], "ci": ci if None not in ci else None, "auroc": ref.get("auroc"),
+                           "train_rows": base_train_rows,
+                           "note": f"the workspace's spec trained once (Phase 1's first trial, {ref.get('rec_id')})"})
     iters = (state or {}).get("iterations", {})
     kpi_metric = (state or {}).get("kpi", {}).get("metric", "far_pct")
     labels = ["baseline"] + sorted((k for k in iters if _iter_key(k) >= 0), key=_iter_key) + ["final_automl"]
@@ -59,27 +66,50 @@ def build_trajectory(state: dict[str, Any] | None, phase1: dict[str, Any] | None
     return points
 
 
-def improvement(points: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Baseline KPI value → best later KPI value (lower is better), absolute and relative."""
-    kpi = [p for p in points if p["set"] == "KPI test" and p["value"] is not None]
-    if not kpi or kpi[0]["label"] != "baseline":
+def improvement(points: list[dict[str, Any]], deliverable: str | None) -> dict[str, Any] | None:
+    """The deliverable against the user's spec trained once, on the KPI set, with both intervals.
+
+    The reference is the spec trained once: Phase 1's first trial (``reference``), or the loop's own
+    baseline when Phase 1 did not run (the loop then trains the spec). Never an intermediate step.
+    ``verdict``: ``gain`` when the deliverable's 95 % bootstrap interval lies wholly below the
+    reference's, ``worse`` when wholly above, else ``no gain`` (the intervals overlap: FAR @ 100 %
+    recall hangs on a few defects and a difference inside the noise is not a gain).
+    None when either figure is missing.
+    """
+    kpi = {p["label"]: p for p in points if p["set"] == "KPI test" and p["value"] is not None}
+    phase1_ran = any(p["label"] == "phase1" for p in points)
+    ref = kpi.get("reference") if phase1_ran else kpi.get("baseline")
+    got = kpi.get(deliverable or "")
+    if ref is None or got is None:
         return None
-    base = float(kpi[0]["value"])
-    best = min(kpi, key=lambda p: float(p["value"]))
-    rel = (base - float(best["value"])) / base * 100.0 if base > 0 else 0.0
-    # FAR @ 100 % recall hangs on the hardest defect: a gain inside the bootstrap interval is noise.
-    ci = best.get("ci")
-    significant = bool(ci) and base > float(ci[1])
-    return {"baseline": base, "best": float(best["value"]), "best_step": best["step"],
-            "relative_reduction_pct": round(rel, 1), "improved": float(best["value"]) < base,
-            "beyond_ci": significant}
+    r, d = float(ref["value"]), float(got["value"])
+    r_ci, d_ci = ref.get("ci") or [r, r], got.get("ci") or [d, d]
+    verdict = "gain" if d_ci[1] < r_ci[0] else "worse" if d_ci[0] > r_ci[1] else "no gain"
+    return {"reference": r, "reference_step": ref["step"], "reference_ci": list(r_ci),
+            "deliverable": d, "deliverable_step": got["step"], "deliverable_ci": list(d_ci),
+            "relative_reduction_pct": round((r - d) / r * 100.0, 1) if r > 0 else 0.0,
+            "verdict": verdict, "improved": verdict == "gain"}
+
+
+def headline(gain: dict[str, Any]) -> str:
+    """One line: deliverable vs the user's spec trained once, both with their 95 % intervals."""
+    def fig(v: float, ci: list[float]) -> str:
+        return f"{fmt_value(v)} % [{fmt_value(ci[0])}, {fmt_value(ci[1])}]"
+
+    tail = {"gain": f"{gain['relative_reduction_pct']:.1f} % lower, intervals apart: a gain",
+            "worse": "higher, intervals apart: worse than the spec trained once",
+            "no gain": "intervals overlap: no gain"}[gain["verdict"]]
+    return (f"KPI FAR@100%R: user spec trained once {fig(gain['reference'], gain['reference_ci'])} → deliverable "
+            f"({gain['deliverable_step']}) {fig(gain['deliverable'], gain['deliverable_ci'])} — {tail}")
 
 
 def write_summary(results_dir: Path, *, record: dict[str, Any], points: list[dict[str, Any]],
                   state: dict[str, Any] | None, phase1: dict[str, Any] | None,
                   phase3: dict[str, Any] | None) -> Path:
     """``trajectory.json`` + ``pipeline_summary.md`` (atomic)."""
-    gain = improvement(points)
+    best_model = results_dir / "best_model.json"
+    bm = json.loads(best_model.read_text(encoding="utf-8")) if best_model.is_file() else {}
+    gain = improvement(points, bm.get("best_iteration"))
     atomic_write_json(results_dir / TRAJECTORY_NAME, {"points": points, "improvement": gain})
     lines = [f"# deftpipe pipeline summary — {results_dir.name}", "",
              f"Workspace: `{record['workspace']}`  ", f"Results: `{results_dir}`", "", "## Phases", "",
@@ -99,17 +129,12 @@ def write_summary(results_dir: Path, *, record: dict[str, Any], points: list[dic
                      f"{p.get('note', '')} |")
     lines += ["", "## Outcome", ""]
     if gain:
-        lines.append(f"- KPI baseline {gain['baseline']:.2f} → best {gain['best']:.2f} at {gain['best_step']} "
-                     f"({gain['relative_reduction_pct']:+.1f} % relative reduction; "
-                     + ("the baseline lies above the best step's 95 % CI, so it is beyond bootstrap noise)."
-                        if gain["beyond_ci"] else "within the best step's 95 % CI: not distinguishable from noise)."))
+        lines.append(f"- {headline(gain)}.")
     if state:
         kpi = state.get("kpi", {})
         lines.append(f"- KPI target: {kpi.get('metric')} {kpi.get('operator')} {kpi.get('target')}; loop status "
                      f"`{state.get('status')}`" + (f" — {state['reason']}" if state.get("reason") else "") + ".")
-    best_model = results_dir / "best_model.json"
-    if best_model.is_file():
-        bm = json.loads(best_model.read_text(encoding="utf-8"))
+    if bm:
         lines.append(f"- Best model kept: `{bm.get('best_iteration')}` (KPI far_pct {fmt_value(bm.get('far_pct'))}), "
                      f"checkpoint `{bm.get('checkpoint')}` — {bm.get('reason', '')}.")
     if phase3:
@@ -131,4 +156,5 @@ def write_summary(results_dir: Path, *, record: dict[str, Any], points: list[dic
     return atomic_write_text(results_dir / SUMMARY_NAME, "\n".join(lines))
 
 
-__all__ = ["SUMMARY_NAME", "TRAJECTORY_NAME", "build_trajectory", "fmt_value", "improvement", "write_summary"]
+__all__ = ["SUMMARY_NAME", "TRAJECTORY_NAME", "build_trajectory", "fmt_value", "headline", "improvement",
+           "write_summary"]

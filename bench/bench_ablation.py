@@ -1,0 +1,458 @@
+"""Ablation of the three phases on leave-board-groups-out folds of DeepPCB (issue 17, item 8).
+
+    nice -n 10 python bench/bench_ablation.py --deeppcb ../shared/deeppcb [--arms a,d] [--folds f0,f1]
+        [--seeds 42] [--work /tmp/deftpipe_ablation]
+
+Each fold holds two board groups out as its holdout (used nowhere else in that fold: not in
+training, validation, the KPI set or the mining pool), one group as the KPI set, and the rest as
+validation, pool and training. Arms:
+
+* ``default_spec``  — the workspace's spec trained once (same epochs, rows and seed as a trial);
+* ``phase1_only``   — Phase 1's winner, i.e. the full pipeline's baseline iteration (the same code
+  and seed: Phase 1 only *is* the full run stopped after its hand-off, so it is read from that run);
+* ``deft_only``     — the DEFT loop from the default spec (Phase 1 and 3 off);
+* ``full_pipeline`` — Phase 1 → loop → Phase 3, the product's defaults at the budgets below;
+* ``full_no_warm_start`` — the same with ``automl.phase3.warm_start: false``;
+* ``full_random_search`` — the same with ``algorithm: random`` in both sweeps (same trial budget);
+* ``deft_only_analysed`` — ``deft_only`` with ``deft.warm_start_from: analysed`` (item 7).
+
+A cell = (arm, fold, seed): the deliverable's audit on the fold's holdout at its shipped threshold
+(the KPI set's 100 %-recall threshold, from ``best_model.json``), its KPI-set numbers beside it,
+the minutes, and every candidate model the arm trained (sweep trials, loop iterations, Phase 3
+trials) with its selection figures on the KPI set, validation set and holdout — the data of the
+selection-rule measurement (``bench/selection_rule.py``). Each finished cell is written to
+``bench/results/ablation.json`` at once (atomically), so the bench resumes where it stopped.
+The seed sets ``train.seed`` of the spec and the seeds of both sweeps. Not run in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from filelock import FileLock
+
+from deftpipe._fs import atomic_write_json, atomic_write_text
+from deftpipe.config import dump_config, load_config
+from deftpipe.data import import_deeppcb, is_defect, read_dataset, write_dataset
+from deftpipe.metrics import compute_metrics
+from deftpipe.selection import figures
+
+OUT = Path(__file__).resolve().parent / "results" / "ablation.json"
+
+#: holdout / KPI / validation / pool board groups per fold; every other group trains.
+FOLDS: dict[str, dict[str, list[str]]] = {
+    "f0": {"holdout": ["12100", "44000"], "kpi": ["13000"], "val": ["12000", "12300"], "pool": ["77000"]},
+    "f1": {"holdout": ["00041", "12300"], "kpi": ["44000"], "val": ["12000", "77000"], "pool": ["12100"]},
+    "f2": {"holdout": ["13000", "77000"], "kpi": ["12100"], "val": ["12000", "12300"], "pool": ["44000"]},
+}
+#: rows kept per split (stratified, seed 0); the KPI set and the holdout keep every defect and at
+#: most this many PASS rows. 2 shared CPU cores: one fold of every arm must fit in a session.
+ROWS = {"train": 1500, "val": 800, "pool": 1000, "kpi_pass": 1500, "holdout_pass": 2000}
+EPOCHS = 2
+BUDGET = {
+    "automl.phase1.max_recommendations": 3, "automl.phase1.num_epochs": EPOCHS,
+    "automl.phase3.max_recommendations": 2, "automl.phase3.num_epochs": EPOCHS,
+    "automl.phase1.keep_checkpoints": 50, "automl.phase3.keep_checkpoints": 50,  # every candidate is audited
+    "deft.max_iterations": 1, "deft.num_epochs": EPOCHS, "deft.baseline_epochs": EPOCHS,
+}
+ARM_OVERRIDES: dict[str, dict[str, Any]] = {
+    "full_pipeline": {},
+    "deft_only": {"automl.phase1.enabled": False, "automl.phase3.enabled": False},
+    "full_no_warm_start": {"automl.phase3.warm_start": False},
+    "full_random_search": {"automl.phase1.algorithm": "random", "automl.phase3.algorithm": "random"},
+    "deft_only_analysed": {"automl.phase1.enabled": False, "automl.phase3.enabled": False,
+                           "deft.warm_start_from": "analysed"},
+}
+ARMS = ["default_spec", "phase1_only", "deft_only", "full_pipeline", "full_no_warm_start", "full_random_search",
+        "deft_only_analysed"]
+ALIASES = dict(zip("abcdefg", ARMS, strict=True))
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ------------------------------------------------------------------ folds
+
+def _subset(df: pd.DataFrame, n: int | None = None, *, max_pass: int | None = None, seed: int = 0) -> pd.DataFrame:
+    d = is_defect(df["label"])
+    if max_pass is not None:
+        keep_pass = df[~d].sample(min(max_pass, int((~d).sum())), random_state=seed)
+        return pd.concat([df[d], keep_pass]).sort_index()
+    if n is None or len(df) <= n:
+        return df
+    k = max(1, round(n * d.mean()))
+    return pd.concat([df[d].sample(min(k, int(d.sum())), random_state=seed),
+                      df[~d].sample(n - min(k, int(d.sum())), random_state=seed)]).sort_index()
+
+
+def build_fold(src: Path, work: Path, fold: str) -> Path:
+    """The fold's base workspace (imported once; holdout rows split off the import's KPI set)."""
+    ws = work / fold / "base"
+    if (ws / "holdout" / "holdout_set.csv").is_file():
+        return ws
+    if ws.exists():
+        shutil.rmtree(ws)
+    f = FOLDS[fold]
+    log(f"{fold}: importing DeepPCB (holdout {f['holdout']}, KPI {f['kpi']}, val {f['val']}, pool {f['pool']})")
+    import_deeppcb(src, ws, kpi_groups=f["kpi"] + f["holdout"], val_groups=f["val"], pool_groups=f["pool"])
+    cfg = load_config(ws)
+    kpi = read_dataset(cfg.path(ws, cfg.data.kpi_csv))
+    held = kpi["boardname"].astype(str).isin(f["holdout"])
+    write_dataset(_subset(kpi[~held], max_pass=ROWS["kpi_pass"]), cfg.path(ws, cfg.data.kpi_csv))
+    for key, n in (("train_csv", ROWS["train"]), ("val_csv", ROWS["val"]), ("pool_csv", ROWS["pool"])):
+        path = cfg.path(ws, getattr(cfg.data, key))
+        write_dataset(_subset(read_dataset(path), n), path)
+    (ws / "holdout").mkdir(exist_ok=True)
+    write_dataset(_subset(kpi[held], max_pass=ROWS["holdout_pass"]), ws / "holdout" / "holdout_set.csv")
+    return ws
+
+
+def arm_workspace(base: Path, dest: Path, seed: int, overrides: dict[str, Any]) -> Path:
+    """A hard-linked copy of the fold's workspace with the arm's pipeline.yaml and the seed in the spec."""
+    from deftpipe.pipeline._demo import apply_overrides
+
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["cp", "-al", str(base), str(dest)], check=True)
+    cfg = load_config(dest)
+    spec_path = cfg.path(dest, cfg.data.spec)
+    spec = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
+    spec["train"]["seed"] = seed
+    spec_path.unlink()  # a hard link: write a new file, never through to the base
+    atomic_write_text(spec_path, yaml.safe_dump(spec, sort_keys=False))
+    (dest / "pipeline.yaml").unlink()
+    dump_config(cfg, dest)
+    apply_overrides(dest, {**BUDGET, "automl.phase1.seed": seed, "automl.phase3.seed": seed, **overrides})
+    return dest
+
+
+# ------------------------------------------------------------------ scoring
+
+_SCORES: dict[tuple[str, str], np.ndarray] = {}
+
+
+def known_scores(ckpt: str | Path, csv: Path, inference_csv: str | Path | None) -> None:
+    """Reuse the scores a run already wrote (the loop's and Phase 3's KPI inference)."""
+    if inference_csv and Path(inference_csv).is_file():
+        df = pd.read_csv(inference_csv, usecols=["score"])
+        if len(df) == len(read_dataset(csv)):
+            _SCORES[(str(ckpt), str(csv))] = df["score"].to_numpy(dtype=float)
+
+
+def scores(ckpt: str | Path, csv: Path, tmp: Path) -> np.ndarray:
+    """P(defect) per row of ``csv`` (memoised per checkpoint and set; validation from the training's own
+    ``val_scores.npz`` when it is for this checkpoint and set)."""
+    from deftpipe.model import get_adapter
+
+    key = (str(ckpt), str(csv))
+    if key not in _SCORES:
+        stored = get_adapter().validation_scores(ckpt, csv)
+        if stored is not None:
+            _SCORES[key] = np.asarray(stored, dtype=float)
+            return _SCORES[key]
+        out = tmp / f"scores_{os.getpid()}.csv"
+        get_adapter().infer(ckpt, csv, out)  # the checkpoint carries its spec (and image root)
+        _SCORES[key] = pd.read_csv(out)["score"].to_numpy(dtype=float)
+        out.unlink(missing_ok=True)
+    return _SCORES[key]
+
+
+def audit(ckpt: str | Path, threshold: float, holdout: Path, tmp: Path) -> dict[str, Any]:
+    """The holdout audit at the shipped threshold (DESIGN §5 metrics)."""
+    df = read_dataset(holdout)
+    s = scores(ckpt, holdout, tmp)
+    m = compute_metrics(is_defect(df["label"]).to_numpy(), s, labels=df["label"].to_numpy(), threshold=threshold,
+                        seed=0)
+    boards = df["boardname"].astype(str).to_numpy()
+    esc = is_defect(df["label"]).to_numpy() & (s < threshold)
+    return {"far_pct": m["far_pct"], "far_ci": [m["far_ci_low"], m["far_ci_high"]], "far_pct_at_99": m["far_pct_at_99"],
+            "auroc": m["auroc"], "threshold": threshold, "recall_at_threshold_pct": 100.0 * m["recall"],
+            "escapes": m["escapes"], "escapes_by_class": m["escapes_by_class"],
+            "escapes_by_board": {b: int((esc & (boards == b)).sum()) for b in sorted(set(boards))},
+            "far_at_threshold_pct": m["far_pct_at_threshold"], "n_defects": m["n_defects"], "n_pass": m["n_pass"],
+            "hardest": [{**h, "object": str(df["object_name"].iloc[h["row"]])} for h in m["hardest_defects"]]}
+
+
+def kpi_figures(ckpt: str | Path, csv: Path, tmp: Path) -> dict[str, Any]:
+    df = read_dataset(csv)
+    s = scores(ckpt, csv, tmp)
+    y = is_defect(df["label"]).to_numpy()
+    m = compute_metrics(y, s, labels=df["label"].to_numpy(), seed=0)
+    return {"far_pct": m["far_pct"], "far_ci": [m["far_ci_low"], m["far_ci_high"]], "threshold": m["threshold"],
+            "far_pct_at_99": m["far_pct_at_99"], "auroc": m["auroc"]}
+
+
+def candidate_figures(ckpt: str | Path, ws: Path, tmp: Path) -> dict[str, Any]:
+    """Every selection figure of one candidate on the KPI set, validation, both pooled, and the holdout."""
+    cfg = load_config(ws)
+    sets = {"kpi": cfg.path(ws, cfg.data.kpi_csv), "val": cfg.path(ws, cfg.data.val_csv),
+            "holdout": ws / "holdout" / "holdout_set.csv"}
+    ys, ss, out = {}, {}, {}
+    for name, csv in sets.items():
+        ys[name] = is_defect(read_dataset(csv)["label"]).to_numpy()
+        ss[name] = scores(ckpt, csv, tmp)
+        out[name] = figures(ys[name], ss[name])
+        out[name]["auroc"] = compute_metrics(ys[name], ss[name], n_boot=0)["auroc"]
+    out["kpi_val"] = figures(np.concatenate([ys["kpi"], ys["val"]]), np.concatenate([ss["kpi"], ss["val"]]))
+    return out
+
+
+# ------------------------------------------------------------------ arms
+
+def _train_default(ws: Path, tmp: Path) -> tuple[Path, dict[str, Any]]:
+    from deftpipe.model import get_adapter
+    from deftpipe.spec import load_spec
+
+    cfg = load_config(ws)
+    spec = load_spec(cfg.path(ws, cfg.data.spec))
+    spec.train.num_epochs = EPOCHS
+    res = get_adapter(spec).train(spec, cfg.path(ws, cfg.data.train_csv), cfg.path(ws, cfg.data.val_csv),
+                                  ws / "results" / "default_spec")
+    return Path(res.best_checkpoint), {"val_far_pct": res.metrics.get("far_pct")}
+
+
+def _candidates(run_dir: Path) -> list[dict[str, Any]]:
+    """Every trained model of a pipeline run, in the order the run made them."""
+    out: list[dict[str, Any]] = []
+    for phase in ("phase1", "phase3"):
+        br = run_dir / "automl" / phase / "best_rec.json"
+        if br.is_file():
+            rec = json.loads(br.read_text(encoding="utf-8"))
+            for r in rec["all_recs"]:
+                if r.get("checkpoint_uri"):
+                    out.append({"kind": phase, "id": r["rec_id"], "checkpoint": r["checkpoint_uri"],
+                                "val_score": r.get("score"), "enqueued": bool(r.get("enqueued_from")),
+                                "chosen": r["rec_id"] == rec["best"]["rec_id"]})
+    state_path = run_dir / "deft_state.json"
+    if state_path.is_file():
+        its = json.loads(state_path.read_text(encoding="utf-8"))["iterations"]
+        for label, it in its.items():
+            if label != "final_automl" and it.get("best_ckpt_path"):
+                out.append({"kind": "loop", "id": label, "checkpoint": it["best_ckpt_path"],
+                            "kpi_far_pct_recorded": it.get("far_pct"), "source": it.get("source"),
+                            "inference_csv": it.get("inference_csv")})
+    return out
+
+
+def run_pipeline_arm(ws: Path) -> tuple[Path, float]:
+    from rich.console import Console
+
+    from deftpipe.pipeline import run_pipeline
+
+    for run_dir in sorted((ws / "results").glob("run_*")):
+        state = json.loads((run_dir / "pipeline_state.json").read_text(encoding="utf-8"))
+        if state.get("status") == "complete":  # finished before the bench was stopped
+            return run_dir, sum((p.get("duration_sec") or 0) for p in state["phases"].values()) / 60.0
+    t0 = time.perf_counter()
+    res = run_pipeline(ws, yes=True, console=Console(stderr=True), show_progress=False)
+    return Path(res["results_dir"]), (time.perf_counter() - t0) / 60.0
+
+
+def cell_from_best(run_dir: Path, ws: Path, tmp: Path, *, label: str | None = None) -> dict[str, Any]:
+    """The deliverable of a run (``best_model.json``, or one loop iteration when ``label`` is given)."""
+    if label is None:
+        bm = json.loads((run_dir / "best_model.json").read_text(encoding="utf-8"))
+        ckpt, threshold, chosen, inf = bm["checkpoint"], bm["threshold"], bm["best_iteration"], bm["inference_csv"]
+    else:
+        it = json.loads((run_dir / "deft_state.json").read_text(encoding="utf-8"))["iterations"][label]
+        ckpt, threshold, chosen, inf = it["best_ckpt_path"], it["threshold"], label, it.get("inference_csv")
+    cfg = load_config(ws)
+    known_scores(ckpt, cfg.path(ws, cfg.data.kpi_csv), inf)
+    return {"deliverable": chosen, "checkpoint": ckpt,
+            "holdout": audit(ckpt, float(threshold), ws / "holdout" / "holdout_set.csv", tmp),
+            "kpi": kpi_figures(ckpt, cfg.path(ws, cfg.data.kpi_csv), tmp)}
+
+
+def run_cell(arm: str, fold: str, seed: int, src: Path, work: Path, done: dict[str, Any]) -> dict[str, Any]:
+    base = build_fold(src, work, fold)
+    tmp = work / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    if arm == "phase1_only":  # read from the full pipeline's run of the same fold and seed
+        full = done.get(f"full_pipeline|{fold}|{seed}")
+        if not full:
+            raise RuntimeError("phase1_only is read from the full_pipeline cell of the same fold and seed; run it first")
+        ws, run_dir = Path(full["workspace"]), Path(full["run_dir"])
+        cell = cell_from_best(run_dir, ws, tmp, label="baseline")
+        ps = json.loads((run_dir / "pipeline_state.json").read_text(encoding="utf-8"))["phases"]
+        cell["minutes"] = round(sum((ps[p].get("duration_sec") or 0) for p in ("phase1", "handoff12")) / 60.0, 2)
+        cell["minutes_note"] = "Phase 1 + hand-off of the full run (the baseline KPI evaluation not counted)"
+        cell["candidates"] = []  # the full_pipeline cell holds them
+        return cell
+    ws = work / fold / f"{arm}_s{seed}"
+    resumable = arm != "default_spec" and (ws / "pipeline.yaml").is_file() and any((ws / "results").glob("run_*"))
+    if not resumable:  # an interrupted pipeline arm resumes its own run (run_pipeline picks it up)
+        arm_workspace(base, ws, seed, ARM_OVERRIDES.get(arm, {}))
+    if arm == "default_spec":
+        t0 = time.perf_counter()
+        ckpt, info = _train_default(ws, tmp)
+        minutes = (time.perf_counter() - t0) / 60.0
+        cfg = load_config(ws)
+        kpi = kpi_figures(ckpt, cfg.path(ws, cfg.data.kpi_csv), tmp)
+        cell = {"deliverable": "default spec", "checkpoint": str(ckpt), "kpi": kpi, **info,
+                "holdout": audit(ckpt, float(kpi["threshold"]), ws / "holdout" / "holdout_set.csv", tmp),
+                "minutes": round(minutes, 2)}
+        cell["candidates"] = [{"kind": "default", "id": "default_spec", "checkpoint": str(ckpt)}]
+    else:
+        run_dir, minutes = run_pipeline_arm(ws)
+        cell = {**cell_from_best(run_dir, ws, tmp), "minutes": round(minutes, 2), "run_dir": str(run_dir)}
+        cell["candidates"] = _candidates(run_dir)  # scored by --score-candidates
+    cell["workspace"] = str(ws)
+    return cell
+
+
+# ------------------------------------------------------------------ results
+
+def summarise(cells: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for arm in ARMS:
+        mine = {k: v for k, v in cells.items() if k.split("|")[0] == arm and "holdout" in v}
+        if not mine and arm not in ("default_spec", "full_pipeline"):
+            continue
+        h = [v["holdout"] for v in mine.values()]
+        out[arm] = {
+            "far_pct_mean": float(np.mean([x["far_pct"] for x in h])) if h else None,
+            "recall_at_threshold_min": min((x["recall_at_threshold_pct"] for x in h), default=None),
+            "far_at_threshold_mean": float(np.mean([x["far_at_threshold_pct"] for x in h])) if h else None,
+            "kpi_far_pct_mean": float(np.mean([v["kpi"]["far_pct"] for v in mine.values()])) if h else None,
+            "minutes_mean": float(np.mean([v["minutes"] for v in mine.values()])) if h else None,
+            "cells_done": len(mine),
+            "cells": {k.split("|", 1)[1]: {kk: vv for kk, vv in v.items() if kk != "candidates"}
+                      for k, v in mine.items()},
+        }
+    return out
+
+
+def smoke() -> None:
+    """Tiny budgets and another output file: checks the bench end to end in minutes."""
+    global OUT, EPOCHS
+    OUT = OUT.with_name("ablation_smoke.json")
+    ROWS.update(train=300, val=200, pool=200, kpi_pass=200, holdout_pass=200)
+    EPOCHS = 1
+    BUDGET.update({"automl.phase1.max_recommendations": 2, "automl.phase1.num_epochs": 1,
+                   "automl.phase3.max_recommendations": 1, "automl.phase3.num_epochs": 1,
+                   "deft.max_iterations": 1, "deft.num_epochs": 1, "deft.baseline_epochs": 1})
+
+
+def take_claim(claim: Path) -> bool:
+    """Mark a cell as this process's (its pid in ``claim``); False when a live process holds it."""
+    claim.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(claim) + ".lock"):
+        if claim.is_file():
+            try:
+                os.kill(int(claim.read_text() or 0), 0)
+                return False
+            except PermissionError:
+                return False
+            except (ValueError, ProcessLookupError):
+                pass  # a dead process's claim: take it over
+        claim.write_text(str(os.getpid()))
+    return True
+
+
+def load_results() -> dict[str, Any]:
+    return json.loads(OUT.read_text(encoding="utf-8")) if OUT.is_file() else {}
+
+
+def save(results: dict[str, Any]) -> None:
+    results["ablation"] = summarise(results.get("cells", {}))
+    atomic_write_json(OUT, results)
+
+
+def score_candidates(work: Path) -> None:
+    """Fill in the selection figures of every stored candidate that has none (resumable, cell by cell)."""
+    tmp = work / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(OUT) + ".lock"):
+        keys = [k for k, c in load_results().get("cells", {}).items()
+                if any("figures" not in x for x in c.get("candidates", []))]
+    for key in keys:
+        with FileLock(str(OUT) + ".lock"):
+            cell = load_results()["cells"][key]
+        ws = Path(cell["workspace"])
+        cfg = load_config(ws)
+        t0 = time.perf_counter()
+        for c in cell["candidates"]:
+            if "figures" not in c and Path(c["checkpoint"]).is_file():
+                known_scores(c["checkpoint"], cfg.path(ws, cfg.data.kpi_csv), c.get("inference_csv"))
+                c["figures"] = candidate_figures(c["checkpoint"], ws, tmp)
+        with FileLock(str(OUT) + ".lock"):
+            results = load_results()
+            results["cells"][key]["candidates"] = cell["candidates"]
+            save(results)
+        log(f"candidates of {key}: {len(cell['candidates'])} scored in {(time.perf_counter() - t0) / 60:.1f} min")
+        _SCORES.clear()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--deeppcb", type=Path, required=True)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/deftpipe_ablation"))
+    ap.add_argument("--arms", default="a,d,b,c,e,f", help="letters a-g or arm names, in the order to run")
+    ap.add_argument("--folds", default=",".join(FOLDS))
+    ap.add_argument("--seeds", default="42")
+    ap.add_argument("--order", choices=["arm", "fold"], default="arm",
+                    help="arm: every fold of an arm before the next arm (default); fold: every arm of a fold")
+    ap.add_argument("--smoke", action="store_true", help="tiny budgets, results to ablation_smoke.json")
+    ap.add_argument("--score-candidates", action="store_true",
+                    help="only score the stored candidates of finished cells (the selection-rule data)")
+    args = ap.parse_args()
+    if args.smoke:
+        smoke()
+    if args.score_candidates:
+        score_candidates(args.work)
+        return
+    arms = [ALIASES.get(a, a) for a in args.arms.split(",")]
+    folds, seeds = args.folds.split(","), [int(s) for s in args.seeds.split(",")]
+    plan = ([(a, f, s) for a in arms for f in folds for s in seeds] if args.order == "arm"
+            else [(a, f, s) for f in folds for s in seeds for a in arms])
+    with FileLock(str(OUT) + ".lock"):
+        results = load_results()
+    results.setdefault("cells", {})
+    results["setup"] = {"folds": FOLDS, "rows": ROWS, "epochs": EPOCHS, "budget": BUDGET,
+                        "arm_overrides": ARM_OVERRIDES, "cpus": os.cpu_count(),
+                        "shipped_threshold": "the KPI set's 100 %-recall threshold of the deliverable"}
+    for arm, fold, seed in plan:
+        key = f"{arm}|{fold}|{seed}"
+        with FileLock(str(OUT) + ".lock"):
+            if key in load_results().get("cells", {}):
+                continue
+        claim = args.work / "claims" / key.replace("|", "_")
+        if not take_claim(claim):  # another live bench process is on this cell
+            continue
+        log(f"cell {key}: start")
+        t0 = time.perf_counter()
+        try:
+            cell = run_cell(arm, fold, seed, args.deeppcb, args.work, results["cells"])
+        except Exception:  # noqa: BLE001 - one failed cell must not stop the others; it is retried next time
+            log(f"cell {key}: FAILED\n{traceback.format_exc()}")
+            claim.unlink(missing_ok=True)
+            continue
+        cell.update(seed=seed, fold=fold, arm=arm, finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    code=subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                        cwd=Path(__file__).parent).stdout.strip() or None)
+        with FileLock(str(OUT) + ".lock"):  # two bench processes may share the file
+            results = load_results() | {"setup": results["setup"]}
+            results.setdefault("cells", {})[key] = cell
+            save(results)
+        h = cell["holdout"]
+        log(f"cell {key}: done in {(time.perf_counter() - t0) / 60:.1f} min — holdout FAR@100%R {h['far_pct']:.2f} "
+            f"[{h['far_ci'][0]:.2f}, {h['far_ci'][1]:.2f}], recall@thr {h['recall_at_threshold_pct']:.2f} % "
+            f"({h['escapes']} escapes), FAR@thr {h['far_at_threshold_pct']:.2f}; KPI {cell['kpi']['far_pct']:.2f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
