@@ -397,6 +397,33 @@ def score_candidates(work: Path) -> None:
         _SCORES.clear()
 
 
+def tables(results: dict[str, Any]) -> str:
+    """The docs/benchmarks.md tables: per arm (means) and per cell."""
+    ab = results.get("ablation", {})
+
+    def f(v: Any, nd: int = 2) -> str:
+        return "—" if v is None else f"{v:.{nd}f}"
+
+    lines = ["| arm | cells | holdout FAR@100%R mean | worst recall @ shipped thr | FAR @ shipped thr mean | "
+             "KPI FAR@100%R mean | minutes mean |", "|---|---|---|---|---|---|---|"]
+    for arm, a in ab.items():
+        lines.append(f"| {arm} | {a['cells_done']} | {f(a['far_pct_mean'])} | {f(a['recall_at_threshold_min'])} % | "
+                     f"{f(a['far_at_threshold_mean'])} | {f(a['kpi_far_pct_mean'])} | {f(a['minutes_mean'], 1)} |")
+    lines += ["", "| arm | fold | seed | deliverable | holdout FAR@100%R [95 % CI] | recall @ thr (escapes) | "
+              "FAR @ thr | holdout FAR@99%R | holdout AUROC | KPI FAR@100%R [95 % CI] | min |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for arm, a in ab.items():
+        for key, c in sorted(a["cells"].items()):
+            fold, seed = key.split("|")
+            h, k = c["holdout"], c["kpi"]
+            esc = ", ".join(f"{n} {cls}" for cls, n in sorted(h["escapes_by_class"].items())) or "none"
+            lines.append(f"| {arm} | {fold} | {seed} | {c['deliverable']} | {f(h['far_pct'])} [{f(h['far_ci'][0])}, "
+                         f"{f(h['far_ci'][1])}] | {f(h['recall_at_threshold_pct'])} % ({esc}) | "
+                         f"{f(h['far_at_threshold_pct'])} | {f(h['far_pct_at_99'])} | {f(h['auroc'], 4)} | "
+                         f"{f(k['far_pct'])} [{f(k['far_ci'][0])}, {f(k['far_ci'][1])}] | {f(c['minutes'], 1)} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--deeppcb", type=Path, required=True)
@@ -409,9 +436,13 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="tiny budgets, results to ablation_smoke.json")
     ap.add_argument("--score-candidates", action="store_true",
                     help="only score the stored candidates of finished cells (the selection-rule data)")
+    ap.add_argument("--tables", action="store_true", help="print the markdown tables of docs/benchmarks.md")
     args = ap.parse_args()
     if args.smoke:
         smoke()
+    if args.tables:
+        print(tables(load_results()))
+        return
     if args.score_candidates:
         score_candidates(args.work)
         return

@@ -58,3 +58,18 @@ def test_headline_compares_the_deliverable_with_the_spec_trained_once():
     assert improvement(no_p1, "iter1")["reference_step"] == "baseline (KPI)"
     # Phase 1 ran but left no reference: no headline rather than one against an intermediate.
     assert improvement([p for p in pts if p["label"] != "reference"], "final_automl") is None
+
+
+def test_every_choice_uses_the_rule_and_warm_start_modes():
+    from deftpipe.deft._steps import best_so_far, warm_start_label
+    from deftpipe.pipeline._handoff import best_iteration
+
+    its = {"baseline": {"far_pct": 4.0, "best_ckpt_path": "b"}, "iter1": {"far_pct": 9.0, "best_ckpt_path": "1"},
+           "iter2": {"far_pct": 4.0, "best_ckpt_path": "2"}, "iter3": {"far_pct": None, "best_ckpt_path": "3"},
+           "final_automl": {"far_pct": 0.1, "best_ckpt_path": "f"}}
+    state = {"iterations": its}
+    assert best_iteration(state)[0] == "baseline"  # tie with iter2: the earlier; never final_automl
+    assert best_so_far(state, "iter3") == "baseline"
+    assert warm_start_label(state, "iter2", "best") == "baseline"
+    assert warm_start_label(state, "iter2", "analysed") == "iter1"  # the model RCA looked at
+    assert warm_start_label(state, "iter1", "analysed") == "baseline"

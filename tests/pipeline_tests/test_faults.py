@@ -121,9 +121,12 @@ def test_kill_9_at_every_point_then_resume(fast_ws, tmp_path):
     assert set(state["iterations"]) == {"baseline", "iter1", "final_automl"}
     points = json.loads((run / "trajectory.json").read_text())["points"]
     assert [p["label"] for p in points] == ["phase1", "reference", "baseline", "iter1", "final_automl"]
-    # The user's spec is Phase 1's first trial; its checkpoint is kept and scored on the KPI set.
+    # The user's spec is Phase 1's first trial (here its retry: the SIGKILL hit trial_000); its
+    # checkpoint is kept and scored on the KPI set.
     ref = record["phases"]["phase1"]["reference"]
-    assert ref["rec_id"] == "trial_000" and Path(ref["checkpoint"]).is_file() and ref["far_pct"] is not None
+    recs = {r["rec_id"]: r for r in json.loads((run / "automl/phase1/best_rec.json").read_text())["all_recs"]}
+    assert recs["trial_000"]["enqueued_from"] and recs[ref["rec_id"]]["enqueued_from"]
+    assert Path(ref["checkpoint"]).is_file() and ref["far_pct"] is not None
     assert Path(ref["checkpoint"]).parent == run / "reference" / "train"
     improvement = json.loads((run / "trajectory.json").read_text())["improvement"]
     assert improvement["reference_step"] == "user spec (KPI)"

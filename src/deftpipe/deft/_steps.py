@@ -65,8 +65,14 @@ def evaluated(state: dict[str, Any], before: str | None = None) -> list[str]:
 
 
 def best_so_far(state: dict[str, Any], before: str) -> str:
-    """The checkpoint a retrain starts from: the selection rule over the iterations before ``before``."""
+    """The best iteration before ``before`` by the selection rule."""
     return pick(evaluated(state, before), lambda lb: rule_value(state["iterations"][lb]))
+
+
+def warm_start_label(state: dict[str, Any], label: str, mode: str = "best") -> str:
+    """The iteration whose checkpoint ``label``'s retrain starts from (``deft.warm_start_from``):
+    ``best`` = :func:`best_so_far`, ``analysed`` = the previous iteration (the model RCA analysed)."""
+    return best_so_far(state, label) if mode == "best" else prev_label(label)
 
 
 def training_csv(run: Run, label: str) -> Path:
@@ -83,7 +89,7 @@ def step_train(run: Run, label: str) -> StageOutcome:
     if label == "baseline":
         data, pretrained, epochs, warm = run.ctx.train_csv, None, run.ctx.baseline_epochs, None
     else:
-        warm = best_so_far(run.state, label) if run.ctx.warm_start_from == "best" else prev_label(label)
+        warm = warm_start_label(run.state, label, run.ctx.warm_start_from)
         data, pretrained, epochs = Path(run.it(label)["combined_training_csv"]), Path(
             run.it(warm)["best_ckpt_path"]), run.ctx.num_epochs
     total = epochs or run.ctx.spec.train.num_epochs
@@ -253,4 +259,4 @@ def step_merge(run: Run, label: str) -> StageOutcome:
                    "merge_validation": res.validation_json})
 
 
-__all__ = ["Run", "StageOutcome", "best_so_far", "evaluated", "iter_no", "prev_label"]
+__all__ = ["Run", "StageOutcome", "best_so_far", "evaluated", "iter_no", "prev_label", "warm_start_label"]
