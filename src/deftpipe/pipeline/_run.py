@@ -156,7 +156,7 @@ def run_pipeline(ws: str | Path, *, yes: bool = False, new: bool = False, show_p
                 w = qc["winner"]
                 rec.done("phase1", summary=f"winner {w.get('rec_id')} {qc['verdict']['metric']} {w.get('score')}",
                          best_rec=qc["best_rec_path"], winner=w.get("rec_id"), score=w.get("score"),
-                         reference=qc.get("reference"))
+                         reference=qc.get("reference"), user_spec=_user_spec(qc.get("reference"), cfg.path(ws, cfg.data.spec)))
                 fault_point("phase1.done")
 
         # Hand-off 1 → 2: merged spec, copied checkpoint, pre-seeded loop state.
@@ -223,6 +223,13 @@ def run_pipeline(ws: str | Path, *, yes: bool = False, new: bool = False, show_p
     console.print(f"summary: {results_dir / 'pipeline_summary.md'}", highlight=False)
     return {"results_dir": str(results_dir), "status": status, "trajectory": points, "improvement": gain,
             "hard_stop": hard_stop, "phases": rec.data["phases"]}
+
+
+def _user_spec(reference: dict[str, Any] | None, spec: Path) -> dict[str, Any] | None:
+    """The reference in the form the audit reads (``deftpipe.audit.reference_models``)."""
+    if not reference:
+        return None
+    return {"checkpoint": reference["checkpoint"], "kpi_threshold": reference.get("threshold"), "spec": str(spec)}
 
 
 def _count_rows(csv: Path) -> int | None:
