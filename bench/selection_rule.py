@@ -38,6 +38,10 @@ FIGURES = {  # name -> (set, figure)
 TRUTH = ("holdout", "far_pct")
 
 
+def _fingerprint(c: dict[str, Any]) -> str:
+    return json.dumps(c["figures"], sort_keys=True)
+
+
 def _value(c: dict[str, Any], where: tuple[str, str]) -> float | None:
     v = c.get("figures", {}).get(where[0], {}).get(where[1])
     return None if v is None else float(v)
@@ -56,7 +60,11 @@ def measure(cells: dict[str, Any]) -> dict[str, Any]:
     for key, cell in cells.items():
         arm, fold, seed = key.split("|")
         scored = [c for c in cell.get("candidates", []) if "figures" in c]
-        pools[f"{fold}|{seed}"] += [{**c, "arm": arm} for c in scored]
+        pool = pools[f"{fold}|{seed}"]
+        seen = {_fingerprint(c) for c in pool}
+        # the same model twice (the loop's pre-seeded baseline is Phase 1's winner; arms sharing a
+        # seeded Phase 1 train the same trials) counts once
+        pool += [{**c, "arm": arm} for c in scored if _fingerprint(c) not in seen]
         if len(scored) > 1:
             runs.append(scored)
     out: dict[str, Any] = {"n_candidates": {k: len(v) for k, v in pools.items()}, "n_runs": len(runs),

@@ -45,8 +45,12 @@ def test_val_loss_multiclass_task(tmp_path):
     assert ho["warm_start_iteration"] == loop_best
     assert state["iterations"]["final_automl"]["source"] == "automl_phase3"
     assert (run / "best_model.json").is_file()
-    assert [p["label"] for p in result["trajectory"]] == ["phase1", "baseline", "iter1", "final_automl"]
+    assert [p["label"] for p in result["trajectory"]] == ["phase1", "reference", "baseline", "iter1", "final_automl"]
     assert result["trajectory"][0]["metric"] == "val_loss"
+    # the headline: the deliverable against the user's spec trained once (Phase 1's first trial)
+    gain = result["improvement"]
+    assert gain["reference_step"] == "user spec (KPI)"
+    assert gain["deliverable"] == json.loads((run / "best_model.json").read_text())["far_pct"]
     summary = (run / "pipeline_summary.md").read_text()
     assert "| Phase 1 best (val) | validation | val_loss |" in summary
     html = (run / "report.html").read_text()
