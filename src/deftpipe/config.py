@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from deftpipe.errors import SpecError
+from deftpipe.model._tao_settings import AdapterChoice
 from deftpipe.spec import describe_validation_error
 
 CONFIG_NAME = "pipeline.yaml"
@@ -132,6 +133,7 @@ class PipelineConfig(_Strict):
     kpi: KpiConfig = Field(default_factory=KpiConfig)
     automl: AutomlConfig = Field(default_factory=AutomlConfig)
     deft: DeftConfig = Field(default_factory=DeftConfig)
+    adapter: AdapterChoice = Field(default_factory=AdapterChoice)  # backend (torch | command | tao; docs/tao.md)
 
     def path(self, workspace: str | Path, rel: str) -> Path:
         p = Path(rel)

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from deftpipe.errors import SpecError
+from deftpipe.model._tao_settings import TaoSection, TaoSettings
 
 SPEC_VERSION = 1
 
@@ -96,7 +97,7 @@ class TrainSection(_Strict):
 
 
 class AdapterSection(_Strict):
-    kind: Literal["torch", "command"] = "torch"
+    kind: Literal["torch", "command", "tao"] = "torch"
     # for kind=command: argv templates; placeholders {spec} {train_csv} {val_csv} {out_dir}
     # {pretrained} {checkpoint} {csv} {out_csv} {out_npy} {epochs}
     train: list[str] | None = None
@@ -104,6 +105,7 @@ class AdapterSection(_Strict):
     infer: list[str] | None = None
     embed: list[str] | None = None
     timeout_s: float | None = None
+    tao: TaoSettings | None = None  # for kind=tao: platform and job settings (docs/tao.md)
 
 
 class Spec(_Strict):
@@ -111,6 +113,7 @@ class Spec(_Strict):
     dataset: DatasetSection = Field(default_factory=DatasetSection)
     train: TrainSection = Field(default_factory=TrainSection)
     adapter: AdapterSection = Field(default_factory=AdapterSection)
+    tao: TaoSection | None = None  # the adopted TAO classify spec (adapter.kind: tao; docs/tao.md)
 
     @property
     def images_dir(self) -> Path:
@@ -175,6 +178,10 @@ def load_spec(path: str | Path) -> Spec:
         raise SpecError(f"spec file {path} is not valid YAML: {err}") from None
     if data is not None and not isinstance(data, dict):
         raise SpecError(f"spec file {path} must hold a mapping at top level, got {type(data).__name__}")
+    from deftpipe.model._tao_spec import is_tao_document, spec_from_tao
+
+    if is_tao_document(data):  # a TAO Visual ChangeNet classify spec: translated, runs on the TAO backend
+        return spec_from_tao(data, source=path)
     return spec_from_dict(data, base_dir=path.parent, where=str(path))
 
 

@@ -29,9 +29,11 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from deftpipe.errors import SpecError
+from deftpipe.model._tao_spec import search_key
 from deftpipe.spec import Spec, unflatten
 
 DEFAULT_SPACE_PATH = Path(__file__).with_name("default_space.yaml")
+TAO_SPACE_PATH = Path(__file__).with_name("tao_space.yaml")  # the TAO backend's (init --from-tao copies it)
 PARAM_TYPES = ("float", "int", "categorical")
 _PARAM_KEYS = {"type", "low", "high", "log", "step", "choices"}
 #: Budget keys: pinned per sweep, never tuned, and reported in best_rec.json's observed_budget.
@@ -145,6 +147,14 @@ class SearchSpace:
         return values, skipped
 
 
+def _section_of(ann: Any) -> Any:
+    """``X`` for an optional section ``X | None`` (the spec's ``tao`` section); else ``ann``."""
+    args = [a for a in typing.get_args(ann) if a is not type(None)]
+    if len(args) == 1 and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+        return args[0]
+    return ann
+
+
 def _field_info(dotted: str) -> tuple[Any, str | None]:
     """The Pydantic field of ``dotted`` inside Spec, or (None, reason) when the path is unknown."""
     model: type[BaseModel] = Spec
@@ -155,7 +165,7 @@ def _field_info(dotted: str) -> tuple[Any, str | None]:
             where = ".".join(parts[:i]) or "the spec"
             return None, f"'{part}' is not a key of {where} (known: {', '.join(sorted(fields))})"
         info = fields[part]
-        ann = info.annotation
+        ann = _section_of(info.annotation)
         is_section = isinstance(ann, type) and issubclass(ann, BaseModel)
         if i == len(parts) - 1:
             if is_section:
@@ -272,6 +282,9 @@ def parse_search_space(data: Any, *, where: str = "(mapping)") -> SearchSpace:
     pinned_raw = data.pop("pinned", None) or {}
     if not isinstance(pinned_raw, dict):
         raise SpecError(f"search space {where}: 'pinned' must map dotted keys to values, got {pinned_raw!r}")
+    # a TAO-named key (train.optim.optim, train.optim.policy, ...) tunes its deftpipe spec key
+    data = {search_key(str(k)): v for k, v in data.items()}
+    pinned_raw = {search_key(str(k)): v for k, v in pinned_raw.items()}
     params = tuple(_parse_param(str(k), v, where) for k, v in data.items())
     if not params:
         raise SpecError(f"search space {where}: no parameter to sweep (only 'pinned'); add at least one key")
@@ -306,4 +319,4 @@ def load_search_space(source: str | Path | dict[str, Any] | SearchSpace | None =
     return space if source is not None else SearchSpace(space.params, space.pinned, "built-in default")
 
 
-__all__ = ["BUDGET_KEYS", "Param", "SearchSpace", "load_search_space", "parse_search_space"]
+__all__ = ["BUDGET_KEYS", "TAO_SPACE_PATH", "Param", "SearchSpace", "load_search_space", "parse_search_space"]

@@ -29,6 +29,12 @@ def init(
         "`deftpipe audit`). Default: no holdout."),
     crop_size: int = typer.Option(64, "--crop-size", min=16, max=640, help="DeepPCB crop side in pixels."),
     pass_ratio: float = typer.Option(4.0, "--pass-ratio", help="DeepPCB PASS crops per FAIL crop."),
+    from_tao: Path | None = typer.Option(None, "--from-tao", metavar="SPEC",
+                                         help="Adopt a TAO Visual ChangeNet classify spec's workspace in place."),
+    kpi_csv: Path | None = typer.Option(None, "--kpi-csv", help="--from-tao: the KPI test set CSV."),
+    pool_csv: Path | None = typer.Option(None, "--pool-csv", help="--from-tao: the labelled mining pool CSV."),
+    platform: str = typer.Option("virtualenv", "--platform", metavar="virtualenv|docker|slurm|kubernetes",
+                                 help="--from-tao: where TAO jobs run."),
 ) -> None:
     """Create a workspace (DESIGN §2) from the synthetic generator or a DeepPCB checkout.
 
@@ -36,11 +42,15 @@ def init(
       deftpipe init --synthetic demo_ws --seed 0 --size small
       deftpipe init --from-deeppcb ../shared/deeppcb dp_ws --kpi-groups 20085
       deftpipe init --from-deeppcb ../shared/deeppcb dp_ws --kpi-groups 44000 --holdout-groups 12000,12100
+      deftpipe init --from-tao experiment.yaml tao_ws --kpi-csv kpi.csv --pool-csv pool.csv
     """
     from deftpipe import data
 
-    if synthetic == (from_deeppcb is not None):
-        raise typer.BadParameter("give exactly one of --synthetic or --from-deeppcb PATH")
+    if synthetic + (from_deeppcb is not None) + (from_tao is not None) != 1:
+        raise typer.BadParameter("give exactly one of --synthetic, --from-deeppcb PATH or --from-tao SPEC")
+    if from_tao is not None:
+        _init_from_tao(from_tao, dest, kpi_csv, pool_csv, platform)
+        return
     from deftpipe._bars import counting_bar
 
     if synthetic:
@@ -60,6 +70,15 @@ def init(
             )
     out.print(data.workspace_table(ws))
     out.print(f"workspace ready: {ws}")
+
+
+def _init_from_tao(spec: Path, dest: Path, kpi_csv: Path | None, pool_csv: Path | None, platform: str) -> None:
+    from deftpipe.data._tao_workspace import adopt_tao_workspace
+
+    if kpi_csv is None or pool_csv is None:
+        raise typer.BadParameter("--from-tao needs --kpi-csv CSV and --pool-csv CSV")
+    ws = adopt_tao_workspace(spec, dest, kpi_csv=kpi_csv, pool_csv=pool_csv, platform=platform, log=err.print)
+    out.print(f"TAO workspace adopted in place (nothing copied or changed); deftpipe workspace ready: {ws}")
 
 
 def _groups(value: str | None) -> list[str] | None:

@@ -1,7 +1,8 @@
 """The model adapter interface: the only way automl/, deft/ and pipeline/ reach a model.
 
-Two implementations: the built-in PyTorch siamese classifier (``TorchAdapter``) and an external
-trainer driven by argv templates (``CommandAdapter``). Neither touches disk or GPU in
+Three implementations: the built-in PyTorch siamese classifier (``TorchAdapter``), an external
+trainer driven by argv templates (``CommandAdapter``) and NVIDIA TAO Visual ChangeNet jobs through
+nvidia-tao-sdk (``TaoAdapter``, docs/tao.md). None touches disk or GPU in
 ``__init__``. Nothing outside ``deftpipe.model`` imports torch.
 """
 
@@ -101,7 +102,7 @@ class ModelAdapter(ABC):
 
 
 def get_adapter(spec: Any = None, *, progress: Any = None) -> ModelAdapter:
-    """The adapter a spec asks for (``adapter.kind``: ``torch`` (default) or ``command``).
+    """The adapter a spec asks for (``adapter.kind``: ``torch`` (default), ``command`` or ``tao``).
 
     ``progress`` (optional) receives training progress: ``start(epochs, steps_per_epoch)``,
     ``batch(epoch, step_in_epoch, loss)``, ``epoch_end(epoch, metrics)``, ``close()``.
@@ -118,6 +119,10 @@ def get_adapter(spec: Any = None, *, progress: Any = None) -> ModelAdapter:
         from deftpipe.model._command import CommandAdapter
 
         return CommandAdapter(spec, progress=progress)
+    if kind == "tao":
+        from deftpipe.model._tao_adapter import TaoAdapter
+
+        return TaoAdapter(spec, progress=progress)
     from deftpipe.model._torch_adapter import TorchAdapter
 
     return TorchAdapter(progress=progress)

@@ -194,7 +194,7 @@ def artefacts_section(ws: Path, cfg: PipelineConfig, spec: Spec | None, blockers
                 items.append(item(f"external trainer: {op}", found or exe or "not configured",
                                   "PRESENT" if found else "MISSING"))
         else:
-            items.append(item("external trainer command", "not used (built-in torch adapter)", "ok"))
+            items.append(item("external trainer command", f"not used ({spec.adapter.kind} adapter)", "ok"))
     if cfg.kpi.evaluator_command:
         exe = cfg.kpi.evaluator_command[0]
         found = shutil.which(exe)

@@ -135,6 +135,10 @@ def preflight(ws: str | Path, *, new: bool = False, measure: bool = True) -> dic
         blockers.append(str(e))
     sections = [host_section(ws, spec), credentials_section(cfg, spec, blockers),
                 artefacts_section(ws, cfg, spec, blockers)]
+    if spec is not None and "tao" in (spec.adapter.kind, cfg.adapter.kind):
+        from deftpipe.pipeline._tao_checks import add_tao_checks
+
+        add_tao_checks(sections, cfg, spec, blockers, warnings)
     datasets = dataset_section(ws, cfg, spec, blockers, warnings)
     sections.append(datasets)
     sections += phase_sections(ws, cfg, warnings)

@@ -1,0 +1,190 @@
+"""Run one TAO action (train / inference) as a job through nvidia-tao-sdk, and re-attach to it.
+
+A job is identified by its results folder: deftpipe gives every job a folder of its own
+(``<out_dir>/tao`` for a train, ``<state_dir>/deftpipe_inference/<key>`` for an inference), writes the
+SDK's job id into ``<folder>/tao_job.json`` as soon as the SDK returns it, and before launching asks
+the SDK's durable job store whether a job for that folder already exists (the ledger first, then the
+store's own records, which hold the spec and so the folder). A deftpipe process killed while a job
+runs therefore finds the job on resume and waits for it — a running or finished job is never launched
+a second time; only a job that ended in ``Error`` or ``Canceled`` is launched again.
+
+Platforms: ``virtualenv`` runs ``settings.script`` with ``VirtualEnvSDK.create_python_job`` (no docker,
+no GPU; the spec path is substituted); ``docker``/``slurm``/``kubernetes`` run
+``visual_changenet <action> -e <spec>`` in ``settings.image`` through ``DockerSDK``/``SlurmSDK``/
+``KubernetesSDK.create_job`` (the nvidia-tao-sdk extras of the same names).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from deftpipe._fs import atomic_write_json, atomic_write_text
+from deftpipe.errors import SpecError, TrainingError
+from deftpipe.model._tao_settings import TaoSettings
+
+LEDGER = "tao_job.json"
+SPEC_NAME = "experiment.yaml"
+TERMINAL = ("Complete", "Error", "Canceled")
+STANDIN = Path(__file__).with_name("tao_standin.py")
+_SDK_EXTRA = {"docker": "docker", "slurm": "slurm", "kubernetes": "kubernetes"}
+
+
+def sdk_missing_message(platform: str) -> str:
+    extra = _SDK_EXTRA.get(platform)
+    pkg = f"nvidia-tao-sdk[{extra}]" if extra else "nvidia-tao-sdk"
+    return f"the TAO backend needs {pkg} for platform '{platform}'; pip install 'deftpipe[tao]' '{pkg}'"
+
+
+def state_root(settings: TaoSettings) -> Path:
+    """The SDK's state folder: ``settings.state_dir``, else ``$TAO_SDK_STATE_DIR``, else ``~/.tao_sdk``."""
+    import os
+
+    if settings.state_dir:
+        return Path(settings.state_dir).expanduser().resolve()
+    env = os.environ.get("TAO_SDK_STATE_DIR", "").strip()
+    return Path(env).expanduser() if env else Path.home() / ".tao_sdk"
+
+
+def venv_path(settings: TaoSettings) -> Path:
+    return Path(settings.venv).expanduser().resolve() if settings.venv else Path(sys.prefix)
+
+
+def script_path(settings: TaoSettings) -> Path:
+    return Path(settings.script).expanduser().resolve() if settings.script else STANDIN
+
+
+def make_sdk(settings: TaoSettings) -> Any:
+    """The platform's SDK object, with its job store under :func:`state_root`."""
+    root = state_root(settings)
+    try:
+        if settings.platform == "virtualenv":
+            from tao_sdk import VirtualEnvSDK
+
+            venv = venv_path(settings)
+            if not (venv / "pyvenv.cfg").is_file():
+                raise SpecError(f"adapter.tao.venv {venv} is not a virtual environment (no pyvenv.cfg); "
+                                "point it at the venv that runs the TAO trainer script")
+            return VirtualEnvSDK(venv, work_dir=root / "virtualenv", state_file=root / "virtualenv" / "tao_session.db")
+        state_file = root / f"{settings.platform}_state.json"
+        root.mkdir(parents=True, exist_ok=True)
+        if settings.platform == "docker":
+            from tao_sdk.platforms.docker import DockerSDK
+
+            return DockerSDK(poll_interval=max(1, int(settings.poll_s)), state_file=state_file)
+        if settings.platform == "slurm":
+            from tao_sdk.platforms.slurm import SlurmSDK
+
+            return SlurmSDK(poll_interval=max(1, int(settings.poll_s)), state_file=state_file)
+        from tao_sdk.platforms.kubernetes import KubernetesSDK
+
+        return KubernetesSDK(poll_interval=max(1, int(settings.poll_s)), state_file=state_file)
+    except ImportError:
+        raise SpecError(sdk_missing_message(settings.platform)) from None
+
+
+def _container_command(action: str, spec_file: Path) -> str:
+    return f"visual_changenet {action} -e {shlex.quote(str(spec_file))}"
+
+
+class TaoJobs:
+    """Launch-or-re-attach for TAO actions. Builds nothing in ``__init__`` (the SDK is made on first use)."""
+
+    def __init__(self, settings: TaoSettings | None = None):
+        self.settings = settings or TaoSettings()
+        self._sdk_obj: Any = None
+
+    @property
+    def sdk(self) -> Any:
+        if self._sdk_obj is None:
+            self._sdk_obj = make_sdk(self.settings)
+        return self._sdk_obj
+
+    # -- finding a job that already exists ---------------------------------------------------
+    def find(self, action: str, results_dir: Path) -> str | None:
+        """The SDK job id of ``action`` for ``results_dir`` (ledger, then the SDK's job store)."""
+        ledger = results_dir / LEDGER
+        if ledger.is_file():
+            try:
+                rec = json.loads(ledger.read_text(encoding="utf-8"))
+                if rec.get("action") == action and self.sdk.get_job(rec["job_id"]):
+                    return str(rec["job_id"])
+            except (OSError, ValueError, KeyError):
+                pass
+        for row in self.sdk.list_jobs():  # newest first: a job launched just before a crash, no ledger yet
+            try:
+                specs = json.loads(row.get("specs") or "{}")
+            except ValueError:
+                continue
+            if row.get("action") == action and specs.get("results_dir") == str(results_dir):
+                return str(row["job_id"])
+        return None
+
+    def status(self, job_id: str) -> str:
+        return self.sdk.get_job_status(job_id).status
+
+    # -- launching ---------------------------------------------------------------------------
+    def launch(self, action: str, doc: dict[str, Any], results_dir: Path) -> str:
+        s = self.settings
+        shutil.rmtree(results_dir / action, ignore_errors=True)  # leftovers of a failed attempt
+        results_dir.mkdir(parents=True, exist_ok=True)
+        if s.platform == "virtualenv":
+            job = self.sdk.create_python_job(
+                script_path(s), specs=doc, config_format="yaml", script_args=[action, "-e", "{config_path}"],
+                network_arch="visual_changenet", action=action, gpu_count=s.gpu_count, cwd=results_dir)
+        else:
+            spec_file = atomic_write_text(results_dir / f"{action}_{SPEC_NAME}", yaml.safe_dump(doc, sort_keys=False))
+            cmd = _container_command(action, spec_file)
+            extra: dict[str, Any] = {}
+            if s.platform == "docker":
+                extra = {"mounts": s.mounts or None, "shm_size": s.shm_size}
+            elif s.platform == "slurm":
+                extra = {"partition": s.partition, "account": s.account, "mounts": s.mounts or None}
+            elif s.namespace:
+                extra = {"namespace": s.namespace}
+            job = self.sdk.create_job(image=s.image, command=cmd, gpu_count=s.gpu_count, **extra)
+        atomic_write_json(results_dir / LEDGER, {"job_id": job.id, "action": action, "platform": s.platform})
+        return str(job.id)
+
+    def wait(self, job_id: str) -> str:
+        t0 = time.monotonic()
+        poll = min(self.settings.poll_s, 0.2) if self.settings.platform == "virtualenv" else self.settings.poll_s
+        while True:
+            status = self.status(job_id)
+            if status in TERMINAL:
+                return status
+            if self.settings.timeout_s and time.monotonic() - t0 > self.settings.timeout_s:
+                self.sdk.cancel_job(job_id)
+                raise TrainingError(f"TAO job {job_id} ran longer than adapter.tao.timeout_s "
+                                    f"({self.settings.timeout_s:g} s) and was canceled")
+            time.sleep(poll)
+
+    def run(self, action: str, doc: dict[str, Any], results_dir: str | Path) -> Path:
+        """Run ``action`` on ``doc`` (re-attaching to an existing job for the same folder) and return
+        the action's output folder ``<results_dir>/<action>``.
+
+        Raises:
+            TrainingError: the job ended in Error/Canceled (with the log's last lines).
+        """
+        results_dir = Path(results_dir).resolve()
+        doc = {**doc, "results_dir": str(results_dir)}
+        job_id = self.find(action, results_dir)
+        if job_id is None or self.status(job_id) in ("Error", "Canceled"):
+            job_id = self.launch(action, doc, results_dir)
+        status = self.wait(job_id)
+        if status != "Complete":
+            tail = (self.sdk.get_job_logs(job_id, tail=15) or "").strip()
+            raise TrainingError(f"TAO {action} job {job_id} ended {status} ({self.settings.platform}); "
+                                f"last log lines:\n{tail}")
+        return results_dir / action
+
+
+__all__ = ["LEDGER", "STANDIN", "TaoJobs", "make_sdk", "script_path", "sdk_missing_message", "state_root",
+           "venv_path"]

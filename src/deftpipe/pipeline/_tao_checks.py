@@ -1,0 +1,194 @@
+"""Pre-flight sections 1–3 for a TAO run (``adapter.kind: tao``): platform, credentials, artefacts.
+
+Added to the consolidated pre-flight's first three sections by :func:`add_tao_checks`. Read-only: the
+binaries and daemon of the platform (docker + the NVIDIA container runtime via nvidia-tao-sdk's own
+``check_nvidia_container_runtime``; ssh to the Slurm host; the kube context), the container image
+PRESENT/MISSING, the credentials the SDK reads (SET/UNSET, never their values), the GPU and a batch-size
+rule of thumb, and the mining-embedding choice.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from deftpipe.pipeline._checks import item
+
+#: Environment variables the SDK reads per platform (names from tao_sdk.platforms.*.sdk); * = required.
+CREDENTIALS = {
+    "virtualenv": (),
+    "docker": ("NGC_KEY*", "DOCKER_HOST", "HF_TOKEN", "S3_BUCKET_NAME", "ACCESS_KEY", "SECRET_KEY"),
+    "slurm": ("SLURM_USER*", "SLURM_HOSTNAME*", "SSH_KEY_PATH", "SLURM_BASE_RESULTS_DIR", "NGC_KEY*", "HF_TOKEN"),
+    "kubernetes": ("NGC_KEY*", "KUBECONFIG", "TAO_K8S_CONTEXT", "TAO_K8S_NAMESPACE", "HF_TOKEN"),
+}
+_ALIASES = {"SLURM_USER": "SSH_USER", "SLURM_HOSTNAME": "SSH_HOST"}  # the SDK accepts either
+#: Rule of thumb: pairs per batch ~ GPU GiB x (256x256) / (pixels x lights) for a FAN-small backbone.
+_PIXELS_PER_GIB = 256 * 256
+MINING_NOTE = ("pair_difference: TAO exports no classify embedding, so mining embeds each pair by its "
+               "|test - golden| image (8x8 pooled, L2-normalised; model-free) and ranks by TAO's siamese_score")
+
+
+def _run(argv: list[str], timeout: float = 10) -> tuple[bool, str]:
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.SubprocessError) as e:
+        return False, str(e)
+    text = (p.stdout or p.stderr).strip()
+    return p.returncode == 0, text.splitlines()[0] if text else ""
+
+
+def _is_set(var: str) -> bool:
+    return bool(os.environ.get(var) or (var in _ALIASES and os.environ.get(_ALIASES[var])))
+
+
+def gpu_memory_gib() -> list[tuple[str, float]]:
+    """(name, GiB) per GPU from nvidia-smi; [] without one."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return []
+    ok, _ = _run([smi, "-L"])
+    if not ok:
+        return []
+    p = subprocess.run([smi, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+                       capture_output=True, text=True, timeout=10, check=False)
+    gpus = []
+    for line in p.stdout.strip().splitlines():
+        name, _, mib = line.rpartition(",")
+        try:
+            gpus.append((name.strip(), float(mib) / 1024))
+        except ValueError:
+            continue
+    return gpus
+
+
+def batch_rule_of_thumb(gib: float, size: int, lights: int) -> int:
+    return max(1, int(gib * _PIXELS_PER_GIB / (size * size * max(1, lights))))
+
+
+def _platform_items(s: Any, blockers: list[str], warnings: list[str]) -> list[dict[str, Any]]:
+    items = []
+    if s.platform == "virtualenv":
+        from deftpipe.model._tao_jobs import STANDIN, script_path, venv_path
+
+        venv = venv_path(s)
+        ok = (venv / "pyvenv.cfg").is_file()
+        if not ok:
+            blockers.append(f"TAO virtualenv {venv} is not a virtual environment; set adapter.tao.venv")
+        items.append(item("TAO platform", f"virtualenv {venv} (local jobs: no docker, no GPU needed)",
+                          "ok" if ok else "MISSING"))
+        note = " (deftpipe's stand-in: the built-in CNN keeping TAO's file contract, not TAO's model)" \
+            if script_path(s) == STANDIN else ""
+        found = script_path(s).is_file()
+        if not found:
+            blockers.append(f"TAO trainer script {script_path(s)} is missing; fix adapter.tao.script")
+        items.append(item("TAO trainer script", f"{script_path(s)}{note}", "PRESENT" if found else "MISSING"))
+    elif s.platform == "docker":
+        found = shutil.which("docker")
+        ok, msg = _run(["docker", "info", "--format", "{{.ServerVersion}}"]) if found else (False, "docker not on PATH")
+        if not ok:
+            blockers.append(f"docker daemon not reachable ({msg}); start docker or choose another platform")
+        items.append(item("TAO platform", f"docker {'daemon ' + msg if ok else '(' + msg + ')'}",
+                          "ok" if ok else "MISSING"))
+        if ok:
+            from tao_sdk.preflight import check_nvidia_container_runtime
+
+            r = check_nvidia_container_runtime()
+            if not r.ok:
+                blockers.append(f"{r.message}; install nvidia-container-toolkit")
+            items.append(item("NVIDIA container runtime", r.message, "ok" if r.ok else "MISSING"))
+    elif s.platform == "slurm":
+        host = os.environ.get("SLURM_HOSTNAME") or os.environ.get("SSH_HOST")
+        user = os.environ.get("SLURM_USER") or os.environ.get("SSH_USER")
+        found = shutil.which("ssh")
+        if found and host and user:
+            ok, msg = _run(["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", f"{user}@{host.split(',')[0]}",
+                            "sinfo", "--version"], timeout=15)
+        else:
+            ok, msg = False, "ssh not on PATH" if not found else "SLURM_HOSTNAME/SLURM_USER unset"
+        if not ok:
+            blockers.append(f"Slurm login host not reachable over ssh ({msg}); set SLURM_HOSTNAME/SLURM_USER "
+                            "and an ssh key (SSH_KEY_PATH or ssh-agent)")
+        items.append(item("TAO platform", f"slurm via ssh to the login host ({msg or 'ok'})", "ok" if ok else "MISSING"))
+    else:
+        found = shutil.which("kubectl")
+        ok, msg = _run(["kubectl", "config", "current-context"]) if found else (False, "kubectl not on PATH")
+        if not ok:
+            blockers.append(f"no kube context ({msg}); set KUBECONFIG / TAO_K8S_CONTEXT")
+        items.append(item("TAO platform", f"kubernetes context {msg}", "ok" if ok else "MISSING"))
+    return items
+
+
+def _image_item(s: Any, blockers: list[str]) -> dict[str, Any]:
+    if s.platform == "virtualenv":
+        return item("TAO container image", "not used (virtualenv platform)", "ok")
+    if s.platform == "docker" and shutil.which("docker"):
+        ok, _ = _run(["docker", "image", "inspect", "--format", "{{.Id}}", s.image])
+        if not ok and not _is_set("NGC_KEY"):
+            blockers.append(f"TAO image {s.image} is not pulled and NGC_KEY is unset; `docker pull {s.image}` "
+                            "or export NGC_KEY")
+        return item("TAO container image", s.image, "PRESENT" if ok else "MISSING")
+    return item("TAO container image", f"{s.image} (pulled by the cluster at launch)", None)
+
+
+def add_tao_checks(sections: list[dict[str, Any]], cfg: Any, spec: Any, blockers: list[str],
+                   warnings: list[str]) -> None:
+    """Add the TAO items to sections 1 (host), 2 (credentials) and 3 (artefacts), in place."""
+    from deftpipe.model._tao_settings import TaoSettings
+
+    host, creds, arts = sections[0]["items"], sections[1]["items"], sections[2]["items"]
+    s = spec.adapter.tao or TaoSettings()
+    if cfg.adapter.kind != spec.adapter.kind or (cfg.adapter.tao is not None and cfg.adapter.tao != spec.adapter.tao):
+        blockers.append("pipeline.yaml's adapter section and the spec's adapter section differ; make them the "
+                        "same (init --from-tao writes both) so every phase runs on the backend the pre-flight shows")
+    try:
+        sdk = f"nvidia-tao-sdk {metadata.version('nvidia-tao-sdk')}"
+    except metadata.PackageNotFoundError:
+        sdk = None
+        blockers.append("nvidia-tao-sdk is not installed; pip install 'deftpipe[tao]'")
+    host.append(item("model backend", f"TAO Visual ChangeNet ({spec.tao.model.backbone.type if spec.tao else '?'}) "
+                     f"through {sdk or 'nvidia-tao-sdk (missing)'}", "ok" if sdk else "MISSING"))
+    host.extend(_platform_items(s, blockers, warnings))
+    gpus = gpu_memory_gib()
+    lights = spec.model.num_input
+    size = spec.model.input_size
+    if gpus:
+        name, gib = gpus[0]
+        fit = batch_rule_of_thumb(gib, size, lights)
+        host.append(item("TAO GPU", f"{len(gpus)} x {name}, {gib:.0f} GiB"))
+        host.append(item("batch size (rule of thumb)", f"~{fit} pairs of {size}x{size}x{lights} per {gib:.0f} GiB "
+                         f"(spec: {spec.train.batch_size}); lower dataset.classify.batch_size on CUDA OOM"))
+        if spec.train.batch_size > fit:
+            warnings.append(f"batch size {spec.train.batch_size} is above the rule of thumb ({fit}) for "
+                            f"{gib:.0f} GiB; TAO may run out of GPU memory")
+    else:
+        host.append(item("TAO GPU", "none visible here" + (" (the cluster's GPUs are used)" if s.platform in
+                                                          ("slurm", "kubernetes") else ""), None))
+        host.append(item("batch size (rule of thumb)", f"~{batch_rule_of_thumb(16, size, lights)} pairs of "
+                         f"{size}x{size}x{lights} per 16 GiB GPU (spec: {spec.train.batch_size})"))
+    needed = CREDENTIALS[s.platform]
+    creds[:] = [i for i in creds if i["name"] != "none required"]
+    for var in needed:
+        required = var.endswith("*")
+        name = var.rstrip("*")
+        is_set = _is_set(name)
+        creds.append(item(f"${name} (TAO {s.platform}{', required' if required else ''})", None,
+                          "SET" if is_set else "UNSET"))
+        if required and not is_set and name != "NGC_KEY":
+            blockers.append(f"${name} is unset; the TAO {s.platform} platform needs it — export it before `deftpipe run`")
+    if not needed:
+        creds.append(item("TAO credentials", "none required (virtualenv platform: no registry, no cluster)", "ok"))
+    source = spec.tao.source if spec.tao else None
+    if source:
+        arts.append(item("TAO spec (adopted, unchanged)", source, "PRESENT" if Path(source).is_file() else "MISSING"))
+    arts.append(_image_item(s, blockers))
+    from deftpipe.model._tao_jobs import state_root
+
+    arts.append(item("TAO job store", f"{state_root(s)} (a resumed run re-attaches to its jobs here)"))
+    arts.append(item("mining embedding", MINING_NOTE))
+
+
+__all__ = ["add_tao_checks", "batch_rule_of_thumb"]
