@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import yaml
-
 from pipeline_tests._workspaces import make_easy_ws
 
 SPLIT_CSVS = {"train": "train/base/training_set.csv", "val": "train/base/validation_set.csv",

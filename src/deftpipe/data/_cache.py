@@ -10,7 +10,9 @@ combined CSV that shares rows with an earlier one decodes only its new images.
 Training, inference and embedding all go through :func:`load_pairs`.
 
 Cache folder: ``$DEFTPIPE_CACHE_DIR`` if set, else ``<dataset root>/.deftpipe_cache/`` (the
-workspace, so the cache goes away with it), else ``~/.cache/deftpipe/`` when that is not writable.
+workspace, so the cache goes away with it), else ``~/.cache/deftpipe/`` when that is not writable
+or when the images are outside any deftpipe workspace (deftpipe never writes into a folder it does
+not own, e.g. a TAO workspace adopted by ``init --from-tao``).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ def cache_dir_for(layout: ImageLayout) -> Path:
         return Path(env)
     root = Path(layout.root or layout.images_dir)
     d = root / ".deftpipe_cache"
+    if not (root / "pipeline.yaml").is_file():  # images deftpipe does not own (an adopted TAO workspace)
+        d = Path.home() / ".cache" / "deftpipe" / hashlib.sha1(str(root).encode()).hexdigest()[:16]
     try:
         d.mkdir(parents=True, exist_ok=True)
         return d

@@ -9,6 +9,8 @@ absolute path. The new workspace holds only deftpipe's own files:
     <ws>/specs/tao_search_space.yaml   the TAO backend's search space (TAO key names), both sweeps
     <ws>/.tao_sdk/                     the SDK's job store (created on the first job)
 
+SDG is off in the written ``pipeline.yaml`` (its images would have to go into the TAO images folder).
+
 The checks read files and stat images only (no image is decoded, so no cache is written next to them).
 """
 
@@ -113,6 +115,9 @@ def adopt_tao_workspace(tao_spec: str | Path, dest: str | Path, *, kpi_csv: str 
     cfg.automl.phase1 = space.model_copy(update={"max_recommendations": 4})
     cfg.automl.phase3 = space.model_copy(update={"max_recommendations": 3})
     cfg.adapter = AdapterChoice(kind="tao", tao=settings)
+    # SDG would have to put its synthetic images inside the TAO images folder (every CSV path is
+    # relative to it), and deftpipe never writes there: the loop mines real pool rows only.
+    cfg.deft.sdg = cfg.deft.sdg.model_copy(update={"count_per_target": 0, "hard_pass_per_target": 0})
     with build_workspace(dest) as tmp:
         dump_spec(spec, tmp / cfg.data.spec)
         (tmp / SPACE_NAME).parent.mkdir(parents=True, exist_ok=True)

@@ -12,8 +12,8 @@
   pair's absolute golden/test difference image, average-pooled to 8x8 per light and L2-normalised —
   and TAO's ``siamese_score`` for the scores (``adapter.tao.mining_embedding``; shown in the pre-flight).
 
-Inference results are kept under ``<state_dir>/deftpipe_inference/<key>`` (key = checkpoint + CSV
-content), so a repeated or resumed scoring re-attaches to its finished job instead of launching again.
+Inference results are kept under ``<state_dir>/deftpipe_inference/<key>`` (key = checkpoint and CSV
+contents), so a repeated or resumed scoring re-attaches to its finished job instead of launching again.
 """
 
 from __future__ import annotations
@@ -78,10 +78,10 @@ def read_status(folder: Path) -> list[dict[str, Any]]:
 
 
 def csv_key(checkpoint: Path, csv: Path) -> str:
-    """Identity of one scoring: the checkpoint file and the CSV's content."""
+    """Identity of one scoring: the checkpoint's and the CSV's content (a copied checkpoint, as the
+    Phase 1 -> 2 hand-off makes, re-uses the scores of the original)."""
     h = hashlib.sha1()
-    st = checkpoint.stat()
-    h.update(f"{checkpoint.resolve()}|{st.st_size}|{st.st_mtime_ns}|".encode())
+    h.update(checkpoint.read_bytes())
     h.update(csv.read_bytes())
     h.update(str(csv.resolve()).encode())
     return h.hexdigest()[:16]

@@ -1,6 +1,6 @@
 """Run one TAO action (train / inference) as a job through nvidia-tao-sdk, and re-attach to it.
 
-A job is identified by its results folder: deftpipe gives every job a folder of its own
+A job is identified by its results folder and its spec: deftpipe gives every job a folder of its own
 (``<out_dir>/tao`` for a train, ``<state_dir>/deftpipe_inference/<key>`` for an inference), writes the
 SDK's job id into ``<folder>/tao_job.json`` as soon as the SDK returns it, and before launching asks
 the SDK's durable job store whether a job for that folder already exists (the ledger first, then the
@@ -16,6 +16,7 @@ no GPU; the spec path is substituted); ``docker``/``slurm``/``kubernetes`` run
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 import shutil
@@ -90,6 +91,11 @@ def make_sdk(settings: TaoSettings) -> Any:
         raise SpecError(sdk_missing_message(settings.platform)) from None
 
 
+def spec_digest(doc: dict[str, Any]) -> str:
+    """Identity of a job's spec (JSON-normalised, as the SDK's job store keeps it)."""
+    return hashlib.sha1(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def _container_command(action: str, spec_file: Path) -> str:
     return f"visual_changenet {action} -e {shlex.quote(str(spec_file))}"
 
@@ -108,13 +114,15 @@ class TaoJobs:
         return self._sdk_obj
 
     # -- finding a job that already exists ---------------------------------------------------
-    def find(self, action: str, results_dir: Path) -> str | None:
-        """The SDK job id of ``action`` for ``results_dir`` (ledger, then the SDK's job store)."""
+    def find(self, action: str, doc: dict[str, Any], results_dir: Path) -> str | None:
+        """The SDK job id of ``action`` on this very ``doc`` for ``results_dir`` (the ledger, then the
+        SDK's job store); a job for the same folder but another spec is not this job."""
+        digest = spec_digest(doc)
         ledger = results_dir / LEDGER
         if ledger.is_file():
             try:
                 rec = json.loads(ledger.read_text(encoding="utf-8"))
-                if rec.get("action") == action and self.sdk.get_job(rec["job_id"]):
+                if rec.get("action") == action and rec.get("spec_sha1") == digest and self.sdk.get_job(rec["job_id"]):
                     return str(rec["job_id"])
             except (OSError, ValueError, KeyError):
                 pass
@@ -123,7 +131,8 @@ class TaoJobs:
                 specs = json.loads(row.get("specs") or "{}")
             except ValueError:
                 continue
-            if row.get("action") == action and specs.get("results_dir") == str(results_dir):
+            if row.get("action") == action and specs.get("results_dir") == str(results_dir) \
+                    and spec_digest(specs) == digest:
                 return str(row["job_id"])
         return None
 
@@ -150,7 +159,8 @@ class TaoJobs:
             elif s.namespace:
                 extra = {"namespace": s.namespace}
             job = self.sdk.create_job(image=s.image, command=cmd, gpu_count=s.gpu_count, **extra)
-        atomic_write_json(results_dir / LEDGER, {"job_id": job.id, "action": action, "platform": s.platform})
+        atomic_write_json(results_dir / LEDGER, {"job_id": job.id, "action": action, "platform": s.platform,
+                                                 "spec_sha1": spec_digest(doc)})
         return str(job.id)
 
     def wait(self, job_id: str) -> str:
@@ -175,8 +185,12 @@ class TaoJobs:
         """
         results_dir = Path(results_dir).resolve()
         doc = {**doc, "results_dir": str(results_dir)}
-        job_id = self.find(action, results_dir)
-        if job_id is None or self.status(job_id) in ("Error", "Canceled"):
+        job_id = self.find(action, doc, results_dir)
+        if job_id is not None:
+            status = self.status(job_id)
+            if status in ("Error", "Canceled") or (status == "Complete" and not (results_dir / action).is_dir()):
+                job_id = None  # failed, or its results were removed since: run it again
+        if job_id is None:
             job_id = self.launch(action, doc, results_dir)
         status = self.wait(job_id)
         if status != "Complete":
