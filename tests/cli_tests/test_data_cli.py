@@ -53,7 +53,7 @@ def test_init_refuses_a_non_empty_folder(ws):
 
 
 @pytest.mark.parametrize("args,match", [
-    (["init", "DIR"], "give exactly one of --synthetic or --from-deeppcb PATH"),
+    (["init", "DIR"], "give exactly one of --synthetic, --from-deeppcb PATH or --from-tao SPEC"),
     (["init", "--synthetic", "DIR", "--size", "huge"], "--size must be small or medium"),
     (["init", "--synthetic", "DIR", "--kpi-groups", "1"], "apply to --from-deeppcb only"),
     (["data", "leakage", "a.csv"], "give at least two CSVs"),
