@@ -13,7 +13,7 @@
   and TAO's ``siamese_score`` for the scores (``adapter.tao.mining_embedding``; shown in the pre-flight).
 
 Inference results are kept under ``<state_dir>/deftpipe_inference/<key>`` (key = checkpoint and CSV
-contents), so a repeated or resumed scoring re-attaches to its finished job instead of launching again.
+contents and the TAO spec), so a repeated or resumed scoring re-attaches to its finished job instead of launching again.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from deftpipe._fs import atomic_path, atomic_write_json
 from deftpipe.errors import CheckpointError, DataError, SpecError, TrainingError
 from deftpipe.metrics import FAIL, PASS, compute_metrics
 from deftpipe.model._adapter import EpochCallback, ModelAdapter, TrainResult
-from deftpipe.model._tao_jobs import TaoJobs, state_root
+from deftpipe.model._tao_jobs import TaoJobs, spec_digest, state_root
 from deftpipe.model._tao_settings import TaoSettings
 from deftpipe.model._tao_spec import tao_experiment
 from deftpipe.spec import Spec, load_spec, spec_from_dict
@@ -77,10 +77,9 @@ def read_status(folder: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def csv_key(checkpoint: Path, csv: Path) -> str:
-    """Identity of one scoring: the checkpoint's and the CSV's content (a copied checkpoint, as the
-    Phase 1 -> 2 hand-off makes, re-uses the scores of the original)."""
-    h = hashlib.sha1()
+def csv_key(checkpoint: Path, csv: Path, spec_sha1: str = "") -> str:
+    """Identity of one scoring: the checkpoint's and the CSV's content and the TAO spec's digest."""
+    h = hashlib.sha1(spec_sha1.encode())
     h.update(checkpoint.read_bytes())
     h.update(csv.read_bytes())
     h.update(str(csv.resolve()).encode())
@@ -166,7 +165,9 @@ class TaoAdapter(ModelAdapter):
         if not checkpoint.is_file():
             raise CheckpointError(f"checkpoint {checkpoint} does not exist")
         settings = self.settings(s)
-        results = state_root(settings) / "deftpipe_inference" / csv_key(checkpoint, csv)
+        # one folder per (checkpoint content, CSV content, TAO spec): a repeat re-attaches to it
+        probe = tao_experiment(s, results_dir="RESULTS", infer_csv=csv, checkpoint=checkpoint)
+        results = state_root(settings) / "deftpipe_inference" / csv_key(checkpoint, csv, spec_digest(probe))
         doc = tao_experiment(s, results_dir=results, infer_csv=csv, checkpoint=checkpoint)
         out = TaoJobs(settings).run("inference", doc, results) / "inference.csv"
         rows = len(pd.read_csv(csv, dtype=str))

@@ -133,8 +133,13 @@ class TaoJobs:
                 continue
             if row.get("action") == action and specs.get("results_dir") == str(results_dir) \
                     and spec_digest(specs) == digest:
+                self._write_ledger(results_dir, str(row["job_id"]), action, doc)
                 return str(row["job_id"])
         return None
+
+    def _write_ledger(self, results_dir: Path, job_id: str, action: str, doc: dict[str, Any]) -> None:
+        atomic_write_json(results_dir / LEDGER, {"job_id": job_id, "action": action,
+                                                 "platform": self.settings.platform, "spec_sha1": spec_digest(doc)})
 
     def status(self, job_id: str) -> str:
         return self.sdk.get_job_status(job_id).status
@@ -159,8 +164,7 @@ class TaoJobs:
             elif s.namespace:
                 extra = {"namespace": s.namespace}
             job = self.sdk.create_job(image=s.image, command=cmd, gpu_count=s.gpu_count, **extra)
-        atomic_write_json(results_dir / LEDGER, {"job_id": job.id, "action": action, "platform": s.platform,
-                                                 "spec_sha1": spec_digest(doc)})
+        self._write_ledger(results_dir, str(job.id), action, doc)
         return str(job.id)
 
     def wait(self, job_id: str) -> str:
