@@ -38,6 +38,10 @@ class ModelSection(_Strict):
     fusion: Literal["late_absdiff", "late_concat", "multiscale", "multiscale_tolerant", "early_diff"] = "multiscale"
     shift_tolerance_px: int = Field(8, ge=0, le=64)  # misregistration multiscale_tolerant forgives (px)
     input_size: int = Field(64, ge=16, le=1024)  # image side in px; other sizes are an error
+    # k > 1: the image is k times the window; the model sees its centre 1/k at full resolution and
+    # the whole image downsampled k times, each through its own encoder (docs/model.md)
+    context: int = Field(1, ge=1, le=4)
+    flip_tta: bool = False  # score = mean P(defect) over the four flips of the pair (4x inference)
     num_input: int = Field(1, ge=1, le=8)  # lighting channels per image (len of input_map)
     num_classes: int = Field(2, ge=2, le=64)  # 2 = binary PASS vs defect; >2 = multi-class
     classes: list[str] | None = None  # class names for multi-class, PASS first

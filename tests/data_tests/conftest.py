@@ -53,6 +53,12 @@ def write_fake_deeppcb(dest: Path, groups: dict[str, int], *, size: int = 160, s
 
 
 @pytest.fixture
+def make_fake_deeppcb():
+    """:func:`write_fake_deeppcb`, for a test that needs its own groups or image size."""
+    return write_fake_deeppcb
+
+
+@pytest.fixture
 def fake_deeppcb(tmp_path) -> Path:
     return write_fake_deeppcb(tmp_path / "deeppcb", {"10000": 4, "20000": 3, "30000": 3, "40000": 2, "50000": 2})
 

@@ -227,3 +227,39 @@ def test_real_deeppcb_subset_import_is_leak_free_with_every_class(deeppcb_subset
     assert all(train["labels"].get(c, 0) > 0 for c in DEFECT_CLASSES)
     boards = {s: set(pd.read_csv(ws / rel, dtype=str)["boardname"]) for s, rel in SPLIT_FILES.items()}
     assert not boards["kpi"] & boards["train"]
+
+
+def test_context_and_alignment_cut_centred_aligned_crops(tmp_path, make_fake_deeppcb):
+    """A test image 2 px down and 3 px left of its template: with --align the stored PASS crops
+    match their templates; with --context 2 they are twice the crop, centred on the window."""
+    src = make_fake_deeppcb(tmp_path / "dp", {"10000": 3, "20000": 2, "30000": 2, "40000": 2}, size=200)
+    for test in (src / "PCBData").glob("group*/*/*_test.jpg"):
+        img = np.asarray(Image.open(test))
+        Image.fromarray(np.roll(img, (2, -3), (0, 1))).save(test, quality=95)
+        ann = test.parent.with_name(test.parent.name + "_not") / test.name.replace("_test.jpg", ".txt")
+        boxes = [list(map(int, line.split())) for line in ann.read_text().splitlines()]
+        ann.write_text("\n".join(f"{x1 - 6} {y1 - 6} {x2 + 6} {y2 + 6} {t}" for x1, y1, x2, y2, t in boxes))
+
+    def pass_mismatch(ws, centre=slice(None)):  # in the PASS window (the context may hold defects)
+        df = read_dataset(ws / SPLIT_FILES["train"])
+        out = []
+        for _, r in df[df["label"] == PASS].iterrows():
+            g = np.asarray(Image.open(ws / "images" / r["golden_path"] / f"{r['object_name']}.png")) < 128
+            t = np.asarray(Image.open(ws / "images" / r["input_path"] / f"{r['object_name']}.png")) < 128
+            out.append((g[centre, centre] != t[centre, centre]).mean())
+        return np.array(out), df
+
+    kw = dict(crop_size=32, kpi_groups=["20000"], val_groups=["30000"], pool_groups=["40000"], workers=1)
+    plain, _ = pass_mismatch(import_deeppcb(src, tmp_path / "plain", **kw))
+    aligned, _ = pass_mismatch(import_deeppcb(src, tmp_path / "aligned", align=True, **kw))
+    assert plain.mean() > 0.02 and aligned.max() < 0.01
+    ws = import_deeppcb(src, tmp_path / "ctx", align=True, context=2, **kw)
+    ctx, df = pass_mismatch(ws, slice(16, 48))
+    assert ctx.max() < 0.01
+    spec = (ws / "specs" / "baseline_spec.yaml").read_text()
+    assert "input_size: 64" in spec and "context: 2" in spec
+    fail = df[df["label"] != PASS].iloc[0]
+    x1, y1, x2, y2 = map(int, fail["defect_box"].split())
+    assert 16 <= x1 < x2 <= 48 and 16 <= y1 < y2 <= 48  # the box lies in the centre window
+    with pytest.raises(DataError, match="--context must be 1-4"):
+        import_deeppcb(src, tmp_path / "bad", context=5, **kw)

@@ -41,3 +41,35 @@ def test_tolerant_diff_ignores_a_shift_but_not_a_new_pattern() -> None:
 def test_too_small_input_for_the_depth_is_refused() -> None:
     with pytest.raises(ValueError, match="input_size 8 is too small for depth 4"):
         SiameseChangeNet(NetConfig(input_size=8, depth=4))
+
+
+def test_context_view_sees_beyond_the_window_at_one_extra_encoder() -> None:
+    cfg = NetConfig(width=4, depth=3, input_size=64, context=2)
+    net = SiameseChangeNet(cfg).eval()
+    assert net.embed_dim == 2 * SiameseChangeNet(NetConfig(width=4, depth=3, input_size=32)).embed_dim
+    x = torch.rand(2, 2, 1, 64, 64)
+    outside = x.clone()
+    outside[:, 1, :, :8, :8] = 1 - outside[:, 1, :, :8, :8]  # a change outside the centre 32 px window
+    fine = net.embed_dim // 2
+    a, b = net.fuse(x), net.fuse(outside)
+    assert torch.equal(a[:, :fine], b[:, :fine])  # the full-resolution view is the centre only
+    assert not torch.allclose(a[:, fine:], b[:, fine:])  # the context view sees it
+    assert net(x).shape == (2,)
+
+
+@pytest.mark.parametrize("size,context", [(66, 4), (32, 4)])
+def test_context_must_divide_the_input_into_a_window_deep_enough(size: int, context: int) -> None:
+    with pytest.raises(ValueError, match="does not fit context"):
+        SiameseChangeNet(NetConfig(width=4, depth=4, input_size=size, context=context))
+
+
+def test_flip_tta_scores_the_mean_over_the_four_flips_of_the_pair() -> None:
+    torch.manual_seed(0)
+    net = SiameseChangeNet(NetConfig(width=4, depth=3, input_size=32, flip_tta=True)).eval()
+    x = torch.rand(3, 2, 1, 32, 32)
+    with torch.no_grad():
+        got = net.tta_score(x, net(x))
+        want = torch.stack([net.defect_score(net(x.flip(f) if f else x))
+                            for f in [(), (-1,), (-2,), (-1, -2)]]).mean(0)
+        assert torch.allclose(got, want)
+        assert not torch.allclose(got, net.defect_score(net(x)))  # the flips do change the score

@@ -15,6 +15,13 @@ Crop rules (docs/data.md):
   part of the box inside the crop.
 - PASS: random windows at least 2 px away from every box whose darker and brighter phase each
   cover >= 8 % of the window and whose edge density is >= 2 %; duplicates by content are dropped.
+
+Two options (docs/model.md, "Context and local alignment"), both off by default:
+- ``context`` = k > 1: each stored crop is k times the window, centred on it (edge-replicated past
+  the image border), so a model with ``model.context: k`` sees the window at full resolution and
+  its neighbourhood downsampled; ``crop_x``/``crop_y``/``defect_box`` refer to the stored crop.
+- ``align``: the test crop is cut at the integer shift (``_register.local_shift`` on the 2x window
+  around the crop) that best aligns it with the template, removing the local misregistration.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from deftpipe.data._deeppcb_scan import (
     parse_annotation,
     split_pairs,
 )
+from deftpipe.data._register import MAX_SHIFT, local_shift
 from deftpipe.data._workspace import baseline_spec, build_workspace, write_workspace_files
 from deftpipe.errors import DataError
 
@@ -121,8 +129,13 @@ class _Informative:
         return MIN_PHASE <= share <= 1 - MIN_PHASE and self._sum(self.edges, x, y) / area >= MIN_EDGES
 
 
-def crop_pair(pair: Pair, images: Path, crop: int, seed: int, pass_ratio: float) -> list[dict]:
-    """Cut one DeepPCB pair into FAIL and PASS crops under ``images``; return their rows."""
+def crop_pair(pair: Pair, images: Path, crop: int, seed: int, pass_ratio: float, context: int = 1,
+              align: bool = False) -> list[dict]:
+    """Cut one DeepPCB pair into FAIL and PASS crops under ``images``; return their rows.
+
+    The stored crops are ``crop * context`` px, centred on the chosen window; with ``align`` the
+    test crop is cut where the test image lines up with the template locally.
+    """
     golden, test = _decode(pair.template), _decode(pair.test)
     h, w = test.shape
     if golden.shape != test.shape or min(h, w) < crop:
@@ -147,13 +160,23 @@ def crop_pair(pair: Pair, images: Path, crop: int, seed: int, pass_ratio: float)
             taken.add((x, y))
             windows.append((PASS, x, y, None))
     rows = []
+    side, off = crop * context, (context - 1) * crop // 2  # stored crop side; window offset inside it
+    pad = side + MAX_SHIFT  # room for the context, the alignment window and the shift past the border
+    gp, tp = np.pad(golden, pad, mode="edge"), np.pad(test, pad, mode="edge")
     for k, (label, x, y, b) in enumerate(windows):
         obj = f"{pair.image_id}_{k:03d}"
-        g, t = _png(golden[y:y + crop, x:x + crop]), _png(test[y:y + crop, x:x + crop])
+        dy = dx = 0
+        if align:  # the local shift over twice the window, centred on it
+            a = pad + y - crop // 2, pad + x - crop // 2
+            dy, dx, _, _ = local_shift(gp[a[0]:a[0] + 2 * crop, a[1]:a[1] + 2 * crop],
+                                       tp[a[0]:a[0] + 2 * crop, a[1]:a[1] + 2 * crop])
+        x, y = x - off, y - off  # stored crop origin in image coordinates
+        g = _png(gp[pad + y:pad + y + side, pad + x:pad + x + side])
+        t = _png(tp[pad + y + dy:pad + y + dy + side, pad + x + dx:pad + x + dx + side])
         (images / pair.group / "golden" / f"{obj}.png").write_bytes(g)
         (images / pair.group / "test" / f"{obj}.png").write_bytes(t)
         box = "" if b is None else " ".join(
-            str(v) for v in (max(b.x1 - x, 0), max(b.y1 - y, 0), min(b.x2 - x, crop), min(b.y2 - y, crop)))
+            str(v) for v in (max(b.x1 - x, 0), max(b.y1 - y, 0), min(b.x2 - x, side), min(b.y2 - y, side)))
         rows.append({"input_path": f"{pair.group}/test", "golden_path": f"{pair.group}/golden", "label": label,
                      "object_name": obj, "boardname": pair.group, "source_image": pair.source,
                      "crop_x": str(x), "crop_y": str(y), "defect_box": box,
@@ -162,9 +185,9 @@ def crop_pair(pair: Pair, images: Path, crop: int, seed: int, pass_ratio: float)
 
 
 def _crop_all(pairs: list[Pair], images: Path, crop: int, seed: int, pass_ratio: float, workers: int,
-              progress: Callable[[int, int], None]) -> list[list[dict]]:
+              progress: Callable[[int, int], None], context: int = 1, align: bool = False) -> list[list[dict]]:
     """Rows of every pair, in input order (one process pool for the whole import)."""
-    args = [(p, images, crop, seed, pass_ratio) for p in pairs]
+    args = [(p, images, crop, seed, pass_ratio, context, align) for p in pairs]
     out: list[list[dict]] = []
     if workers <= 1:
         results = (crop_pair(*a) for a in args)
@@ -198,6 +221,8 @@ def import_deeppcb(
     pool_groups: list[str] | None = None,
     holdout_groups: list[str] | None = None,
     pass_ratio: float = 4.0,
+    context: int = 1,
+    align: bool = False,
     workers: int | None = None,
     log: Callable[[str], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -214,6 +239,9 @@ def import_deeppcb(
         holdout_groups: board groups of the holdout (``holdout/holdout_set.csv``), used by no
             other split; None = no holdout (the run then reports that no audit was done).
         pass_ratio: PASS crops per FAIL crop.
+        context: stored crops are ``context * crop_size`` px centred on the window (the spec gets
+            ``model.context`` = context and ``model.input_size`` = the stored side).
+        align: cut each test crop at the local shift that aligns it with its template.
         workers: processes (default: every core).
         log: called with progress lines (e.g. ``print``).
         progress: called with (image pairs done, total) as crops are cut.
@@ -226,6 +254,8 @@ def import_deeppcb(
     if not pass_ratio > 0:
         raise DataError(f"--pass-ratio must be > 0 (got {pass_ratio}); every split needs PASS crops "
                         "for FAR @ 100% recall")
+    if context not in (1, 2, 3, 4) or (context - 1) * crop_size % 2:
+        raise DataError(f"--context must be 1-4 with an even margin (got {context} for --crop-size {crop_size})")
     start = time.perf_counter()
     groups = discover_pairs(src)
     assignment = assign_groups(groups, seed=seed, kpi=kpi_groups, val=val_groups, pool=pool_groups,
@@ -241,7 +271,8 @@ def import_deeppcb(
             (images / g / "test").mkdir(parents=True)
         order = [(split, p) for split in SPLITS for p in per_split[split]]
         results = _crop_all([p for _, p in order], images, crop_size, seed, pass_ratio,
-                            workers or os.cpu_count() or 1, progress or (lambda _done, _total: None))
+                            workers or os.cpu_count() or 1, progress or (lambda _done, _total: None),
+                            context, align)
         rows_by_split: dict[str, list[dict]] = {s: [] for s in SPLITS}
         for (split, _), rows in zip(order, results, strict=True):
             rows_by_split[split] += rows
@@ -263,7 +294,9 @@ def import_deeppcb(
                 raise DataError(f"the {split} split of {src} has no crops; choose other groups for it")
             log(f"  {split}: {len(per_split[split])} images -> {len(keep)} crops "
                 f"({int((splits[split]['label'] != PASS).sum())} FAIL)")
-        write_workspace_files(tmp, splits, baseline_spec(crop_size), pipeline_config(f"deeppcb-{crop_size}"))
+        spec = baseline_spec(crop_size * context)
+        spec.model.context = context
+        write_workspace_files(tmp, splits, spec, pipeline_config(f"deeppcb-{crop_size}"))
     log(f"imported in {time.perf_counter() - start:.1f} s")
     return Path(dest)
 

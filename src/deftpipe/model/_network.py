@@ -12,6 +12,11 @@ logits (multi-class). Fusions (``model.fusion``):
   test feature counts as changed only where it lies outside the range the golden feature takes
   within ``shift_tolerance_px`` (and vice versa), computed with max-pooling at each stage's stride.
 * ``early_diff``: one encoder over the stacked pixels ``(golden, test, |test - golden|)``.
+
+Context (``model.context`` = k > 1): the image is k times the window the defect sits in; the
+centre 1/k is compared at full resolution and the whole image, downsampled k times, by a second
+encoder of the same shape; the head sees both fused vectors. A short or open larger than the
+window, and the neighbourhood that tells a shift from a change, are then in view at twice the cost.
 """
 
 from __future__ import annotations
@@ -39,13 +44,16 @@ class NetConfig:
     head_hidden: int = 64
     dropout: float = 0.1
     shift_tolerance_px: int = 8  # misregistration the tolerant fusion forgives, in input pixels
+    context: int = 1  # k > 1: centre 1/k at full resolution + whole image downsampled k times
+    flip_tta: bool = False  # inference scores: mean over the four flips (see SiameseChangeNet.tta_score)
 
     @classmethod
     def from_spec(cls, spec) -> NetConfig:  # spec: deftpipe.spec.Spec
         m = spec.model
         return cls(num_input=m.num_input, width=m.width, depth=m.depth, fusion=m.fusion,
                    input_size=m.input_size, num_classes=m.num_classes, head_hidden=m.head_hidden,
-                   dropout=m.dropout, shift_tolerance_px=m.shift_tolerance_px)
+                   dropout=m.dropout, shift_tolerance_px=m.shift_tolerance_px, context=m.context,
+                   flip_tta=m.flip_tta)
 
     @property
     def num_outputs(self) -> int:
@@ -114,10 +122,15 @@ class SiameseChangeNet(nn.Module):
         if cfg.input_size < 2**cfg.depth:
             raise ValueError(f"input_size {cfg.input_size} is too small for depth {cfg.depth} "
                              f"(each stage halves it; need >= {2**cfg.depth})")
+        view = cfg.input_size // cfg.context
+        if view < 2**cfg.depth or view * cfg.context != cfg.input_size:
+            raise ValueError(f"input_size {cfg.input_size} does not fit context {cfg.context} and depth "
+                             f"{cfg.depth} (input_size / context must be a whole number >= {2**cfg.depth})")
         self.cfg = cfg
         in_ch = 3 * cfg.num_input if cfg.fusion == "early_diff" else cfg.num_input
         self.encoder = Encoder(in_ch, cfg.width, cfg.depth)
-        self.embed_dim = self._fused_dim()
+        self.context_encoder = Encoder(in_ch, cfg.width, cfg.depth) if cfg.context > 1 else None
+        self.embed_dim = self._fused_dim() * (2 if cfg.context > 1 else 1)
         self.head = nn.Sequential(
             nn.Dropout(cfg.dropout),
             nn.Linear(self.embed_dim, cfg.head_hidden),
@@ -139,14 +152,24 @@ class SiameseChangeNet(nn.Module):
 
     def fuse(self, x: torch.Tensor) -> torch.Tensor:
         """The fused comparison vector (B, embed_dim): what the head sees, and the embedding."""
-        b = x.shape[0]
         x = (x - 0.5) / 0.5
+        k = self.cfg.context
+        if k == 1:
+            return self._compare(x, self.encoder)
+        s = x.shape[-1]
+        o = (s - s // k) // 2
+        fine = x[..., o:o + s // k, o:o + s // k]
+        coarse = F.avg_pool2d(x.flatten(1, 2), k).unflatten(1, x.shape[1:3])
+        return torch.cat([self._compare(fine, self.encoder), self._compare(coarse, self.context_encoder)], dim=1)
+
+    def _compare(self, x: torch.Tensor, encoder: Encoder) -> torch.Tensor:
+        b = x.shape[0]
         golden, test = x[:, 0], x[:, 1]
         fusion = self.cfg.fusion
         if fusion == "early_diff":
-            return _pool(self.encoder(torch.cat([golden, test, (test - golden).abs()], dim=1))[-1])
+            return _pool(encoder(torch.cat([golden, test, (test - golden).abs()], dim=1))[-1])
         # one encoder pass over golden and test together: shared weights, one big batch
-        feats = self.encoder(torch.cat([golden, test], dim=0))
+        feats = encoder(torch.cat([golden, test], dim=0))
         if fusion == "late_absdiff":
             return (_pool(feats[-1][:b]) - _pool(feats[-1][b:])).abs()
         if fusion == "late_concat":
@@ -160,6 +183,13 @@ class SiameseChangeNet(nn.Module):
         """Logits: (B,) for binary, (B, num_classes) for multi-class."""
         out = self.head(self.fuse(x))
         return out.squeeze(1) if self.cfg.num_outputs == 1 else out
+
+    FLIPS = ((), (-1,), (-2,), (-1, -2))  # identity, horizontal, vertical, both (same on golden and test)
+
+    def tta_score(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """P(defect) averaged over the four flips of the pair; ``logits`` are those of ``x`` itself."""
+        scores = [self.defect_score(logits)] + [self.defect_score(self(x.flip(f))) for f in self.FLIPS[1:]]
+        return torch.stack(scores).mean(0)
 
     @staticmethod
     def defect_score(logits: torch.Tensor) -> torch.Tensor:

@@ -104,7 +104,10 @@ class TorchAdapter(ModelAdapter):
         with torch_threads():
             model, _, _, data, device = self._load(checkpoint, csv)
             emb, logits = predict(model, data, device, embed=True)
-            scores = model.defect_score(logits).numpy().astype(np.float64)
+            if model.cfg.flip_tta:  # the same scores as infer/evaluate: the mean over flips
+                scores, _ = predict(model, data, device)
+            else:
+                scores = model.defect_score(logits).numpy().astype(np.float64)
         return emb, scores
 
 

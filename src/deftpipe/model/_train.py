@@ -118,7 +118,10 @@ def predict(model: SiameseChangeNet, data: PairSet, device: torch.device, *, emb
         lg = model.head(fused)
         lg = lg.squeeze(1) if lg.shape[1] == 1 else lg
         logits.append(lg.cpu())
-        outs.append((fused if embed else model.defect_score(lg)).cpu())
+        if embed:
+            outs.append(fused.cpu())
+        else:
+            outs.append((model.tta_score(x, lg) if model.cfg.flip_tta else model.defect_score(lg)).cpu())
     model.train(was_training)
     return torch.cat(outs).numpy().astype(np.float32 if embed else np.float64), torch.cat(logits)
 
