@@ -257,7 +257,7 @@ def test_context_and_alignment_cut_centred_aligned_crops(tmp_path, make_fake_dee
     ctx, df = pass_mismatch(ws, slice(16, 48))
     assert ctx.max() < 0.01
     spec = (ws / "specs" / "baseline_spec.yaml").read_text()
-    assert "input_size: 64" in spec and "context: 2" in spec
+    assert "input_size: 64" in spec and "context: 2" in spec and "flip_tta: true" in spec
     fail = df[df["label"] != PASS].iloc[0]
     x1, y1, x2, y2 = map(int, fail["defect_box"].split())
     assert 16 <= x1 < x2 <= 48 and 16 <= y1 < y2 <= 48  # the box lies in the centre window

@@ -296,6 +296,7 @@ def import_deeppcb(
                 f"({int((splits[split]['label'] != PASS).sum())} FAIL)")
         spec = baseline_spec(crop_size * context)
         spec.model.context = context
+        spec.model.flip_tta = True  # measured on leave-board-groups-out folds (docs/model.md)
         write_workspace_files(tmp, splits, spec, pipeline_config(f"deeppcb-{crop_size}"))
     log(f"imported in {time.perf_counter() - start:.1f} s")
     return Path(dest)
