@@ -1,7 +1,10 @@
 """Ablation of the three phases on leave-board-groups-out folds of DeepPCB (issue 17, item 8).
 
-    nice -n 10 python bench/bench_ablation.py --deeppcb ../shared/deeppcb [--arms a,d] [--folds f0,f1]
-        [--seeds 42] [--work /tmp/deftpipe_ablation]
+    DEFTPIPE_NUM_THREADS=1 OMP_NUM_THREADS=1 nice -n 10 python bench/bench_ablation.py \
+        --deeppcb ../shared/deeppcb [--arms a,d] [--folds f0,f1] [--seeds 42] [--work /tmp/deftpipe_ablation]
+
+(one process per fold runs well side by side; on a loaded shared box one torch thread per process
+is many times faster than two threads that keep waiting for each other)
 
 Each fold holds two board groups out as its holdout (used nowhere else in that fold: not in
 training, validation, the KPI set or the mining pool), one group as the KPI set, and the rest as
@@ -484,6 +487,7 @@ def main() -> None:
     results.setdefault("cells", {})
     results["setup"] = {"folds": FOLDS, "rows": ROWS, "epochs": EPOCHS, "budget": BUDGET,
                         "arm_overrides": ARM_OVERRIDES, "cpus": os.cpu_count(),
+                        "torch_threads": os.environ.get("DEFTPIPE_NUM_THREADS", "all cores"),
                         "shipped_threshold": "the KPI set's 100 %-recall threshold of the deliverable"}
     for arm, fold, seed in plan:
         key = f"{arm}|{fold}|{seed}"
