@@ -73,3 +73,16 @@ def test_every_choice_uses_the_rule_and_warm_start_modes():
     assert warm_start_label(state, "iter2", "best") == "baseline"
     assert warm_start_label(state, "iter2", "analysed") == "iter1"  # the model RCA looked at
     assert warm_start_label(state, "iter1", "analysed") == "baseline"
+
+
+def test_every_kpi_evaluation_records_the_selection_figures(tmp_path):
+    import pandas as pd
+
+    from deftpipe.deft._model_stages import evaluate_scores, pick_metrics
+
+    csv = tmp_path / "inference.csv"
+    pd.DataFrame({"label": ["short", "open", "PASS", "PASS", "PASS"], "score": [0.9, 0.4, 0.5, 0.1, 0.3]}).to_csv(
+        csv, index=False)
+    recorded = pick_metrics(evaluate_scores(csv, tmp_path).metrics)
+    assert recorded["far_pct"] == pytest.approx(100 / 3)  # the open at 0.4 lets one PASS (0.5) through
+    assert recorded[f"tail_{TAIL_K}"] <= recorded["far_pct"] and "boot_mean" in recorded

@@ -60,6 +60,13 @@ def figures(is_defect: Sequence[bool] | np.ndarray, scores: Sequence[float] | np
             "far_pct_at_995": _far_at_recall(d, p, 0.995)}
 
 
+def selection_metrics(is_defect: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarray, *,
+                      seed: int = 0) -> dict[str, float | None]:
+    """The figures :func:`figures` adds to ``compute_metrics`` (recorded with every KPI evaluation, so
+    any of them can be the rule's figure)."""
+    return {k: v for k, v in figures(is_defect, scores, seed=seed).items() if k != "far_pct"}
+
+
 def rule_value(record: dict[str, Any]) -> float | None:
     """A candidate's figure under the rule, read from its recorded KPI metrics (None = not evaluated)."""
     v = record.get(RULE_FIGURE)
@@ -83,4 +90,4 @@ def beats(challenger: float | None, incumbent: float | None) -> bool:
     return challenger is not None and (incumbent is None or challenger < incumbent)
 
 
-__all__ = ["RULE_FIGURE", "TAIL_K", "beats", "figures", "pick", "rank", "rule_value"]
+__all__ = ["RULE_FIGURE", "TAIL_K", "beats", "figures", "pick", "rank", "rule_value", "selection_metrics"]

@@ -19,11 +19,13 @@ from deftpipe._fs import atomic_write_json
 from deftpipe.data import is_defect
 from deftpipe.deft._context import LoopContext, jsonable
 from deftpipe.errors import DataError
+from deftpipe.selection import TAIL_K, selection_metrics
 from deftpipe.spec import dump_spec, spec_from_dict, spec_to_dict
 
 #: Metrics copied from ``compute_metrics`` into ``iterations.<label>`` (DESIGN §5).
 METRIC_KEYS = ("far_pct", "threshold", "recall", "auroc", "n_defects", "n_pass", "far_pct_at_99",
-               "far_ci_low", "far_ci_high", "pred_counts", "escapes", "val_loss")
+               "far_ci_low", "far_ci_high", "pred_counts", "escapes", "val_loss",
+               "boot_mean", f"tail_{TAIL_K}", "far_pct_at_995")  # the selection figures (deftpipe.selection)
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,9 @@ def evaluate_scores(inference_csv: Path, out_dir: Path, *, seed: int = 0) -> Eva
     if np.isnan(scores).any():
         raise DataError(f"{inference_csv}: {int(np.isnan(scores).sum())} row(s) have no numeric score")
     labels = df["label"]
-    metrics = jsonable(compute_metrics(is_defect(labels).to_numpy(), scores, labels=labels.to_numpy(), seed=seed))
+    y = is_defect(labels).to_numpy()
+    metrics = jsonable({**compute_metrics(y, scores, labels=labels.to_numpy(), seed=seed),
+                        **selection_metrics(y, scores, seed=seed)})
     path = atomic_write_json(out_dir / "metrics.json", metrics)
     return EvalOutput(metrics=metrics, metrics_json=path)
 

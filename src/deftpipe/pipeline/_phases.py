@@ -22,7 +22,7 @@ from deftpipe.errors import SweepError
 from deftpipe.pipeline._faults import fault_point
 from deftpipe.pipeline._handoff import checkpoint_epoch_step, copy_checkpoint
 from deftpipe.pipeline._preflight import PHASE1_DIR, PHASE3_DIR
-from deftpipe.selection import rank
+from deftpipe.selection import rank, selection_metrics
 
 QUALITY_NAME = "quality_check.json"
 UNTRAINED_ROWS = 32
@@ -133,7 +133,7 @@ def run_phase1(ws: Path, cfg: PipelineConfig, results_dir: Path, *, show_progres
 
 REFERENCE_DIR = "reference"
 REFERENCE_KEYS = ("far_pct", "far_ci_low", "far_ci_high", "threshold", "auroc", "far_pct_at_99", "n_defects",
-                  "n_pass")
+                  "n_pass", "boot_mean", "far_pct_at_995")
 
 
 def evaluate_reference(ws: Path, cfg: PipelineConfig, results_dir: Path, best_rec: dict[str, Any],
@@ -173,7 +173,8 @@ def kpi_metrics(inference_csv: Path) -> dict[str, Any]:
 
     df = read_dataset(inference_csv)
     scores = pd.to_numeric(df["score"], errors="coerce").to_numpy(dtype=float)
-    metrics = compute_metrics(is_defect(df["label"]).to_numpy(), scores, labels=df["label"].to_numpy(), seed=0)
+    y = is_defect(df["label"]).to_numpy()
+    metrics = {**compute_metrics(y, scores, labels=df["label"].to_numpy(), seed=0), **selection_metrics(y, scores)}
     return json.loads(json.dumps(metrics, default=_plain))
 
 
