@@ -4,7 +4,9 @@
         --deeppcb ../shared/deeppcb [--arms a,d] [--folds f0,f1] [--seeds 42] [--work /tmp/deftpipe_ablation]
 
 (one process per fold runs well side by side; on a loaded shared box one torch thread per process
-is many times faster than two threads that keep waiting for each other)
+is many times faster than two threads that keep waiting for each other). Run it from a snapshot of
+the source (``git archive HEAD``, ``BENCH_CODE=<commit>``) while developing: a module edited under a
+running bench breaks its lazy imports.
 
 Each fold holds two board groups out as its holdout (used nowhere else in that fold: not in
 training, validation, the KPI set or the mining pool), one group as the KPI set, and the rest as
@@ -506,8 +508,9 @@ def main() -> None:
             claim.unlink(missing_ok=True)
             continue
         cell.update(seed=seed, fold=fold, arm=arm, finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                    code=subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                        cwd=Path(__file__).parent).stdout.strip() or None)
+                    code=os.environ.get("BENCH_CODE") or subprocess.run(
+                        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                        cwd=Path(__file__).parent).stdout.strip() or None)
         with FileLock(str(OUT) + ".lock"):  # two bench processes may share the file
             results = load_results() | {"setup": results["setup"]}
             results.setdefault("cells", {})[key] = cell
