@@ -5,7 +5,8 @@
 
 (one process per fold runs well side by side; on a loaded shared box one torch thread per process
 is many times faster than two threads that keep waiting for each other). Run it from a snapshot of
-the source (``git archive HEAD``, ``BENCH_CODE=<commit>``) while developing: a module edited under a
+the source (``git archive HEAD``, ``BENCH_CODE=<commit>``, ``BENCH_OUT=<the checkout's
+bench/results/ablation.json>``) while developing: a module edited under a
 running bench breaks its lazy imports.
 
 Each fold holds two board groups out as its holdout (used nowhere else in that fold: not in
@@ -54,7 +55,7 @@ from deftpipe.data import import_deeppcb, is_defect, read_dataset, write_dataset
 from deftpipe.metrics import compute_metrics
 from deftpipe.selection import figures
 
-OUT = Path(__file__).resolve().parent / "results" / "ablation.json"
+OUT = Path(os.environ.get("BENCH_OUT") or Path(__file__).resolve().parent / "results" / "ablation.json")
 
 #: holdout / KPI / validation / pool board groups per fold; every other group trains.
 FOLDS: dict[str, dict[str, list[str]]] = {
