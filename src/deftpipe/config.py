@@ -127,6 +127,15 @@ class AutomlConfig(_Strict):
     phase3: SweepConfig = Field(default_factory=lambda: SweepConfig(max_recommendations=3))
 
 
+class BudgetConfig(_Strict):
+    """Wall-clock budgets in seconds (None = none), checked between trials and loop iterations."""
+
+    run_seconds: float | None = Field(None, gt=0)  # the three phases together
+    phase1_seconds: float | None = Field(None, gt=0)
+    phase2_seconds: float | None = Field(None, gt=0)
+    phase3_seconds: float | None = Field(None, gt=0)
+
+
 class PipelineConfig(_Strict):
     name: str = "deftpipe"
     data: DataPaths = Field(default_factory=DataPaths)
@@ -134,6 +143,7 @@ class PipelineConfig(_Strict):
     automl: AutomlConfig = Field(default_factory=AutomlConfig)
     deft: DeftConfig = Field(default_factory=DeftConfig)
     adapter: AdapterChoice = Field(default_factory=AdapterChoice)  # backend (torch | command | tao; docs/tao.md)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
 
     def path(self, workspace: str | Path, rel: str) -> Path:
         p = Path(rel)

@@ -47,8 +47,12 @@ def test_estimate_uses_given_times_or_a_measured_dry_run(tiny_ws):
         d["deft"]["per_iteration_seconds"] = 30.0
 
     measured = preflight(tiny_ws)["sections"][7]
-    assert measured["rates"]["source"] == "measured 1-epoch dry run"
-    assert measured["rates"]["s_per_train_row_epoch"] > 0 and measured["seconds"]["total"] > 0
+    assert measured["rates"]["source"] == "measured dry run"
+    assert measured["rates"]["s_train_row_epoch"] > 0 and measured["seconds"]["total"] > 0
+    sec = measured["seconds"]
+    assert 0 < sec["total_low"] < sec["total"] < sec["total_high"] <= 2 * sec["total_low"]
+    for phase in ("phase1", "phase2", "phase3"):
+        assert sec[f"{phase}_low"] <= sec[phase] <= sec[f"{phase}_high"]
     assert not (tiny_ws / "results").exists()  # the dry run lives in a temp folder
     _edit_yaml(tiny_ws / "pipeline.yaml", given)
     est = preflight(tiny_ws)["sections"][7]

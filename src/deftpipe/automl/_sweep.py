@@ -86,8 +86,9 @@ def _make_study(storage: RDBStorage, name: str, settings: SweepSettings, space: 
 
 
 def _drive(study: optuna.Study, settings: SweepSettings, space: SearchSpace, progress: NullProgress,
-           *, heartbeat: bool) -> int:
-    """Run trials until the study holds ``max_recommendations`` done trials. Returns trials run here."""
+           *, heartbeat: bool, deadline: float | None = None) -> int:
+    """Run trials until the study holds ``max_recommendations`` done trials, or until ``deadline``
+    (``time.time()``) has passed and at least one trial is done. Returns trials run here."""
     target = settings.max_recommendations
     state = {"done": 0}
 
@@ -111,6 +112,9 @@ def _drive(study: optuna.Study, settings: SweepSettings, space: SearchSpace, pro
         state["done"] = done
         progress.update(done)
         if done >= target:
+            return ran
+        if deadline is not None and done and time.time() >= deadline:
+            progress.note(f"time budget reached after {done} of {target} trials: no new trial started")
             return ran
         # Without heartbeats a killed worker's trial stays RUNNING forever: do not wait for it.
         if heartbeat and done + running >= target:
@@ -143,7 +147,7 @@ def run_sweep(*, spec: Spec | dict[str, Any] | str | Path, train_csv: str | Path
               enqueue_spec: str | Path | list[str | Path] | None = None, search_space: str | Path | dict | None = None,
               num_epochs: int | None = None, batch_size: int | None = None, seed: int = 0,
               keep_checkpoints: int = 3, rerun_margin: float = 5.0, show_progress: bool = True,
-              heartbeat_interval: int = DEFAULT_HEARTBEAT_S) -> dict[str, Any]:
+              heartbeat_interval: int = DEFAULT_HEARTBEAT_S, deadline: float | None = None) -> dict[str, Any]:
     """Run (or resume) an AutoML sweep and write ``<out_dir>/best_rec.json``.
 
     Each trial trains ``spec`` with sampled overrides through the model adapter and is scored on
@@ -164,6 +168,8 @@ def run_sweep(*, spec: Spec | dict[str, Any] | str | Path, train_csv: str | Path
         keep_checkpoints: only the best K trials keep their checkpoints.
         rerun_margin: re-run a winner that beats the runner-up by more than this (percent).
         heartbeat_interval: seconds between trial heartbeats; a trial is stale after 3 missed.
+        deadline: wall-clock time (``time.time()``) after which no new trial starts once one is done
+            (a time budget; the running trial finishes).
     Returns:
         The best_rec.json content (DESIGN §6).
     Raises:
@@ -215,7 +221,7 @@ def run_sweep(*, spec: Spec | dict[str, Any] | str | Path, train_csv: str | Path
                                   "(sampled instead)")
         else:
             progress.note(f"resuming study '{name}' in {redact(url)} ({len(study.trials)} trials so far)")
-        _drive(study, settings, space, progress, heartbeat=bool(heartbeat_interval))
+        _drive(study, settings, space, progress, heartbeat=bool(heartbeat_interval), deadline=deadline)
     with FileLock(str(out / ".best_rec.lock")):
         best_rec, notes = select_and_build(study, settings, name)
         write_best_rec(best_rec, out)

@@ -41,6 +41,8 @@ def run(
     rerun_margin: float = typer.Option(5.0, "--rerun-margin", min=0.0,
                                        help="re-run a winner that beats the runner-up by more (percent)"),
     heartbeat: int = typer.Option(10, "--heartbeat", min=0, help="trial heartbeat seconds (0 = off)"),
+    threads: int = typer.Option(0, "--threads", min=0,
+                                help="compute threads of this process (0 = cores ÷ deftpipe workers on this host)"),
     as_json: bool = typer.Option(False, "--json", help="print best_rec.json on stdout"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar or summary table"),
 ) -> None:
@@ -52,6 +54,7 @@ def run(
     """
     from deftpipe.automl import run_sweep
 
+    claim_threads(threads)
     best_rec = run_sweep(
         spec=spec, train_csv=train_csv, val_csv=val_csv, out_dir=out_dir, metric=metric, algorithm=algorithm,
         max_recommendations=max_recommendations, storage=storage, study_name=study, pretrained=pretrained,
@@ -67,21 +70,34 @@ def worker(
     study: str = typer.Option(..., "--study", metavar="NAME", help="study name"),
     out_dir: Path | None = typer.Option(None, "--out", help="where this worker writes trials (default: the sweep's)"),
     heartbeat: int = typer.Option(10, "--heartbeat", min=0, help="trial heartbeat seconds (0 = off)"),
+    threads: int = typer.Option(0, "--threads", min=0,
+                                help="compute threads of this process (0 = cores ÷ deftpipe workers on this host)"),
     as_json: bool = typer.Option(False, "--json", help="print a summary as JSON on stdout"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Join a study created by `automl run` and run trials until it holds N done ones.
 
-    Example: deftpipe automl worker --storage postgresql://user@db-host:5432/optuna --study phase1
+    Example: deftpipe automl worker --storage postgresql://user@db-host:5432/optuna --study phase1 --threads 1
     """
     from deftpipe.automl import run_worker
 
+    claim_threads(threads)
     summary = run_worker(storage, study, out_dir=out_dir, show_progress=not quiet, heartbeat_interval=heartbeat)
     if as_json:
         print_json(summary)
     else:
         out.print(f"worker done: {summary['trials_run_here']} trial(s) run here; study '{summary['study']}' holds "
                   f"{summary['done']}/{summary['target']} done trials")
+
+
+def claim_threads(threads: int) -> None:
+    """``--threads N``: this process's share of the cores (the rule in :mod:`deftpipe._cores`)."""
+    if threads:
+        import os
+
+        from deftpipe._cores import ENV_THREADS
+
+        os.environ[ENV_THREADS] = str(threads)
 
 
 def algorithms(as_json: bool = typer.Option(False, "--json", help="print as JSON")) -> None:

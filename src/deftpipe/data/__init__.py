@@ -1,6 +1,6 @@
 """Data layer: CSV contract, validation, leakage check, image cache, synthetic + DeepPCB workspaces."""
 
-from deftpipe.data._cache import clear_memo, load_image, load_pairs
+from deftpipe.data._cache import clear_memo, is_cached, load_image, load_pairs
 from deftpipe.data._csv import (
     DEFECT_CLASSES,
     IDENTITY_COLUMNS,
@@ -40,6 +40,7 @@ __all__ = [
     "import_deeppcb",
     "is_defect",
     "load_image",
+    "is_cached",
     "load_pairs",
     "make_synthetic_workspace",
     "normalize_label",

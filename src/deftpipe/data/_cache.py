@@ -186,9 +186,7 @@ def load_pairs(df: pd.DataFrame, layout: ImageLayout, size: int, *, resize: bool
         arrays = _decode_all(files, size, resize, num_threads, memo=False)
         return _assemble(arrays, shape)
     stats = [_stat(p) for p in files]
-    keys = [_file_key(p, st, size, resize) for p, st in zip(files, stats, strict=True)]
-    digest = hashlib.sha1("\n".join(keys).encode()).hexdigest()
-    npy = cache_dir_for(layout) / "pairs" / f"{digest}.npy"
+    npy = _entry(files, stats, layout, size, resize)
     sha1_npy = npy.with_suffix(".sha1.npy")  # the files' SHA-1 digests, for the leak check
     if npy.is_file():
         try:
@@ -208,6 +206,18 @@ def load_pairs(df: pd.DataFrame, layout: ImageLayout, size: int, *, resize: bool
     except OSError:
         pass  # read-only cache folder: still correct, just slower next time
     return out
+
+
+def _entry(files: list[str], stats: list[os.stat_result], layout: ImageLayout, size: int, resize: bool) -> Path:
+    keys = [_file_key(p, st, size, resize) for p, st in zip(files, stats, strict=True)]
+    digest = hashlib.sha1("\n".join(keys).encode()).hexdigest()
+    return cache_dir_for(layout) / "pairs" / f"{digest}.npy"
+
+
+def is_cached(df: pd.DataFrame, layout: ImageLayout, size: int, *, resize: bool = False) -> bool:
+    """True when :func:`load_pairs` would read these rows from a cache entry instead of decoding."""
+    files = _row_files(df, layout)
+    return _entry(files, [_stat(p) for p in files], layout, size, resize).is_file()
 
 
 def _remember_images(arr: np.ndarray, files: list[str], stats: list[os.stat_result], size: int,

@@ -60,7 +60,8 @@ STAGE_FOLDER = {"data_merge": "dataset"}  # DESIGN §2 names the merge stage's f
 
 
 def run_loop(workspace: str | Path, *, results_dir: str | Path, config: PipelineConfig | None = None,
-             max_iterations: int | None = None, show_progress: bool = True, lock: bool = True) -> dict[str, Any]:
+             max_iterations: int | None = None, show_progress: bool = True, lock: bool = True,
+             deadline: float | None = None) -> dict[str, Any]:
     """Run (or resume) the DEFT loop in ``results_dir`` and return the final ``deft_state``.
 
     Args:
@@ -72,6 +73,8 @@ def run_loop(workspace: str | Path, *, results_dir: str | Path, config: Pipeline
         max_iterations: None = ``config.deft.max_iterations`` (on resume: the state's value).
         show_progress: per-stage lines and Rich bars on stderr.
         lock: hold ``results_dir/.lock`` (pass False when the caller already holds it).
+        deadline: wall-clock time (``time.time()``) after which the loop starts no new iteration;
+            it then completes with the reason "time budget reached" (a time budget).
     Raises:
         StateError: corrupt state, missing artefact, run locked or hard-stopped.
         DeftpipeError: any stage failure (the state is marked ``failed`` with the reason first).
@@ -85,7 +88,7 @@ def run_loop(workspace: str | Path, *, results_dir: str | Path, config: Pipeline
             return state
         ctx = LoopContext.from_state(state, show_progress=show_progress)
         progress = LoopProgress(enabled=show_progress, max_iterations=ctx.max_iterations)
-        return drive(Run(ctx=ctx, state=state, progress=progress))
+        return drive(Run(ctx=ctx, state=state, progress=progress, deadline=deadline))
 
 
 def open_state(workspace: Path, results_dir: Path, *, config: PipelineConfig | None,
@@ -147,6 +150,8 @@ def gate(run: Run, label: str) -> tuple[str, str, bool] | None:
         return "complete", f"KPI met: {ctx.kpi.metric} {it.get(ctx.kpi.metric)} {ctx.kpi.operator} {ctx.kpi.target:g}", False
     if iter_no(label) >= ctx.max_iterations:
         return "complete", f"max_iterations ({ctx.max_iterations}) reached", False
+    if run.deadline is not None and time.time() >= run.deadline:
+        return "complete", f"time budget reached after {label}: no new iteration started", False
     return None
 
 

@@ -128,10 +128,14 @@ def nearest(queries: np.ndarray, base: np.ndarray, k: int) -> tuple[np.ndarray, 
     """Cosine similarities and indices of the ``k`` nearest ``base`` rows for each query (FAISS)."""
     import faiss
 
+    from deftpipe._cores import fair_threads, registered
+
     base_n = _normalise(base)
-    index = faiss.IndexFlatIP(base_n.shape[1])
-    index.add(base_n)
-    return index.search(_normalise(queries), min(k, len(base_n)))
+    with registered():
+        faiss.omp_set_num_threads(fair_threads())  # OpenMP spins too: a fair share, as torch gets
+        index = faiss.IndexFlatIP(base_n.shape[1])
+        index.add(base_n)
+        return index.search(_normalise(queries), min(k, len(base_n)))
 
 
 def max_similarity(queries: np.ndarray, base: np.ndarray | None) -> float:

@@ -38,6 +38,7 @@ class Run:
     ctx: LoopContext
     state: dict[str, Any]
     progress: LoopProgress
+    deadline: float | None = None  # time.time() after which no new iteration starts (a time budget)
 
     def it(self, label: str) -> dict[str, Any]:
         return self.state["iterations"][label]

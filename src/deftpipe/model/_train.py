@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from deftpipe._cores import fair_threads, registered
 from deftpipe._fs import atomic_write_json, run_lock
 from deftpipe.errors import DataError, TrainingError
 from deftpipe.metrics import compute_metrics
@@ -43,14 +43,16 @@ class NullProgress:
 
 @contextlib.contextmanager
 def torch_threads(requested: int = 0) -> Iterator[int]:
-    """Intra-op threads: ``requested`` > 0, else ``$DEFTPIPE_NUM_THREADS``, else all cores."""
-    n = requested or int(os.environ.get("DEFTPIPE_NUM_THREADS", "0") or 0) or (os.cpu_count() or 1)
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield n
-    finally:
-        torch.set_num_threads(before)
+    """Intra-op threads by the rule of :mod:`deftpipe._cores`: ``requested`` > 0, else
+    ``$DEFTPIPE_NUM_THREADS``, else this host's cores ÷ the deftpipe workers running on it."""
+    with registered():
+        n = fair_threads(requested)
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            yield n
+        finally:
+            torch.set_num_threads(before)
 
 
 def pick_device(name: str) -> torch.device:

@@ -19,6 +19,7 @@ import pandas as pd
 from deftpipe._fs import atomic_write_json
 from deftpipe.config import PipelineConfig, SweepConfig
 from deftpipe.errors import SweepError
+from deftpipe.pipeline._budget import sweep_stop_reason
 from deftpipe.pipeline._faults import fault_point
 from deftpipe.pipeline._handoff import checkpoint_epoch_step, copy_checkpoint
 from deftpipe.pipeline._preflight import PHASE1_DIR, PHASE3_DIR
@@ -30,7 +31,7 @@ UNTRAINED_ROWS = 32
 
 def sweep(ws: Path, cfg: PipelineConfig, sweep_cfg: SweepConfig, *, spec: Path, train_csv: Path, out_dir: Path,
           pretrained: Path | None = None, enqueue_spec: Path | None = None, show_progress: bool = True,
-          study_name: str | None = None) -> dict[str, Any]:
+          study_name: str | None = None, deadline: float | None = None) -> dict[str, Any]:
     """One call of run_sweep with a phase's settings (the same arguments on every resume)."""
     from deftpipe.automl import run_sweep
 
@@ -42,7 +43,7 @@ def sweep(ws: Path, cfg: PipelineConfig, sweep_cfg: SweepConfig, *, spec: Path, 
         search_space=cfg.path(ws, sweep_cfg.search_space) if sweep_cfg.search_space else None,
         num_epochs=sweep_cfg.num_epochs, batch_size=sweep_cfg.batch_size, seed=sweep_cfg.seed,
         keep_checkpoints=sweep_cfg.keep_checkpoints, rerun_margin=sweep_cfg.rerun_margin,
-        show_progress=show_progress)
+        show_progress=show_progress, deadline=deadline)
 
 
 def untrained_metrics(spec: Path, train_csv: Path, val_csv: Path) -> dict[str, Any]:
@@ -114,19 +115,21 @@ def quality_check(best_rec: dict[str, Any], *, untrained: dict[str, Any] | None)
             "untrained": untrained, "verdict": verdict, "rerun": rerun or None, "notes": notes}
 
 
-def run_phase1(ws: Path, cfg: PipelineConfig, results_dir: Path, *, show_progress: bool) -> dict[str, Any]:
+def run_phase1(ws: Path, cfg: PipelineConfig, results_dir: Path, *, show_progress: bool,
+               deadline: float | None = None) -> dict[str, Any]:
     """Sweep on base train/validation, then the quality check → ``automl/phase1/quality_check.json``."""
     out = results_dir / PHASE1_DIR
     spec = cfg.path(ws, cfg.data.spec)
     train_csv = cfg.path(ws, cfg.data.train_csv)
     # the user's spec is the first trial: the reference every later step is compared with
     best_rec = sweep(ws, cfg, cfg.automl.phase1, spec=spec, train_csv=train_csv, out_dir=out, enqueue_spec=spec,
-                     show_progress=show_progress, study_name=f"{results_dir.name}-phase1")
+                     show_progress=show_progress, study_name=f"{results_dir.name}-phase1", deadline=deadline)
     fault_point("phase1.swept")
     untrained = untrained_metrics(spec, train_csv, cfg.path(ws, cfg.data.val_csv))
     qc = quality_check(best_rec, untrained=untrained)
     qc["best_rec_path"] = str(out / "best_rec.json")
     qc["reference"] = evaluate_reference(ws, cfg, results_dir, best_rec, spec)
+    qc["stop_reason"] = sweep_stop_reason(best_rec, cfg.automl.phase1.max_recommendations, cfg, "phase1")
     atomic_write_json(out / QUALITY_NAME, qc)
     return qc
 
@@ -183,7 +186,7 @@ def _plain(v: Any) -> Any:
 
 
 def run_phase3(ws: Path, cfg: PipelineConfig, results_dir: Path, *, spec: Path, handoff: dict[str, Any],
-               enqueue_spec: Path | None, show_progress: bool) -> dict[str, Any]:
+               enqueue_spec: Path | None, show_progress: bool, deadline: float | None = None) -> dict[str, Any]:
     """Warm-started sweep on the loop's data → KPI evaluation → ``iterations.final_automl`` → best model."""
     from deftpipe import deft
     from deftpipe.model import get_adapter
@@ -193,7 +196,7 @@ def run_phase3(ws: Path, cfg: PipelineConfig, results_dir: Path, *, spec: Path, 
         best_rec = sweep(ws, cfg, cfg.automl.phase3, spec=spec, train_csv=Path(handoff["train_csv"]), out_dir=out,
                          pretrained=Path(handoff["warm_start_checkpoint"]) if cfg.automl.phase3.warm_start else None,
                          enqueue_spec=enqueue_spec,
-                         show_progress=show_progress, study_name=f"{results_dir.name}-phase3")
+                         show_progress=show_progress, study_name=f"{results_dir.name}-phase3", deadline=deadline)
     except SweepError as e:
         if "no usable trial" not in str(e):
             raise
@@ -217,7 +220,8 @@ def run_phase3(ws: Path, cfg: PipelineConfig, results_dir: Path, *, spec: Path, 
     fault_point("phase3.recorded")
     deft.write_best_model(results_dir)
     return {"checkpoint": str(ckpt), "kpi_far_pct": metrics.get("far_pct"), "val_score": best.get("score"),
-            "rec_id": best.get("rec_id"), "inference_csv": str(inference_csv)}
+            "rec_id": best.get("rec_id"), "inference_csv": str(inference_csv),
+            "stop_reason": sweep_stop_reason(best_rec, cfg.automl.phase3.max_recommendations, cfg, "phase3")}
 
 
 __all__ = ["evaluate_reference", "load_phase1", "quality_check", "run_phase1", "run_phase3", "untrained_metrics"]

@@ -13,6 +13,7 @@ from typing import Any
 
 from deftpipe.config import PipelineConfig, SweepConfig, load_config
 from deftpipe.errors import DeftpipeError
+from deftpipe.pipeline._budget import check as budget_check
 from deftpipe.pipeline._checks import (
     artefacts_section,
     credentials_section,
@@ -144,7 +145,9 @@ def preflight(ws: str | Path, *, new: bool = False, measure: bool = True) -> dic
     sections += phase_sections(ws, cfg, warnings)
     rows = {r["split"]: r["rows"] for r in datasets["table"]}
     can_measure = measure and spec is not None and not blockers
-    sections.append(estimate(ws, cfg, rows, measure=can_measure, blockers=blockers))
+    est = estimate(ws, cfg, rows, measure=can_measure, blockers=blockers)
+    est["items"] += budget_check(cfg, est.get("seconds"), blockers)
+    sections.append(est)
     target = run_target(ws, new)
     if blockers:
         line = f"{len(blockers)} blocker(s) — fix them and rerun; nothing was started"

@@ -19,6 +19,8 @@ from rich.console import Console
 from deftpipe._fs import atomic_write_text, run_lock
 from deftpipe.config import PipelineConfig, load_config
 from deftpipe.errors import DeftpipeError, StateError
+from deftpipe.pipeline import _budget as budget
+from deftpipe.pipeline._estimate import fmt_range, record_actuals
 from deftpipe.pipeline._faults import fault_point
 from deftpipe.pipeline._handoff import handoff_1_to_2, handoff_2_to_3
 from deftpipe.pipeline._phases import load_phase1, run_phase1, run_phase3
@@ -62,12 +64,13 @@ def _guard(rec: PipelineRecord, name: str, fn: Callable[[], Any]) -> Any:
         raise
 
 
-def _run_loop(ws: Path, cfg: PipelineConfig, results_dir: Path, show_progress: bool) -> tuple[dict, str | None]:
+def _run_loop(ws: Path, cfg: PipelineConfig, results_dir: Path, show_progress: bool,
+              deadline: float | None) -> tuple[dict, str | None]:
     """Phase 2. Returns (final state, hard-stop reason or None)."""
     from deftpipe import deft
 
     try:
-        state = deft.run_loop(ws, results_dir=results_dir, config=cfg, show_progress=show_progress)
+        state = deft.run_loop(ws, results_dir=results_dir, config=cfg, show_progress=show_progress, deadline=deadline)
     except DeftpipeError as e:
         try:
             state = deft.load_state(results_dir)
@@ -138,6 +141,7 @@ def run_pipeline(ws: str | Path, *, yes: bool = False, new: bool = False, show_p
             rec = PipelineRecord.create(results_dir, workspace=ws)
         if rec.status in ("complete", "stopped"):
             raise StateError(f"{results_dir} is already {rec.status}; start another with `deftpipe run WS --new`")
+        rec.data.setdefault("estimate", next((s for s in report["sections"] if s["name"] == "estimate"), None))
         rec.begin_attempt()
         console.print(f"results: {results_dir}", highlight=False)
         fault_point("approved")
@@ -152,11 +156,13 @@ def run_pipeline(ws: str | Path, *, yes: bool = False, new: bool = False, show_p
             else:
                 rec.start("phase1")
                 fault_point("phase1.start")
-                qc = _guard(rec, "phase1", lambda: run_phase1(ws, cfg, results_dir, show_progress=show_progress))
+                qc = _guard(rec, "phase1", lambda: run_phase1(ws, cfg, results_dir, show_progress=show_progress,
+                                                              deadline=budget.deadline(cfg, rec.data["phases"], "phase1")))
                 w = qc["winner"]
                 rec.done("phase1", summary=f"winner {w.get('rec_id')} {qc['verdict']['metric']} {w.get('score')}",
                          best_rec=qc["best_rec_path"], winner=w.get("rec_id"), score=w.get("score"),
-                         reference=qc.get("reference"), user_spec=_user_spec(qc.get("reference"), cfg.path(ws, cfg.data.spec)))
+                         reference=qc.get("reference"), user_spec=_user_spec(qc.get("reference"), cfg.path(ws, cfg.data.spec)),
+                         stop_reason=qc.get("stop_reason"))
                 fault_point("phase1.done")
 
         # Hand-off 1 → 2: merged spec, copied checkpoint, pre-seeded loop state.
@@ -174,9 +180,12 @@ def run_pipeline(ws: str | Path, *, yes: bool = False, new: bool = False, show_p
         if not rec.is_done("phase2"):
             rec.start("phase2")
             fault_point("phase2.start")
-            state, stop = _guard(rec, "phase2", lambda: _run_loop(ws, cfg, results_dir, show_progress))
+            state, stop = _guard(rec, "phase2", lambda: _run_loop(
+                ws, cfg, results_dir, show_progress, budget.deadline(cfg, rec.data["phases"], "phase2")))
+            reason = state.get("reason") or ""
             rec.done("phase2", summary=f"hard stop: {stop}" if stop else f"loop {state.get('status')}",
-                     hard_stop=stop, loop_status=state.get("status"))
+                     hard_stop=stop, loop_status=state.get("status"),
+                     stop_reason=reason if reason.startswith("time budget") else None)
             fault_point("phase2.done")
         state = deft.load_state(results_dir)
         hard_stop = rec.phase("phase2").get("hard_stop")
@@ -187,13 +196,15 @@ def run_pipeline(ws: str | Path, *, yes: bool = False, new: bool = False, show_p
                 rec.skip("phase3", f"Phase 2 hard-stopped ({hard_stop}); Phase 3 skipped")
             elif not cfg.automl.phase3.enabled:
                 rec.skip("phase3", "disabled in pipeline.yaml (automl.phase3.enabled: false)")
+            elif (budget.seconds_left(cfg, rec.data["phases"], "phase3") or 1.0) <= 0:
+                rec.skip("phase3", "time budget spent before Phase 3 (budget.run_seconds)")
             else:
                 rec.start("phase3")
                 fault_point("phase3.start")
                 ho = _guard(rec, "phase3", lambda: handoff_2_to_3(state, cfg.path(ws, cfg.data.train_csv)))
                 p3 = _guard(rec, "phase3", lambda: run_phase3(
                     ws, cfg, results_dir, spec=spec, handoff=ho, enqueue_spec=spec if qc is not None else None,
-                    show_progress=show_progress))
+                    show_progress=show_progress, deadline=budget.deadline(cfg, rec.data["phases"], "phase3")))
                 p3 = _phase3_verdict(results_dir, p3, ho)
                 rec.done("phase3", summary=p3["verdict"], handoff=ho, **p3)
                 fault_point("phase3.done")
@@ -204,8 +215,9 @@ def run_pipeline(ws: str | Path, *, yes: bool = False, new: bool = False, show_p
         base_rows = _count_rows(cfg.path(ws, cfg.data.train_csv))
         p3_info = rec.phase("phase3") if rec.phase("phase3")["status"] == "done" else None
         points = build_trajectory(state, qc, base_rows, (p3_info or {}).get("handoff", {}).get("train_csv"))
+        rec.data["estimate_vs_actual"] = record_actuals(ws, results_dir, rec.data.get("estimate"), rec.data["phases"])
         write_summary(results_dir, record=rec.data, points=points, state=state, phase1=qc, phase3=p3_info)
-        _render_report(results_dir, points)
+        _render_report(results_dir, points, rec.data["estimate_vs_actual"])
         fault_point("summary")
         rec.done("summary", summary="trajectory written")
         status = "stopped" if hard_stop else "complete"
@@ -239,8 +251,8 @@ def _count_rows(csv: Path) -> int | None:
         return max(sum(1 for _ in f) - 1, 0)
 
 
-def _render_report(results_dir: Path, points: list[dict[str, Any]]) -> None:
-    """Hand the trajectory to the loop's report (its first chart)."""
+def _render_report(results_dir: Path, points: list[dict[str, Any]], cost: dict[str, Any] | None) -> None:
+    """Hand the trajectory (its first chart) and the estimate vs actual time per phase to the loop's report."""
     from deftpipe import deft
 
     chart = [{"label": p["step"], "far_pct": p["value"], "kind": p["label"]}
@@ -248,6 +260,8 @@ def _render_report(results_dir: Path, points: list[dict[str, Any]]) -> None:
     notes = [f"{p['step']}: {p['metric']} {fmt_value(p['value'])}"
              + (f" (95 % CI {fmt_value(p['ci'][0])}–{fmt_value(p['ci'][1])})" if p.get("ci") else "")
              + f" on the {p['set']} set" for p in points]
+    notes += [f"{c['phase']}: estimated {fmt_range(c['low'], c['high'])}, took {c['actual']:.0f} s"
+              for c in (cost or {}).get("phases", [])]
     deft.render_report(results_dir, extra={"trajectory": chart, "notes": notes,
                                            "title": f"deftpipe pipeline report — {results_dir.name}"})
 

@@ -113,13 +113,22 @@ def write_summary(results_dir: Path, *, record: dict[str, Any], points: list[dic
     atomic_write_json(results_dir / TRAJECTORY_NAME, {"points": points, "improvement": gain})
     lines = [f"# deftpipe pipeline summary — {results_dir.name}", "",
              f"Workspace: `{record['workspace']}`  ", f"Results: `{results_dir}`", "", "## Phases", "",
-             "| phase | status | duration | note |", "|---|---|---|---|"]
+             "| phase | status | duration | estimate | note |", "|---|---|---|---|---|"]
+    est = (record.get("estimate") or {}).get("seconds") or {}
     for name, ph in record["phases"].items():
         if name == "summary":
             continue
         note = ph.get("reason") or ph.get("error") or ph.get("summary") or ""
+        if ph.get("stop_reason"):
+            note += f" — stopped early: {ph['stop_reason']}"
         dur = f"{ph['duration_sec']:.0f} s" if ph.get("duration_sec") is not None else ""
-        lines.append(f"| {name} | {ph['status']} | {dur} | {note} |")
+        rng = f"{est[name + '_low']:.0f}–{est[name + '_high']:.0f} s" if f"{name}_low" in est else ""
+        lines.append(f"| {name} | {ph['status']} | {dur} | {rng} | {note} |")
+    if "total_low" in est:
+        actual = sum(ph.get("duration_sec") or 0.0 for ph in record["phases"].values())
+        lines += ["", f"Estimated {est['total_low']:.0f}–{est['total_high']:.0f} s in all (pre-flight); the "
+                  f"phases took {actual:.0f} s. The ratio actual/model per phase is stored in "
+                  "`results/cost_calibration.json` for the next pre-flight on this workspace."]
     lines += ["", "## Trajectory", "", "| step | data | metric | value | 95% CI | AUROC | train rows | note |",
               "|---|---|---|---|---|---|---|---|"]
     for p in points:

@@ -1,0 +1,118 @@
+"""How many compute threads a deftpipe process takes: a fair share of the host's cores.
+
+The rule (docs/benchmarks.md, "Cores shared"), in order:
+
+1. an explicit request (``train.num_threads`` in the spec, ``--threads N`` on a command);
+2. ``$DEFTPIPE_NUM_THREADS``;
+3. otherwise ``cores ÷ live deftpipe workers on this host`` (at least 1), where ``cores`` is the
+   CPUs this process may run on and a *worker* is any deftpipe process inside a training,
+   inference or embedding job. Each such job registers a lock file under
+   ``$DEFTPIPE_RUNTIME_DIR`` (default ``<tmp>/deftpipe-workers-<uid>``) and holds an exclusive
+   ``flock`` on it while it runs; a file whose lock can be taken belongs to a dead process and is
+   removed. The share is taken when a job starts.
+
+Why: PyTorch's intra-op pool spins while it waits, so two processes that each take every core
+fight over them — measured on 2 cores under load, 4.1× slower per training row with 2 threads
+than with 1 (bench/results/cores.json).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+ENV_THREADS = "DEFTPIPE_NUM_THREADS"
+ENV_DIR = "DEFTPIPE_RUNTIME_DIR"
+
+
+def host_cores() -> int:
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def registry_dir() -> Path:
+    return Path(os.environ.get(ENV_DIR) or Path(tempfile.gettempdir()) / f"deftpipe-workers-{os.getuid()}")
+
+
+def _held(path: Path) -> bool:
+    """True when a live process holds the lock on ``path``; a stale file is removed."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # closing releases a lock we just took
+    with contextlib.suppress(OSError):
+        path.unlink()
+    return False
+
+
+def live_workers() -> int:
+    """Registered deftpipe workers on this host whose process is alive."""
+    d = registry_dir()
+    try:
+        files = list(d.glob("*.lock"))
+    except OSError:
+        return 0
+    return sum(_held(p) for p in files)
+
+
+@contextlib.contextmanager
+def registered() -> Iterator[None]:
+    """Count this process as a worker while the block runs (nested blocks count once)."""
+    global _depth
+    if _depth:
+        _depth += 1
+        try:
+            yield
+        finally:
+            _depth -= 1
+        return
+    d = registry_dir()
+    fd, path = None, None
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f"{os.getpid()}-", suffix=".tmp", dir=d)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        path = Path(name).with_suffix(".lock")
+        os.rename(name, path)  # visible to the count only once locked
+    except OSError:
+        pass  # no shared registry (read-only tmp): this process simply is not counted
+    _depth = 1
+    try:
+        yield
+    finally:
+        _depth = 0
+        if path is not None:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        if fd is not None:
+            os.close(fd)
+
+
+_depth = 0
+
+
+def fair_threads(requested: int = 0) -> int:
+    """The thread count of the rule above (call it inside :func:`registered` to count yourself)."""
+    if requested > 0:
+        return requested
+    env = int(os.environ.get(ENV_THREADS, "0") or 0)
+    if env > 0:
+        return env
+    return max(host_cores() // max(live_workers(), 1), 1)
+
+
+__all__ = ["ENV_DIR", "ENV_THREADS", "fair_threads", "host_cores", "live_workers", "registered", "registry_dir"]

@@ -1,0 +1,164 @@
+"""The run's cost model: which jobs each phase runs, priced with the dry run's rates.
+
+Every phase is a sum of jobs the run really does (read from the phases' code; docs/pipeline.md
+lists them):
+
+* a training job of ``n`` rows for ``E`` epochs costs ``E × (s_train_job + n × s_train_row_epoch +
+  validation scoring)`` — every epoch ends with a scored validation set;
+* an inference job (scoring, evaluation, embedding) of ``n`` rows costs ``s_infer_job + n × s_infer_row``;
+* the first time a split's images are read they are decoded: ``n × s_decode_pair`` (skipped for a
+  split whose decode cache entry already exists);
+* the loop's data stages (routing, merge, leakage checks) read the CSVs they touch:
+  ``DATA_READS × rows × s_csv_row`` per iteration, and SDG draws ``SDG_DECODES`` pairs' worth of image
+  work per synthetic pair.
+
+Phase 1 = first decode + trials × training job + the quality check's untrained-model job; a sweep's
+trials count half a fresh-seed re-run of its winner (``rerun_margin``; it happens in about every
+second sweep on the synthetic workspaces).
+Phase 2 = baseline scoring (KPI + RCA on validation; its own training when Phase 1 is off) +
+iterations × (pool embedding + SDG + merge + retrain on the grown set + KPI scoring + RCA, which the
+last iteration skips). Phase 3 = trials on the grown set + one KPI scoring.
+
+The point estimate is multiplied by the ratio actual/estimate recorded by the last finished run
+on the same workspace (``results/cost_calibration.json``), and the printed range is
+``[LOW × point, HIGH × point]`` — 1.9× wide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from deftpipe.config import PipelineConfig, SweepConfig
+from deftpipe.pipeline._dry_run import Rates
+
+LOW, HIGH = 0.8, 1.52  # the range around the point estimate (HIGH / LOW = 1.9)
+RERUN_SHARE = 0.5  # a sweep re-runs a suspicious winner once (rerun_margin): about every second synthetic sweep
+GROWTH_SHARE = 0.5  # an iteration adds about half the rows it may add (measured: 0.2-0.45 on synthetic)
+UNTRAINED_ROWS = 32  # deftpipe.pipeline._phases.UNTRAINED_ROWS
+DATA_READS = 3.0  # CSV passes of the loop's data stages per iteration (routing, merge, leakage), measured
+SDG_DECODES = 6.0  # one synthetic pair costs about six first decodes of a pair (bench/results/scale.json)
+PHASES = ("phase1", "phase2", "phase3")
+
+
+@dataclass
+class PhaseCost:
+    seconds: float = 0.0
+    parts: list[str] = field(default_factory=list)
+
+    def add(self, seconds: float, what: str) -> None:
+        self.seconds += seconds
+        if what:
+            self.parts.append(f"{what} {seconds:.1f} s")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Row counts of the splits and which of them already have a decode cache entry."""
+
+    train: int
+    val: int
+    kpi: int
+    pool: int
+    cached: frozenset[str] = frozenset()  # names among train, val, kpi, pool
+
+    def cold(self, name: str) -> int:
+        return 0 if name in self.cached else getattr(self, name)
+
+
+def per_iteration_growth(cfg: PipelineConfig) -> float:
+    """Rows one loop iteration is expected to add: GROWTH_SHARE of the most it may add."""
+    d = cfg.deft
+    most = d.rca_max_groups * (d.sdg.count_per_target + d.mining.top_k_per_target) + (
+        d.mining.hard_defects + d.mining.hard_pass)
+    return GROWTH_SHARE * most
+
+
+def trials(sweep: SweepConfig) -> float:
+    """Trials a sweep runs: its recommendations + RERUN_SHARE of a fresh-seed re-run of the winner."""
+    return sweep.max_recommendations + (RERUN_SHARE if sweep.max_recommendations > 1 else 0.0)
+
+
+class Pricer:
+    def __init__(self, rates: Rates, w: Workload):
+        self.r, self.w = rates, w
+
+    def infer(self, n: float) -> float:
+        return self.r.s_infer_job + n * self.r.s_infer_row
+
+    def train(self, n: float, epochs: int) -> float:
+        return epochs * (self.r.s_train_job + n * self.r.s_train_row_epoch + self.infer(self.w.val))
+
+    def decode(self, n: float) -> float:
+        return n * self.r.s_decode_pair
+
+
+def price(cfg: PipelineConfig, rates: Rates, w: Workload) -> dict[str, PhaseCost]:
+    """Seconds per phase (before calibration), each with the parts it is made of."""
+    p1, p3, d = cfg.automl.phase1, cfg.automl.phase3, cfg.deft
+    pr = Pricer(rates, w)
+    out = {name: PhaseCost() for name in PHASES}
+    if p1.enabled:
+        c = out["phase1"]
+        c.add(pr.decode(w.cold("train") + w.cold("val")), "first decode of train + validation")
+        n = trials(p1)
+        c.add(n * pr.train(w.train, p1.num_epochs), f"{n:g} trials × {w.train} rows × {p1.num_epochs} epochs")
+        c.add(pr.train(min(UNTRAINED_ROWS, w.train), 1) + pr.infer(w.val), "quality check (untrained model)")
+    c = out["phase2"]
+    if not p1.enabled:
+        c.add(pr.decode(w.cold("train") + w.cold("val")), "first decode of train + validation")
+        c.add(pr.train(w.train, d.baseline_epochs or p1.num_epochs), "own baseline training")
+    c.add(pr.decode(w.cold("kpi")) + pr.infer(w.kpi) + pr.infer(w.val), "baseline KPI scoring + RCA")
+    grow = per_iteration_growth(cfg)
+    for i in range(1, d.max_iterations + 1):
+        rows = w.train + i * grow
+        t = pr.decode(w.cold("pool") if i == 1 else 0) + pr.infer(w.pool)  # routing embeds the pool
+        t += DATA_READS * (w.pool + rows + w.val + w.kpi) * rates.s_csv_row
+        t += grow * (SDG_DECODES + 1) * rates.s_decode_pair  # SDG draws, then the retrain decodes them
+        t += pr.train(rows, d.num_epochs) + pr.infer(w.kpi)
+        if i < d.max_iterations:
+            t += pr.infer(w.val)  # RCA; the last iteration has no next one to feed
+        c.add(t, f"iteration {i} ({rows:.0f} rows × {d.num_epochs} epochs)" if i == 1 else "")
+    if d.max_iterations > 1:
+        c.parts.append(f"+ {d.max_iterations - 1} more iteration(s), each ~{grow:.0f} rows more")
+    if p3.enabled:
+        rows = w.train + d.max_iterations * grow
+        c = out["phase3"]
+        n = trials(p3)
+        c.add(n * pr.train(rows, p3.num_epochs), f"{n:g} trials × {rows:.0f} rows × {p3.num_epochs} epochs")
+        c.add(pr.infer(w.kpi), "KPI scoring")
+    return out
+
+
+def given_times(cfg: PipelineConfig) -> dict[str, PhaseCost] | None:
+    """Per-job times from pipeline.yaml (``per_trial_seconds`` / ``per_iteration_seconds``), when all given."""
+    p1, p3, d = cfg.automl.phase1, cfg.automl.phase3, cfg.deft
+    need = [(p1.per_trial_seconds, p1.enabled), (p3.per_trial_seconds, p3.enabled),
+            (d.per_iteration_seconds, d.max_iterations > 0)]
+    if any(v is None and on for v, on in need):
+        return None
+    out = {name: PhaseCost() for name in PHASES}
+    if p1.enabled:
+        out["phase1"].add(p1.max_recommendations * p1.per_trial_seconds, f"{p1.max_recommendations} trials")
+    if d.max_iterations:
+        out["phase2"].add(d.max_iterations * d.per_iteration_seconds, f"{d.max_iterations} iterations")
+    if p3.enabled:
+        out["phase3"].add(p3.max_recommendations * p3.per_trial_seconds, f"{p3.max_recommendations} trials")
+    return out
+
+
+def ranges(costs: dict[str, PhaseCost], ratios: dict[str, float]) -> dict[str, Any]:
+    """The estimate's ``seconds``: per phase point/low/high (calibrated) and the totals."""
+    sec: dict[str, Any] = {}
+    for name, c in costs.items():
+        point = c.seconds * ratios.get(name, 1.0)
+        sec[name] = round(point, 1)
+        sec[f"{name}_low"], sec[f"{name}_high"] = round(LOW * point, 1), round(HIGH * point, 1)
+    total = sum(sec[name] for name in costs)
+    sec["total"] = round(total, 1)
+    sec["total_low"], sec["total_high"] = round(LOW * total, 1), round(HIGH * total, 1)
+    return sec
+
+
+__all__ = ["HIGH", "LOW", "PHASES", "PhaseCost", "Workload", "given_times", "per_iteration_growth", "price",
+           "ranges", "trials"]

@@ -1,0 +1,65 @@
+"""The cost model: two-point fit, jobs priced per phase, a range at most 2x wide, calibration by the last run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deftpipe.config import PipelineConfig
+from deftpipe.pipeline import _cost_model as cm
+from deftpipe.pipeline._dry_run import Rates, fit_line
+from deftpipe.pipeline._estimate import calibration_path, load_ratios, record_actuals
+
+RATES = Rates(s_train_row_epoch=0.001, s_train_job=0.5, s_infer_row=0.0001, s_infer_job=0.1, s_decode_pair=0.0002,
+              s_csv_row=0.0)
+
+
+def test_fit_line_separates_fixed_from_per_row_cost():
+    assert fit_line((64, 256), (1.0 + 64 * 0.01, 1.0 + 256 * 0.01)) == pytest.approx((1.0, 0.01))
+    assert fit_line((64, 256), (2.0, 1.0)) == (2.0, 0.0)  # noise never makes a negative cost
+    assert fit_line((40, 40), (2.0, 2.0)) == (0.0, 0.05)  # one size only: all of it per row
+
+
+def test_phases_price_the_jobs_the_run_does():
+    cfg = PipelineConfig()
+    cfg.automl.phase1.max_recommendations, cfg.automl.phase1.num_epochs = 4, 2
+    cfg.automl.phase3.max_recommendations, cfg.automl.phase3.num_epochs = 3, 2
+    cfg.deft.max_iterations, cfg.deft.num_epochs = 2, 2
+    w = cm.Workload(train=1000, val=200, kpi=300, pool=500, cached=frozenset({"train", "val", "kpi", "pool"}))
+    costs = cm.price(cfg, RATES, w)
+    val_pass = 0.1 + 200 * 0.0001
+    trial = 2 * (0.5 + 1000 * 0.001 + val_pass)
+    untrained = (0.5 + 32 * 0.001 + val_pass) + val_pass
+    assert costs["phase1"].seconds == pytest.approx(4.5 * trial + untrained)  # + half a re-run
+    grow = cm.per_iteration_growth(cfg)
+    rows3 = 1000 + 2 * grow
+    assert costs["phase3"].seconds == pytest.approx(3.5 * 2 * (0.5 + rows3 * 0.001 + val_pass) + 0.1 + 300 * 0.0001)
+    # a cold cache adds the first decode of every split once
+    cold = cm.price(cfg, RATES, cm.Workload(train=1000, val=200, kpi=300, pool=500))
+    assert cold["phase1"].seconds - costs["phase1"].seconds == pytest.approx(1200 * 0.0002)
+    assert cold["phase2"].seconds - costs["phase2"].seconds == pytest.approx(800 * 0.0002)
+    # more iterations cost more; Phase 1 off moves the baseline training into Phase 2
+    cfg.automl.phase1.enabled = False
+    off = cm.price(cfg, RATES, w)
+    assert off["phase1"].seconds == 0 and off["phase2"].seconds > costs["phase2"].seconds + trial / 2
+
+
+def test_range_is_at_most_twice_wide_and_calibrated_by_the_last_run(tmp_path):
+    costs = {"phase1": cm.PhaseCost(100.0), "phase2": cm.PhaseCost(50.0), "phase3": cm.PhaseCost(30.0)}
+    sec = cm.ranges(costs, {})
+    assert sec["total"] == 180.0 and sec["total_high"] <= 2 * sec["total_low"]
+    assert sec["total_low"] < 180.0 < sec["total_high"]
+    est = {"seconds": {**sec, "model": {"phase1": 100.0, "phase2": 50.0, "phase3": 30.0}},
+           "rates": {"source": "measured dry run"}}
+    phases = {"phase1": {"status": "done", "duration_sec": 50.0}, "phase2": {"status": "done", "duration_sec": 55.0},
+              "phase3": {"status": "skipped"}}
+    out = record_actuals(tmp_path, tmp_path / "results" / "run_x", est, phases)
+    assert [r["phase"] for r in out["phases"]] == ["phase1", "phase2"]
+    assert out["phases"][0]["inside"] is False and out["phases"][1]["inside"] is True
+    assert json.loads(calibration_path(tmp_path).read_text())["ratios"] == {"phase1": 0.5, "phase2": 1.1}
+    calib = load_ratios(tmp_path)
+    again = cm.ranges(costs, calib["ratios"])
+    assert again["phase1"] == 50.0 and again["phase2"] == 55.0 and again["phase3"] == 30.0
+    calibration_path(tmp_path).write_text("{not json")
+    assert load_ratios(tmp_path)["ratios"] == {}
