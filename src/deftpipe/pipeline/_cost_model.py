@@ -17,11 +17,13 @@ trials count half a fresh-seed re-run of its winner (``rerun_margin``; it happen
 second sweep on the synthetic workspaces).
 Phase 2 = baseline scoring (KPI + RCA on validation; its own training when Phase 1 is off) +
 iterations × (pool embedding + SDG + merge + retrain on the grown set + KPI scoring + RCA, which the
-last iteration skips). Phase 3 = trials on the grown set + one KPI scoring.
+last iteration skips), counted LOOP_SHARE× (the loop stops as soon as the KPI is met, so anything
+from none to all of them run). Phase 3 = trials on the set grown by as many iterations + one KPI
+scoring.
 
 The point estimate is multiplied by the ratio actual/estimate recorded by the last finished run
 on the same workspace (``results/cost_calibration.json``), and the printed range is
-``[LOW × point, HIGH × point]`` — 1.9× wide.
+``[LOW × point, HIGH × point]`` — 1.93× wide.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ from typing import Any
 from deftpipe.config import PipelineConfig, SweepConfig
 from deftpipe.pipeline._dry_run import Rates
 
-LOW, HIGH = 0.8, 1.52  # the range around the point estimate (HIGH / LOW = 1.9)
+LOW, HIGH = 0.75, 1.45  # the range around the point estimate (HIGH / LOW = 1.93)
 RERUN_SHARE = 0.5  # a sweep re-runs a suspicious winner once (rerun_margin): about every second synthetic sweep
+LOOP_SHARE = 0.5  # the loop stops once the KPI is met: its iterations count half (0 to all of them happen)
 GROWTH_SHARE = 0.5  # an iteration adds about half the rows it may add (measured: 0.2-0.45 on synthetic)
 UNTRAINED_ROWS = 32  # deftpipe.pipeline._phases.UNTRAINED_ROWS
 DATA_READS = 3.0  # CSV passes of the loop's data stages per iteration (routing, merge, leakage), measured
@@ -45,6 +48,7 @@ PHASES = ("phase1", "phase2", "phase3")
 class PhaseCost:
     seconds: float = 0.0
     parts: list[str] = field(default_factory=list)
+    full: float = 0.0  # the loop's iterations if every one runs (Phase 2 only)
 
     def add(self, seconds: float, what: str) -> None:
         self.seconds += seconds
@@ -118,11 +122,13 @@ def price(cfg: PipelineConfig, rates: Rates, w: Workload) -> dict[str, PhaseCost
         t += pr.train(rows, d.num_epochs) + pr.infer(w.kpi)
         if i < d.max_iterations:
             t += pr.infer(w.val)  # RCA; the last iteration has no next one to feed
-        c.add(t, f"iteration {i} ({rows:.0f} rows × {d.num_epochs} epochs)" if i == 1 else "")
-    if d.max_iterations > 1:
-        c.parts.append(f"+ {d.max_iterations - 1} more iteration(s), each ~{grow:.0f} rows more")
+        c.add(LOOP_SHARE * t, "")
+        c.full += t
+    if d.max_iterations:
+        c.parts.append(f"{d.max_iterations} iteration(s) from {w.train + grow:.0f} rows × {d.num_epochs} epochs, "
+                       f"{c.full:.1f} s if all run, counted {LOOP_SHARE:g}× (the loop stops when the KPI is met)")
     if p3.enabled:
-        rows = w.train + d.max_iterations * grow
+        rows = w.train + LOOP_SHARE * d.max_iterations * grow
         c = out["phase3"]
         n = trials(p3)
         c.add(n * pr.train(rows, p3.num_epochs), f"{n:g} trials × {rows:.0f} rows × {p3.num_epochs} epochs")

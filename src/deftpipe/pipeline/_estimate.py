@@ -79,10 +79,11 @@ def _workload(ws: Path, cfg: PipelineConfig, rows: dict[str, int]) -> cm.Workloa
 def _assumptions(cfg: PipelineConfig, rates: dict[str, Any], calib: dict[str, Any]) -> str:
     d = cfg.deft
     text = [f"each loop iteration adds ~{cm.per_iteration_growth(cfg):.0f} rows; every sweep runs all its "
-            "trials (a re-run of a suspicious winner is one trial more, inside the range)",
+            "trials + half a fresh-seed re-run of its winner",
             f"this host stays as busy as during the dry run; range = {cm.LOW:g}–{cm.HIGH:g}× the point estimate"]
     if d.max_iterations:
-        text.append(f"the loop runs all {d.max_iterations} iterations (an early KPI stop makes it shorter)")
+        text.append(f"the loop's {d.max_iterations} iteration(s) count {cm.LOOP_SHARE:g}×: it stops when the KPI "
+                    "is met, so Phase 2 lies between its baseline and all iterations")
     if calib["ratios"]:
         text.append("calibrated by the last finished run " + (calib["run"] or "") + " (actual/model: "
                     + ", ".join(f"{k} {v:.2f}" for k, v in calib["ratios"].items()) + ")")
@@ -114,6 +115,7 @@ def estimate(ws: Path, cfg: PipelineConfig, rows: dict[str, int], *, measure: bo
     calib = load_ratios(ws)
     sec = cm.ranges(costs, calib["ratios"])
     sec["model"] = {name: round(c.seconds, 2) for name, c in costs.items()}
+    sec["phase2_all_iterations"] = round(costs["phase2"].seconds + (1 - cm.LOOP_SHARE) * costs["phase2"].full, 1)
     titles = {"phase1": "Phase 1", "phase2": "Phase 2", "phase3": "Phase 3"}
     items = [{"name": titles[n], "value": (fmt_range(sec[f"{n}_low"], sec[f"{n}_high"]) + " ("
                                             + "; ".join(costs[n].parts) + ")") if costs[n].seconds else "nothing to run",
