@@ -51,13 +51,12 @@ def embed_dim(spec_path: Path | None) -> int:
     from deftpipe.spec import load_spec
 
     if spec_path is None:
-        import tempfile
+        from deftpipe.data._synthetic import synthetic_spec
 
-        from deftpipe.data import make_synthetic_workspace
-
-        ws = make_synthetic_workspace(Path(tempfile.mkdtemp(prefix="bench_scale_ws_")) / "ws", seed=0, size="small")
-        spec_path = ws / "specs" / "baseline_spec.yaml"
-    return int(SiameseChangeNet(NetConfig.from_spec(load_spec(spec_path))).embed_dim)
+        spec = synthetic_spec("small")
+    else:
+        spec = load_spec(spec_path)
+    return int(SiameseChangeNet(NetConfig.from_spec(spec)).embed_dim)
 
 
 def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:

@@ -11,7 +11,7 @@ from deftpipe.pipeline import _cost_model as cm
 from deftpipe.pipeline._dry_run import Rates, fit_line
 from deftpipe.pipeline._estimate import calibration_path, load_ratios, record_actuals
 
-RATES = Rates(s_train_row_epoch=0.001, s_train_job=0.5, s_infer_row=0.0001, s_infer_job=0.1, s_decode_pair=0.0002,
+RATES = Rates(s_train_row_epoch=0.001 / cm.JOB_OVERHEAD, s_train_job=0.5, s_infer_row=0.0001, s_infer_job=0.1, s_decode_pair=0.0002,
               s_csv_row=0.0)
 
 

@@ -3,8 +3,8 @@
 Every phase is a sum of jobs the run really does (read from the phases' code; docs/pipeline.md
 lists them):
 
-* a training job of ``n`` rows for ``E`` epochs costs ``E × (s_train_job + n × s_train_row_epoch +
-  validation scoring)`` — every epoch ends with a scored validation set;
+* a training job of ``n`` rows for ``E`` epochs costs ``E × (s_train_job + JOB_OVERHEAD × n ×
+  s_train_row_epoch + validation scoring)`` — every epoch ends with a scored validation set;
 * an inference job (scoring, evaluation, embedding) of ``n`` rows costs ``s_infer_job + n × s_infer_row``;
 * the first time a split's images are read they are decoded: ``n × s_decode_pair`` (skipped for a
   split whose decode cache entry already exists);
@@ -36,6 +36,10 @@ from deftpipe.pipeline._dry_run import Rates
 
 LOW, HIGH = 0.75, 1.45  # the range around the point estimate (HIGH / LOW = 1.93)
 RERUN_SHARE = 0.5  # a sweep re-runs a suspicious winner once (rerun_margin): about every second synthetic sweep
+#: a sweep trial or loop retrain takes this many times the dry run's training cost per row-epoch:
+#: measured 1.2x on the synthetic small workspace with the dry run just before (per-epoch data loading,
+#: the sampler, checkpoints and metrics, Optuna) and 1.3-1.5x over whole phases (bench/results/estimate.json)
+JOB_OVERHEAD = 1.2
 LOOP_SHARE = 0.5  # the loop stops once the KPI is met: its iterations count half (0 to all of them happen)
 GROWTH_SHARE = 0.5  # an iteration adds about half the rows it may add (measured: 0.2-0.45 on synthetic)
 UNTRAINED_ROWS = 32  # deftpipe.pipeline._phases.UNTRAINED_ROWS
@@ -91,7 +95,7 @@ class Pricer:
         return self.r.s_infer_job + n * self.r.s_infer_row
 
     def train(self, n: float, epochs: int) -> float:
-        return epochs * (self.r.s_train_job + n * self.r.s_train_row_epoch + self.infer(self.w.val))
+        return epochs * (self.r.s_train_job + JOB_OVERHEAD * n * self.r.s_train_row_epoch + self.infer(self.w.val))
 
     def decode(self, n: float) -> float:
         return n * self.r.s_decode_pair

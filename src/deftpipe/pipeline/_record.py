@@ -12,6 +12,7 @@ loop hard-stopped: finished, Phase 3 skipped) and ``complete``. Every change is 
 from __future__ import annotations
 
 import json
+import resource
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,6 +64,11 @@ def new_run_dir(workspace: Path) -> Path:
     while path.exists():
         path, n = base.with_name(f"{base.name}_{n}"), n + 1
     return path
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far (MiB; Linux reports ru_maxrss in KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 class PipelineRecord:
@@ -150,6 +156,7 @@ class PipelineRecord:
         ph.update(status="done", finished_at=now_iso(), summary=summary, **info)
         if t0 is not None:
             ph["duration_sec"] = round(ph.get("duration_sec", 0.0) + time.time() - t0, 1)
+            ph["peak_rss_mib"] = peak_rss_mib()
         self._event(name, "done", summary)
         self.save()
 
