@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from deftpipe.pipeline import preflight, run_pipeline
+from deftpipe.pipeline._cost_model import LOW
 
 
 def _config(ws, **budget):
@@ -24,11 +25,13 @@ def _config(ws, **budget):
 
 def test_preflight_refuses_a_plan_over_budget(tiny_ws):
     raw = _config(tiny_ws, phase1_seconds=5.0, run_seconds=1000.0)
-    raw["automl"]["phase1"]["per_trial_seconds"] = 10.0  # 3 trials x 10 s: the low end is 24 s
+    raw["automl"]["phase1"]["per_trial_seconds"] = 10.0  # 3 trials x 10 s: the low end is LOW x 30 s
     (tiny_ws / "pipeline.yaml").write_text(yaml.safe_dump(raw))
     report = preflight(tiny_ws)
     assert not report["ok"]
-    assert any(b.startswith("budget.phase1_seconds is 5 s but the estimate's low end is 24 s") for b in report["blockers"])
+    low = f"{LOW * 30:g}"
+    assert any(b.startswith(f"budget.phase1_seconds is 5 s but the estimate's low end is {low} s")
+               for b in report["blockers"]), report["blockers"]
     items = {i["name"]: i for i in report["sections"][7]["items"]}
     assert items["budget.phase1_seconds"]["status"] == "BLOCKER" and items["budget.run_seconds"]["status"] is None
 

@@ -19,7 +19,8 @@ Phase 2 = baseline scoring (KPI + RCA on validation; its own training when Phase
 iterations × (pool embedding + SDG + merge + retrain on the grown set + KPI scoring + RCA, which the
 last iteration skips), counted LOOP_SHARE× (the loop stops as soon as the KPI is met, so anything
 from none to all of them run). Phase 3 = trials on the set grown by as many iterations + one KPI
-scoring.
+scoring. The audit (when the workspace has a holdout) = first decode of the holdout + the deliverable
+and the user's-spec reference scored on it + one KPI scoring for the reference's threshold.
 
 The point estimate is multiplied by the ratio actual/estimate recorded by the last finished run
 on the same workspace (``results/cost_calibration.json``), and the printed range is
@@ -45,7 +46,7 @@ GROWTH_SHARE = 0.5  # an iteration adds about half the rows it may add (measured
 UNTRAINED_ROWS = 32  # deftpipe.pipeline._phases.UNTRAINED_ROWS
 DATA_READS = 3.0  # CSV passes of the loop's data stages per iteration (routing, merge, leakage), measured
 SDG_DECODES = 6.0  # one synthetic pair costs about six first decodes of a pair (bench/results/scale.json)
-PHASES = ("phase1", "phase2", "phase3")
+PHASES = ("phase1", "phase2", "phase3", "audit")
 
 
 @dataclass
@@ -68,7 +69,8 @@ class Workload:
     val: int
     kpi: int
     pool: int
-    cached: frozenset[str] = frozenset()  # names among train, val, kpi, pool
+    holdout: int = 0
+    cached: frozenset[str] = frozenset()  # names among train, val, kpi, pool, holdout
 
     def cold(self, name: str) -> int:
         return 0 if name in self.cached else getattr(self, name)
@@ -137,6 +139,9 @@ def price(cfg: PipelineConfig, rates: Rates, w: Workload) -> dict[str, PhaseCost
         n = trials(p3)
         c.add(n * pr.train(rows, p3.num_epochs), f"{n:g} trials × {rows:.0f} rows × {p3.num_epochs} epochs")
         c.add(pr.infer(w.kpi), "KPI scoring")
+    if w.holdout:  # deftpipe.audit.audit_run: the deliverable and the user's-spec reference on the holdout
+        out["audit"].add(pr.decode(w.cold("holdout")) + 2 * pr.infer(w.holdout) + pr.infer(w.kpi),
+                         f"2 models × {w.holdout} holdout rows")
     return out
 
 

@@ -71,9 +71,10 @@ def _cached(ws: Path, cfg: PipelineConfig, splits: dict[str, str]) -> frozenset[
 
 def _workload(ws: Path, cfg: PipelineConfig, rows: dict[str, int]) -> cm.Workload:
     splits = {"train": cfg.data.train_csv, "val": cfg.data.val_csv, "kpi": cfg.data.kpi_csv,
-              "pool": cfg.data.pool_csv}
+              "pool": cfg.data.pool_csv, "holdout": cfg.data.holdout_csv}
     return cm.Workload(train=rows.get("train", 0), val=rows.get("validation", 0), kpi=rows.get("KPI test", 0),
-                       pool=rows.get("mining pool", 0), cached=_cached(ws, cfg, splits))
+                       pool=rows.get("mining pool", 0), holdout=rows.get("holdout") or 0,
+                       cached=_cached(ws, cfg, splits))
 
 
 def _assumptions(cfg: PipelineConfig, rates: dict[str, Any], calib: dict[str, Any]) -> str:
@@ -116,7 +117,7 @@ def estimate(ws: Path, cfg: PipelineConfig, rows: dict[str, int], *, measure: bo
     sec = cm.ranges(costs, calib["ratios"])
     sec["model"] = {name: round(c.seconds, 2) for name, c in costs.items()}
     sec["phase2_all_iterations"] = round(costs["phase2"].seconds + (1 - cm.LOOP_SHARE) * costs["phase2"].full, 1)
-    titles = {"phase1": "Phase 1", "phase2": "Phase 2", "phase3": "Phase 3"}
+    titles = {"phase1": "Phase 1", "phase2": "Phase 2", "phase3": "Phase 3", "audit": "audit"}
     items = [{"name": titles[n], "value": (fmt_range(sec[f"{n}_low"], sec[f"{n}_high"]) + " ("
                                             + "; ".join(costs[n].parts) + ")") if costs[n].seconds else "nothing to run",
               "status": None} for n in cm.PHASES]
