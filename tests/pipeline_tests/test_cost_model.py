@@ -31,15 +31,16 @@ def test_phases_price_the_jobs_the_run_does():
     val_pass = 0.1 + 200 * 0.0001
     trial = 2 * (0.5 + 1000 * 0.001 + val_pass)
     untrained = (0.5 + 32 * 0.001 + val_pass) + val_pass
-    assert costs["phase1"].seconds == pytest.approx(4.5 * trial + untrained)  # + half a re-run
+    reference = 0.1 + 300 * 0.0001  # the user's spec scored on the KPI set
+    assert costs["phase1"].seconds == pytest.approx(4.5 * trial + untrained + reference)  # + half a re-run
     grow = cm.per_iteration_growth(cfg)
     rows3 = 1000 + cm.LOOP_SHARE * 2 * grow
     assert costs["phase3"].seconds == pytest.approx(3.5 * 2 * (0.5 + rows3 * 0.001 + val_pass) + 0.1 + 300 * 0.0001)
     # a cold cache adds the first decode of every split once
     cold = cm.price(cfg, RATES, cm.Workload(train=1000, val=200, kpi=300, pool=500))
-    assert cold["phase1"].seconds - costs["phase1"].seconds == pytest.approx(1200 * 0.0002)
-    # KPI at the baseline; the pool in the first iteration, which counts LOOP_SHARE
-    assert cold["phase2"].seconds - costs["phase2"].seconds == pytest.approx((300 + cm.LOOP_SHARE * 500) * 0.0002)
+    assert cold["phase1"].seconds - costs["phase1"].seconds == pytest.approx(1500 * 0.0002)  # train, val, KPI
+    # the pool in the first iteration, which counts LOOP_SHARE
+    assert cold["phase2"].seconds - costs["phase2"].seconds == pytest.approx(cm.LOOP_SHARE * 500 * 0.0002)
     # more iterations cost more; Phase 1 off moves the baseline training into Phase 2
     cfg.automl.phase1.enabled = False
     off = cm.price(cfg, RATES, w)

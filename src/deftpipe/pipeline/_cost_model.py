@@ -12,7 +12,8 @@ lists them):
   ``DATA_READS × rows × s_csv_row`` per iteration, and SDG draws ``SDG_DECODES`` pairs' worth of image
   work per synthetic pair.
 
-Phase 1 = first decode + trials × training job + the quality check's untrained-model job; a sweep's
+Phase 1 = first decode + trials × training job + the quality check's untrained-model job + the user's
+spec (its first trial) scored on the KPI set as the reference; a sweep's
 trials count half a fresh-seed re-run of its winner (``rerun_margin``; it happens in about every
 second sweep on the synthetic workspaces).
 Phase 2 = baseline scoring (KPI + RCA on validation; its own training when Phase 1 is off) +
@@ -114,11 +115,13 @@ def price(cfg: PipelineConfig, rates: Rates, w: Workload) -> dict[str, PhaseCost
         n = trials(p1)
         c.add(n * pr.train(w.train, p1.num_epochs), f"{n:g} trials × {w.train} rows × {p1.num_epochs} epochs")
         c.add(pr.train(min(UNTRAINED_ROWS, w.train), 1) + pr.infer(w.val), "quality check (untrained model)")
+        c.add(pr.decode(w.cold("kpi")) + pr.infer(w.kpi), "the user's spec scored on the KPI set (reference)")
     c = out["phase2"]
     if not p1.enabled:
         c.add(pr.decode(w.cold("train") + w.cold("val")), "first decode of train + validation")
         c.add(pr.train(w.train, d.baseline_epochs or p1.num_epochs), "own baseline training")
-    c.add(pr.decode(w.cold("kpi")) + pr.infer(w.kpi) + pr.infer(w.val), "baseline KPI scoring + RCA")
+    kpi_decode = 0 if p1.enabled else pr.decode(w.cold("kpi"))  # else Phase 1's reference decoded it
+    c.add(kpi_decode + pr.infer(w.kpi) + pr.infer(w.val), "baseline KPI scoring + RCA")
     grow = per_iteration_growth(cfg)
     for i in range(1, d.max_iterations + 1):
         rows = w.train + i * grow
