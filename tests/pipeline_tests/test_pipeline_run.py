@@ -53,6 +53,10 @@ def test_val_loss_multiclass_task(tmp_path):
     assert gain["deliverable"] == json.loads((run / "best_model.json").read_text())["far_pct"]
     summary = (run / "pipeline_summary.md").read_text()
     assert "| Phase 1 best (val) | validation | val_loss |" in summary
+    # this workspace has no holdout: the run still completes and says plainly that nothing was audited
+    audit = json.loads((run / "best_model.json").read_text())["audit"]
+    assert audit["done"] is False and "no audit was done" in audit["reason"]
+    assert "**No audit was done**" in summary and record["phases"]["audit"]["status"] == "done"
     html = (run / "report.html").read_text()
     assert html.index('aria-label="Pipeline trajectory') < html.index('aria-label="DEFT loop')  # first chart
 

@@ -50,4 +50,16 @@ def audit_markdown(audit: dict[str, Any] | None, *, heading: str = "##") -> list
     return lines
 
 
-__all__ = ["audit_markdown"]
+
+
+def audit_line(audit: dict[str, Any] | None) -> str:
+    """One line for the terminal and the pipeline record."""
+    if not audit or not audit.get("done"):
+        return f"audit: none — {(audit or {}).get('reason') or 'not run'}"
+    return (f"audit (holdout, never used for a choice): recall {fmt_value(audit.get('recall_pct'))} % "
+            f"({audit.get('escapes')} escapes) and FAR {fmt_value(audit.get('far_pct_at_threshold'))} % at the "
+            f"shipped threshold {audit['threshold']:.4g}; FAR@100%R {fmt_value(audit.get('far_pct'))} % "
+            f"[{fmt_value(audit.get('far_ci_low'))}, {fmt_value(audit.get('far_ci_high'))}]")
+
+
+__all__ = ["audit_line", "audit_markdown"]

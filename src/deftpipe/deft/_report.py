@@ -242,10 +242,14 @@ def render_report(results_dir: str | Path, extra: dict[str, Any] | None = None) 
             r["train_metric"] = r["train_metric"].get("value")
         if not isinstance(r["train_metric"], (int, float)):
             r["train_metric"] = None
+    best = _read_json(str(results_dir / "best_model.json"))
+    audit = (best or {}).get("audit") or {}
+    audit_rows = {k: [(r, thumbs.pair(r)) for r in audit.get(k) or []] for k in ("escaped", "threshold_setters")} \
+        if audit.get("done") else None
     page = _env.get_template("report.html.j2").render(
         state=state, extra=extra, charts=charts, rows=rows, rca=_rca_sections(its, thumbs),
         contributions=_contributions(its, thumbs), events=list(reversed(state["events"]))[:200],
-        best=_read_json(str(results_dir / "best_model.json")), title=extra.get("title") or "deftpipe DEFT report")
+        best=best, audit_rows=audit_rows, title=extra.get("title") or "deftpipe DEFT report")
     return atomic_write_text(results_dir / "report.html", page)
 
 

@@ -25,8 +25,10 @@ RECORD_NAME = "pipeline_state.json"
 RESULTS = "results"
 RUN_PREFIX = "run_"
 RECORD_VERSION = 1
-#: The bridge's steps in order: two sweeps, the loop, and the hand-off / summary steps between them.
-PHASES = ("phase1", "handoff12", "phase2", "phase3", "summary")
+#: The bridge's steps in order: two sweeps, the loop, the hand-off steps between them, the audit of
+#: the fixed deliverable on the holdout (the first and only reader of it), and the summary.
+PHASES = ("phase1", "handoff12", "phase2", "phase3", "audit", "summary")
+ADDED_PHASES = ("audit",)  # a record written before these existed gets them as pending
 FINISHED = ("complete", "stopped")
 
 
@@ -108,6 +110,9 @@ class PipelineRecord:
                 f"{path} is not valid JSON ({e}); it is never overwritten blindly — move it away and "
                 "start a fresh run with `deftpipe run WS --new`"
             ) from None
+        if isinstance(data, dict) and isinstance(data.get("phases"), dict):
+            for name in ADDED_PHASES:
+                data["phases"].setdefault(name, {"status": "pending"})
         if not isinstance(data, dict) or set(PHASES) - set(data.get("phases", {})):
             raise StateError(f"{path} lacks the phases {', '.join(PHASES)}; start a fresh run with --new")
         return cls(results_dir, data)

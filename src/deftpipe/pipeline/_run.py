@@ -1,4 +1,4 @@
-"""``run_pipeline``: pre-flight → approval → Phase 1 → hand-off → Phase 2 → Phase 3 → trajectory.
+"""``run_pipeline``: pre-flight → approval → Phase 1 → hand-off → Phase 2 → Phase 3 → audit → trajectory.
 
 Reads top to bottom like the run itself. Every phase is wrapped by the pipeline record
 (``pipeline_state.json``): a finished phase is never run again, an unfinished one is simply called
@@ -17,6 +17,8 @@ import yaml
 from rich.console import Console
 
 from deftpipe._fs import atomic_write_text, run_lock
+from deftpipe.audit import audit_run
+from deftpipe.audit._render import audit_line
 from deftpipe.config import PipelineConfig, load_config
 from deftpipe.errors import DeftpipeError, StateError
 from deftpipe.pipeline import _budget as budget
@@ -26,7 +28,14 @@ from deftpipe.pipeline._handoff import handoff_1_to_2, handoff_2_to_3
 from deftpipe.pipeline._phases import load_phase1, run_phase1, run_phase3
 from deftpipe.pipeline._preflight import preflight
 from deftpipe.pipeline._record import PipelineRecord, new_run_dir
-from deftpipe.pipeline._trajectory import build_trajectory, fmt_value, headline, improvement, write_summary
+from deftpipe.pipeline._trajectory import (
+    build_trajectory,
+    comparison,
+    fmt_value,
+    headline,
+    improvement,
+    write_summary,
+)
 from deftpipe.pipeline._view import render_preflight, render_trajectory
 
 LOCK_NAME = ".pipeline.lock"
@@ -209,6 +218,15 @@ def run_pipeline(ws: str | Path, *, yes: bool = False, new: bool = False, show_p
                 rec.done("phase3", summary=p3["verdict"], handoff=ho, **p3)
                 fault_point("phase3.done")
 
+        # Audit: the deliverable (checkpoint + threshold) is fixed; only now is the holdout read.
+        if not rec.is_done("audit"):
+            if not (results_dir / "best_model.json").is_file():
+                rec.skip("audit", "no deliverable (best_model.json) to audit")
+            else:
+                rec.start("audit")
+                audit = _guard(rec, "audit", lambda: audit_run(results_dir))
+                rec.done("audit", summary=audit_line(audit), audited=audit["done"])
+
         # Trajectory: terminal, pipeline_summary.md, first chart of report.html.
         rec.start("summary")
         state = deft.load_state(results_dir)
@@ -217,7 +235,7 @@ def run_pipeline(ws: str | Path, *, yes: bool = False, new: bool = False, show_p
         points = build_trajectory(state, qc, base_rows, (p3_info or {}).get("handoff", {}).get("train_csv"))
         rec.data["estimate_vs_actual"] = record_actuals(ws, results_dir, rec.data.get("estimate"), rec.data["phases"])
         write_summary(results_dir, record=rec.data, points=points, state=state, phase1=qc, phase3=p3_info)
-        _render_report(results_dir, points, rec.data["estimate_vs_actual"])
+        _render_report(results_dir, points, rec.data["estimate_vs_actual"], comparison(results_dir, state))
         fault_point("summary")
         rec.done("summary", summary="trajectory written")
         status = "stopped" if hard_stop else "complete"
@@ -230,6 +248,7 @@ def run_pipeline(ws: str | Path, *, yes: bool = False, new: bool = False, show_p
         console.print(headline(gain), highlight=False)
     if p3_info:
         console.print(p3_info["verdict"], highlight=False)
+    console.print(rec.phase("audit").get("summary") or rec.phase("audit").get("reason") or "", highlight=False)
     if hard_stop:
         console.print(f"[yellow]Phase 2 hard-stopped: {hard_stop}; Phase 3 skipped[/]", highlight=False)
     console.print(f"summary: {results_dir / 'pipeline_summary.md'}", highlight=False)
@@ -251,8 +270,10 @@ def _count_rows(csv: Path) -> int | None:
         return max(sum(1 for _ in f) - 1, 0)
 
 
-def _render_report(results_dir: Path, points: list[dict[str, Any]], cost: dict[str, Any] | None) -> None:
-    """Hand the trajectory (its first chart) and the estimate vs actual time per phase to the loop's report."""
+def _render_report(results_dir: Path, points: list[dict[str, Any]], cost: dict[str, Any] | None,
+                   table: dict[str, Any] | None) -> None:
+    """Hand the trajectory (its first chart), the estimate vs actual time per phase and the selection
+    vs audit table to the loop's report."""
     from deftpipe import deft
 
     chart = [{"label": p["step"], "far_pct": p["value"], "kind": p["label"]}
@@ -262,7 +283,7 @@ def _render_report(results_dir: Path, points: list[dict[str, Any]], cost: dict[s
              + f" on the {p['set']} set" for p in points]
     notes += [f"{c['phase']}: estimated {fmt_range(c['low'], c['high'])}, took {c['actual']:.0f} s"
               for c in (cost or {}).get("phases", [])]
-    deft.render_report(results_dir, extra={"trajectory": chart, "notes": notes,
+    deft.render_report(results_dir, extra={"trajectory": chart, "notes": notes, "comparison": table,
                                            "title": f"deftpipe pipeline report — {results_dir.name}"})
 
 

@@ -103,6 +103,31 @@ def headline(gain: dict[str, Any]) -> str:
             f"({gain['deliverable_step']}) {fig(gain['deliverable'], gain['deliverable_ci'])} — {tail}")
 
 
+def comparison(results_dir: Path, state: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Selection (KPI set) beside audit (holdout) of the run's deliverable; None without one."""
+    from deftpipe.audit._compare import side_by_side
+
+    path = results_dir / "best_model.json"
+    if not path.is_file():
+        return None
+    best = json.loads(path.read_text(encoding="utf-8"))
+    kpi = ((state or {}).get("iterations") or {}).get(best.get("best_iteration") or "", {})
+    return side_by_side(best, kpi)
+
+
+def comparison_markdown(results_dir: Path, state: dict[str, Any] | None) -> list[str]:
+    from deftpipe.audit._compare import side_by_side_markdown
+    from deftpipe.audit._render import audit_markdown
+
+    table = comparison(results_dir, state)
+    if table is None:
+        return []
+    best = json.loads((results_dir / "best_model.json").read_text(encoding="utf-8"))
+    lines = ["## The deliverable: selection (KPI set) vs audit (holdout, never used for a choice)", "",
+             *side_by_side_markdown(table)]
+    return lines + audit_markdown(best.get("audit"), heading="###")
+
+
 def write_summary(results_dir: Path, *, record: dict[str, Any], points: list[dict[str, Any]],
                   state: dict[str, Any] | None, phase1: dict[str, Any] | None,
                   phase3: dict[str, Any] | None) -> Path:
@@ -157,13 +182,16 @@ def write_summary(results_dir: Path, *, record: dict[str, Any], points: list[dic
         if v.get("untrained_score") is not None:
             lines.append(f"- Phase 1 winner {v['metric']} {fmt_value(v.get('winner_score'))} vs untrained model "
                          f"{fmt_value(v.get('untrained_score'))} on the validation set.")
+    lines += ["", *comparison_markdown(results_dir, state)]
     lines += ["", "## Where the outputs live", "",
               "- `automl/phase1/` — Phase 1 study storage, trials, `best_rec.json`, `quality_check.json`",
               "- `baseline/`, `iter<N>/`, `deft_state.json` — the DEFT loop (baseline pre-seeded by Phase 1)",
               "- `final_automl/` — Phase 3 study, trials, `best_rec.json`, KPI inference and metrics",
+              "- `audit/` — the holdout scores and every audit figure (`audit.json`) of the deliverable",
               "- `best_model.json`, `best_model_inference_spec.yaml`, `report.html`, `pipeline_state.json`", ""]
     return atomic_write_text(results_dir / SUMMARY_NAME, "\n".join(lines))
 
 
-__all__ = ["SUMMARY_NAME", "TRAJECTORY_NAME", "build_trajectory", "fmt_value", "headline", "improvement",
+__all__ = ["SUMMARY_NAME", "TRAJECTORY_NAME", "build_trajectory", "comparison", "fmt_value", "headline",
+           "improvement",
            "write_summary"]
