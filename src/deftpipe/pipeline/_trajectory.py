@@ -193,5 +193,4 @@ def write_summary(results_dir: Path, *, record: dict[str, Any], points: list[dic
 
 
 __all__ = ["SUMMARY_NAME", "TRAJECTORY_NAME", "build_trajectory", "comparison", "fmt_value", "headline",
-           "improvement",
-           "write_summary"]
+           "improvement", "write_summary"]
