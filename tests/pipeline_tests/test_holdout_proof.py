@@ -17,8 +17,10 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from typer.testing import CliRunner
 
 from deftpipe import deft
+from deftpipe.cli import app
 from deftpipe.pipeline import _run, run_pipeline
 
 pytestmark = pytest.mark.slow
@@ -113,6 +115,10 @@ def test_changing_the_holdout_changes_nothing_before_the_audit(tiny_ws, tmp_path
     assert audit_a["threshold"] == audit_b["threshold"] == best_a["threshold"]
     assert (audit_a["n_defects"], audit_a["n_pass"]) == (audit_b["n_pass"], audit_b["n_defects"])
     assert deft.write_best_model(run_b)["audit"] == audit_b  # a recomputed hand-off keeps the same model's audit
+    again = CliRunner().invoke(app, ["audit", str(run_b), "--json"])  # `deftpipe audit RUN_DIR` says the same
+    assert again.exit_code == 0, again.output
+    assert {k: json.loads(again.stdout)[k] for k in ("far_pct", "recall_pct", "escapes")} == {
+        k: audit_b[k] for k in ("far_pct", "recall_pct", "escapes")}
     summary = (run_b / "pipeline_summary.md").read_text()
     assert "selection (KPI set)" in summary and "audit (holdout, never used for a choice)" in summary
     html = (run_b / "report.html").read_text()

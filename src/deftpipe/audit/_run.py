@@ -101,6 +101,9 @@ def audit_run(results_dir: str | Path, *, seed: int = 0) -> dict[str, Any]:
     csv = holdout_csv(results_dir)
     if not csv.is_file():
         audit: dict[str, Any] = {"label": AUDIT_LABEL, "done": False, "reason": NO_AUDIT.format(csv=csv)}
+    elif best.get("threshold") is None:
+        audit = {"label": AUDIT_LABEL, "done": False,
+                 "reason": "the deliverable has no threshold (its KPI set has no defect), so no audit was done"}
     else:
         out = results_dir / AUDIT_DIR
         spec = best.get("inference_spec")

@@ -71,6 +71,8 @@ def phase_sections(ws: Path, cfg: PipelineConfig, warnings: list[str]) -> list[d
                     "false-alarm group"),
         item("regression gate", f"hard stop if {cfg.kpi.metric} worse than baseline by > {d.regression_gate_pct} pts"
              if d.regression_gate_pct is not None else "off"),
+        item("shipped threshold", f"the best model's KPI 100 %-recall threshold x (1 - {cfg.kpi.threshold_margin:g}) "
+                                  "(kpi.threshold_margin); measured on the holdout by the audit"),
         item("baseline source", baseline_source, "approved by this gate" if p1.enabled else None),
         item("output", "RESULTS_DIR/deft_state.json, baseline/, iter<N>/"),
     ]
