@@ -1,0 +1,236 @@
+"""Leave-board-groups-out folds on DeepPCB: does the model catch every defect on unseen boards?
+
+One workspace from ``deftpipe init --from-deeppcb`` (any split: its CSVs are pooled and split again
+by board group here), one fold = (holdout groups, validation group); every other group trains.
+A cell = (config, fold, seed): train the workspace's spec (with ``--set`` overrides) on the fold's
+training rows (``--train-rows``: a fixed, class-stratified subsample, the same rows for every config
+and seed), checkpoint chosen on the validation group, then score the holdout groups:
+FAR@100%R with its bootstrap interval, AUROC, FAR@99%R, recall and escapes at the shipped threshold
+(the validation set's 100 %-recall threshold), the same per board group, the lowest-scored defects
+(row, label, score, local shift of the pair), and the same for the mean score over the four flips (test-time augmentation, ``tta``).
+
+Usage:
+    python bench/bench_generalisation.py --ws WS --config NAME --fold F [--fold F ...] [--seed 42]
+        [--train-rows 6000] [--epochs 2] [--set model.width=24 ...]
+    python bench/bench_generalisation.py thumbs --cell KEY --ws WS --out PNG
+Each finished cell is written to bench/results/generalisation.json at once (a rerun skips it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from deftpipe._fs import atomic_write_text
+from deftpipe.data import read_dataset, write_dataset
+from deftpipe.data._workspace import SPLIT_FILES
+from deftpipe.metrics import compute_metrics
+from deftpipe.model._checkpoint import load_model
+from deftpipe.model._data import class_names, load_pair_set, to_float
+from deftpipe.model._torch_adapter import TorchAdapter
+from deftpipe.model._train import EVAL_BATCH, torch_threads
+from deftpipe.spec import load_spec
+
+RESULTS = Path(__file__).parent / "results" / "generalisation.json"
+FOLDS = {  # name -> (holdout groups, validation group); the rest trains
+    "f1": (("12100", "44000"), "12300"),
+    "f2": (("13000", "77000"), "12300"),
+    "f3": (("00041", "12300"), "44000"),
+    "f4": (("20085", "12000"), "12300"),
+}
+
+
+def load_results() -> dict:
+    return json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+
+
+def save_cell(key: str, value: dict) -> None:
+    data = load_results()
+    data[key] = value
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(RESULTS, json.dumps(data, indent=1) + "\n")
+
+
+def fold_csvs(ws: Path, fold: str, train_rows: int) -> tuple[Path, Path, Path]:
+    """The fold's train/val/holdout CSVs under ``ws/folds/<fold>_<rows>/`` (made once)."""
+    out = ws / "folds" / f"{fold}_{train_rows}"
+    paths = out / "train.csv", out / "val.csv", out / "holdout.csv"
+    if all(p.is_file() for p in paths):
+        return paths
+    rows = pd.concat([read_dataset(ws / rel) for rel in SPLIT_FILES.values() if (ws / rel).is_file()],
+                     ignore_index=True)
+    holdout, val = FOLDS[fold]
+    board = rows["boardname"]
+    train = rows[~board.isin([*holdout, val])]
+    if train_rows and len(train) > train_rows:  # stratified, same rows for every config and seed
+        rng = np.random.default_rng(0)
+        keep = []
+        for _, part in train.groupby(train["label"] == "PASS"):
+            n = round(train_rows * len(part) / len(train))
+            keep.append(part.iloc[np.sort(rng.choice(len(part), n, replace=False))])
+        train = pd.concat(keep).sort_index()
+    out.mkdir(parents=True, exist_ok=True)
+    for df, p in zip((train, rows[board == val], rows[board.isin(holdout)]), paths, strict=True):
+        write_dataset(df.reset_index(drop=True), p)
+    return paths
+
+
+@torch.no_grad()
+def holdout_scores(ckpt: Path, csv: Path) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, float | None]:
+    """Rows, P(defect), the mean P(defect) over the four flips, and the shipped threshold."""
+    with torch_threads():
+        model, spec, saved = load_model(ckpt)
+        data = load_pair_set(csv, spec, class_names(spec))
+        model.eval()
+        flips = [(), (-1,), (-2,), (-1, -2)]
+        out = []
+        for i in range(0, len(data), EVAL_BATCH):
+            x = to_float(data.images[i:i + EVAL_BATCH])
+            out.append(torch.stack([model.defect_score(model(x.flip(f) if f else x)) for f in flips]))
+    s = torch.cat(out, dim=1).numpy().astype(np.float64)
+    return data.df, s[0], s.mean(0), saved["metrics"].get("threshold")
+
+
+def summarise(df: pd.DataFrame, scores: np.ndarray, threshold: float | None) -> dict:
+    defect = (df["label"] != "PASS").to_numpy()
+    m = compute_metrics(defect, scores, labels=df["label"].tolist(), threshold=threshold)
+    res = {k: m[k] for k in ("far_pct", "far_ci_low", "far_ci_high", "far_pct_at_99", "auroc", "threshold",
+                             "n_defects", "n_pass", "recall", "far_pct_at_threshold")}
+    res["shipped_threshold"] = threshold
+    res["escapes_at_shipped"] = int((scores[defect] < threshold).sum()) if threshold is not None else None
+    order = np.argsort(np.where(defect, scores, np.inf))[:8]
+    res["lowest_defects"] = [
+        {"object": df["object_name"].iat[i], "board": df["boardname"].iat[i], "label": df["label"].iat[i],
+         "score": round(float(scores[i]), 5), "defect_box": df["defect_box"].iat[i] if "defect_box" in df else ""}
+        for i in order]
+    return res
+
+
+def run_cell(args, fold: str) -> None:
+    key = f"{args.config}/{fold}/seed{args.seed}/rows{args.train_rows}/ep{args.epochs}"
+    if key in load_results():
+        print(f"{key}: done already", flush=True)
+        return
+    ws = Path(args.ws).resolve()
+    train_csv, val_csv, hold_csv = fold_csvs(ws, fold, args.train_rows)
+    spec = load_spec(ws / "specs" / "baseline_spec.yaml")
+    spec.train.seed = args.seed
+    spec.train.num_epochs = args.epochs
+    for kv in args.set:
+        path, value = kv.split("=", 1)
+        obj = spec
+        *parents, leaf = path.split(".")
+        for p in parents:
+            obj = getattr(obj, p)
+        setattr(obj, leaf, type(getattr(obj, leaf))(value) if not isinstance(getattr(obj, leaf), bool)
+                else value.lower() in ("1", "true", "yes"))
+    out = ws / "runs" / key.replace("/", "_")
+    t0 = time.perf_counter()
+    result = TorchAdapter().train(spec, train_csv, val_csv, out)
+    train_s = time.perf_counter() - t0
+    cell = {"ws": ws.name, "fold": fold, "holdout": list(FOLDS[fold][0]), "val": FOLDS[fold][1],
+            "seed": args.seed, "epochs": args.epochs, "train_rows": len(read_dataset(train_csv)),
+            "set": args.set, "train_min": round(train_s / 60, 2),
+            "min_per_epoch": round(train_s / 60 / args.epochs, 2), "checkpoint": str(result.best_checkpoint),
+            "load_avg": round(float(open("/proc/loadavg").read().split()[0]), 2)}
+    df, plain, tta_mean, thr = holdout_scores(result.best_checkpoint, hold_csv)
+    vdf, _, vtta, _ = holdout_scores(result.best_checkpoint, val_csv)  # TTA ships its own threshold
+    thr_tta = float(vtta[(vdf["label"] != "PASS").to_numpy()].min())
+    for tta, scores in ((False, plain), (True, tta_mean)):
+        thr = thr_tta if tta else thr
+        res = summarise(df, scores, thr)
+        res["per_board"] = {b: summarise(df[df["boardname"] == b], scores[(df["boardname"] == b).to_numpy()], thr)
+                            for b in FOLDS[fold][0]}
+        for r in res["per_board"].values():
+            r.pop("lowest_defects")
+        cell["tta" if tta else "plain"] = res
+        np.save(out / ("holdout_scores_tta.npy" if tta else "holdout_scores.npy"), scores)
+    save_cell(key, cell)
+    p, t = cell["plain"], cell["tta"]
+    print(f"{key}: FAR {p['far_pct']:.2f} [{p['far_ci_low']:.1f},{p['far_ci_high']:.1f}] AUROC {p['auroc']:.5f} "
+          f"esc {p['escapes_at_shipped']} | tta FAR {t['far_pct']:.2f} AUROC {t['auroc']:.5f} esc "
+          f"{t['escapes_at_shipped']} | {cell['min_per_epoch']} min/epoch", flush=True)
+
+
+def thumbs(argv: list[str]) -> None:
+    """golden | test (defect box drawn) | |test - golden| of a cell's lowest-scored holdout defects,
+    with the label, score, shipped threshold and the crop's local shift (dy, dx; the defect box masked)."""
+    from PIL import Image, ImageDraw
+
+    from deftpipe.data import resolve_layout
+    from deftpipe.data._register import local_shift
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cell", required=True)
+    ap.add_argument("--ws", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--n", type=int, default=6)
+    ap.add_argument("--scale", type=int, default=2)
+    ap.add_argument("--scores", choices=["plain", "tta"], default="tta")
+    a = ap.parse_args(argv)
+    cell = load_results()[a.cell]
+    ws = Path(a.ws)
+    csv = ws / "folds" / f"{cell['fold']}_{a.cell.split('/rows')[1].split('/')[0]}" / "holdout.csv"
+    df, layout = read_dataset(csv), resolve_layout(csv, None)
+    by_name = {r["object_name"]: r for r in df.to_dict("records")}
+    thr = cell[a.scores].get("shipped_threshold")
+    tiles = []
+    for h in cell[a.scores]["lowest_defects"][:a.n]:
+        row = by_name[h["object"]]
+        test_files, golden_files = layout.row_files(row)
+        g = np.asarray(Image.open(golden_files[0]).convert("L"), dtype=np.int16)
+        t = np.asarray(Image.open(test_files[0]).convert("L"), dtype=np.int16)
+        masked = t.copy()  # the shift of the pair, not of the defect: the box shows the golden
+        if row.get("defect_box"):
+            x1, y1, x2, y2 = (int(v) for v in row["defect_box"].split())
+            masked[y1:y2, x1:x2] = g[y1:y2, x1:x2]
+        dy, dx, _, _ = local_shift(g.astype(np.uint8), masked.astype(np.uint8), min(12, g.shape[0] // 2 - 8))
+        sep = np.full((g.shape[0], 3), 128)
+        strip = np.concatenate([g, sep, t, sep, np.abs(t - g)], axis=1).astype(np.uint8)
+        im = Image.fromarray(strip).convert("RGB").resize((strip.shape[1] * a.scale, strip.shape[0] * a.scale),
+                                                          Image.NEAREST)
+        if row.get("defect_box"):
+            x1, y1, x2, y2 = (int(v) * a.scale for v in row["defect_box"].split())
+            off = (g.shape[1] + 3) * a.scale
+            ImageDraw.Draw(im).rectangle((x1 + off, y1, x2 + off - 1, y2 - 1), outline=(255, 0, 0))
+        canvas = Image.new("RGB", (max(im.width, 420), im.height + 14), (255, 255, 255))
+        canvas.paste(im, (0, 14))
+        mark = " ESCAPE" if thr is not None and h["score"] < thr else ""
+        ImageDraw.Draw(canvas).text((2, 1), f"{h['object']} ({h['board']}) {h['label']} {a.scores} score "
+                                            f"{h['score']:.3f}{mark} shift {dy:+d},{dx:+d}", fill=(0, 0, 0))
+        tiles.append(canvas)
+    sheet = Image.new("RGB", (max(t.width for t in tiles), sum(t.height + 4 for t in tiles)), (255, 255, 255))
+    y = 0
+    for t in tiles:
+        sheet.paste(t, (0, y))
+        y += t.height + 4
+    sheet.save(a.out)
+    print(f"wrote {a.out} (shipped threshold {thr})")
+
+
+def main(argv: list[str]) -> None:
+    if argv and argv[0] == "thumbs":
+        thumbs(argv[1:])
+        return
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ws", required=True)
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--fold", action="append", choices=sorted(FOLDS), required=True)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--train-rows", type=int, default=6000)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--set", action="append", default=[])
+    args = ap.parse_args(argv)
+    for fold in args.fold:
+        run_cell(args, fold)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
