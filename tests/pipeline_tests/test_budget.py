@@ -49,4 +49,14 @@ def test_budgets_stop_between_trials_and_iterations(tiny_ws):
     assert phases["phase2"]["stop_reason"] == "time budget reached after baseline: no new iteration started"
     assert phases["phase3"]["status"] == "skipped" and "time budget spent" in phases["phase3"]["reason"]
     assert result["status"] == "complete"
-    assert "stopped early: time budget" in (run / "pipeline_summary.md").read_text()
+    summary = (run / "pipeline_summary.md").read_text()
+    assert "stopped early: time budget" in summary
+    # the pre-flight's estimate travels with the run; the summary sets it beside each phase's time
+    record = json.loads((run / "pipeline_state.json").read_text())
+    est = record["estimate"]["seconds"]
+    assert 0 <= est["total_low"] <= est["total_high"] <= 2 * est["total_low"]  # (tiny per-job times here)
+    compared = {r["phase"]: r for r in record["estimate_vs_actual"]["phases"]}
+    assert set(compared) == {"phase1", "phase2"}  # Phase 3 was skipped
+    assert compared["phase1"]["actual"] == phases["phase1"]["duration_sec"]
+    assert "| phase | status | duration | estimate | note |" in summary
+    assert f"| phase1 | done | {phases['phase1']['duration_sec']:.0f} s | {est['phase1_low']:.0f}–" in summary
