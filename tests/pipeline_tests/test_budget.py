@@ -56,7 +56,7 @@ def test_budgets_stop_between_trials_and_iterations(tiny_ws):
     est = record["estimate"]["seconds"]
     assert 0 <= est["total_low"] <= est["total_high"] <= 2 * est["total_low"]  # (tiny per-job times here)
     compared = {r["phase"]: r for r in record["estimate_vs_actual"]["phases"]}
-    assert set(compared) == {"phase1", "phase2"}  # Phase 3 was skipped
+    assert {"phase1", "phase2"} <= set(compared) and "phase3" not in compared  # Phase 3 was skipped
     assert compared["phase1"]["actual"] == phases["phase1"]["duration_sec"]
     assert "| phase | status | duration | estimate | note |" in summary
     assert f"| phase1 | done | {phases['phase1']['duration_sec']:.0f} s | {est['phase1_low']:.0f}–" in summary
