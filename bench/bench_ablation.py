@@ -20,7 +20,8 @@ validation, pool and training. Arms:
 * ``full_pipeline`` — Phase 1 → loop → Phase 3, the product's defaults at the budgets below;
 * ``full_no_warm_start`` — the same with ``automl.phase3.warm_start: false``;
 * ``full_random_search`` — the same with ``algorithm: random`` in both sweeps (same trial budget);
-* ``deft_only_analysed`` — ``deft_only`` with ``deft.warm_start_from: analysed`` (item 7).
+* ``deft_only_analysed`` / ``deft_only_best_2it`` — ``deft_only`` with 2 iterations, the retrain
+  warm-started from the model RCA analysed / from the KPI-best one (item 7).
 
 A cell = (arm, fold, seed): the deliverable's audit on the fold's holdout at its shipped threshold
 (the KPI set's 100 %-recall threshold, from ``best_model.json``), its KPI-set numbers beside it,
@@ -80,12 +81,15 @@ ARM_OVERRIDES: dict[str, dict[str, Any]] = {
     "deft_only": {"automl.phase1.enabled": False, "automl.phase3.enabled": False},
     "full_no_warm_start": {"automl.phase3.warm_start": False},
     "full_random_search": {"automl.phase1.algorithm": "random", "automl.phase3.algorithm": "random"},
+    # item 7: the two warm starts differ only from iteration 2 on, so both run 2 iterations
     "deft_only_analysed": {"automl.phase1.enabled": False, "automl.phase3.enabled": False,
-                           "deft.warm_start_from": "analysed"},
+                           "deft.max_iterations": 2, "deft.warm_start_from": "analysed"},
+    "deft_only_best_2it": {"automl.phase1.enabled": False, "automl.phase3.enabled": False,
+                           "deft.max_iterations": 2, "deft.warm_start_from": "best"},
 }
 ARMS = ["default_spec", "phase1_only", "deft_only", "full_pipeline", "full_no_warm_start", "full_random_search",
-        "deft_only_analysed"]
-ALIASES = dict(zip("abcdefg", ARMS, strict=True))
+        "deft_only_analysed", "deft_only_best_2it"]
+ALIASES = dict(zip("abcdefgh", ARMS, strict=True))
 
 
 def log(msg: str) -> None:
@@ -262,9 +266,11 @@ def _train_default(ws: Path, tmp: Path) -> tuple[Path, dict[str, Any]]:
 
 def _candidates(run_dir: Path) -> list[dict[str, Any]]:
     """Every trained model of a pipeline run, in the order the run made them."""
+    from deftpipe.pipeline._preflight import PHASE1_DIR, PHASE3_DIR
+
     out: list[dict[str, Any]] = []
-    for phase in ("phase1", "phase3"):
-        br = run_dir / "automl" / phase / "best_rec.json"
+    for phase, folder in (("phase1", PHASE1_DIR), ("phase3", PHASE3_DIR)):
+        br = run_dir / folder / "best_rec.json"
         if br.is_file():
             rec = json.loads(br.read_text(encoding="utf-8"))
             for r in rec["all_recs"]:
@@ -407,16 +413,20 @@ def save(results: dict[str, Any]) -> None:
     atomic_write_json(OUT, results)
 
 
-def score_candidates(work: Path) -> None:
+def score_candidates(work: Path, only: str | None = None) -> None:
     """Fill in the selection figures of every stored candidate that has none (resumable, cell by cell)."""
     tmp = work / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     with FileLock(str(OUT) + ".lock"):
         keys = [k for k, c in load_results().get("cells", {}).items()
-                if any("figures" not in x for x in c.get("candidates", []))]
+                if (only is None or k == only) and (c.get("run_dir") or any("figures" not in x
+                                                                              for x in c.get("candidates", [])))]
     for key in keys:
         with FileLock(str(OUT) + ".lock"):
             cell = load_results()["cells"][key]
+        if cell.get("run_dir"):  # candidates a bench version missed (Phase 3's trials) are added
+            have = {(c["kind"], c["id"]) for c in cell["candidates"]}
+            cell["candidates"] += [c for c in _candidates(Path(cell["run_dir"])) if (c["kind"], c["id"]) not in have]
         ws = Path(cell["workspace"])
         cfg = load_config(ws)
         t0 = time.perf_counter()
@@ -471,6 +481,7 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="tiny budgets, results to ablation_smoke.json")
     ap.add_argument("--score-candidates", action="store_true",
                     help="only score the stored candidates of finished cells (the selection-rule data)")
+    ap.add_argument("--only", default=None, help="with --score-candidates: one cell key, e.g. 'full_pipeline|f0|42'")
     ap.add_argument("--tables", action="store_true", help="print the markdown tables of docs/benchmarks.md")
     args = ap.parse_args()
     if args.smoke:
@@ -479,7 +490,7 @@ def main() -> None:
         print(tables(load_results()))
         return
     if args.score_candidates:
-        score_candidates(args.work)
+        score_candidates(args.work, args.only)
         return
     arms = [ALIASES.get(a, a) for a in args.arms.split(",")]
     folds, seeds = args.folds.split(","), [int(s) for s in args.seeds.split(",")]
