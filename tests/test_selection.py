@@ -7,7 +7,7 @@ import pytest
 
 from deftpipe.metrics import compute_metrics
 from deftpipe.pipeline._trajectory import headline, improvement
-from deftpipe.selection import TAIL_K, beats, figures, pick, rank, rule_value
+from deftpipe.selection import RULE_FIGURE, TAIL_K, beats, beats_by_rule, figures, pick, pick_by_rule, rank
 
 
 def test_pick_lowest_ties_to_the_earlier_and_none_never_wins():
@@ -16,7 +16,10 @@ def test_pick_lowest_ties_to_the_earlier_and_none_never_wins():
     assert [c[0] for c in rank(cands, lambda c: c[1])] == ["iter2", "iter3", "baseline"]
     assert pick([("a", None)], lambda c: c[1]) is None
     assert beats(2.9, 3.0) and not beats(3.0, 3.0) and not beats(None, 3.0) and beats(1.0, None)
-    assert rule_value({"far_pct": 4}) == 4.0 and rule_value({"threshold": 0.3}) is None
+    # the rule's figure when every candidate recorded it, else far_pct for all (an older state)
+    a, b = {"far_pct": 4.0, RULE_FIGURE: 1.0}, {"far_pct": 3.0, RULE_FIGURE: 2.0}
+    assert pick_by_rule([a, b], lambda r: r) is a and not beats_by_rule(b, a)
+    assert pick_by_rule([a, {"far_pct": 3.0}], lambda r: r)["far_pct"] == 3.0 and beats_by_rule(b, {"far_pct": 9.0})
 
 
 def test_figures_agree_with_the_metric_contract_and_are_ordered():

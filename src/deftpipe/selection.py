@@ -27,8 +27,9 @@ import numpy as np
 
 T = TypeVar("T")
 
-#: The figure :func:`pick` compares (see docs/pipeline.md for the fold measurement behind it).
-RULE_FIGURE = "far_pct"
+#: The figure the rule compares, on the KPI set: FAR at 99.5 % recall ranked the candidates most like
+#: the holdout on the leave-board-groups-out folds (docs/pipeline.md, "Which figure: measured").
+RULE_FIGURE = "far_pct_at_995"
 TAIL_K = 5
 N_BOOT = 200
 
@@ -67,10 +68,24 @@ def selection_metrics(is_defect: Sequence[bool] | np.ndarray, scores: Sequence[f
     return {k: v for k, v in figures(is_defect, scores, seed=seed).items() if k != "far_pct"}
 
 
-def rule_value(record: dict[str, Any]) -> float | None:
-    """A candidate's figure under the rule, read from its recorded KPI metrics (None = not evaluated)."""
-    v = record.get(RULE_FIGURE)
-    return None if v is None else float(v)
+def rule_figure(records: Iterable[dict[str, Any]]) -> str:
+    """The figure a set of evaluated candidates is compared on: :data:`RULE_FIGURE` when every one
+    of them recorded it, else ``far_pct`` (a state written before the figure was recorded)."""
+    evaluated = [r for r in records if r.get("far_pct") is not None]
+    return RULE_FIGURE if all(r.get(RULE_FIGURE) is not None for r in evaluated) else "far_pct"
+
+
+def pick_by_rule(candidates: Iterable[T], record: Callable[[T], dict[str, Any]]) -> T | None:
+    """:func:`pick` on the rule's figure of each candidate's recorded KPI metrics (``record(c)``)."""
+    items = list(candidates)
+    key = rule_figure(record(c) for c in items)
+    return pick(items, lambda c: record(c).get(key))
+
+
+def beats_by_rule(challenger: dict[str, Any], incumbent: dict[str, Any]) -> bool:
+    """A later candidate replaces an earlier one only when strictly better on the rule's figure."""
+    key = rule_figure([challenger, incumbent])
+    return beats(challenger.get(key), incumbent.get(key))
 
 
 def rank(candidates: Iterable[T], value: Callable[[T], float | None]) -> list[T]:
@@ -90,4 +105,5 @@ def beats(challenger: float | None, incumbent: float | None) -> bool:
     return challenger is not None and (incumbent is None or challenger < incumbent)
 
 
-__all__ = ["RULE_FIGURE", "TAIL_K", "beats", "figures", "pick", "rank", "rule_value", "selection_metrics"]
+__all__ = ["RULE_FIGURE", "TAIL_K", "beats", "beats_by_rule", "figures", "pick", "pick_by_rule", "rank", "rule_figure",
+           "selection_metrics"]

@@ -10,6 +10,7 @@ import yaml
 
 from deftpipe.errors import SpecError
 from deftpipe.pipeline import PreflightError, run_pipeline
+from deftpipe.selection import RULE_FIGURE
 from deftpipe.spec import load_spec
 
 from ._workspaces import CLASSES, make_easy_ws
@@ -41,7 +42,8 @@ def test_val_loss_multiclass_task(tmp_path):
     record = json.loads((run / "pipeline_state.json").read_text())
     ho = record["phases"]["phase3"]["handoff"]
     assert ho["train_csv"].endswith("train_combined_iter1.csv")
-    loop_best = min(("baseline", "iter1"), key=lambda k: (state["iterations"][k]["far_pct"], k != "baseline"))
+    fig = RULE_FIGURE  # every KPI evaluation records the rule's figure
+    loop_best = min(("baseline", "iter1"), key=lambda k: (state["iterations"][k][fig], k != "baseline"))
     assert ho["warm_start_iteration"] == loop_best
     assert state["iterations"]["final_automl"]["source"] == "automl_phase3"
     assert (run / "best_model.json").is_file()

@@ -20,7 +20,7 @@ from deftpipe._fs import atomic_write_json, atomic_write_text
 from deftpipe.deft import _state
 from deftpipe.errors import CheckpointError, StateError
 from deftpipe.metrics import shipped_threshold
-from deftpipe.selection import beats, pick, rule_value
+from deftpipe.selection import RULE_FIGURE, beats_by_rule, pick_by_rule
 from deftpipe.spec import load_spec, spec_to_dict
 
 
@@ -41,16 +41,16 @@ def write_best_model(results_dir: str | Path) -> dict[str, Any] | None:
     loop = sorted(((lb, it) for lb, it in its.items()
                    if (lb == "baseline" or lb.startswith("iter")) and it.get("far_pct") is not None),
                   key=lambda p: 0 if p[0] == "baseline" else int(p[0].removeprefix("iter")))
-    best = pick(loop, lambda p: rule_value(p[1]))
+    best = pick_by_rule(loop, lambda p: p[1])
     if best is None:
         return None
     loop_best = _candidate(*best)
     final = its.get("final_automl")
     final_c = _candidate("final_automl", final) if final and final.get("far_pct") is not None else None
-    chosen = final_c if final_c and beats(rule_value(final), rule_value(best[1])) else loop_best
+    chosen = final_c if final_c and beats_by_rule(final, best[1]) else loop_best
     note = ("final_automl improves on the loop's best" if chosen is final_c else
             "final_automl did not beat the loop's best; the loop's best is kept" if final_c else
-            "best DEFT iteration by KPI far_pct")
+            f"best DEFT iteration by the selection rule (KPI {RULE_FIGURE}, lowest; ties to the earlier)")
     spec_path = chosen["spec"] or state["config"]["spec"]
     spec = spec_to_dict(load_spec(spec_path))
     spec["train"]["pretrained_model_path"] = chosen["checkpoint"]

@@ -22,7 +22,7 @@ from deftpipe.deft._context import LoopContext
 from deftpipe.deft._evaluator import run_evaluator
 from deftpipe.deft._model_stages import evaluate_scores, pick_metrics, run_inference, train_model
 from deftpipe.deft._progress import LoopProgress, far_summary
-from deftpipe.selection import pick, rule_value
+from deftpipe.selection import pick_by_rule
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def evaluated(state: dict[str, Any], before: str | None = None) -> list[str]:
 
 def best_so_far(state: dict[str, Any], before: str) -> str:
     """The best iteration before ``before`` by the selection rule."""
-    return pick(evaluated(state, before), lambda lb: rule_value(state["iterations"][lb]))
+    return pick_by_rule(evaluated(state, before), lambda lb: state["iterations"][lb])
 
 
 def warm_start_label(state: dict[str, Any], label: str, mode: str = "best") -> str:

@@ -21,7 +21,7 @@ from deftpipe._fs import atomic_path, atomic_write_text
 from deftpipe.config import PipelineConfig
 from deftpipe.errors import CheckpointError, StateError
 from deftpipe.pipeline._faults import fault_point
-from deftpipe.selection import pick, rule_value
+from deftpipe.selection import pick_by_rule
 from deftpipe.spec import deep_merge, dump_spec, spec_from_dict
 
 MERGED_SPEC_NAME = "baseline_spec_automl.yaml"
@@ -133,7 +133,7 @@ def best_iteration(state: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     labels = sorted((lb for lb, it in state["iterations"].items()
                      if lb != "final_automl" and it.get("best_ckpt_path")),
                     key=lambda lb: 0 if lb == "baseline" else (_iter_number(lb) or 10**6))
-    label = pick(labels, lambda lb: rule_value(state["iterations"][lb]))
+    label = pick_by_rule(labels, lambda lb: state["iterations"][lb])
     if label is None:
         raise StateError("the loop's state has no evaluated iteration with a checkpoint; Phase 3 needs the "
                          "loop's best checkpoint — rerun `deftpipe run WS` to finish Phase 2")
