@@ -28,3 +28,18 @@ def deeppcb_path() -> Path:
     if not (DEEPPCB / "PCBData").is_dir():
         pytest.skip(f"DeepPCB not found at {DEEPPCB}")
     return DEEPPCB
+
+
+#: Closing counts of the two systematic suites (tests/bad_input, tests/faults), printed after any run
+#: that included them: "bad inputs: N tried, N handled" and "faults: N injected, N survived".
+_SUITES = {"tests/bad_input/": ("bad inputs", "tried", "handled"), "tests/faults/": ("faults", "injected", "survived")}
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for prefix, (name, tried, ok) in _SUITES.items():
+        reports = [r for key in ("passed", "failed", "error") for r in terminalreporter.stats.get(key, [])
+                   if getattr(r, "when", "call") in ("call", "setup") and prefix in getattr(r, "nodeid", "")
+                   and (r.when == "call" or r.outcome != "passed")]
+        if reports:
+            n_ok = sum(r.outcome == "passed" for r in reports)
+            terminalreporter.write_line(f"{name}: {len(reports)} {tried}, {n_ok} {ok}")

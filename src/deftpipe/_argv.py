@@ -9,6 +9,7 @@ an unknown placeholder (``template_error``), a missing program, a timeout or a n
 
 from __future__ import annotations
 
+import string
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +17,13 @@ from typing import Any
 
 from deftpipe._fs import atomic_write_text
 from deftpipe.errors import DataError, SpecError
+
+
+def unknown_placeholders(argv_t: list[str], known: set[str] | list[str] | tuple[str, ...]) -> list[str]:
+    """Placeholders of ``argv_t`` that are not in ``known`` (pre-flight asks before anything runs)."""
+    names = {field.split(".")[0].split("[")[0] for item in argv_t
+             for _, field, _, _ in string.Formatter().parse(item) if field is not None}
+    return sorted(n for n in names if n not in set(known))
 
 
 def run_template(argv_t: list[str], values: Mapping[str, Any], *, what: str, timeout_s: float | None = None,
@@ -41,4 +49,4 @@ def run_template(argv_t: list[str], values: Mapping[str, Any], *, what: str, tim
     return proc.stdout
 
 
-__all__ = ["run_template"]
+__all__ = ["run_template", "unknown_placeholders"]

@@ -104,6 +104,22 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
 
 
 @contextlib.contextmanager
+def new_folder_removed_on_error(path: str | os.PathLike) -> Iterator[Path]:
+    """Create ``path`` (and parents) if missing; if the block fails, remove what this created, so a
+    refused or failed start (unreachable storage, bad settings, Ctrl-C) leaves no empty folder behind.
+    A folder that already existed is left alone."""
+    path = Path(path)
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        if missing:
+            shutil.rmtree(missing[-1], ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
 def run_lock(folder: str | os.PathLike, *, what: str = "run", name: str = ".lock") -> Iterator[Path]:
     """Hold ``<folder>/<name>`` (default ``.lock``) for the duration of a long run.
 
@@ -134,5 +150,6 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "new_folder_removed_on_error",
     "run_lock",
 ]

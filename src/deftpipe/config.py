@@ -11,17 +11,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from deftpipe.errors import SpecError
 from deftpipe.model._tao_settings import AdapterChoice
-from deftpipe.spec import describe_validation_error
+from deftpipe.spec import MAX_SEED, StrictSection, describe_validation_error
 
 CONFIG_NAME = "pipeline.yaml"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Strict(StrictSection):
+    pass
 
 
 class DataPaths(_Strict):
@@ -66,7 +66,7 @@ class SweepConfig(_Strict):
     search_space: str | None = None  # YAML search space (None = built-in default)
     storage: str | None = None  # SQLAlchemy URL / journal file (None = local file in the out dir)
     study_name: str | None = None
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     keep_checkpoints: int = Field(3, ge=1)  # only the best K trials keep their checkpoints
     rerun_margin: float = Field(5.0, ge=0.0)  # re-run the winner with a fresh seed if it wins by more
     # Phase 3 only: every trial starts from the loop's chosen checkpoint (false = from scratch on the
@@ -151,10 +151,10 @@ class PipelineConfig(_Strict):
 
 
 def load_config(workspace: str | Path) -> PipelineConfig:
-    """Read ``<workspace>/pipeline.yaml`` (``yaml.safe_load``) and validate it.
+    """Read ``<workspace>/pipeline.yaml`` (``deftpipe._yaml``: safe, bounded) and validate it.
 
     Raises:
-        SpecError: no pipeline.yaml, bad YAML, unknown key or invalid value.
+        SpecError: no or empty pipeline.yaml, bad YAML, unknown key or invalid value.
     """
     path = Path(workspace) / CONFIG_NAME
     if not path.is_file():
@@ -162,10 +162,9 @@ def load_config(workspace: str | Path) -> PipelineConfig:
             f"{path} not found: {workspace} is not a deftpipe workspace; "
             "create one with `deftpipe init --synthetic DIR` or `deftpipe init --from-deeppcb PATH DIR`"
         )
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise SpecError(f"{path} is not valid YAML: {err}") from None
+    from deftpipe._yaml import load_yaml_file
+
+    data = load_yaml_file(path, "workspace config")
     if not isinstance(data, dict):
         raise SpecError(f"{path} must hold a mapping at top level")
     try:

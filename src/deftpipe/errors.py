@@ -7,6 +7,19 @@ row, field or flag involved.
 
 from __future__ import annotations
 
+#: The most characters of one user-supplied value an error message repeats (a 1 MB cell or YAML
+#: value is shown as its head, its length and its tail, never in full).
+MAX_ECHO = 200
+
+
+def clip(value: object, limit: int = MAX_ECHO) -> str:
+    """``str(value)``, shortened to about ``limit`` characters with the number left out."""
+    s = str(value)
+    if len(s) <= limit:
+        return s
+    half = limit // 2
+    return f"{s[:half]}…[{len(s) - 2 * half} more characters]…{s[-half:]}"
+
 
 class DeftpipeError(Exception):
     """Base class of every error a user can act on (exit code 1, no traceback)."""
@@ -37,6 +50,7 @@ class SweepError(DeftpipeError):
 
 
 __all__ = [
+    "MAX_ECHO",
     "CheckpointError",
     "DataError",
     "DeftpipeError",
@@ -44,4 +58,5 @@ __all__ = [
     "StateError",
     "SweepError",
     "TrainingError",
+    "clip",
 ]

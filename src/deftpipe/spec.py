@@ -12,20 +12,40 @@ the folder of the spec file when it is loaded, so a spec can be moved together w
 from __future__ import annotations
 
 import copy
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from deftpipe.errors import SpecError
+from deftpipe.errors import SpecError, clip
 from deftpipe.model._tao_settings import TaoSection, TaoSettings
 
 SPEC_VERSION = 1
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+MAX_SEED = 2**32 - 1  # numpy's seed range
+
+
+class StrictSection(BaseModel):
+    """Base of every settings section (spec and ``pipeline.yaml``): unknown keys, NaN/inf and a
+    true/false where a number is expected are errors (Pydantic would read ``true`` as 1 epoch)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, v: Any, info: ValidationInfo) -> Any:
+        if isinstance(v, bool) and info.field_name in cls.model_fields:
+            ann = cls.model_fields[info.field_name].annotation
+            if ann is not bool and bool not in typing.get_args(ann):
+                raise ValueError("expected a number or text, not true/false")
+        return v
+
+
+class _Strict(StrictSection):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelSection(_Strict):
@@ -89,7 +109,7 @@ class AugmentSection(_Strict):
 class TrainSection(_Strict):
     num_epochs: int = Field(5, ge=1, le=10000)
     batch_size: int = Field(32, ge=1, le=65536)
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=MAX_SEED)  # recorded with every result; numpy takes 0..2**32-1
     optim: OptimSection = Field(default_factory=OptimSection)
     augment: AugmentSection = Field(default_factory=AugmentSection)
     # class imbalance: weight positives in the loss, oversample defects, or nothing
@@ -137,7 +157,7 @@ def describe_validation_error(err: ValidationError) -> str:
         if e["type"] == "extra_forbidden":
             parts.append(f"unknown key '{loc}'")
         else:
-            parts.append(f"'{loc}': {e['msg']} (got {e.get('input')!r})")
+            parts.append(f"'{loc}': {e['msg']} (got {clip(repr(e.get('input')), 80)})")
     return "; ".join(parts)
 
 
@@ -168,19 +188,18 @@ def spec_from_dict(data: dict[str, Any] | None, *, base_dir: str | Path | None =
 
 
 def load_spec(path: str | Path) -> Spec:
-    """Load and validate a YAML spec with ``yaml.safe_load``.
+    """Load and validate a YAML spec (``deftpipe._yaml``: safe, bounded).
 
     Raises:
-        SpecError: missing file, YAML syntax error, unknown key or out-of-range value.
+        SpecError: missing or empty file, YAML syntax error, unknown key or out-of-range value.
     """
+    from deftpipe._yaml import load_yaml_file
+
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"spec file {path} does not exist; pass an existing YAML with --spec")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise SpecError(f"spec file {path} is not valid YAML: {err}") from None
-    if data is not None and not isinstance(data, dict):
+    data = load_yaml_file(path, "spec file")
+    if not isinstance(data, dict):
         raise SpecError(f"spec file {path} must hold a mapping at top level, got {type(data).__name__}")
     from deftpipe.model._tao_spec import is_tao_document, spec_from_tao
 
@@ -231,7 +250,9 @@ def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = [
+    "MAX_SEED",
     "SPEC_VERSION",
+    "StrictSection",
     "Spec",
     "deep_merge",
     "describe_validation_error",

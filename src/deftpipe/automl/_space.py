@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
+from deftpipe._yaml import load_yaml_file
 from deftpipe.errors import SpecError
 from deftpipe.model._tao_spec import search_key
 from deftpipe.spec import Spec, unflatten
@@ -311,10 +311,7 @@ def load_search_space(source: str | Path | dict[str, Any] | SearchSpace | None =
     path = Path(source) if source is not None else DEFAULT_SPACE_PATH
     if not path.is_file():
         raise SpecError(f"search space file {path} does not exist; pass an existing YAML with --search-space")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise SpecError(f"search space file {path} is not valid YAML: {err}") from None
+    data = load_yaml_file(path, "search space file")
     space = parse_search_space(data, where=str(path))
     return space if source is not None else SearchSpace(space.params, space.pinned, "built-in default")
 

@@ -66,23 +66,25 @@ def _sqlite_synchronous_normal(dbapi_conn: sqlite3.Connection, _record: object) 
 
 
 def open_storage(url: str, *, heartbeat_interval: int | None = DEFAULT_HEARTBEAT_S) -> RDBStorage:
-    """An RDB storage with heartbeat + retry of stale trials.
+    """An RDB storage with heartbeat + retry of stale trials. A SQLite file's folder must exist.
 
     Raises:
-        SweepError: unsupported URL, missing driver, or the database cannot be reached.
+        SweepError: unsupported URL, missing driver, missing folder/file, or the database cannot be reached.
     """
     engine_kwargs: dict = {"pool_pre_ping": True}
     sqlite = url.startswith("sqlite:///") and ":memory:" not in url
-    if sqlite:
-        db = Path(url.split("sqlite:///", 1)[-1])
-        db.parent.mkdir(parents=True, exist_ok=True)
-        engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
-        # Write-ahead log: readers never block the writer (several local workers, the dashboard),
-        # and a commit costs one fsync of the log instead of two of the database. Persistent.
-        with contextlib.closing(sqlite3.connect(db, timeout=SQLITE_BUSY_TIMEOUT_S)) as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
     hb = heartbeat_interval if heartbeat_interval and heartbeat_interval > 0 else None
     try:
+        if sqlite:
+            db = Path(url.split("sqlite:///", 1)[-1])
+            if not db.parent.is_dir():  # never create folders a typo names
+                raise SweepError(f"the folder {db.parent} of SQLite storage {db.name} does not exist; create it "
+                                 "or fix --storage / automl.*.storage")
+            engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+            # Write-ahead log: readers never block the writer (several local workers, the dashboard),
+            # and a commit costs one fsync of the log instead of two of the database. Persistent.
+            with contextlib.closing(sqlite3.connect(db, timeout=SQLITE_BUSY_TIMEOUT_S)) as conn:
+                conn.execute("PRAGMA journal_mode=WAL")
         for attempt in range(INIT_ATTEMPTS):
             try:
                 with warnings.catch_warnings():
@@ -108,6 +110,8 @@ def open_storage(url: str, *, heartbeat_interval: int | None = DEFAULT_HEARTBEAT
             event.listen(storage.engine, "connect", _sqlite_synchronous_normal)
             storage.engine.dispose()  # pooled connections made during set-up get the pragma too
         return storage
+    except SweepError:
+        raise
     except ImportError as err:
         raise SweepError(
             f"storage {redact(url)} needs a database driver that is not installed ({err}); for PostgreSQL "

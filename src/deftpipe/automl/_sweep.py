@@ -18,8 +18,10 @@ import optuna
 from filelock import FileLock
 from optuna.storages import RDBStorage, fail_stale_trials
 
+from deftpipe._fs import new_folder_removed_on_error
 from deftpipe.automl._algorithms import SweepContext, get_algorithm, make_sampler_pruner
 from deftpipe.automl._best_rec import write_best_rec
+from deftpipe.automl._out_dir import claim_out_dir
 from deftpipe.automl._records import progress_counts, prune_checkpoints, rec_id
 from deftpipe.automl._report import NullProgress, make_progress, print_summary
 from deftpipe.automl._select import select_and_build
@@ -199,18 +201,19 @@ def run_sweep(*, spec: Spec | dict[str, Any] | str | Path, train_csv: str | Path
         seed=int(seed), num_epochs=epochs, batch_size=batch, space=space.to_dict(), space_hash=space.hash,
         pretrained=pretrained, max_recommendations=max_recommendations, keep_checkpoints=keep_checkpoints,
         rerun_margin=float(rerun_margin))
-    out.mkdir(parents=True, exist_ok=True)
-    url = storage_url(storage, out)
-    st = open_storage(url, heartbeat_interval=heartbeat_interval)
     name = study_name or DEFAULT_STUDY
-    existed = name in study_names(st)
-    if existed:
-        stored = read_settings(optuna.load_study(study_name=name, storage=st))
-        if stored is None:
-            raise SweepError(f"study '{name}' in {redact(url)} was not created by deftpipe; pick another --study")
-        check_resumable(stored, settings, name)
-    study = _make_study(st, name, settings, space, seed_salt=0)
-    write_settings(study, settings)  # also updates the target N, K and margin of a resumed study
+    with new_folder_removed_on_error(out):
+        url = storage_url(storage, out)
+        st = open_storage(url, heartbeat_interval=heartbeat_interval)
+        existed = name in study_names(st)
+        claim_out_dir(out, name, redact(url), resuming=existed)
+        if existed:
+            stored = read_settings(optuna.load_study(study_name=name, storage=st))
+            if stored is None:
+                raise SweepError(f"study '{name}' in {redact(url)} was not created by deftpipe; pick another --study")
+            check_resumable(stored, settings, name)
+        study = _make_study(st, name, settings, space, seed_salt=0)
+        write_settings(study, settings)  # also updates the target N, K and margin of a resumed study
     with make_progress(show_progress, max_recommendations, f"automl {name} ({algorithm}, {metric})") as progress:
         if not existed:
             progress.note(f"study '{name}' created in {redact(url)}")
@@ -246,6 +249,9 @@ def run_worker(storage: str, study_name: str, *, out_dir: str | Path | None = No
         SweepError: the study does not exist or was not created by deftpipe.
     """
     url = storage_url(storage, None)
+    if url.startswith("sqlite:///") and not Path(url.split("sqlite:///", 1)[1]).is_file():  # never create one
+        raise SweepError(f"no study '{study_name}' in {redact(url)}: the database file does not exist; create the "
+                         "study with `deftpipe automl run ... --storage URL --study NAME` first")
     st = open_storage(url, heartbeat_interval=heartbeat_interval)
     names = study_names(st)
     if study_name not in names:

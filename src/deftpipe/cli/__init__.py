@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from deftpipe.errors import DeftpipeError
+from deftpipe.errors import DeftpipeError, clip
 
 app = typer.Typer(
     name="deftpipe",
@@ -40,16 +40,37 @@ _register()
 
 def main() -> None:
     try:
-        app()
+        rc = app(standalone_mode=False)
     except DeftpipeError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume where it stopped", file=sys.stderr)
-        sys.exit(130)
+        _interrupted()
     except Exception as e:  # noqa: BLE001 - users never see a traceback unless they ask
-        if os.environ.get("DEFTPIPE_DEBUG"):
-            raise
-        print(f"internal error: {type(e).__name__}: {e} (set DEFTPIPE_DEBUG=1 for the traceback)",
-              file=sys.stderr)
-        sys.exit(1)
+        _usage_or_internal(e)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _interrupted() -> None:
+    print("interrupted: rerun the same command to resume where it stopped", file=sys.stderr)
+    sys.exit(130)
+
+
+def _usage_or_internal(e: Exception) -> None:
+    """Typer/Click errors (bad flag or value: exit 2, help when no arguments) as one line;
+    anything else is an internal error (one line, traceback with DEFTPIPE_DEBUG=1)."""
+    kind = type(e).__name__
+    if kind == "NoArgsIsHelpError":
+        e.show()  # type: ignore[attr-defined]
+        sys.exit(e.exit_code)  # type: ignore[attr-defined]
+    if kind == "Abort":
+        _interrupted()
+    if hasattr(e, "format_message") and isinstance(getattr(e, "exit_code", None), int):
+        ctx = getattr(e, "ctx", None)
+        where = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
+        print(f"error: {clip(e.format_message())}{where}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    if os.environ.get("DEFTPIPE_DEBUG"):
+        raise e
+    print(f"internal error: {kind}: {clip(str(e))} (set DEFTPIPE_DEBUG=1 for the traceback)", file=sys.stderr)
+    sys.exit(1)

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
+import typer
 from rich.console import Console
 
 out = Console()  # machine-readable output and tables
 err = Console(stderr=True)  # progress, messages
+
+
+def finite(value: float | None) -> float | None:
+    """Typer callback: NaN and infinity pass Click's range checks; refuse them here."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number, got {value}")
+    return value
 
 
 def print_json(obj: Any) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from deftpipe.cli._util import out, print_json
+from deftpipe.cli._util import finite, out, print_json
 
 automl_app = typer.Typer(
     help="Hyperparameter sweeps on Optuna, scored on the validation set (FAR@100%R by default).\n\n"
@@ -36,9 +36,9 @@ def run(
                                              help="search space YAML (default: built-in)"),
     epochs: int | None = typer.Option(None, "--epochs", min=1, help="pinned epochs per trial (default: spec's)"),
     batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="pinned batch size (default: spec's)"),
-    seed: int = typer.Option(0, "--seed", help="sampler seed"),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="sampler seed"),
     keep_checkpoints: int = typer.Option(3, "--keep-checkpoints", min=1, help="keep the best K trials' checkpoints"),
-    rerun_margin: float = typer.Option(5.0, "--rerun-margin", min=0.0,
+    rerun_margin: float = typer.Option(5.0, "--rerun-margin", min=0.0, callback=finite,
                                        help="re-run a winner that beats the runner-up by more (percent)"),
     heartbeat: int = typer.Option(10, "--heartbeat", min=0, help="trial heartbeat seconds (0 = off)"),
     threads: int = typer.Option(0, "--threads", min=0,

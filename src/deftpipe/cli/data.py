@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from deftpipe.cli._util import err, out, print_json
+from deftpipe.cli._util import err, finite, out, print_json
 
 data_app = typer.Typer(
     help="Check dataset CSVs: validate, stats, leakage.\n\nExample: deftpipe data stats ws/kpi/testing_set.csv",
@@ -19,7 +19,7 @@ def init(
     synthetic: bool = typer.Option(False, "--synthetic", help="Generate the built-in synthetic AOI dataset."),
     from_deeppcb: Path | None = typer.Option(None, "--from-deeppcb", metavar="PATH",
                                              help="Import a DeepPCB checkout (folder holding PCBData/)."),
-    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same workspace)."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Random seed (same seed, same workspace)."),
     size: str = typer.Option("small", "--size", metavar="small|medium", help="Synthetic dataset size."),
     kpi_groups: str | None = typer.Option(None, "--kpi-groups", help="DeepPCB groups for the KPI test set, e.g. 20085,44000."),
     val_groups: str | None = typer.Option(None, "--val-groups", help="DeepPCB groups for validation."),
@@ -28,7 +28,8 @@ def init(
         None, "--holdout-groups", help="DeepPCB groups for the holdout (used by no other split; read only by "
         "`deftpipe audit`). Default: no holdout."),
     crop_size: int = typer.Option(64, "--crop-size", min=16, max=640, help="DeepPCB crop side in pixels."),
-    pass_ratio: float = typer.Option(4.0, "--pass-ratio", help="DeepPCB PASS crops per FAIL crop."),
+    pass_ratio: float = typer.Option(4.0, "--pass-ratio", min=0.0, callback=finite,
+                                     help="DeepPCB PASS crops per FAIL crop."),
     from_tao: Path | None = typer.Option(None, "--from-tao", metavar="SPEC",
                                          help="Adopt a TAO Visual ChangeNet classify spec's workspace in place."),
     kpi_csv: Path | None = typer.Option(None, "--kpi-csv", help="--from-tao: the KPI test set CSV."),
@@ -101,13 +102,15 @@ def validate(
                                            help="Image root (default: the workspace's images dir)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
-    """Check a dataset CSV: columns, labels, images present and readable, duplicates.
+    """Check a dataset CSV: columns, labels, duplicates; images present, decodable to 8-bit gray,
+    golden and test of one size and of the workspace spec's model.input_size.
 
     Example: deftpipe data validate ws/train/base/training_set.csv
     """
     from deftpipe import data
+    from deftpipe.data._layout import workspace_input_size
 
-    df = data.validate_dataset(csv, images_dir=images_dir)
+    df = data.validate_dataset(csv, images_dir=images_dir, input_size=workspace_input_size(csv))
     if as_json:
         print_json({"csv": str(csv), "rows": len(df), "valid": True})
     else:

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from deftpipe.cli._util import err, out, print_json
+from deftpipe.cli._util import err, finite, out, print_json
 
 model_app = typer.Typer(help="Train, evaluate, run and embed the golden/test change classifier.",
                         no_args_is_help=True)
@@ -72,6 +72,12 @@ def train(
     from deftpipe.model import get_adapter
     from deftpipe.spec import load_spec
 
+    if out_dir.exists() and (not out_dir.is_dir() or (out_dir / "metrics.json").exists()
+                             or any(out_dir.glob("model_epoch_*.pth"))):
+        from deftpipe.errors import StateError
+
+        raise StateError(f"--out {out_dir} holds an earlier training (metrics.json, checkpoints) that this one would "
+                         "delete, or is a file; pass a new folder, or delete this one first")
     s = load_spec(spec)
     if epochs is not None:
         s.train.num_epochs = epochs
@@ -87,9 +93,11 @@ def train(
 def evaluate(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="model_epoch_<EEE>_step_<SSS>.pth"),
     csv: Path = typer.Option(..., "--csv", help="dataset CSV to evaluate on"),
-    threshold: float | None = typer.Option(None, "--threshold",
+    threshold: float | None = typer.Option(None, "--threshold", min=0.0, max=1.0, callback=finite,
                                            help="operating threshold for escapes/pred counts "
                                                 "(default: the checkpoint's validation threshold)"),
+    images_dir: Path | None = typer.Option(None, "--images-dir", help="image root of the CSV (default: the "
+                                           "images folder of the workspace holding the CSV)"),
     spec: Path | None = typer.Option(None, "--spec", help="spec selecting the adapter (default: built-in)"),
     as_json: bool = typer.Option(False, "--json", help="print all metrics as JSON on stdout"),
 ) -> None:
@@ -101,7 +109,7 @@ def evaluate(
     from deftpipe.model import get_adapter
 
     with err.status("evaluating…"):
-        m = get_adapter(spec).evaluate(checkpoint, csv, threshold=threshold)
+        m = get_adapter(spec, images_dir=images_dir).evaluate(checkpoint, csv, threshold=threshold)
     if as_json:
         print_json(m)
     else:
@@ -113,7 +121,10 @@ def infer(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="model_epoch_<EEE>_step_<SSS>.pth"),
     csv: Path = typer.Option(..., "--csv", help="dataset CSV to score"),
     out_csv: Path = typer.Option(..., "--out", help="output CSV: the rows + score + prediction"),
-    threshold: float | None = typer.Option(None, "--threshold", help="default: the checkpoint's validation threshold"),
+    threshold: float | None = typer.Option(None, "--threshold", min=0.0, max=1.0, callback=finite,
+                                           help="default: the checkpoint's validation threshold"),
+    images_dir: Path | None = typer.Option(None, "--images-dir", help="image root of the CSV (default: the "
+                                           "images folder of the workspace holding the CSV)"),
     spec: Path | None = typer.Option(None, "--spec", help="spec selecting the adapter (default: built-in)"),
 ) -> None:
     """Score every row (P(defect)) and predict PASS/FAIL at the threshold.
@@ -124,7 +135,7 @@ def infer(
     from deftpipe.model import get_adapter
 
     with err.status("scoring…"):
-        path = get_adapter(spec).infer(checkpoint, csv, out_csv, threshold=threshold)
+        path = get_adapter(spec, images_dir=images_dir).infer(checkpoint, csv, out_csv, threshold=threshold)
     out.print(f"wrote {path}")
 
 
@@ -132,6 +143,8 @@ def embed(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="model_epoch_<EEE>_step_<SSS>.pth"),
     csv: Path = typer.Option(..., "--csv", help="dataset CSV to embed"),
     out_npy: Path = typer.Option(..., "--out", help="output .npy: float32 (rows, dim)"),
+    images_dir: Path | None = typer.Option(None, "--images-dir", help="image root of the CSV (default: the "
+                                           "images folder of the workspace holding the CSV)"),
     spec: Path | None = typer.Option(None, "--spec", help="spec selecting the adapter (default: built-in)"),
 ) -> None:
     """Write one float32 embedding per row (the fused golden/test comparison) to a .npy file.
@@ -145,7 +158,7 @@ def embed(
     from deftpipe.model import get_adapter
 
     with err.status("embedding…"):
-        emb = get_adapter(spec).embed(checkpoint, csv)
+        emb = get_adapter(spec, images_dir=images_dir).embed(checkpoint, csv)
     with atomic_path(out_npy) as tmp, open(tmp, "wb") as f:
         np.save(f, emb, allow_pickle=False)
     out.print(f"wrote {out_npy} {emb.shape[0]}x{emb.shape[1]} float32")

@@ -29,6 +29,7 @@ from PIL import Image, UnidentifiedImageError
 from deftpipe._fs import atomic_path
 from deftpipe.data import _file_memo
 from deftpipe.data._csv import ImageLayout
+from deftpipe.data._pixels import gray8
 from deftpipe.errors import DataError
 
 _MEMO: dict[str, np.ndarray] = {}  # in-process memo: key -> decoded image
@@ -38,6 +39,9 @@ _MEMO_MAX = 200_000
 #: took 0.67 s on 1 thread and 1.16 s on 2 (DeepPCB KPI set, 8.2k pairs: 1.78 s vs 3.70 s;
 #: bench/bench_cache.py). ``load_pairs(num_threads=N)`` still fans out, for large images.
 DECODE_THREADS = 1
+#: Part of every cache key: bump it when decoding changes, so no entry written by the old decoder
+#: is served (v2: 16-bit images scaled instead of clipped to white, see ``_pixels``).
+DECODER_VERSION = "decode-v2"
 
 
 def cache_dir_for(layout: ImageLayout) -> Path:
@@ -59,8 +63,8 @@ def decode_image(path: Path, size: int | None = None, *, resize: bool = False) -
     """Decode one image to a 2-D uint8 array (grayscale: one channel per lighting file).
 
     Raises:
-        DataError: unreadable file, more than one distinct colour channel, or a size other than
-            ``size`` x ``size`` (unless ``resize``).
+        DataError: unreadable file, a mode that cannot become 8-bit gray (``_pixels.gray8``), or a
+            size other than ``size`` x ``size`` (unless ``resize``).
     """
     return _decode(path, path, size, resize)
 
@@ -69,21 +73,12 @@ def _decode(source: Path | io.BytesIO, path: Path, size: int | None, resize: boo
     try:
         with Image.open(source) as im:
             im.load()
-            if im.mode in ("RGB", "RGBA"):
-                arr3 = np.asarray(im.convert("RGB"))
-                if not (np.array_equal(arr3[..., 0], arr3[..., 1]) and np.array_equal(arr3[..., 0], arr3[..., 2])):
-                    raise DataError(
-                        f"image {path} has 3 colour channels; expected 1 grayscale channel per lighting "
-                        "file (list each light in the spec's dataset.classify.input_map)"
-                    )
-                im2 = im.convert("L")
-            else:
-                im2 = im.convert("L")
-            if size is not None and im2.size != (size, size):
-                if not resize:
-                    raise _wrong_size(path, im2.size, size)
-                im2 = im2.resize((size, size), Image.BILINEAR)
-            return np.asarray(im2, dtype=np.uint8).copy()
+            arr = gray8(im, path)
+        if size is not None and arr.shape != (size, size):
+            if not resize:
+                raise _wrong_size(path, (arr.shape[1], arr.shape[0]), size)
+            arr = np.asarray(Image.fromarray(arr).resize((size, size), Image.BILINEAR), dtype=np.uint8)
+        return arr.copy()
     except FileNotFoundError:
         raise DataError(f"image {path} does not exist") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
@@ -210,7 +205,7 @@ def load_pairs(df: pd.DataFrame, layout: ImageLayout, size: int, *, resize: bool
 
 def _entry(files: list[str], stats: list[os.stat_result], layout: ImageLayout, size: int, resize: bool) -> Path:
     keys = [_file_key(p, st, size, resize) for p, st in zip(files, stats, strict=True)]
-    digest = hashlib.sha1("\n".join(keys).encode()).hexdigest()
+    digest = hashlib.sha1("\n".join([DECODER_VERSION, *keys]).encode()).hexdigest()
     return cache_dir_for(layout) / "pairs" / f"{digest}.npy"
 
 

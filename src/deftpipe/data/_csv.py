@@ -6,15 +6,18 @@ object_name``; ``boardname`` and ``source`` are optional and every extra column 
 
 from __future__ import annotations
 
+import csv
 import functools
+import io
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from deftpipe._fs import atomic_path
-from deftpipe.errors import DataError
+from deftpipe.errors import DataError, clip
 
 REQUIRED_COLUMNS = ("input_path", "golden_path", "label", "object_name")
 OPTIONAL_COLUMNS = ("boardname", "source")
@@ -34,6 +37,36 @@ def is_defect(labels: pd.Series) -> pd.Series:
     return labels.map(normalize_label) != PASS
 
 
+def _csv_text(csv_path: Path) -> str:
+    """The file as text; a NUL byte or bytes that are not UTF-8 (e.g. Latin-1 from a spreadsheet)
+    are refused with the row (1-based, header excluded) and line they are on."""
+    try:
+        raw = csv_path.read_bytes()
+    except OSError as err:
+        raise DataError(f"dataset CSV {csv_path} cannot be read: {err.strerror}") from None
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        line = raw[:nul].count(b"\n") + 1
+        raise DataError(f"dataset CSV {csv_path} has a NUL byte on line {line} (row {line - 1}): it is not a text "
+                        "CSV; re-export it as plain UTF-8 text")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise DataError(f"dataset CSV {csv_path} is not UTF-8: byte 0x{raw[err.start]:02X} on line {line} "
+                        f"(row {line - 1}) (Latin-1/Windows-1252?); save the file as UTF-8") from None
+
+
+def _long_row(text: str) -> str:
+    """"row N (line L)" of the first record with more fields than the header."""
+    reader = csv.reader(io.StringIO(text))
+    width = len(next(reader, []))
+    for row in reader:
+        if len(row) > width:
+            return f"row {reader.line_num - 1} (line {reader.line_num})"
+    return "a row"
+
+
 def read_dataset(csv_path: str | Path, *, require_rows: bool = True) -> pd.DataFrame:
     """Read a ChangeNet-style CSV as strings with normalised labels.
 
@@ -42,20 +75,28 @@ def read_dataset(csv_path: str | Path, *, require_rows: bool = True) -> pd.DataF
     """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
-        raise DataError(f"dataset CSV {csv_path} does not exist")
+        raise DataError(f"dataset CSV {csv_path} does not exist" + (" (it is a folder)" if csv_path.is_dir() else ""))
+    text = _csv_text(csv_path)
     try:
-        df = pd.read_csv(csv_path, dtype=str, keep_default_na=False, na_filter=False)
+        with warnings.catch_warnings():
+            # index_col=False: a first row with extra fields must not silently become the index
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False, index_col=False)
+    except pd.errors.ParserWarning:
+        raise DataError(f"dataset CSV {csv_path} cannot be parsed: {_long_row(text)} has more fields than the "
+                        "header; fix the quoting or the number of commas on that line") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"dataset CSV {csv_path} is empty (no header); expected columns "
                         f"{','.join(REQUIRED_COLUMNS)}") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise DataError(f"dataset CSV {csv_path} cannot be parsed: {err}") from None
+    except pd.errors.ParserError as err:
+        raise DataError(f"dataset CSV {csv_path} cannot be parsed: {clip(' '.join(str(err).split()))}; "
+                        "fix the quoting or the number of commas on that line") from None
     df.columns = [str(c).strip() for c in df.columns]
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise DataError(
             f"{csv_path.name}: missing column(s) {', '.join(missing)}; expected at least "
-            f"{','.join(REQUIRED_COLUMNS)} (found {','.join(df.columns)})"
+            f"{','.join(REQUIRED_COLUMNS)} (found {clip(','.join(df.columns))})"
         )
     if require_rows and len(df) == 0:
         raise DataError(f"{csv_path.name} has a header but no rows; an empty split cannot be used")

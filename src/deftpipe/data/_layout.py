@@ -12,19 +12,37 @@ from deftpipe.data._csv import ImageLayout
 from deftpipe.errors import DataError
 
 
-def workspace_image_settings(start: str | Path) -> tuple[Path | None, str, tuple[str, ...]]:
-    """(images dir, image_ext, lights) of the workspace enclosing ``start`` (None, defaults if none)."""
+def _workspace_spec(start: str | Path):
+    """(workspace or None, its spec or None) for the workspace enclosing ``start``."""
     from deftpipe.config import find_workspace, load_config
-    from deftpipe.spec import Spec, load_spec
+    from deftpipe.spec import load_spec
 
     ws = find_workspace(start)
     if ws is None:
-        spec = Spec()
-        return None, spec.dataset.classify.image_ext, spec.lights
+        return None, None
     cfg = load_config(ws)
     spec_path = cfg.path(ws, cfg.data.spec)
-    spec = load_spec(spec_path) if spec_path.is_file() else Spec()
+    return ws, (load_spec(spec_path) if spec_path.is_file() else None)
+
+
+def workspace_image_settings(start: str | Path) -> tuple[Path | None, str, tuple[str, ...]]:
+    """(images dir, image_ext, lights) of the workspace enclosing ``start`` (None, defaults if none)."""
+    from deftpipe.config import load_config
+    from deftpipe.spec import Spec
+
+    ws, spec = _workspace_spec(start)
+    spec = spec or Spec()
+    if ws is None:
+        return None, spec.dataset.classify.image_ext, spec.lights
+    cfg = load_config(ws)
     return cfg.path(ws, cfg.data.images_dir), spec.dataset.classify.image_ext, spec.lights
+
+
+def workspace_input_size(csv: str | Path) -> int | None:
+    """The image side the workspace enclosing ``csv`` trains at (its spec's ``model.input_size``,
+    built-in model only: an external trainer may take any size); None outside a workspace."""
+    _, spec = _workspace_spec(Path(csv).resolve().parent)
+    return spec.model.input_size if spec is not None and spec.adapter.kind == "torch" else None
 
 
 def resolve_layout(csv: str | Path, images_dir: str | Path | None = None) -> ImageLayout:
@@ -46,4 +64,4 @@ def resolve_layout(csv: str | Path, images_dir: str | Path | None = None) -> Ima
     return ImageLayout.create(images_dir, ext, lights)
 
 
-__all__ = ["resolve_layout", "workspace_image_settings"]
+__all__ = ["resolve_layout", "workspace_image_settings", "workspace_input_size"]

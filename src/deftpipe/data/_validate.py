@@ -1,7 +1,8 @@
 """Dataset validation at the boundary (DESIGN §3): one DataError listing every problem class.
 
 Checked: required columns, empty cells, known labels, both PASS and defect rows present, duplicate
-rows, image files present / inside the dataset root / decodable, and overlap with other splits
+rows, image files present / inside the dataset root / decodable to 8-bit gray (``_pixels``) / of one
+size per row and of the spec's ``input_size``, and overlap with other splits
 (train↔validation, train↔KPI). Input files are only read, never modified.
 """
 
@@ -25,7 +26,8 @@ from deftpipe.data._csv import (
 )
 from deftpipe.data._file_memo import map_files
 from deftpipe.data._layout import resolve_layout
-from deftpipe.errors import DataError
+from deftpipe.data._pixels import gray8
+from deftpipe.errors import DataError, clip
 
 MAX_EXAMPLES = 3  # rows quoted per problem class
 
@@ -39,7 +41,7 @@ class _Problems:
     def add(self, kind: str, example: str, fix: str) -> None:
         n, ex, _ = self.items.get(kind, (0, [], fix))
         if len(ex) < MAX_EXAMPLES:
-            ex.append(example)
+            ex.append(clip(example, 300))
         self.items[kind] = (n + 1, ex, fix)
 
     def message(self, csv: Path) -> str:
@@ -50,23 +52,26 @@ class _Problems:
         return "\n".join(lines)
 
 
-def _decode(path: str) -> str | None:
-    """None if ``path`` decodes as an image, else why not."""
+def _decode(path: str) -> tuple[str | None, tuple[int, int] | None]:
+    """(None, (width, height)) if ``path`` decodes to 8-bit gray as training would, else (why not, None)."""
     try:
         with Image.open(path) as im:
             im.load()
+            h, w = gray8(im, path).shape
+    except DataError as e:
+        return str(e).replace(f"image {path} ", "", 1), None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        return f"unreadable ({type(e).__name__})"
-    return None
+        return f"unreadable ({type(e).__name__})", None
+    return None, (w, h)
 
 
-def _exists(path: str) -> str | None:
-    """None if ``path`` is a file, else "missing" (for rows whose images are not decoded)."""
-    return None if os.path.isfile(path) else "missing"
+def _exists(path: str) -> tuple[str | None, None]:
+    """(None, None) if ``path`` is a file, else "missing" (for rows whose images are not decoded)."""
+    return (None if os.path.isfile(path) else "missing"), None
 
 
 def _check_images(df: pd.DataFrame, layout: ImageLayout, problems: _Problems,
-                  decode_rows: set[int] | None = None) -> None:
+                  decode_rows: set[int] | None = None, input_size: int | None = None) -> None:
     per_row = []
     for i, (test_dir, golden_dir, name) in enumerate(zip(df["input_path"].tolist(), df["golden_path"].tolist(),
                                                         df["object_name"].tolist(), strict=True)):
@@ -76,21 +81,37 @@ def _check_images(df: pd.DataFrame, layout: ImageLayout, problems: _Problems,
     to_decode = inside if decode_rows is None else {f for i, fs in per_row if i in decode_rows for _, f in fs} & inside
     # a file that decoded once is not decoded again while its size and mtime stay the same
     # one thread: small-image decoding is GIL-bound (DeepPCB KPI set: 2.3 s on 1 thread, 3.2-3.6 s on 4)
-    checked = map_files("decodes", to_decode, _decode, keep=lambda why: why is None, missing="missing",
+    checked = map_files("pixels", to_decode, _decode, keep=lambda r: r[0] is None, missing=("missing", None),
                         workers=DECODE_THREADS)
     checked.update({f: _exists(f) for f in inside - checked.keys()})  # rows not decoded: the file exists
     for i, fs in per_row:
+        _check_sizes(i, fs, checked, input_size, problems)
         for kind, f in fs:
             if f not in checked:
                 problems.add("path escapes the dataset root",
                              f"row {i + 1} {kind} {f} (root {layout.root or layout.images_dir})",
                              "use paths relative to the images folder without '..' or absolute parts")
-            elif checked[f] == "missing":
+            elif checked[f][0] == "missing":
                 problems.add("missing image", f"row {i + 1} {kind} {f}",
                              "add the file or fix input_path/golden_path/object_name (or --images-dir)")
-            elif checked[f]:
-                problems.add("unreadable image", f"row {i + 1} {kind} {f} {checked[f]}",
-                             "replace the file with a valid PNG/JPEG")
+            elif checked[f][0]:
+                problems.add("unreadable image", f"row {i + 1} {kind} {f} {checked[f][0]}",
+                             "replace the file with an 8/16-bit grayscale PNG or JPEG")
+
+
+def _check_sizes(i: int, fs: list[tuple[str, str]], checked: dict, input_size: int | None,
+                 problems: _Problems) -> None:
+    """Golden and test (every light) of row ``i`` share one size, and it is the spec's ``input_size``."""
+    sizes = {(kind, f): checked[f][1] for kind, f in fs if f in checked and checked[f][1] is not None}
+    if len(set(sizes.values())) > 1:
+        problems.add("golden and test of different sizes",
+                     f"row {i + 1} " + ", ".join(f"{k} {w}x{h}" for (k, _), (w, h) in sizes.items()),
+                     "re-crop the pair to one size")
+    elif sizes and input_size is not None:
+        w, h = next(iter(sizes.values()))
+        if (w, h) != (input_size, input_size):
+            problems.add("size the spec cannot take", f"row {i + 1} {w}x{h}",
+                         f"the spec's model.input_size is {input_size}: re-crop the images or change it")
 
 
 def _overlap(df: pd.DataFrame, name: str, other: str | Path | pd.DataFrame, problems: _Problems) -> None:
@@ -111,6 +132,7 @@ def validate_dataset(
     require_both_classes: bool = True,
     check_images: bool = True,
     decode_rows: Iterable[int] | None = None,
+    input_size: int | None = None,
 ) -> pd.DataFrame:
     """Validate one dataset CSV and return it as a clean DataFrame.
 
@@ -125,6 +147,8 @@ def validate_dataset(
         decode_rows: 0-based rows whose images are decoded; the other rows' images are only
             checked to exist and stay in the root (None: decode every row). The DEFT merge
             decodes only the rows it adds: the rows it carries over were decoded before.
+        input_size: the side (px) every decoded image must have (``model.input_size``); None: any,
+            as long as golden and test of a row agree.
 
     Raises:
         DataError: listing every problem class found, with examples (file, row) and the fix.
@@ -138,7 +162,7 @@ def validate_dataset(
             problems.add(f"empty {col}", f"row {i + 1}", f"fill in {col} for every row")
     bad = df.index[~df["label"].isin(known) & (df["label"] != "")]
     for i in bad:
-        problems.add("unknown label", f"row {i + 1} label '{df.at[i, 'label']}'",
+        problems.add("unknown label", f"row {i + 1} label '{clip(df.at[i, 'label'], 60)}'",
                      f"known: {', '.join(sorted(known))}; fix the label or add the class to the spec")
     if require_both_classes:
         if not (df["label"] == PASS).any():
@@ -152,7 +176,7 @@ def validate_dataset(
         _overlap(df, name, other, problems)
     if check_images:
         _check_images(df, layout or resolve_layout(csv, images_dir), problems,
-                      None if decode_rows is None else set(decode_rows))
+                      None if decode_rows is None else set(decode_rows), input_size)
     if problems.items:
         raise DataError(problems.message(csv))
     return df

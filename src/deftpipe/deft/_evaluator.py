@@ -18,6 +18,7 @@ from deftpipe._argv import run_template
 from deftpipe.errors import DataError
 
 TIMEOUT_S = 3600
+PLACEHOLDERS = ("inference_csv", "kpi_csv", "out_dir")
 
 
 def run_evaluator(argv_t: list[str], *, inference_csv: Path, kpi_csv: Path, out_dir: Path) -> dict[str, float]:
@@ -27,7 +28,7 @@ def run_evaluator(argv_t: list[str], *, inference_csv: Path, kpi_csv: Path, out_
         DataError: unknown placeholder, program missing / failing / timing out (see
             :func:`deftpipe._argv.run_template`), or output that is not one JSON object of finite numbers.
     """
-    values = {"inference_csv": str(inference_csv), "kpi_csv": str(kpi_csv), "out_dir": str(out_dir)}
+    values = dict(zip(PLACEHOLDERS, (str(inference_csv), str(kpi_csv), str(out_dir)), strict=True))
     stdout = run_template(argv_t, values, what="kpi.evaluator_command", timeout_s=TIMEOUT_S,
                           log=out_dir / "evaluator.log", template_error=DataError)
     lines = [ln for ln in stdout.strip().splitlines() if ln.strip()]
@@ -43,4 +44,4 @@ def run_evaluator(argv_t: list[str], *, inference_csv: Path, kpi_csv: Path, out_
     return {str(k): float(v) for k, v in data.items()}
 
 
-__all__ = ["run_evaluator"]
+__all__ = ["PLACEHOLDERS", "run_evaluator"]

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from deftpipe._fs import atomic_write_json
-from deftpipe.errors import StateError
+from deftpipe.errors import StateError, clip
 
 STATE_NAME = "deft_state.json"
 STATE_VERSION = 1
@@ -61,15 +61,25 @@ def load_state(results_dir: str | Path) -> dict[str, Any]:
     if missing:
         raise StateError(f"{path} is not a deft state (missing key(s) {', '.join(missing)}); it was left "
                          "untouched — start a new run with `deftpipe deft run WS --new`")
+    types = {"status": str, "iterations": dict, "events": list, "config": dict, "results_dir": str}
+    wrong = [f"{k} is {type(state[k]).__name__}, expected {t.__name__}" for k, t in types.items()
+             if not isinstance(state[k], t)]
+    wrong += [f"iterations.{k} is {type(v).__name__}, expected dict" for k, v in state["iterations"].items()
+              if not isinstance(v, dict)]
+    if any(not isinstance(e, dict) for e in state["events"]):
+        wrong.append("events holds a non-object")
+    if wrong:
+        raise StateError(f"{path} has fields of the wrong type ({clip('; '.join(wrong))}); it was left untouched — "
+                         "restore it from a backup, or start a new run with `deftpipe deft run WS --new`")
     if state["version"] != STATE_VERSION:
-        raise StateError(f"{path} has state version {state['version']!r}, this deftpipe reads version "
+        raise StateError(f"{path} has state version {clip(repr(state['version']), 40)}, this deftpipe reads version "
                          f"{STATE_VERSION}; finish it with the deftpipe that wrote it, or start a new run")
     if state["status"] not in RUN_STATUSES:
-        raise StateError(f"{path}: status {state['status']!r} is not one of {', '.join(RUN_STATUSES)}")
+        raise StateError(f"{path}: status {clip(repr(state['status']), 60)} is not one of {', '.join(RUN_STATUSES)}")
     for label, it in state["iterations"].items():
         done = it.get("stage_completed")
         if done is not None and done not in STAGES:
-            raise StateError(f"{path}: iterations.{label}.stage_completed = {done!r} is not a stage "
+            raise StateError(f"{path}: iterations.{clip(label, 40)}.stage_completed = {clip(repr(done), 60)} is not a stage "
                              f"(expected one of {', '.join(STAGES)})")
     return state
 

@@ -101,11 +101,12 @@ class ModelAdapter(ABC):
         return None
 
 
-def get_adapter(spec: Any = None, *, progress: Any = None) -> ModelAdapter:
+def get_adapter(spec: Any = None, *, progress: Any = None, images_dir: str | Path | None = None) -> ModelAdapter:
     """The adapter a spec asks for (``adapter.kind``: ``torch`` (default), ``command`` or ``tao``).
 
     ``progress`` (optional) receives training progress: ``start(epochs, steps_per_epoch)``,
     ``batch(epoch, step_in_epoch, loss)``, ``epoch_end(epoch, metrics)``, ``close()``.
+    ``images_dir`` (built-in model): the image root of the CSVs it evaluates, infers or embeds.
     """
     kind = "torch"
     if spec is not None and not isinstance(spec, (str, Path)):
@@ -125,4 +126,4 @@ def get_adapter(spec: Any = None, *, progress: Any = None) -> ModelAdapter:
         return TaoAdapter(spec, progress=progress)
     from deftpipe.model._torch_adapter import TorchAdapter
 
-    return TorchAdapter(progress=progress)
+    return TorchAdapter(progress=progress, images_dir=images_dir)

@@ -46,6 +46,10 @@ from deftpipe.metrics import FAIL, PASS, compute_metrics
 from deftpipe.model._adapter import EpochCallback, ModelAdapter, TrainResult
 from deftpipe.spec import Spec, dump_spec, load_spec, spec_from_dict, spec_to_dict
 
+#: Every placeholder a template may use (pre-flight refuses any other before a run starts).
+PLACEHOLDERS = ("python", "spec", "train_csv", "val_csv", "out_dir", "epochs", "pretrained", "checkpoint", "csv",
+                "out_csv", "out_npy", "out_json")
+
 CKPT_GLOB = "model_epoch_*_step_*.pth"
 
 

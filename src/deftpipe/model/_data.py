@@ -46,21 +46,34 @@ def class_names(spec) -> list[str]:
     return list(m.classes)
 
 
-def resolve_layout(spec, csv: Path) -> ImageLayout:
-    """The spec's image layout; when its ``images_dir`` is gone (a moved workspace), the
-    ``images/`` folder of the workspace holding ``csv``."""
+def resolve_layout(spec, csv: Path, images_dir: str | Path | None = None) -> ImageLayout:
+    """Where ``csv``'s images are: ``images_dir`` when given; else, for a CSV inside a workspace, that
+    workspace's ``data.images_dir`` unless the spec's ``images_dir`` lies in the same workspace (the
+    loop's generated images under ``results/`` need the spec's); else the spec's. A spec stored in a
+    checkpoint never decides where another workspace's CSV reads its images from."""
+    ext, lights = spec.dataset.classify.image_ext, spec.lights
+    if images_dir is not None:
+        if not Path(images_dir).is_dir():
+            raise DataError(f"images folder {images_dir} (--images-dir) does not exist; pass the folder the "
+                            f"paths in {csv} are relative to")
+        return ImageLayout.create(images_dir, ext, lights)
     layout = ImageLayout.from_spec(spec)
+    ws = find_workspace(csv.resolve().parent)
+    if ws is not None and find_workspace(layout.images_dir) != ws:
+        from deftpipe.config import load_config
+
+        cfg = load_config(ws)
+        own = cfg.path(ws, cfg.data.images_dir)
+        if own.is_dir():
+            return ImageLayout.create(own, ext, lights)
     if layout.images_dir.is_dir():
         return layout
-    ws = find_workspace(csv.resolve().parent)
-    if ws is not None and (ws / "images").is_dir():
-        return ImageLayout.create(ws / "images", spec.dataset.classify.image_ext, spec.lights)
     raise DataError(f"images folder {layout.images_dir} (dataset.classify.images_dir) does not exist; "
-                    "fix the spec or run from the workspace that holds the images")
+                    f"fix the spec, or pass the folder the paths in {csv} are relative to with --images-dir")
 
 
-def load_pair_set(csv: str | Path, spec, classes: list[str]) -> PairSet:
-    """Read ``csv`` and decode its image pairs at ``model.input_size``.
+def load_pair_set(csv: str | Path, spec, classes: list[str], images_dir: str | Path | None = None) -> PairSet:
+    """Read ``csv`` and decode its image pairs at ``model.input_size`` (images: :func:`resolve_layout`).
 
     Raises:
         DataError: empty/malformed CSV, missing or wrongly sized images, a label unknown to a
@@ -85,7 +98,7 @@ def load_pair_set(csv: str | Path, spec, classes: list[str]) -> PairSet:
             raise DataError(f"{csv.name}: label(s) {', '.join(unknown)} are not in model.classes "
                             f"({', '.join(classes)}); add them to the spec or fix the CSV")
         targets = torch.tensor([index[lab] for lab in labels], dtype=torch.long)
-    images = load_pairs(df, resolve_layout(spec, csv), spec.model.input_size)
+    images = load_pairs(df, resolve_layout(spec, csv, images_dir), spec.model.input_size)
     return PairSet(df, torch.from_numpy(images), targets, defect, labels)
 
 

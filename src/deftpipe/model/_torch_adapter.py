@@ -39,8 +39,9 @@ class TorchAdapter(ModelAdapter):
         progress: an object with ``start/batch/epoch_end/close`` (the CLI's Rich bars); None = silent.
     """
 
-    def __init__(self, *, progress: Any = None):
+    def __init__(self, *, progress: Any = None, images_dir: str | Path | None = None):
         self.progress = progress
+        self.images_dir = images_dir  # image root of the CSVs evaluated (None: model._data.resolve_layout)
 
     def train(self, spec: Any, train_csv: str | Path, val_csv: str | Path, out_dir: str | Path,
               pretrained: str | Path | None = None, epoch_callback: EpochCallback | None = None) -> TrainResult:
@@ -49,7 +50,7 @@ class TorchAdapter(ModelAdapter):
 
     def _load(self, checkpoint: str | Path, csv: str | Path):
         model, spec, ckpt = load_model(checkpoint)
-        data = load_pair_set(csv, spec, class_names(spec))
+        data = load_pair_set(csv, spec, class_names(spec), self.images_dir)
         device = pick_device(spec.train.device)
         return model.to(device), spec, ckpt, data, device
 

@@ -8,7 +8,9 @@ is the best; it and the last ``train.keep_checkpoints`` epochs are kept, older f
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +22,7 @@ import torch.nn.functional as F
 
 from deftpipe._cores import fair_threads, registered
 from deftpipe._fs import atomic_write_json, run_lock
-from deftpipe.errors import DataError, TrainingError
+from deftpipe.errors import DataError, SpecError, StateError, TrainingError, clip
 from deftpipe.metrics import compute_metrics
 from deftpipe.model._adapter import EpochCallback, TrainResult
 from deftpipe.model._checkpoint import checkpoint_name, load_weights, read_checkpoint, save_checkpoint
@@ -55,10 +57,35 @@ def torch_threads(requested: int = 0) -> Iterator[int]:
             torch.set_num_threads(before)
 
 
+def device_problem(name: str) -> str | None:
+    """Why ``train.device: name`` cannot run with the installed torch, or None (pre-flight asks too)."""
+    if name == "cuda" and not torch.cuda.is_available():
+        return (f"train.device is cuda but the installed torch {torch.__version__} cannot use a GPU "
+                "(torch.cuda.is_available() is False); set train.device to auto or cpu, or install a CUDA build")
+    return None
+
+
 def pick_device(name: str) -> torch.device:
+    problem = device_problem(name)
+    if problem:
+        raise SpecError(problem)
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")
     return torch.device("cpu")
+
+
+def _record_failure(out_dir: Path, created: bool, exc: BaseException) -> None:
+    """After a failed or interrupted training: metrics.json says so (never "running" forever); a
+    folder this call created and that holds no finished epoch is removed (nothing half-written)."""
+    metrics = out_dir / "metrics.json"
+    if metrics.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            data = json.loads(metrics.read_text(encoding="utf-8"))
+            data.update(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                        error=clip(str(exc) or type(exc).__name__))
+            atomic_write_json(metrics, data)
+    elif created:
+        shutil.rmtree(out_dir, ignore_errors=True)
 
 
 def lr_at(step: int, total: int, warmup: int, optim) -> float:
@@ -178,11 +205,24 @@ def train_model(spec: Spec, train_csv: str | Path, val_csv: str | Path, out_dir:
     val_stamp = csv_stamp(val_csv)  # which validation file the kept best-epoch scores belong to
     init = pretrained or tr.pretrained_model_path
     init_ckpt = read_checkpoint(init) if init else None
+    device = pick_device(tr.device)
+    created = not out_dir.exists()
+    try:
+        return _train(spec, out_dir, cfg, classes, train_set, val_set, val_stamp, init, init_ckpt, device,
+                      epoch_callback, progress, t0)
+    except StateError:
+        raise  # another process holds the folder's lock: its files are not ours to mark
+    except BaseException as exc:
+        _record_failure(out_dir, created, exc)
+        raise
 
+
+def _train(spec, out_dir, cfg, classes, train_set, val_set, val_stamp, init, init_ckpt, device, epoch_callback,
+           progress, t0) -> TrainResult:
+    tr = spec.train
     with torch_threads(tr.num_threads), run_lock(out_dir, what="training"):
         torch.manual_seed(tr.seed)
         gen = torch.Generator().manual_seed(tr.seed)
-        device = pick_device(tr.device)
         model = SiameseChangeNet(cfg)
         if init_ckpt is not None:
             load_weights(model, init_ckpt["state_dict"], init)  # weights only, not the optimiser

@@ -165,6 +165,44 @@ def _check_storage(name: str, sweep: SweepConfig, blockers: list[str]) -> dict[s
         return item(f"{name} storage", f"{shown} (not reachable)", "MISSING")
 
 
+def settings_blockers(ws: Path, cfg: PipelineConfig, spec: Spec | None, blockers: list[str]) -> None:
+    """What the run would otherwise only find out after training started: an unknown algorithm or
+    metric, a search space that does not parse, a placeholder no template knows, a device the
+    installed torch cannot use."""
+    from deftpipe._argv import unknown_placeholders
+    from deftpipe.automl import load_search_space
+    from deftpipe.automl._algorithms import get_algorithm
+    from deftpipe.deft._evaluator import PLACEHOLDERS as EVALUATOR_PLACEHOLDERS
+    from deftpipe.model._command import PLACEHOLDERS as ADAPTER_PLACEHOLDERS
+    from deftpipe.model._train import device_problem
+
+    for key, sweep in (("phase1", cfg.automl.phase1), ("phase3", cfg.automl.phase3)):
+        if not sweep.enabled:
+            continue
+        try:
+            get_algorithm(sweep.algorithm)
+            if sweep.search_space and cfg.path(ws, sweep.search_space).is_file():
+                load_search_space(cfg.path(ws, sweep.search_space))
+        except DeftpipeError as e:
+            blockers.append(f"automl.{key}: {e}")
+    if cfg.kpi.evaluator_command:
+        bad = unknown_placeholders(cfg.kpi.evaluator_command, EVALUATOR_PLACEHOLDERS)
+        if bad:
+            blockers.append(f"kpi.evaluator_command uses unknown placeholder(s) {', '.join('{' + b + '}' for b in bad)}"
+                            f"; available: {', '.join('{' + p + '}' for p in EVALUATOR_PLACEHOLDERS)}")
+    if spec is None:
+        return
+    problem = device_problem(spec.train.device)
+    if problem:
+        blockers.append(problem)
+    if spec.adapter.kind == "command":
+        for op in ("train", "evaluate", "infer", "embed"):
+            bad = unknown_placeholders(getattr(spec.adapter, op) or [], ADAPTER_PLACEHOLDERS)
+            if bad:
+                blockers.append(f"adapter.{op} uses unknown placeholder(s) {', '.join('{' + b + '}' for b in bad)}"
+                                " (see docs/model.md for the list)")
+
+
 def _file_item(name: str, path: Path, blockers: list[str], fix: str) -> dict[str, Any]:
     ok = path.exists()
     if not ok:
@@ -236,7 +274,8 @@ def dataset_section(ws: Path, cfg: PipelineConfig, spec: Spec | None, blockers: 
             continue
         try:
             known = spec.model.classes if spec is not None and spec.model.classes else None
-            df = (data.validate_dataset(csv, layout=layout, known_labels=known,
+            size = spec.model.input_size if spec is not None and spec.adapter.kind == "torch" else None
+            df = (data.validate_dataset(csv, layout=layout, known_labels=known, input_size=size,
                                         require_both_classes=split != "mining pool")
                   if layout is not None else data.read_dataset(csv))
         except DeftpipeError as e:

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from deftpipe._fs import atomic_path, atomic_write_text
+from deftpipe._yaml import load_yaml_file
 from deftpipe.config import PipelineConfig
 from deftpipe.errors import CheckpointError, StateError
 from deftpipe.pipeline._faults import fault_point
@@ -50,7 +51,7 @@ def merge_winner_spec(ws: Path, cfg: PipelineConfig, best: dict[str, Any], run_c
         The run folder's copy.
     """
     base_path = cfg.path(ws, cfg.data.spec)
-    raw = yaml.safe_load(base_path.read_text(encoding="utf-8")) or {}
+    raw = load_yaml_file(base_path, "spec file")
     merged = deep_merge(raw, strip_budget(best.get("specs") or {}, best.get("observed_budget")))
     spec = spec_from_dict(merged, base_dir=base_path.parent, where=f"{base_path} + Phase 1 winner")
     header = (f"# Phase 1 winner ({best.get('rec_id')}, score {best.get('score')}) deep-merged onto "

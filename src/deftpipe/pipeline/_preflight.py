@@ -20,6 +20,7 @@ from deftpipe.pipeline._checks import (
     dataset_section,
     host_section,
     item,
+    settings_blockers,
 )
 from deftpipe.pipeline._estimate import estimate
 from deftpipe.pipeline._record import RECORD_NAME, PipelineRecord, latest_unfinished
@@ -138,6 +139,7 @@ def preflight(ws: str | Path, *, new: bool = False, measure: bool = True) -> dic
         blockers.append(str(e))
     sections = [host_section(ws, spec), credentials_section(cfg, spec, blockers),
                 artefacts_section(ws, cfg, spec, blockers)]
+    settings_blockers(ws, cfg, spec, blockers)
     if spec is not None and "tao" in (spec.adapter.kind, cfg.adapter.kind):
         from deftpipe.pipeline._tao_checks import add_tao_checks
 
