@@ -7,6 +7,7 @@ a reader (or a resumed run after ``kill -9``) sees either the old or the new con
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -119,6 +120,24 @@ def new_folder_removed_on_error(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def lock_is_held(lock_path: str | os.PathLike) -> bool:
+    """True while a live process holds ``lock_path`` (a :func:`run_lock` file); never creates or
+    changes the file (``deftpipe status`` tells a live run from a dead one with it)."""
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def run_lock(folder: str | os.PathLike, *, what: str = "run", name: str = ".lock") -> Iterator[Path]:
     """Hold ``<folder>/<name>`` (default ``.lock``) for the duration of a long run.
@@ -150,6 +169,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "lock_is_held",
     "new_folder_removed_on_error",
     "run_lock",
 ]

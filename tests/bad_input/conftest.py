@@ -101,3 +101,17 @@ def bad(template_ws, tmp_path, monkeypatch, capsys) -> Bad:
                               copy_function=_link_images))
     monkeypatch.chdir(root)
     return Bad(root, ws, capsys)
+
+
+@pytest.fixture(scope="session")
+def template_ckpt(template_ws, tmp_path_factory) -> Path:
+    """A 1-epoch checkpoint trained on the template workspace."""
+    from deftpipe.model import get_adapter
+    from deftpipe.spec import load_spec
+
+    spec = load_spec(template_ws / "specs" / "baseline_spec.yaml")
+    spec.train.num_epochs, spec.train.num_threads = 1, 1
+    spec.model.width, spec.model.depth = 8, 3
+    run = tmp_path_factory.mktemp("bad_input_ckpt") / "run"
+    return get_adapter(spec).train(spec, template_ws / "train" / "base" / "training_set.csv",
+                                   template_ws / "train" / "base" / "validation_set.csv", run).best_checkpoint

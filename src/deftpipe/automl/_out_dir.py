@@ -12,13 +12,7 @@ from deftpipe.errors import SweepError
 OWNER_NAME = ".study.json"
 
 
-def claim_out_dir(out: Path, study: str, storage: str, *, resuming: bool) -> None:
-    """Record ``study``/``storage`` (password-redacted) as the owner of ``out``, or refuse.
-
-    Raises:
-        SweepError: ``out`` belongs to another study, or holds an earlier sweep's files (trials/,
-            best_rec.json) without naming its study while ``study`` is new.
-    """
+def _owner(out: Path) -> dict | None:
     marker = out / OWNER_NAME
     owner = None
     if marker.is_file():
@@ -29,15 +23,36 @@ def claim_out_dir(out: Path, study: str, storage: str, *, resuming: bool) -> Non
         if not isinstance(owner, dict) or not isinstance(owner.get("study"), str):
             raise SweepError(f"{marker} is damaged; it should name the study this folder holds. Delete it only "
                              "if the folder holds no other sweep")
-    if owner is not None and (owner["study"], owner.get("storage")) != (study, storage):
+    return owner
+
+
+def refuse_other_owner(out: Path, study: str, storage: str) -> None:
+    """Before any storage is opened: refuse ``out`` when its marker names another study.
+
+    Raises:
+        SweepError: ``out`` belongs to another study (or its marker is damaged).
+    """
+    owner = _owner(out)
+    if owner is not None and owner["study"] != study:  # not the storage: a moved folder changes its path
         raise SweepError(f"--out {out} holds study '{owner['study']}' ({owner.get('storage')}); a sweep of study "
                          f"'{study}' there would overwrite its trials and best_rec.json: pass another --out, or "
-                         f"--study {owner['study']} with the same --storage to resume it")
+                         f"--study {owner['study']} to resume it")
+
+
+def claim_out_dir(out: Path, study: str, storage: str, *, resuming: bool) -> None:
+    """Record ``study``/``storage`` (password-redacted) as the owner of ``out``, or refuse.
+
+    Raises:
+        SweepError: ``out`` holds an earlier sweep's files (trials/, best_rec.json) without naming
+            its study while ``study`` is new.
+    """
+    refuse_other_owner(out, study, storage)
+    owner = _owner(out)
     if owner is None and not resuming and ((out / "best_rec.json").exists() or (out / "trials").exists()):
         raise SweepError(f"--out {out} holds an earlier sweep (trials/, best_rec.json) that study '{study}' would "
                          "overwrite: pass another --out, or the --study and --storage of that sweep to resume it")
     if owner is None:
-        atomic_write_json(marker, {"study": study, "storage": storage})
+        atomic_write_json(out / OWNER_NAME, {"study": study, "storage": storage})
 
 
-__all__ = ["OWNER_NAME", "claim_out_dir"]
+__all__ = ["OWNER_NAME", "claim_out_dir", "refuse_other_owner"]

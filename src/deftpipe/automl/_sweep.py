@@ -21,7 +21,7 @@ from optuna.storages import RDBStorage, fail_stale_trials
 from deftpipe._fs import new_folder_removed_on_error
 from deftpipe.automl._algorithms import SweepContext, get_algorithm, make_sampler_pruner
 from deftpipe.automl._best_rec import write_best_rec
-from deftpipe.automl._out_dir import claim_out_dir
+from deftpipe.automl._out_dir import claim_out_dir, refuse_other_owner
 from deftpipe.automl._records import progress_counts, prune_checkpoints, rec_id
 from deftpipe.automl._report import NullProgress, make_progress, print_summary
 from deftpipe.automl._select import select_and_build
@@ -204,6 +204,7 @@ def run_sweep(*, spec: Spec | dict[str, Any] | str | Path, train_csv: str | Path
     name = study_name or DEFAULT_STUDY
     with new_folder_removed_on_error(out):
         url = storage_url(storage, out)
+        refuse_other_owner(out, name, redact(url))
         st = open_storage(url, heartbeat_interval=heartbeat_interval)
         existed = name in study_names(st)
         claim_out_dir(out, name, redact(url), resuming=existed)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from deftpipe.cli._util import err, out, print_json
 
@@ -75,7 +76,10 @@ def run_cmd(
 
 
 def _fmt(v, spec: str = ".2f") -> str:
-    return "" if v is None else format(v, spec) if isinstance(v, (int, float)) else str(v)
+    try:
+        return "" if v is None else format(v, spec) if isinstance(v, (int, float)) else str(v)
+    except (ValueError, TypeError):  # a number of the wrong kind in a state file: show it as it is
+        return str(v)
 
 
 def status_cmd(
@@ -97,36 +101,45 @@ def status_cmd(
     if json_out:
         print_json(info)
         return
-    out.print(f"run: {info['results_dir']}")
+    # every value shown comes from files: Text() keeps "[...]" literal (no Rich markup)
+    out.print(Text(f"run: {info['results_dir']}"))
     pipe = info["pipeline"]
     if pipe:
-        phases = pipe.get("phases", {})
-        items = phases.items() if isinstance(phases, dict) else ((p.get("name"), p) for p in phases)
-        t = Table(title=f"pipeline: {pipe.get('status', '?')}")
+        t = Table(title=Text(f"pipeline: {pipe.get('status', '?')}"))
         for col in ("phase", "status", "summary"):
             t.add_column(col)
-        for name, ph in items:
-            ph = ph if isinstance(ph, dict) else {"status": ph}
-            t.add_row(str(name), str(ph.get("status", "")), str(ph.get("summary") or ph.get("error") or ""))
+        for name, ph in (pipe.get("phases") or {}).items():
+            t.add_row(*(Text(str(v)) for v in (name, ph.get("status", ""),
+                                                ph.get("summary") or ph.get("error") or "")))
         out.print(t)
+        if pipe.get("error"):
+            out.print(Text(f"pipeline record: {pipe['error']}"))
     state = info["deft"]
+    running = (pipe or {}).get("status") in ("running", "in_progress") or (state or {}).get("status") == "in_progress"
+    if info["live"]:
+        out.print("process: live (a deftpipe process holds the run's lock)")
+    elif running:
+        out.print(Text(f"process: none — the run stopped without finishing (crash, kill or power loss); rerun "
+                       f"`deftpipe run {workspace}` (or `deftpipe deft run {workspace}`) to resume it"))
     if state is None:
         out.print("DEFT loop: not started")
         return
-    t = Table(title=f"DEFT loop: {state['status']}" + (f" — {state['reason']}" if state.get("reason") else ""))
+    t = Table(title=Text(f"DEFT loop: {state['status']}" + (f" — {state['reason']}" if state.get("reason") else "")))
     for col in ("iteration", "status", "stage completed", "FAR@100%R %", "threshold", "+SDG", "+mined", "train rows"):
         t.add_column(col)
     for label, it in state["iterations"].items():
-        t.add_row(label, it.get("status", ""), str(it.get("stage_completed") or ""), _fmt(it.get("far_pct")),
-                  _fmt(it.get("threshold"), ".4f"), _fmt(it.get("n_added_sdg"), "d"), _fmt(it.get("n_added_mined"), "d"),
-                  _fmt(it.get("n_train_rows"), "d"))
+        t.add_row(*(Text(v) for v in (
+            label, str(it.get("status", "")), str(it.get("stage_completed") or ""), _fmt(it.get("far_pct")),
+            _fmt(it.get("threshold"), ".4f"), _fmt(it.get("n_added_sdg"), "d"), _fmt(it.get("n_added_mined"), "d"),
+            _fmt(it.get("n_train_rows"), "d"))))
     out.print(t)
     if state["events"]:
         e = state["events"][-1]
-        out.print(f"last event #{e['seq']} {e['ts']} [{e['iter']} · {e['stage']}] {e['status']}: {e['summary']}")
+        out.print(Text(f"last event #{e.get('seq')} {e.get('ts')} [{e.get('iter')} · {e.get('stage')}] "
+                       f"{e.get('status')}: {e.get('summary')}"))
     report = Path(info["results_dir"]) / "report.html"
     if report.exists():
-        out.print(f"report: {report}")
+        out.print(Text(f"report: {report}"))
 
 
 def register(app: typer.Typer) -> None:

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from deftpipe._fs import lock_is_held
 from deftpipe.deft._state import STATE_NAME, load_state
 
 
@@ -56,10 +57,20 @@ def describe(folder: Path) -> dict[str, Any]:
     record = folder / "pipeline_state.json"
     if record.is_file():
         try:
-            info["pipeline"] = json.loads(record.read_text())
+            info["pipeline"] = json.loads(record.read_text(encoding="utf-8", errors="replace"))
         except ValueError:
             info["pipeline"] = {"error": f"{record} is not valid JSON"}
+        if not _record_shape_ok(info["pipeline"]):
+            info["pipeline"] = {"error": f"{record} has fields of the wrong type; it was left untouched"}
+    # a run_lock is held by a live process only: a run that says "running" without one has died
+    info["live"] = any(lock_is_held(folder / name) for name in (".lock", ".pipeline.lock"))
     return info
+
+
+def _record_shape_ok(data: Any) -> bool:
+    phases = data.get("phases", {}) if isinstance(data, dict) else None
+    return (isinstance(data, dict) and isinstance(data.get("status", ""), str) and isinstance(phases, dict)
+            and all(isinstance(v, dict) for v in phases.values()))
 
 
 __all__ = ["describe", "latest_unfinished", "new_run_folder", "run_folders"]

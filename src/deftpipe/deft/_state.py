@@ -64,9 +64,10 @@ def load_state(results_dir: str | Path) -> dict[str, Any]:
     types = {"status": str, "iterations": dict, "events": list, "config": dict, "results_dir": str}
     wrong = [f"{k} is {type(state[k]).__name__}, expected {t.__name__}" for k, t in types.items()
              if not isinstance(state[k], t)]
-    wrong += [f"iterations.{k} is {type(v).__name__}, expected dict" for k, v in state["iterations"].items()
-              if not isinstance(v, dict)]
-    if any(not isinstance(e, dict) for e in state["events"]):
+    if not wrong:
+        wrong += [f"iterations.{k} is {type(v).__name__}, expected dict" for k, v in state["iterations"].items()
+                  if not isinstance(v, dict)]
+    if not wrong and any(not isinstance(e, dict) for e in state["events"]):
         wrong.append("events holds a non-object")
     if wrong:
         raise StateError(f"{path} has fields of the wrong type ({clip('; '.join(wrong))}); it was left untouched — "

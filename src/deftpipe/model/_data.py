@@ -64,8 +64,10 @@ def resolve_layout(spec, csv: Path, images_dir: str | Path | None = None) -> Ima
 
         cfg = load_config(ws)
         own = cfg.path(ws, cfg.data.images_dir)
-        if own.is_dir():
-            return ImageLayout.create(own, ext, lights)
+        if not own.is_dir():
+            raise DataError(f"images folder {own} of the workspace holding {csv} does not exist; fix data.images_dir "
+                            f"in {ws / 'pipeline.yaml'} or pass the image folder with --images-dir")
+        return ImageLayout.create(own, ext, lights)
     if layout.images_dir.is_dir():
         return layout
     raise DataError(f"images folder {layout.images_dir} (dataset.classify.images_dir) does not exist; "
