@@ -7,6 +7,7 @@ a reader (or a resumed run after ``kill -9``) sees either the old or the new con
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -18,7 +19,29 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from deftpipe._faults import disk_full
 from deftpipe.errors import StateError
+
+#: errno values that mean "this disk or folder cannot take the write": a user's problem, one line.
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+class DiskError(StateError):
+    """A file could not be written: full or read-only disk, quota, permissions (names the file)."""
+
+
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Turn a full/read-only disk while writing ``path`` into a :class:`DiskError` naming ``path``
+    (not the temporary sibling); the old content of ``path`` is untouched."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in DISK_ERRNOS:
+            raise
+        raise DiskError(f"cannot write {path}: {err.strerror or os.strerror(err.errno)}; free space or make the "
+                        "folder writable, then rerun the same command to resume (the previous version of the file "
+                        "is intact)") from None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -33,18 +56,20 @@ def _fsync_dir(path: Path) -> None:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with _naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                disk_full(path)
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
     _fsync_dir(path.parent)
     return path
 
@@ -64,15 +89,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     For writers that need a filename (``torch.save``, ``np.save``, ``DataFrame.to_csv``).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
+    with _naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
+        with _naming(path):
+            disk_full(path)
+            yield tmp_path
+            with open(tmp_path, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp_path, path)
         _fsync_dir(path.parent)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -164,6 +192,8 @@ def run_lock(folder: str | os.PathLike, *, what: str = "run", name: str = ".lock
 
 
 __all__ = [
+    "DISK_ERRNOS",
+    "DiskError",
     "atomic_dir",
     "atomic_path",
     "atomic_write_bytes",

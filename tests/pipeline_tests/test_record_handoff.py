@@ -11,10 +11,10 @@ import textwrap
 import pytest
 import yaml
 
+from deftpipe._faults import FAULT_POINTS
 from deftpipe.config import load_config
 from deftpipe.errors import CheckpointError, StateError
 from deftpipe.pipeline import PipelineRecord, best_iteration, latest_unfinished, strip_budget
-from deftpipe.pipeline._faults import FAULT_POINTS
 from deftpipe.pipeline._handoff import copy_checkpoint, final_training_csv, merge_winner_spec
 from deftpipe.pipeline._record import new_run_dir
 from deftpipe.spec import load_spec
@@ -112,7 +112,7 @@ def test_best_iteration_never_final_automl_and_final_training_csv(tmp_path):
 
 def test_fault_point_exits_137_like_kill_9(tmp_path):
     code = textwrap.dedent("""
-        from deftpipe.pipeline._faults import fault_point
+        from deftpipe._faults import fault_point
         fault_point("phase1.start")
         print("passed")
         fault_point("phase2.done")

@@ -70,6 +70,12 @@ def _usage_or_internal(e: Exception) -> None:
         where = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
         print(f"error: {clip(e.format_message())}{where}", file=sys.stderr)
         sys.exit(e.exit_code)
+    from deftpipe._fs import DISK_ERRNOS
+
+    if isinstance(e, OSError) and e.errno in DISK_ERRNOS:  # full or read-only disk: expected, not internal
+        print(f"error: cannot write {e.filename or 'a file'}: {e.strerror}; free space or make the folder writable, "
+              "then rerun the same command to resume", file=sys.stderr)
+        sys.exit(1)
     if os.environ.get("DEFTPIPE_DEBUG"):
         raise e
     print(f"internal error: {kind}: {clip(str(e))} (set DEFTPIPE_DEBUG=1 for the traceback)", file=sys.stderr)

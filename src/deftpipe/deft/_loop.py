@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from deftpipe._faults import die_mid_stage
 from deftpipe._fs import run_lock
 from deftpipe.config import PipelineConfig, load_config
 from deftpipe.deft import _state
 from deftpipe.deft._best import write_best_model
 from deftpipe.deft._context import HardStop, LoopContext
-from deftpipe.deft._faults import die_mid_stage
 from deftpipe.deft._progress import LoopProgress, fmt_pct
 from deftpipe.deft._steps import (
     Run,

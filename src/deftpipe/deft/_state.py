@@ -5,18 +5,17 @@ append an event, write the file atomically (temp + fsync + rename), then refresh
 corrupt file is never overwritten: :func:`load_state` raises :class:`StateError` and leaves it as
 it is.
 
-Test hook: ``DEFTPIPE_FAULT_AFTER=<stage>`` (or ``<label>:<stage>``) makes the process exit with
-code 137 right after that stage's commit, as ``kill -9`` would, so resume can be tested.
+Test hook: ``DEFTPIPE_FAULT_AFTER`` (:mod:`deftpipe._faults`) kills the process right after a commit.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from deftpipe._faults import die_after_commit
 from deftpipe._fs import atomic_write_json
 from deftpipe.errors import StateError, clip
 
@@ -186,9 +185,7 @@ def commit(results_dir: str | Path, state: dict[str, Any], *, label: str, stage:
     save_state(results_dir, state)
     if render:
         refresh_report(results_dir)
-    fault = os.environ.get("DEFTPIPE_FAULT_AFTER")
-    if fault and fault in (stage, f"{label}:{stage}"):
-        os._exit(137)  # simulated kill -9 right after the commit (resume tests)
+    die_after_commit(label, stage)  # test hook (deftpipe._faults); a no-op otherwise
     return state
 
 

@@ -12,13 +12,14 @@ build a different model; a warm start whose spec asks for another shape is a Che
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from deftpipe._fs import atomic_path
+from deftpipe._fs import atomic_write_bytes
 from deftpipe.errors import CheckpointError, DeftpipeError
 from deftpipe.model._network import NetConfig, SiameseChangeNet
 from deftpipe.spec import Spec, spec_from_dict, spec_to_dict
@@ -48,9 +49,9 @@ def save_checkpoint(path: Path, model: SiameseChangeNet, spec: Spec, metrics: di
         "epoch": int(epoch),
         "step": int(step),
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return Path(path)
+    buf = io.BytesIO()  # serialised in memory: a full disk then fails as an OSError naming the file
+    torch.save(payload, buf)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -4,8 +4,8 @@ Front door: :func:`preflight` (read-only, nine sections), :func:`run_pipeline` (
 Phase 1 → 2 → 3, resumable) and :func:`run_demo`. See docs/pipeline.md.
 """
 
+from deftpipe._faults import FAULT_ENV, FAULT_POINTS
 from deftpipe.pipeline._demo import DEMO_OVERRIDES, run_demo
-from deftpipe.pipeline._faults import FAULT_ENV, FAULT_POINTS
 from deftpipe.pipeline._handoff import best_iteration, merge_winner_spec, strip_budget
 from deftpipe.pipeline._preflight import preflight
 from deftpipe.pipeline._record import RECORD_NAME, PipelineRecord, latest_unfinished, list_runs

@@ -17,11 +17,11 @@ from typing import Any
 
 import yaml
 
+from deftpipe._faults import fault_point
 from deftpipe._fs import atomic_path, atomic_write_text
 from deftpipe._yaml import load_yaml_file
 from deftpipe.config import PipelineConfig
 from deftpipe.errors import CheckpointError, StateError
-from deftpipe.pipeline._faults import fault_point
 from deftpipe.selection import pick_by_rule
 from deftpipe.spec import deep_merge, dump_spec, spec_from_dict
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import pandas as pd
 
+from deftpipe._faults import fault_point
 from deftpipe._fs import atomic_write_json
 from deftpipe.config import PipelineConfig, SweepConfig
 from deftpipe.errors import SweepError
 from deftpipe.pipeline._budget import sweep_stop_reason
-from deftpipe.pipeline._faults import fault_point
 from deftpipe.pipeline._handoff import checkpoint_epoch_step, copy_checkpoint
 from deftpipe.pipeline._preflight import PHASE1_DIR, PHASE3_DIR
 from deftpipe.selection import rank, selection_metrics

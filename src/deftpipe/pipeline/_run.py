@@ -8,14 +8,16 @@ step checks what an earlier attempt already wrote.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 from rich.console import Console
 
+from deftpipe._faults import fault_point
 from deftpipe._fs import atomic_write_text, run_lock
 from deftpipe.audit import audit_run
 from deftpipe.audit._render import audit_line
@@ -23,7 +25,6 @@ from deftpipe.config import PipelineConfig, load_config
 from deftpipe.errors import DeftpipeError, StateError
 from deftpipe.pipeline import _budget as budget
 from deftpipe.pipeline._estimate import fmt_range, record_actuals
-from deftpipe.pipeline._faults import fault_point
 from deftpipe.pipeline._handoff import handoff_1_to_2, handoff_2_to_3
 from deftpipe.pipeline._phases import load_phase1, run_phase1, run_phase3
 from deftpipe.pipeline._preflight import preflight
@@ -59,6 +60,17 @@ def _approve(report: dict[str, Any], *, yes: bool, ask: Callable[[str], str] | N
         raise PreflightError("no approval: stdin is closed; type 'go' at the prompt or pass --yes") from None
     if answer.strip().lower() != "go":
         raise PreflightError(f"not approved (got {answer.strip()!r}, expected 'go'); nothing was written")
+
+
+@contextlib.contextmanager
+def _locked_run_dir(ws: Path, target: dict[str, Any]) -> Iterator[Path]:
+    """The run folder of ``target``, held by this process. The workspace's ``results/`` lock is
+    taken first, so two `deftpipe run` on one workspace never both start: the second is refused
+    (even when both would have created a new run folder at the same instant)."""
+    with run_lock(ws / "results", what="pipeline run", name=LOCK_NAME):
+        results_dir = Path(target["results_dir"]) if target["mode"] == "resume" else new_run_dir(ws)
+        with run_lock(results_dir, what="pipeline run", name=LOCK_NAME):
+            yield results_dir
 
 
 def _guard(rec: PipelineRecord, name: str, fn: Callable[[], Any]) -> Any:
@@ -137,9 +149,7 @@ def run_pipeline(ws: str | Path, *, yes: bool = False, new: bool = False, show_p
 
     # --- approved: from here on we write under results/ -------------------------------------------
     cfg = load_config(ws)
-    target = report["target"]
-    results_dir = Path(target["results_dir"]) if target["mode"] == "resume" else new_run_dir(ws)
-    with run_lock(results_dir, what="pipeline run", name=LOCK_NAME):
+    with _locked_run_dir(ws, report["target"]) as results_dir:
         try:
             rec = PipelineRecord.load(results_dir)
         except StateError:
