@@ -20,14 +20,18 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from deftpipe._faults import disk_full
-from deftpipe.errors import StateError
+from deftpipe.errors import DeftpipeError, StateError
 
 #: errno values that mean "this disk or folder cannot take the write": a user's problem, one line.
 DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
-class DiskError(StateError):
+class DiskError(DeftpipeError):
     """A file could not be written: full or read-only disk, quota, permissions (names the file)."""
+
+
+class LockedError(StateError):
+    """Another live process holds the folder's :func:`run_lock`."""
 
 
 @contextlib.contextmanager
@@ -181,7 +185,7 @@ def run_lock(folder: str | os.PathLike, *, what: str = "run", name: str = ".lock
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise StateError(
+        raise LockedError(
             f"another deftpipe {what} is already writing {folder} (lock {lock_path} is held); "
             "wait for it to finish, or use a different results folder (e.g. `deftpipe run WS --new`)"
         ) from None
@@ -194,6 +198,7 @@ def run_lock(folder: str | os.PathLike, *, what: str = "run", name: str = ".lock
 __all__ = [
     "DISK_ERRNOS",
     "DiskError",
+    "LockedError",
     "atomic_dir",
     "atomic_path",
     "atomic_write_bytes",

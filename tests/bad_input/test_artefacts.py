@@ -102,3 +102,16 @@ def test_csv_of_a_workspace_without_images_is_refused(bad, template_ckpt, tmp_pa
     shutil.copy(_kpi(bad.ws), _kpi(other))
     bad.refused("model", "evaluate", "--checkpoint", template_ckpt, "--csv", _kpi(other),
                 match=r"images folder .*other_ws/images of the workspace holding .* does not exist")
+
+
+@pytest.mark.parametrize("field,path", [("best_ckpt_path", "/etc/passwd"), ("train_spec", "../../../../etc/hosts")])
+def test_state_path_outside_the_run_is_refused_on_resume(bad, field, path):
+    run = _state_folder(bad)
+    (run / ".lock").touch()  # the earlier run's lock file (resuming takes the lock again)
+    state = {**GOOD, "results_dir": str(run.resolve()), "max_iterations": 1, "current_iteration": 0,
+             "kpi": {"metric": "far_pct", "operator": "<=", "target": 1.0, "evaluator_command": None},
+             "iterations": {"baseline": {"status": "in_progress", "stage_completed": "train",
+                                         field: path if path.startswith("/") else str(run / path)}}}
+    (run / "deft_state.json").write_text(json.dumps(state))
+    bad.refused("deft", "run", bad.ws, "--yes", "--quiet", match=r"outside the run folder and its workspace",
+                one_line=False)

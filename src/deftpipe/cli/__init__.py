@@ -48,6 +48,8 @@ def main() -> None:
         _interrupted()
     except Exception as e:  # noqa: BLE001 - users never see a traceback unless they ask
         _usage_or_internal(e)
+    if rc == 130:  # Typer turns Ctrl-C into exit code 130
+        _interrupted()
     sys.exit(rc if isinstance(rc, int) else 0)
 
 

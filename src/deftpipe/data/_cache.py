@@ -149,12 +149,7 @@ def _row_files(df: pd.DataFrame, layout: ImageLayout) -> list[str]:
     the dataset root; folders are resolved once (``_csv._real_file``), not every file's path."""
     files: list[str] = []
     for inp, gold, obj in zip(df["input_path"], df["golden_path"], df["object_name"], strict=True):
-        for p in (*layout.file_strs(gold, obj), *layout.file_strs(inp, obj)):
-            real = layout.resolve_inside(p)
-            if real is None:
-                raise DataError(f"image path {p} escapes the dataset root {layout.root}; "
-                                "CSV paths must stay inside the workspace/images folder")
-            files.append(real)
+        files += layout.inside_file_strs(gold, obj) + layout.inside_file_strs(inp, obj)
     return files
 
 

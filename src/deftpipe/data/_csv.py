@@ -168,8 +168,26 @@ class ImageLayout:
         return [os.path.join(base, n) for n in names]
 
     def row_files(self, row) -> tuple[list[Path], list[Path]]:
-        """(test image files, golden image files) of one row (one file per light)."""
-        return self.files(row["input_path"], row["object_name"]), self.files(row["golden_path"], row["object_name"])
+        """(test image files, golden image files) of one row (one file per light), each resolved inside
+        the root (:meth:`inside_file_strs`)."""
+        return ([Path(p) for p in self.inside_file_strs(row["input_path"], row["object_name"])],
+                [Path(p) for p in self.inside_file_strs(row["golden_path"], row["object_name"])])
+
+    def inside_file_strs(self, folder: str, object_name: str) -> list[str]:
+        """:meth:`file_strs` as real paths, each checked to stay inside the root: the one rule every
+        reader of a CSV row's images goes through.
+
+        Raises:
+            DataError: a path escapes the root (``..``, an absolute part, a symlink out).
+        """
+        out = []
+        for p in self.file_strs(folder, object_name):
+            real = self.resolve_inside(p)
+            if real is None:
+                raise DataError(f"image path {clip(p, 300)} escapes the dataset root {self.root or self.images_dir}; "
+                                "CSV paths must stay inside the workspace/images folder")
+            out.append(real)
+        return out
 
     def escapes(self, path: str | Path) -> bool:
         """True when ``path`` resolves outside the dataset root (``..``, absolute paths, symlinks)."""

@@ -80,7 +80,7 @@ def content_hashes(df: pd.DataFrame, layout: ImageLayout, *, workers: int = 8) -
     cheap, and the image cache records the digest of every file it decodes (a set that was just
     trained on or scored is not read again). Across processes they are kept in the dataset's
     cache folder (``_digest_store``)."""
-    per_row = [([_real_file(f) for f in layout.file_strs(g, n)], [_real_file(f) for f in layout.file_strs(t, n)])
+    per_row = [(layout.inside_file_strs(g, n), layout.inside_file_strs(t, n))
                for t, g, n in zip(df["input_path"].tolist(), df["golden_path"].tolist(),
                                   df["object_name"].tolist(), strict=True)]
     store = _store_path(layout)

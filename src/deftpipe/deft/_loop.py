@@ -68,8 +68,9 @@ def run_loop(workspace: str | Path, *, results_dir: str | Path, config: Pipeline
         workspace: folder holding ``pipeline.yaml``.
         results_dir: the run folder (``<ws>/results/run_<stamp>``); an existing ``deft_state.json``
             there is resumed at the stage after each iteration's ``stage_completed``.
-        config: the pipeline config (None: read ``<ws>/pipeline.yaml``); ignored on resume (the
-            state's snapshot is used).
+        config: the pipeline config (None: read ``<ws>/pipeline.yaml``). On resume the state's
+            snapshot is used, except that a run resumed after a failure takes the settings of
+            ``_state.RESUMABLE_DEFT``/``RESUMABLE_KPI`` (those only stages not yet run use) from it.
         max_iterations: None = ``config.deft.max_iterations`` (on resume: the state's value).
         show_progress: per-stage lines and Rich bars on stderr.
         lock: hold ``results_dir/.lock`` (pass False when the caller already holds it).
@@ -108,11 +109,15 @@ def open_state(workspace: Path, results_dir: Path, *, config: PipelineConfig | N
             _state.add_event(state, label="run", stage="resume", status="ok", duration_sec=0.0,
                              summary=f"resuming after failure: {state.get('reason')}")
             state["status"], state["reason"] = "in_progress", None
+            changed = _state.refresh_resumable_settings(state, config or load_config(workspace))
+            if changed:  # e.g. the evaluator command that failed, now fixed
+                _state.add_event(state, label="run", stage="resume", status="ok", duration_sec=0.0,
+                                 summary=f"settings taken from pipeline.yaml on resume: {', '.join(changed)}")
         if max_iterations is not None and max_iterations != state["max_iterations"] and state["status"] != "complete":
             _state.add_event(state, label="run", stage="resume", status="ok", duration_sec=0.0,
                              summary=f"max_iterations {state['max_iterations']} → {max_iterations}")
             state["max_iterations"] = int(max_iterations)
-        _state.verify_state_artefacts(state, results_dir)
+        _state.verify_state_artefacts(state, results_dir, workspace)
         _state.save_state(results_dir, state)
         return state
     config = config or load_config(workspace)

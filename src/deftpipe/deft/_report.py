@@ -22,6 +22,7 @@ from PIL import Image
 
 from deftpipe._fs import atomic_write_json, atomic_write_text
 from deftpipe.deft import _state
+from deftpipe.errors import DataError
 from deftpipe.metrics import fmt_value
 
 THUMB_PX = 56
@@ -112,7 +113,7 @@ class _Thumbs:
         try:
             tests, goldens = self.layout.row_files(row)
             key = tuple((str(p), p.stat().st_mtime_ns) for p in (goldens[0], tests[0]))
-        except (OSError, KeyError, TypeError):
+        except (OSError, KeyError, TypeError, DataError):  # DataError: a path outside the root is never shown
             return None
         if key not in _THUMB_MEMO:  # the report is rebuilt after every stage: encode each pair once
             try:

@@ -62,7 +62,7 @@ def golden_sources(train: pd.DataFrame, layout: ImageLayout, *, seed: int) -> li
         rows = rows.sample(MAX_GOLDEN_SOURCES, random_state=seed)
     out = []
     for golden_dir, name in zip(rows["golden_path"].tolist(), rows["object_name"].tolist(), strict=True):
-        imgs = [_read_gray(p) for p in layout.file_strs(golden_dir, name)]
+        imgs = [_read_gray(p) for p in layout.inside_file_strs(golden_dir, name)]
         if all(i is not None for i in imgs):
             out.append(imgs)
     return out

@@ -11,6 +11,7 @@ Test hook: ``DEFTPIPE_FAULT_AFTER`` (:mod:`deftpipe._faults`) kills the process 
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,32 @@ def new_state(*, workspace: Path, results_dir: Path, config, spec_path: Path,
     }
 
 
+#: Settings a resumed run takes from the *current* pipeline.yaml (docs/deft.md, "Resuming"): each
+#: affects only stages that have not run yet (later iterations, the next evaluation), so a run that
+#: failed on one of them resumes once it is fixed. Everything else (data paths, the spec, the KPI
+#: metric, operator and target the earlier gates were judged by) stays as the run started.
+RESUMABLE_DEFT = ("mining", "sdg", "num_epochs", "warm_start_lr_scale", "baseline_epochs", "batch_size",
+                  "regression_gate_pct", "rca_max_groups")
+RESUMABLE_KPI = ("evaluator_command",)
+
+
+def refresh_resumable_settings(state: dict[str, Any], config) -> list[str]:
+    """Copy the :data:`RESUMABLE_DEFT` / :data:`RESUMABLE_KPI` settings of ``config`` (a
+    :class:`deftpipe.config.PipelineConfig`) into the state's snapshot; return the changed names."""
+    changed = []
+    deft = config.deft.model_dump(mode="json")
+    for key in RESUMABLE_DEFT:
+        if state["config"].get(key) != deft[key]:
+            state["config"][key] = deft[key]
+            changed.append(f"deft.{key}")
+    for key in RESUMABLE_KPI:
+        new = getattr(config.kpi, key)
+        if state["kpi"].get(key) != new:
+            state["kpi"][key] = new
+            changed.append(f"kpi.{key}")
+    return changed
+
+
 def iteration(state: dict[str, Any], label: str) -> dict[str, Any]:
     """The entry ``iterations.<label>``, created empty (status pending) when absent."""
     return state["iterations"].setdefault(label, {"status": "pending", "stage_completed": None})
@@ -213,15 +240,27 @@ def refresh_report(results_dir: str | Path) -> None:
         warnings.warn(f"report.html could not be rebuilt: {type(exc).__name__}: {exc}", stacklevel=2)
 
 
-def verify_state_artefacts(state: dict[str, Any], results_dir: str | Path) -> None:
-    """On resume: every file named by a recorded stage must still exist.
+def verify_state_artefacts(state: dict[str, Any], results_dir: str | Path, workspace: str | Path | None = None) -> None:
+    """On resume: every file named by a recorded stage must still exist, inside the run folder or
+    its workspace (a path in the state file never leads the loop to read or overwrite other files).
 
     Raises:
         StateError: naming the iteration, field and path, and how to recover.
     """
+    from deftpipe.config import find_workspace
+
+    roots = [os.path.realpath(r) for r in (results_dir, workspace, find_workspace(results_dir)) if r is not None]
     for label, it in state["iterations"].items():
         for key in ARTEFACT_FIELDS:
             p = it.get(key)
+            if p is not None and not isinstance(p, str):
+                raise StateError(f"{state_path(results_dir)}: iterations.{label}.{key} is {type(p).__name__}, "
+                                 "expected a path; start a new run with `deftpipe deft run WS --new`")
+            real = os.path.realpath(p) if p else None
+            if real and not any(real == r or real.startswith(r + os.sep) for r in roots):
+                raise StateError(f"{state_path(results_dir)}: iterations.{label}.{key} names {clip(p, 300)}, outside "
+                                 "the run folder and its workspace; restore the state file, or start a new run "
+                                 "with `deftpipe deft run WS --new`")
             if p and not Path(p).exists():
                 raise StateError(
                     f"{state_path(results_dir)}: iterations.{label}.{key} names {p}, which does not exist; "

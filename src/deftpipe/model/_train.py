@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from deftpipe._cores import fair_threads, registered
-from deftpipe._fs import atomic_write_json, run_lock
-from deftpipe.errors import DataError, SpecError, StateError, TrainingError, clip
+from deftpipe._fs import LockedError, atomic_write_json, run_lock
+from deftpipe.errors import DataError, SpecError, TrainingError, clip
 from deftpipe.metrics import compute_metrics
 from deftpipe.model._adapter import EpochCallback, TrainResult
 from deftpipe.model._checkpoint import checkpoint_name, load_weights, read_checkpoint, save_checkpoint
@@ -82,7 +82,7 @@ def _record_failure(out_dir: Path, created: bool, exc: BaseException) -> None:
         with contextlib.suppress(OSError, ValueError):
             data = json.loads(metrics.read_text(encoding="utf-8"))
             data.update(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-                        error=clip(str(exc) or type(exc).__name__))
+                        error=clip(str(exc) or type(exc).__name__, 600))
             atomic_write_json(metrics, data)
     elif created:
         shutil.rmtree(out_dir, ignore_errors=True)
@@ -210,7 +210,7 @@ def train_model(spec: Spec, train_csv: str | Path, val_csv: str | Path, out_dir:
     try:
         return _train(spec, out_dir, cfg, classes, train_set, val_set, val_stamp, init, init_ckpt, device,
                       epoch_callback, progress, t0)
-    except StateError:
+    except LockedError:
         raise  # another process holds the folder's lock: its files are not ours to mark
     except BaseException as exc:
         _record_failure(out_dir, created, exc)
