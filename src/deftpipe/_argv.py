@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from deftpipe._fs import atomic_write_text
-from deftpipe.errors import DataError, SpecError
+from deftpipe._redact import scrub
+from deftpipe.errors import DataError, SpecError, clip
 
 
 def unknown_placeholders(argv_t: list[str], known: set[str] | list[str] | tuple[str, ...]) -> list[str]:
@@ -40,12 +41,12 @@ def run_template(argv_t: list[str], values: Mapping[str, Any], *, what: str, tim
     except FileNotFoundError:
         raise error(f"{what}: program {argv[0]!r} not found; fix the template or install it") from None
     except subprocess.TimeoutExpired:
-        raise error(f"{what}: {' '.join(argv)} ran longer than {timeout_name}={timeout_s}s and was stopped") from None
-    if log is not None:
-        atomic_write_text(log, f"$ {' '.join(argv)}\n{proc.stdout}\n{proc.stderr}")
+        raise error(scrub(f"{what}: {' '.join(argv)} ran longer than {timeout_name}={timeout_s}s and was stopped")) from None
+    if log is not None:  # a user program may print a secret: scrubbed from the log and from messages
+        atomic_write_text(log, scrub(f"$ {' '.join(argv)}\n{proc.stdout}\n{proc.stderr}"))
     if proc.returncode != 0:
         tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-2:])
-        raise error(f"{what}: {' '.join(argv)} exited with code {proc.returncode}: {tail}")
+        raise error(scrub(f"{what}: {' '.join(argv)} exited with code {proc.returncode}: {clip(tail, 400)}"))
     return proc.stdout
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import re
 import sqlite3
 import time
 import warnings
@@ -23,6 +22,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from sqlalchemy import event
 from sqlalchemy.exc import SQLAlchemyError
 
+from deftpipe._redact import scrub
 from deftpipe.errors import SweepError
 
 DEFAULT_DB_NAME = "study.db"
@@ -35,7 +35,7 @@ INIT_ATTEMPTS = 4  # tries to open a storage whose schema another process is cre
 
 def redact(url: str) -> str:
     """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db`` (never print secrets)."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    return scrub(url)
 
 
 def storage_url(storage: str | Path | None, out_dir: str | Path | None) -> str:
