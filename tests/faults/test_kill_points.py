@@ -2,8 +2,7 @@
 Phase 1 and Phase 3 sweeps (a trial is training), and inside or right after the DEFT loop's stages —
 each followed by a rerun that resumes. The finished run has the same artefacts as an uninterrupted
 run of the same workspace, no duplicate trial, row or event, and every state file parsed as valid
-JSON at every instant the watcher looked (every 20 ms of every run). While a run is alive, a second
-`deftpipe run` on the workspace is refused and writes nothing.
+JSON at every instant the watcher looked (every 20 ms of every run).
 
 Two chains, each computed once per session (tests/faults/conftest.py): the killed one and the
 uninterrupted reference; each kill point is its own test of what that run left behind.
@@ -25,6 +24,7 @@ from deftpipe.data import identity_keys, read_dataset
 from .conftest import CLI, computed_once, env, run_watched
 
 pytestmark = pytest.mark.slow
+CHAIN = pytest.mark.xdist_group("kill_chain")  # with --dist loadgroup (pyproject): one worker runs the chain
 
 #: (how, where): "at" = DEFTPIPE_FAULT_AT (pipeline points), "after" = DEFTPIPE_FAULT_AFTER (right after
 #: a loop stage's commit), "in" = DEFTPIPE_FAULT_IN (inside a loop stage), "sigkill" = this test sends
@@ -65,23 +65,14 @@ def _run_dirs(ws: Path) -> list[Path]:
     return sorted((ws / "results").glob("run_*"))
 
 
-def _second_run(ws: Path) -> dict[str, Any]:
-    """A competing `deftpipe run` on the same workspace while the first one is alive."""
-    before = [p.name for p in _run_dirs(ws)]
-    out = subprocess.run([*CLI, "run", str(ws), "--yes"], env=env(), capture_output=True, text=True, timeout=300)
-    return {"rc": out.returncode, "err": out.stderr[-2000:], "runs_before": before,
-            "runs_after": [p.name for p in _run_dirs(ws)]}
-
-
 def _kill_chain(folder: Path) -> dict[str, Any]:
     ws = make_easy_ws(folder, multiclass=False)
     log = folder / "runs.log"
     points = []
-    for n, (how, where) in enumerate(SEQUENCE):
+    for how, where in SEQUENCE:
         if how == "sigkill":
             seen = run_watched([*CLI, "run", str(ws), "--yes"], env_=env(), ws=ws, log=log,
-                               kill_when=lambda w=where: any((ws / "results").glob(f"run_*/{w}")),
-                               while_alive=(lambda: _second_run(ws)) if n == 2 else None)
+                               kill_when=lambda w=where: any((ws / "results").glob(f"run_*/{w}")))
         else:
             seen = run_watched([*CLI, "run", str(ws), "--yes"], env_=env(**{HOOK[how]: where}), ws=ws, log=log)
         record = json.loads((_run_dirs(ws)[0] / "pipeline_state.json").read_text()) if _run_dirs(ws) else {}
@@ -153,7 +144,13 @@ def reference(shared_dir) -> dict[str, Any]:
     return computed_once(shared_dir, "reference_run", _reference)
 
 
-# interleaved with the reference test so that, under xdist, the two chains start on different workers
+@pytest.mark.xdist_group("reference_run")  # another worker may run the reference meanwhile
+def test_uninterrupted_reference_run_completes(reference):
+    assert reference["rc"] == 0, reference["err"]
+    assert reference["summary"]["status"] == "complete"
+
+
+@CHAIN
 @pytest.mark.parametrize("n", range(len(SEQUENCE)), ids=[f"{h}-{w}" for h, w in SEQUENCE])
 def test_kill_9_then_state_is_valid(chain, n):
     p = chain["points"][n]
@@ -164,11 +161,7 @@ def test_kill_9_then_state_is_valid(chain, n):
     assert p["attempts"] == n + 1  # every rerun resumed the same record
 
 
-def test_uninterrupted_reference_run_completes(reference):
-    assert reference["rc"] == 0, reference["err"]
-    assert reference["summary"]["status"] == "complete"
-
-
+@CHAIN
 def test_rerun_after_every_kill_finishes_with_identical_artefacts(chain, reference):
     final, got, want = chain["final"], chain["summary"], reference["summary"]
     assert final["rc"] == 0, chain["log"]
@@ -181,10 +174,3 @@ def test_rerun_after_every_kill_finishes_with_identical_artefacts(chain, referen
     for key in ("files", "status", "phases", "loop", "loop_status", "studies", "combined_rows", "stage_events",
                 "trajectory"):
         assert got[key] == want[key], (key, set(got[key]) ^ set(want[key]) if key == "files" else (got[key], want[key]))
-
-
-def test_a_second_run_on_the_workspace_is_refused_while_one_is_alive(chain):
-    second = chain["points"][2]["while_alive"]
-    assert second["rc"] == 1, second
-    assert "another deftpipe pipeline run is already writing" in second["err"]
-    assert second["runs_after"] == second["runs_before"]  # it created no run folder
