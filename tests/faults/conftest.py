@@ -89,6 +89,6 @@ def computed_once(shared: Path, name: str, compute: Callable[[Path], dict[str, A
         cached = shared / f"{name}.json"
         if cached.is_file():
             return json.loads(cached.read_text())
-        result = compute(shared / name)
+        result = json.loads(json.dumps(compute(shared / name)))  # the same types on every worker
         cached.write_text(json.dumps(result))
         return result

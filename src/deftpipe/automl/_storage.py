@@ -15,6 +15,7 @@ import importlib.util
 import sqlite3
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -125,8 +126,22 @@ def open_storage(url: str, *, heartbeat_interval: int | None = DEFAULT_HEARTBEAT
         ) from None
 
 
+@contextlib.contextmanager
+def storage_errors(url: str) -> Iterator[None]:
+    """A database that goes away mid-sweep (server restarted, network cut) is one line, not an
+    internal error: the study keeps every finished trial, and a rerun resumes it (a trial cut short
+    goes stale and is retried)."""
+    try:
+        yield
+    except (optuna.exceptions.StorageInternalError, SQLAlchemyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SweepError(f"lost the study storage {redact(url)} ({redact(first)[:200]}); once it is reachable, rerun "
+                         "the same command to resume: finished trials are kept, a trial cut short is retried") from None
+
+
 def study_names(storage: RDBStorage) -> list[str]:
     return [s.study_name for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False)]
 
 
-__all__ = ["DEFAULT_DB_NAME", "DEFAULT_HEARTBEAT_S", "open_storage", "redact", "storage_url", "study_names"]
+__all__ = ["DEFAULT_DB_NAME", "DEFAULT_HEARTBEAT_S", "open_storage", "redact", "storage_errors", "storage_url",
+           "study_names"]

@@ -27,7 +27,14 @@ from deftpipe.automl._report import NullProgress, make_progress, print_summary
 from deftpipe.automl._select import select_and_build
 from deftpipe.automl._settings import METRICS, SweepSettings, check_resumable, read_settings, write_settings
 from deftpipe.automl._space import SearchSpace, load_search_space, parse_search_space
-from deftpipe.automl._storage import DEFAULT_HEARTBEAT_S, open_storage, redact, storage_url, study_names
+from deftpipe.automl._storage import (
+    DEFAULT_HEARTBEAT_S,
+    open_storage,
+    redact,
+    storage_errors,
+    storage_url,
+    study_names,
+)
 from deftpipe.automl._trial import TrialFailed, TrialObjective
 from deftpipe.errors import CheckpointError, DataError, SpecError, SweepError
 from deftpipe.spec import Spec, load_spec, spec_from_dict, spec_to_dict
@@ -225,8 +232,9 @@ def run_sweep(*, spec: Spec | dict[str, Any] | str | Path, train_csv: str | Path
                                   "(sampled instead)")
         else:
             progress.note(f"resuming study '{name}' in {redact(url)} ({len(study.trials)} trials so far)")
-        _drive(study, settings, space, progress, heartbeat=bool(heartbeat_interval), deadline=deadline)
-    with FileLock(str(out / ".best_rec.lock")):
+        with storage_errors(url):
+            _drive(study, settings, space, progress, heartbeat=bool(heartbeat_interval), deadline=deadline)
+    with FileLock(str(out / ".best_rec.lock")), storage_errors(url):
         best_rec, notes = select_and_build(study, settings, name)
         write_best_rec(best_rec, out)
         keep = {int(best_rec["best"]["rec_id"].split("_")[-1])}
@@ -270,7 +278,8 @@ def run_worker(storage: str, study_name: str, *, out_dir: str | Path | None = No
     study = _make_study(st, study_name, settings, space, seed_salt=os.getpid())
     with make_progress(show_progress, settings.max_recommendations,
                        f"worker {study_name} ({settings.algorithm}, {settings.metric})") as progress:
-        ran = _drive(study, settings, space, progress, heartbeat=bool(heartbeat_interval))
+        with storage_errors(url):
+            ran = _drive(study, settings, space, progress, heartbeat=bool(heartbeat_interval))
     done, running, waiting = progress_counts(study.get_trials(deepcopy=False))
     return {"study": study_name, "storage": redact(url), "trials_run_here": ran, "done": done,
             "target": settings.max_recommendations}
