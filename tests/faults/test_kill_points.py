@@ -116,7 +116,18 @@ def summarise(ws: Path) -> dict[str, Any]:
     combined = read_dataset(run / "iter1" / "dataset" / "train_combined_iter1.csv")
     base = read_dataset(ws / "train" / "base" / "training_set.csv")
     done = [(e["iter"], e["stage"]) for e in state["events"] if e["status"] in ("ok", "done", "complete")]
+    # the user's spec is Phase 1's first trial (or its retry, when a SIGKILL hit trial_000); its
+    # checkpoint is kept and scored on the KPI set as the reference
+    ref = record["phases"]["phase1"].get("reference") or {}
+    recs = {r["rec_id"]: r for r in json.loads((run / "automl/phase1/best_rec.json").read_text())["all_recs"]}
+    improvement = json.loads((run / "trajectory.json").read_text()).get("improvement") or {}
+    reference_ok = bool(ref) and bool(recs.get("trial_000", {}).get("enqueued_from")) and bool(
+        recs.get(ref.get("rec_id"), {}).get("enqueued_from")) and Path(ref.get("checkpoint", "")).is_file() and (
+        Path(ref["checkpoint"]).parent == run / "reference" / "train") and ref.get("far_pct") is not None and (
+        improvement.get("reference_step") == "user spec (KPI)") and improvement.get("deliverable") == json.loads(
+        (run / "best_model.json").read_text())["far_pct"]
     return {
+        "reference_ok": reference_ok,
         "runs": 1,
         "files": _files(run),
         "tmp_files": [str(p) for p in run.rglob("*.tmp")] + [str(p) for p in run.rglob("*.partial")],
@@ -172,5 +183,5 @@ def test_rerun_after_every_kill_finishes_with_identical_artefacts(chain, referen
     for s in got["studies"].values():
         assert s["unique_numbers"] and s["unique_recs"]
     for key in ("files", "status", "phases", "loop", "loop_status", "studies", "combined_rows", "stage_events",
-                "trajectory"):
+                "trajectory", "reference_ok"):
         assert got[key] == want[key], (key, set(got[key]) ^ set(want[key]) if key == "files" else (got[key], want[key]))
