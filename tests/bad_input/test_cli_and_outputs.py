@@ -123,3 +123,11 @@ def test_status_tells_a_live_run(bad):
                              capture_output=True, text=True, timeout=120, env={**os.environ})
     assert out.returncode == 0, out.stderr
     assert "process: live" in out.stdout
+
+
+@pytest.mark.parametrize("argv,match", [
+    (("audit", "--checkpoint", "x.pth", "--threshold", "nan", "--csv", "h.csv"), r"'--threshold'"),
+    (("audit", "--checkpoint", "x.pth", "--threshold", "0.5", "--csv", "h.csv", "--seed", "-2"), r"'--seed'"),
+])
+def test_bad_audit_flag_is_one_line_exit_2(bad, argv, match):
+    bad.refused(*argv, code=2, match=match)

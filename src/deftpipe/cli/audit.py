@@ -6,17 +6,18 @@ from pathlib import Path
 
 import typer
 
-from deftpipe.cli._util import out, print_json
+from deftpipe.cli._util import finite, out, print_json
 
 
 def audit_cmd(
     run_dir: Path | None = typer.Argument(None, metavar="[RUN_DIR]",
                                           help="A run folder (results/run_<stamp>) holding best_model.json."),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Audit this checkpoint instead of a run."),
-    threshold: float | None = typer.Option(None, "--threshold", help="Its fixed operating threshold."),
+    threshold: float | None = typer.Option(None, "--threshold", min=0.0, max=1.0, callback=finite,
+                                           help="Its fixed operating threshold."),
     csv: Path | None = typer.Option(None, "--csv", help="The holdout CSV (with --checkpoint)."),
     spec: Path | None = typer.Option(None, "--spec", help="Spec naming the adapter (default: built-in torch)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap interval."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Seed of the bootstrap interval."),
     json_out: bool = typer.Option(False, "--json", help="Print the audit as JSON on stdout."),
 ) -> None:
     """Score a fixed model and threshold on the holdout: recall, escapes and FAR at that threshold,
