@@ -130,7 +130,9 @@ def summarise(ws: Path) -> dict[str, Any]:
         "reference_ok": reference_ok,
         "runs": 1,
         "files": _files(run),
-        "tmp_files": [str(p) for p in run.rglob("*.tmp")] + [str(p) for p in run.rglob("*.partial")],
+        # (a kill -9 in the middle of an atomic write leaves its temp sibling: never under the final
+        # name, and a killed trial's folder is not reused; everywhere else a resumed stage clears it)
+        "tmp_files": [str(p) for p in [*run.rglob("*.tmp"), *run.rglob("*.partial")] if "trials" not in p.parts],
         "status": record["status"], "attempts": record["attempts"],
         "phases": {p: v["status"] for p, v in record["phases"].items()},
         "loop": {k: {"source": v.get("source"), "stage_completed": v.get("stage_completed")}

@@ -126,6 +126,15 @@ def open_storage(url: str, *, heartbeat_interval: int | None = DEFAULT_HEARTBEAT
         ) from None
 
 
+def _storage_cause(err: BaseException | None) -> BaseException | None:
+    seen = 0
+    while err is not None and seen < 20:
+        if isinstance(err, (optuna.exceptions.StorageInternalError, SQLAlchemyError)):
+            return err
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return None
+
+
 @contextlib.contextmanager
 def storage_errors(url: str) -> Iterator[None]:
     """A database that goes away mid-sweep (server restarted, network cut) is one line, not an
@@ -133,8 +142,12 @@ def storage_errors(url: str) -> Iterator[None]:
     goes stale and is retried)."""
     try:
         yield
-    except (optuna.exceptions.StorageInternalError, SQLAlchemyError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    except Exception as err:  # noqa: BLE001 - Optuna can mask the storage error (an UnboundLocalError in
+        # its own clean-up when the database is gone): look down the exception chain
+        cause = _storage_cause(err)
+        if cause is None:
+            raise
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         raise SweepError(f"lost the study storage {redact(url)} ({redact(first)[:200]}); once it is reachable, rerun "
                          "the same command to resume: finished trials are kept, a trial cut short is retried") from None
 
