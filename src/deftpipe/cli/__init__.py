@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 
 import typer
 
@@ -38,7 +39,21 @@ def _register() -> None:
 _register()
 
 
+def _thread_error(args) -> None:
+    """A background thread's exception (e.g. a sweep's heartbeat when the database goes away) is one
+    scrubbed warning line, not a traceback; the main thread reports what it means."""
+    if os.environ.get("DEFTPIPE_DEBUG"):
+        threading.__excepthook__(args)
+        return
+    from deftpipe._redact import scrub
+
+    name = args.thread.name if args.thread is not None else "thread"
+    print(f"warning: background {name} stopped: {type(args.exc_value).__name__}: "
+          f"{clip(scrub(' '.join(str(args.exc_value).split())), 200)}", file=sys.stderr)
+
+
 def main() -> None:
+    threading.excepthook = _thread_error
     try:
         rc = app(standalone_mode=False)
     except DeftpipeError as e:
