@@ -20,8 +20,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from deftpipe.errors import DataError, SpecError
 
 SPACE_NAME = "specs/tao_search_space.yaml"
@@ -29,16 +27,14 @@ STATE_DIR = ".tao_sdk"
 
 
 def read_tao_spec(path: str | Path) -> dict[str, Any]:
-    """The TAO document at ``path`` (``yaml.safe_load``), or one clear error."""
+    """The TAO document at ``path`` (``deftpipe._yaml``: safe, bounded), or one clear error."""
+    from deftpipe._yaml import load_yaml_file
     from deftpipe.model._tao_spec import is_tao_document
 
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"TAO spec {path} does not exist; pass the experiment YAML your TAO run uses")
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise SpecError(f"TAO spec {path} is not valid YAML: {err}") from None
+    doc = load_yaml_file(path, "TAO spec")  # the bounded loader (deftpipe._yaml): no alias bombs, not empty
     if not is_tao_document(doc):
         raise SpecError(f"{path} is not a TAO Visual ChangeNet spec (no task / encryption_key / "
                         "dataset.classify.train_dataset); pass the experiment YAML of a classify run")
