@@ -105,11 +105,15 @@ def test_disk_full_while_writing_the_loop_state_keeps_the_last_good_state(ws, tm
 
 def test_ctrl_c_in_training_leaves_no_running_metrics(ws, tmp_path):
     out = tmp_path / "out"
+    # A shell that starts CI in the background ignores SIGINT, and a child inherits that: give the trainer
+    # the default handler a user's terminal gives it, or Ctrl-C is never delivered.
     proc = subprocess.Popen(_train(ws, out, "--epochs", "50"), env=env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while not (out / "metrics.json").exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
+    assert proc.poll() is None, "training ended before its first epoch was recorded"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err[-2000:]
