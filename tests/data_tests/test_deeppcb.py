@@ -217,7 +217,9 @@ def test_real_deeppcb_subset_import_is_leak_free_with_every_class(deeppcb_subset
     lines: list[str] = []
     ws = import_deeppcb(deeppcb_subset, tmp_path / "ws", log=lines.append)
     assert any(line.startswith("split by board group: --kpi-groups") for line in lines)
-    csvs = [ws / rel for rel in SPLIT_FILES.values()]
+    splits = {s: rel for s, rel in SPLIT_FILES.items() if s != "holdout"}  # no --holdout-groups: no holdout
+    assert not (ws / SPLIT_FILES["holdout"]).exists()
+    csvs = [ws / rel for rel in splits.values()]
     report = find_leaks(csvs)
     assert len(report.pairs) == 6
     assert all(p.n_rows == 0 for p in report.pairs), report.lines()
@@ -225,7 +227,7 @@ def test_real_deeppcb_subset_import_is_leak_free_with_every_class(deeppcb_subset
     for s in (train, kpi):
         assert s["n_fail"] > 0 and 3.0 <= s["pass_fail_ratio"] <= 4.0
     assert all(train["labels"].get(c, 0) > 0 for c in DEFECT_CLASSES)
-    boards = {s: set(pd.read_csv(ws / rel, dtype=str)["boardname"]) for s, rel in SPLIT_FILES.items()}
+    boards = {s: set(pd.read_csv(ws / rel, dtype=str)["boardname"]) for s, rel in splits.items()}
     assert not boards["kpi"] & boards["train"]
 
 
