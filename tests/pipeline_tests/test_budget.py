@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from deftpipe.pipeline import preflight, run_pipeline
-from deftpipe.pipeline._cost_model import LOW
+from deftpipe.pipeline._cost_model import RATE_LOW
 
 
 def _config(ws, **budget):
@@ -25,11 +25,11 @@ def _config(ws, **budget):
 
 def test_preflight_refuses_a_plan_over_budget(tiny_ws):
     raw = _config(tiny_ws, phase1_seconds=5.0, run_seconds=1000.0)
-    raw["automl"]["phase1"]["per_trial_seconds"] = 10.0  # 3 trials x 10 s: the low end is LOW x 30 s
+    raw["automl"]["phase1"]["per_trial_seconds"] = 10.0  # 3 trials x 10 s: the low end is RATE_LOW x 30 s
     (tiny_ws / "pipeline.yaml").write_text(yaml.safe_dump(raw))
     report = preflight(tiny_ws)
     assert not report["ok"]
-    low = f"{LOW * 30:g}"
+    low = f"{RATE_LOW * 30:g}"
     assert any(b.startswith(f"budget.phase1_seconds is 5 s but the estimate's low end is {low} s")
                for b in report["blockers"]), report["blockers"]
     items = {i["name"]: i for i in report["sections"][7]["items"]}

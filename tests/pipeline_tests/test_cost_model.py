@@ -47,8 +47,31 @@ def test_phases_price_the_jobs_the_run_does():
     assert off["phase1"].seconds == 0 and off["phase2"].seconds > costs["phase2"].seconds + trial / 2
 
 
+def test_a_phase_range_spans_its_least_to_its_most_work():
+    cfg = PipelineConfig()
+    cfg.automl.phase1.max_recommendations = cfg.automl.phase3.max_recommendations = 3
+    cfg.deft.max_iterations = 2
+    w = cm.Workload(train=1000, val=200, kpi=300, pool=500, cached=frozenset({"train", "val", "kpi", "pool"}))
+    costs = cm.price(cfg, RATES, w)
+    sec = cm.ranges(costs, {})
+    p1, p2 = costs["phase1"], costs["phase2"]
+    trial = cfg.automl.phase1.num_epochs * (0.5 + 1000 * 0.001 + 0.1 + 200 * 0.0001)
+    assert p1.most - p1.least == pytest.approx(trial)  # one fresh-seed re-run of the winner, or none
+    assert sec["phase1_low"] == pytest.approx(cm.RATE_LOW * p1.least, abs=0.05)
+    assert sec["phase1_high"] == pytest.approx(cm.RATE_HIGH * p1.most, abs=0.05)
+    assert sec["phase1_high"] <= 2 * sec["phase1_low"]
+    # the loop may stop at its baseline (no RCA) or run every iteration: Phase 2 spans both
+    rca = 0.1 + 200 * 0.0001
+    assert p2.least < p2.seconds < p2.most and p2.most - p2.least == pytest.approx(p2.full + rca)
+    assert sec["phase2_low"] < cm.RATE_LOW * p2.seconds and sec["phase2_high"] > cm.RATE_HIGH * p2.seconds
+    # Phase 3 on the base set (no iteration) .. on every iteration's rows with a re-run
+    assert costs["phase3"].least < costs["phase3"].seconds < costs["phase3"].most
+    assert sec["total_high"] <= 2 * sec["total_low"]
+
+
 def test_range_is_at_most_twice_wide_and_calibrated_by_the_last_run(tmp_path):
-    costs = {"phase1": cm.PhaseCost(100.0), "phase2": cm.PhaseCost(50.0), "phase3": cm.PhaseCost(30.0)}
+    costs = {name: cm.PhaseCost(v, least=v, most=v) for name, v in (("phase1", 100.0), ("phase2", 50.0),
+                                                                      ("phase3", 30.0))}
     sec = cm.ranges(costs, {})
     assert sec["total"] == 180.0 and sec["total_high"] <= 2 * sec["total_low"]
     assert sec["total_low"] < 180.0 < sec["total_high"]

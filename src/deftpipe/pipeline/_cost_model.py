@@ -24,8 +24,12 @@ scoring. The audit (when the workspace has a holdout) = first decode of the hold
 and the user's-spec reference scored on it + one KPI scoring for the reference's threshold.
 
 The point estimate is multiplied by the ratio actual/estimate recorded by the last finished run
-on the same workspace (``results/cost_calibration.json``), and the printed range is
-``[LOW × point, HIGH × point]`` — 1.97× wide: wide enough for a loop that stops at its baseline and one that runs every iteration.
+on the same workspace (``results/cost_calibration.json``). The total's range is ``[LOW × point,
+HIGH × point]`` (1.98× wide: wide enough for a loop that stops at its baseline and one that runs every
+iteration). Each phase's range spans what the phase can do — ``least`` (no re-run, the loop stops at
+its baseline, Phase 3 on the base set) to ``most`` (a re-run in each sweep, every iteration runs and
+adds its share of rows) — widened by the rate noise ``[RATE_LOW, RATE_HIGH]``. Phase 2's range is
+therefore as wide as the loop's outcome is open (baseline only .. every iteration).
 """
 
 from __future__ import annotations
@@ -36,12 +40,16 @@ from typing import Any
 from deftpipe.config import PipelineConfig, SweepConfig
 from deftpipe.pipeline._dry_run import Rates
 
-LOW, HIGH = 0.7, 1.38  # the range around the point estimate (HIGH / LOW = 1.97)
+LOW, HIGH = 0.65, 1.29  # the total's range around the point estimate (HIGH / LOW = 1.98)
+#: a phase's range around its least/most work: the dry run's rates vary by +-15 % between two
+#: pre-flights on a quiet host (bench/results/estimate.json), its per-row slope more
+RATE_LOW, RATE_HIGH = 0.8, 1.2
 RERUN_SHARE = 0.5  # a sweep re-runs a suspicious winner once (rerun_margin): about every second synthetic sweep
 #: a sweep trial or loop retrain takes this many times the dry run's training cost per row-epoch:
-#: measured 1.2x on the synthetic small workspace with the dry run just before (per-epoch data loading,
-#: the sampler, checkpoints and metrics, Optuna) and 1.3-1.5x over whole phases (bench/results/estimate.json)
-JOB_OVERHEAD = 1.2
+#: Phase 1 took 0.65-0.89x of the model priced at 1.0 on a quiet 2-core box (synthetic small and
+#: medium, 5 runs, bench/results/estimate.json): a job of thousands of rows runs at a steadier rate
+#: than the dry run's 64/256-row epochs. 1.2-1.5x was seen only with other jobs on the box.
+JOB_OVERHEAD = 0.9
 LOOP_SHARE = 0.5  # the loop stops once the KPI is met: its iterations count half (0 to all of them happen)
 GROWTH_SHARE = 0.5  # an iteration adds about half the rows it may add (measured: 0.2-0.45 on synthetic)
 UNTRAINED_ROWS = 32  # deftpipe.pipeline._phases.UNTRAINED_ROWS
@@ -52,12 +60,16 @@ PHASES = ("phase1", "phase2", "phase3", "audit")
 
 @dataclass
 class PhaseCost:
-    seconds: float = 0.0
+    seconds: float = 0.0  # the point estimate (re-runs and loop iterations at their expected share)
     parts: list[str] = field(default_factory=list)
     full: float = 0.0  # the loop's iterations if every one runs (Phase 2 only)
+    least: float = 0.0  # no re-run, the loop stops at its baseline, Phase 3 on the base set
+    most: float = 0.0  # a re-run per sweep, every loop iteration runs and adds its rows
 
-    def add(self, seconds: float, what: str) -> None:
+    def add(self, seconds: float, what: str, *, least: float | None = None, most: float | None = None) -> None:
         self.seconds += seconds
+        self.least += seconds if least is None else least
+        self.most += seconds if most is None else most
         if what:
             self.parts.append(f"{what} {seconds:.1f} s")
 
@@ -85,9 +97,9 @@ def per_iteration_growth(cfg: PipelineConfig) -> float:
     return GROWTH_SHARE * most
 
 
-def trials(sweep: SweepConfig) -> float:
-    """Trials a sweep runs: its recommendations + RERUN_SHARE of a fresh-seed re-run of the winner."""
-    return sweep.max_recommendations + (RERUN_SHARE if sweep.max_recommendations > 1 else 0.0)
+def trials(sweep: SweepConfig, share: float = RERUN_SHARE) -> float:
+    """Trials a sweep runs: its recommendations + ``share`` of a fresh-seed re-run of the winner."""
+    return sweep.max_recommendations + (share if sweep.max_recommendations > 1 else 0.0)
 
 
 class Pricer:
@@ -112,8 +124,9 @@ def price(cfg: PipelineConfig, rates: Rates, w: Workload) -> dict[str, PhaseCost
     if p1.enabled:
         c = out["phase1"]
         c.add(pr.decode(w.cold("train") + w.cold("val")), "first decode of train + validation")
-        n = trials(p1)
-        c.add(n * pr.train(w.train, p1.num_epochs), f"{n:g} trials × {w.train} rows × {p1.num_epochs} epochs")
+        n, job = trials(p1), pr.train(w.train, p1.num_epochs)
+        c.add(n * job, f"{n:g} trials × {w.train} rows × {p1.num_epochs} epochs",
+              least=trials(p1, 0.0) * job, most=trials(p1, 1.0) * job)
         c.add(pr.train(min(UNTRAINED_ROWS, w.train), 1) + pr.infer(w.val), "quality check (untrained model)")
         c.add(pr.decode(w.cold("kpi")) + pr.infer(w.kpi), "the user's spec scored on the KPI set (reference)")
     c = out["phase2"]
@@ -121,7 +134,8 @@ def price(cfg: PipelineConfig, rates: Rates, w: Workload) -> dict[str, PhaseCost
         c.add(pr.decode(w.cold("train") + w.cold("val")), "first decode of train + validation")
         c.add(pr.train(w.train, d.baseline_epochs or p1.num_epochs), "own baseline training")
     kpi_decode = 0 if p1.enabled else pr.decode(w.cold("kpi"))  # else Phase 1's reference decoded it
-    c.add(kpi_decode + pr.infer(w.kpi) + pr.infer(w.val), "baseline KPI scoring + RCA")
+    c.add(kpi_decode + pr.infer(w.kpi) + pr.infer(w.val), "baseline KPI scoring + RCA",
+          least=kpi_decode + pr.infer(w.kpi))  # no RCA when the baseline already meets the KPI
     grow = per_iteration_growth(cfg)
     for i in range(1, d.max_iterations + 1):
         rows = w.train + i * grow
@@ -131,7 +145,7 @@ def price(cfg: PipelineConfig, rates: Rates, w: Workload) -> dict[str, PhaseCost
         t += pr.train(rows, d.num_epochs) + pr.infer(w.kpi)
         if i < d.max_iterations:
             t += pr.infer(w.val)  # RCA; the last iteration has no next one to feed
-        c.add(LOOP_SHARE * t, "")
+        c.add(LOOP_SHARE * t, "", least=0.0, most=t)
         c.full += t
     if d.max_iterations:
         c.parts.append(f"{d.max_iterations} iteration(s) from {w.train + grow:.0f} rows × {d.num_epochs} epochs, "
@@ -140,7 +154,9 @@ def price(cfg: PipelineConfig, rates: Rates, w: Workload) -> dict[str, PhaseCost
         rows = w.train + LOOP_SHARE * d.max_iterations * grow
         c = out["phase3"]
         n = trials(p3)
-        c.add(n * pr.train(rows, p3.num_epochs), f"{n:g} trials × {rows:.0f} rows × {p3.num_epochs} epochs")
+        c.add(n * pr.train(rows, p3.num_epochs), f"{n:g} trials × {rows:.0f} rows × {p3.num_epochs} epochs",
+              least=trials(p3, 0.0) * pr.train(w.train, p3.num_epochs),
+              most=trials(p3, 1.0) * pr.train(w.train + d.max_iterations * grow, p3.num_epochs))
         c.add(pr.infer(w.kpi), "KPI scoring")
     if w.holdout:  # deftpipe.audit.audit_run: the deliverable and the user's-spec reference on the holdout
         out["audit"].add(pr.decode(w.cold("holdout")) + 2 * pr.infer(w.holdout) + pr.infer(w.kpi),
@@ -159,24 +175,29 @@ def given_times(cfg: PipelineConfig) -> dict[str, PhaseCost] | None:
     if p1.enabled:
         out["phase1"].add(p1.max_recommendations * p1.per_trial_seconds, f"{p1.max_recommendations} trials")
     if d.max_iterations:
-        out["phase2"].add(d.max_iterations * d.per_iteration_seconds, f"{d.max_iterations} iterations")
+        out["phase2"].add(d.max_iterations * d.per_iteration_seconds, f"{d.max_iterations} iterations",
+                          least=0.0)
     if p3.enabled:
         out["phase3"].add(p3.max_recommendations * p3.per_trial_seconds, f"{p3.max_recommendations} trials")
     return out
 
 
 def ranges(costs: dict[str, PhaseCost], ratios: dict[str, float]) -> dict[str, Any]:
-    """The estimate's ``seconds``: per phase point/low/high (calibrated) and the totals."""
+    """The estimate's ``seconds``: per phase point/low/high (calibrated) and the totals.
+
+    A phase's range is its least..most work widened by the rate noise; the total's is LOW..HIGH × the
+    sum of the points (the phases' extremes do not all happen in one run)."""
     sec: dict[str, Any] = {}
     for name, c in costs.items():
-        point = c.seconds * ratios.get(name, 1.0)
-        sec[name] = round(point, 1)
-        sec[f"{name}_low"], sec[f"{name}_high"] = round(LOW * point, 1), round(HIGH * point, 1)
+        ratio = ratios.get(name, 1.0)
+        sec[name] = round(c.seconds * ratio, 1)
+        sec[f"{name}_low"] = round(RATE_LOW * min(c.least, c.seconds) * ratio, 1)
+        sec[f"{name}_high"] = round(RATE_HIGH * max(c.most, c.seconds) * ratio, 1)
     total = sum(sec[name] for name in costs)
     sec["total"] = round(total, 1)
     sec["total_low"], sec["total_high"] = round(LOW * total, 1), round(HIGH * total, 1)
     return sec
 
 
-__all__ = ["HIGH", "LOW", "PHASES", "PhaseCost", "Workload", "given_times", "per_iteration_growth", "price",
+__all__ = ["HIGH", "LOW", "RATE_HIGH", "RATE_LOW", "PHASES", "PhaseCost", "Workload", "given_times", "per_iteration_growth", "price",
            "ranges", "trials"]

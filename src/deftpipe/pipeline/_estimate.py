@@ -81,7 +81,9 @@ def _assumptions(cfg: PipelineConfig, rates: dict[str, Any], calib: dict[str, An
     d = cfg.deft
     text = [f"each loop iteration adds ~{cm.per_iteration_growth(cfg):.0f} rows; every sweep runs all its "
             "trials + half a fresh-seed re-run of its winner",
-            f"this host stays as busy as during the dry run; range = {cm.LOW:g}–{cm.HIGH:g}× the point estimate"]
+            f"this host stays as busy as during the dry run; total = {cm.LOW:g}–{cm.HIGH:g}× the point estimate; "
+            f"each phase = {cm.RATE_LOW:g}× its least work (no re-run, no loop iteration) to {cm.RATE_HIGH:g}× its "
+            "most (a re-run per sweep, every iteration)"]
     if d.max_iterations:
         text.append(f"the loop's {d.max_iterations} iteration(s) count {cm.LOOP_SHARE:g}×: it stops when the KPI "
                     "is met, so Phase 2 lies between its baseline and all iterations")
