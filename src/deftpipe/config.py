@@ -110,6 +110,9 @@ class DeftConfig(_Strict):
     # which checkpoint an iteration's retrain starts from: the best so far by the selection rule
     # (deftpipe.selection) or the previous iteration's, the model RCA analysed and the data was aimed at
     warm_start_from: Literal["best", "analysed"] = "best"
+    # a retrain draws the rows the loop added this many times as often as the others (train.added_rows_weight;
+    # the torch adapter): a few hundred rows in thousands barely move the model at 1 (docs/deft.md)
+    added_rows_weight: float = Field(1.0, ge=1.0, le=100.0)
     batch_size: int | None = Field(None, ge=1)  # None = the spec's
     baseline_epochs: int | None = Field(None, ge=1)  # own baseline train when not pre-seeded
     analysis_split: Literal["validation"] = "validation"  # RCA data; never the KPI set

@@ -115,6 +115,9 @@ class TrainSection(_Strict):
     # class imbalance: weight positives in the loss, oversample defects, or nothing
     class_balance: Literal["pos_weight", "sampler", "none"] = "pos_weight"
     pretrained_model_path: str | None = None  # warm-start weights (not the optimiser)
+    # rows the DEFT loop added (CSV column source = sdg / mining_pool) are drawn this many times as
+    # often as the others (sampling with replacement); 1 = plain epochs. Set by deft.added_rows_weight
+    added_rows_weight: float = Field(1.0, ge=1.0, le=100.0)
     num_threads: int = Field(0, ge=0, le=1024)  # torch intra-op threads; 0 = all cores
     device: Literal["auto", "cpu", "cuda"] = "auto"
     keep_checkpoints: int = Field(1, ge=1, le=1000)  # epoch checkpoints kept besides the best

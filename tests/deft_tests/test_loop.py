@@ -260,3 +260,19 @@ def test_the_loop_hands_the_previous_merge_voucher_to_the_next_merge(run_copy, l
     assert "validation and leakage ok on the 2 added rows" in outcome.summary
     report = json.loads(Path(outcome.artefacts["merge_validation"]).read_text())
     assert report["checked_rows"] == "added" and report["n_rows"] == len(combined) + 2
+
+
+def test_added_rows_weight_reaches_the_retrain_spec(ws_copy):
+    from deftpipe.config import dump_config, load_config
+
+    cfg = load_config(ws_copy)
+    cfg.deft.added_rows_weight = 4.0
+    dump_config(cfg, ws_copy)
+    results = ws_copy / "results" / "run"
+    run_loop(ws_copy, results_dir=results, max_iterations=1, show_progress=False)
+    state = json.loads((results / "deft_state.json").read_text())
+    assert state["config"]["added_rows_weight"] == 4.0
+    retrain = yaml.safe_load(next((results / "iter1").rglob("train_spec.yaml")).read_text())
+    assert retrain["train"]["added_rows_weight"] == 4.0
+    combined = next((results / "iter1").rglob("train_combined_iter1.csv")).read_text()
+    assert "sdg" in combined or "mining_pool" in combined  # rows the weight applies to

@@ -51,3 +51,28 @@ def test_rca_reuses_the_validation_scores_training_kept(finished_run, tiny_ws, t
     assert ga[["group_id", "object_name"]].equals(gb[["group_id", "object_name"]])
     sa, sb = pd.read_csv(tmp_path / "kept" / "val_scores.csv"), pd.read_csv(tmp_path / "fresh" / "val_scores.csv")
     np.testing.assert_allclose(sa["score"], sb["score"], rtol=1e-5, atol=1e-6)
+
+
+def test_groups_rank_by_what_they_do_to_far_at_full_recall() -> None:
+    """Nothing escapes the operating point: the lowest-scored defects (those that set FAR@100%R) are
+    analysed, and the two shorts that force ~58 % FAR outrank both the false-alarm clusters (a share
+    of the PASS each) and the easy opens (0 FAR forced), however many members those have."""
+    from deftpipe.deft._rca import WEAK_DEFECTS, group_failures
+
+    rng = np.random.default_rng(0)
+    pass_scores = np.linspace(0.0, 0.5, 100)
+    labels = ["short", "short"] + ["open"] * 30 + ["PASS"] * 100
+    scores = np.concatenate([[0.21, 0.3], np.linspace(0.9, 1.0, 30), pass_scores])
+    df = pd.DataFrame({"label": labels})
+    failed, t100, t_op = find_failures(df, scores, far_target_pct=60.0)
+    weak = failed[failed["kind"] == "weak_defect"]
+    assert len(weak) == WEAK_DEFECTS and set(weak["score"].round(2)) >= {0.21, 0.3}  # not a share of all 32
+    assert weak["far_cost"].max() == pytest.approx(58.0)  # PASS scored >= 0.21
+    fa = failed[failed["kind"] == "false_alarm"]
+    assert len(fa) == 58 and fa["far_cost"].iloc[0] == pytest.approx(1.0)
+    emb = rng.normal(size=(len(failed), 8)).astype(np.float32)
+    grouped = group_failures(failed, emb, seed=0)
+    first = grouped[grouped["rank"] == 1]
+    assert set(first["label"]) == {"short"} and first["impact"].iloc[0] == pytest.approx(58.0)
+    opens = grouped[grouped["label"] == "open"]
+    assert (opens["impact"] == 0).all() and opens["rank"].min() > grouped[grouped["kind"] == "false_alarm"]["rank"].max()

@@ -127,3 +127,25 @@ def test_epoch_callback_can_stop_the_run(tiny, tmp_path) -> None:
                                 epoch_callback=lambda e, m: seen.append((e, m["far_pct"])) or True)
     assert r.stopped_early and r.epochs_run == 1 and seen == [(1, r.metrics["far_pct"])]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "stopped_early"
+
+
+def test_added_rows_weight_draws_the_loops_rows_that_much_more_often() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from deftpipe.model._data import PairSet
+    from deftpipe.model._train import epoch_order
+
+    n_base, n_added = 900, 100
+    df = pd.DataFrame({"source": ["base_train"] * n_base + ["sdg"] * 50 + ["mining_pool"] * 50})
+    targets = torch.zeros(len(df))
+    data = PairSet(df, torch.zeros(len(df), 1), targets, np.zeros(len(df), bool), ["PASS"] * len(df))
+    gen = torch.Generator().manual_seed(0)
+    plain = epoch_order(data, "none", gen)
+    assert sorted(plain.tolist()) == list(range(len(df)))  # weight 1: a plain permutation
+    drawn = torch.cat([epoch_order(data, "none", gen, 5.0) for _ in range(20)])
+    share = float((drawn >= n_base).float().mean())
+    assert len(drawn) == 20 * len(df)  # the epoch keeps its length
+    assert share == pytest.approx(5 * n_added / (n_base + 5 * n_added), abs=0.02)  # 0.357 vs 0.1 at weight 1
+    no_source = PairSet(df.drop(columns="source"), data.images, targets, data.is_defect, data.labels)
+    assert sorted(epoch_order(no_source, "none", gen, 5.0).tolist()) == list(range(len(df)))

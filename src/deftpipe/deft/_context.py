@@ -45,6 +45,7 @@ class LoopContext:
     rca_max_groups: int
     warm_start_lr_scale: float = 1.0
     warm_start_from: str = "best"
+    added_rows_weight: float = 1.0
     show_progress: bool = True
 
     @classmethod
@@ -77,6 +78,7 @@ class LoopContext:
             rca_max_groups=int(c.get("rca_max_groups", 8)),
             warm_start_lr_scale=float(c.get("warm_start_lr_scale", 1.0)),
             warm_start_from=str(c.get("warm_start_from", "best")),
+            added_rows_weight=float(c.get("added_rows_weight", 1.0)),
             show_progress=show_progress,
         )
 

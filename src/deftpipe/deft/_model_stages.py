@@ -59,6 +59,8 @@ def effective_spec(ctx: LoopContext, *, num_epochs: int | None, warm_start: bool
         data["train"]["num_epochs"] = int(num_epochs)
     if ctx.batch_size:
         data["train"]["batch_size"] = int(ctx.batch_size)
+    if ctx.added_rows_weight != 1.0:  # only rows the loop added carry the weight (torch adapter)
+        data["train"]["added_rows_weight"] = float(ctx.added_rows_weight)
     data["train"]["pretrained_model_path"] = None  # the warm start is passed explicitly
     return data
 

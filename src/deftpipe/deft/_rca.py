@@ -6,15 +6,20 @@ Operating point (FAR @ 100 % recall has, by definition, no escapes at its own th
 * ``operating_threshold`` = the score that passes the KPI target on validation: the
   ``(1 - target/100)`` quantile of the PASS scores (e.g. the 95th percentile for ``far_pct <= 5``).
 * **escapes** = defects scored below the operating threshold: to meet the KPI every one of them
-  must move above it. When there are none (the KPI already holds on validation) the hardest
-  defects are analysed instead (**weak defects**: the lowest-scored 10 %, at least one).
+  must move above it. When there are none (the KPI already holds on validation) the defects that
+  set FAR @ 100 % recall are analysed instead (**weak defects**: the :data:`WEAK_DEFECTS` lowest-
+  scored; a share of all defects buried the few that set the threshold among easy ones).
 * **false alarms** = PASS samples scored at or above ``threshold_100r`` (the ones that make up the
   FAR), at most :data:`MAX_FALSE_ALARMS` of the highest-scored.
 
-Grouping: escapes by defect class, then KMeans over the model's embeddings within each class;
-false alarms by KMeans over their embeddings. Impact of a group = ``n * (1 + mean gap)`` where the
-gap is the score distance to the threshold the sample is on the wrong side of; groups are ranked
-by impact. Representatives are the members nearest their group's centroid.
+Each failed row gets ``far_cost``: for a defect, the FAR (%) at 100 % recall that it forces on its
+own — the share of PASS samples scored at or above it; for a false alarm, its own share of the PASS
+samples (100 / n_pass). Grouping: escapes by defect class, then KMeans over the model's embeddings
+within each class; false alarms by KMeans over their embeddings. **Impact** of a group = what it does
+to FAR @ 100 % recall, in FAR points: for defects the FAR its lowest-scored member forces (moving the
+group above the threshold removes that much at most), for false alarms the share of PASS it holds.
+Groups are ranked by impact (ties: more members first). Representatives are the members nearest
+their group's centroid.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from deftpipe.data import PASS, read_dataset, write_dataset
 from deftpipe.deft._context import jsonable
 
 MAX_FALSE_ALARMS = 200
-WEAK_DEFECT_SHARE = 0.10
+WEAK_DEFECTS = 10  # the lowest-scored defects analysed when nothing escapes: they set FAR @ 100 % recall
 MAX_CLUSTERS_PER_CLASS = 2
 MAX_FALSE_ALARM_CLUSTERS = 3
 REPRESENTATIVES = 4
@@ -60,18 +65,27 @@ def operating_point(scores: np.ndarray, defect: np.ndarray, far_target_pct: floa
 
 
 def find_failures(df: pd.DataFrame, scores: np.ndarray, far_target_pct: float) -> tuple[pd.DataFrame, float, float]:
-    """Rows that fail at the operating point, with ``kind``, ``score`` and ``gap`` columns."""
+    """Rows that fail at the operating point, with ``kind``, ``score``, ``gap`` and ``far_cost`` columns."""
     defect = (df["label"] != PASS).to_numpy()
     t100, t_op = operating_point(scores, defect, far_target_pct)
     frame = df.assign(score=scores)
     esc = frame[defect & (scores < t_op)].assign(kind="escape")
     if esc.empty and defect.any():
-        dfr = frame[defect].sort_values("score")
-        esc = dfr.head(max(1, int(round(len(dfr) * WEAK_DEFECT_SHARE)))).assign(kind="weak_defect")
+        esc = frame[defect].sort_values("score").head(WEAK_DEFECTS).assign(kind="weak_defect")
     esc = esc.assign(gap=(t_op - esc["score"]).clip(lower=0.0))
+    pass_sorted = np.sort(scores[~defect])
+    n_pass = max(len(pass_sorted), 1)
+    # share of PASS scored >= each defect: the FAR at 100 % recall if it were the lowest defect
+    esc = esc.assign(far_cost=100.0 * (len(pass_sorted) - np.searchsorted(pass_sorted, esc["score"].to_numpy(),
+                                                                          side="left")) / n_pass)
     fa = frame[~defect & (scores >= t100)].sort_values("score", ascending=False).head(MAX_FALSE_ALARMS)
-    fa = fa.assign(kind="false_alarm", gap=fa["score"] - t100)
+    fa = fa.assign(kind="false_alarm", gap=fa["score"] - t100, far_cost=100.0 / n_pass)
     return pd.concat([esc, fa]), t100, t_op
+
+
+def impact(kind: str, far_cost: pd.Series) -> float:
+    """What a group does to FAR @ 100 % recall, in FAR points (see the module docstring)."""
+    return float(far_cost.sum() if kind == "false_alarm" else far_cost.max())
 
 
 def _clusters(emb: np.ndarray, k_max: int, seed: int) -> np.ndarray:
@@ -97,8 +111,9 @@ def group_failures(failed: pd.DataFrame, emb: np.ndarray, *, seed: int = 0) -> p
         failed.loc[idx, "cluster"] = _clusters(emb[idx], k_max, seed)
     failed["group_id"] = (failed["kind"].str.replace("weak_defect", "escape") + "-" + failed["label"] + "-c"
                           + failed["cluster"].astype(str))
-    stats = failed.groupby("group_id").agg(n=("score", "size"), gap=("gap", "mean"))
-    stats["impact"] = (stats["n"] * (1.0 + stats["gap"])).round(4)
+    stats = failed.groupby("group_id").agg(n=("score", "size"), kind=("kind", "first"))
+    stats["impact"] = [round(impact(k, failed.loc[failed["group_id"] == g, "far_cost"]), 4)
+                       for g, k in zip(stats.index, stats["kind"], strict=True)]
     stats = stats.sort_values(["impact", "n"], ascending=False)
     stats["rank"] = np.arange(1, len(stats) + 1)
     failed = failed.join(stats[["impact", "rank"]], on="group_id")
@@ -119,6 +134,7 @@ def summarise(failed: pd.DataFrame, *, t100: float, t_op: float, far_target_pct:
             "group_id": gid, "rank": int(g["rank"].iloc[0]), "kind": g["kind"].iloc[0],
             "label": g["label"].iloc[0], "cluster": int(g["cluster"].iloc[0]), "n_samples": len(g),
             "impact": float(g["impact"].iloc[0]), "mean_score": float(g["score"].mean()),
+            "min_score": float(g["score"].min()),
             "representatives": reps[[*ROW_COLUMNS, "score"]].to_dict(orient="records"),
         })
     return jsonable({
@@ -160,7 +176,8 @@ def run_rca(adapter, *, checkpoint: Path, val_csv: Path, out_dir: Path, far_targ
         emb = emb[failed["_row"].to_numpy()]  # row i of the .npy = row i of rca_gaps.csv
     else:
         failed = failed.assign(group_id=[], cluster=[], impact=[], rank=[], representative=[])
-    cols = ["group_id", "rank", "kind", "impact", "cluster", "score", "gap", "representative", *ROW_COLUMNS]
+    cols = ["group_id", "rank", "kind", "impact", "cluster", "score", "gap", "far_cost", "representative",
+            *ROW_COLUMNS]
     with atomic_path(gaps_csv) as tmp:
         failed[[c for c in cols if c in failed.columns]].to_csv(tmp, index=False)
     with atomic_path(emb_path) as tmp, open(tmp, "wb") as f:
@@ -174,4 +191,4 @@ def run_rca(adapter, *, checkpoint: Path, val_csv: Path, out_dir: Path, far_targ
                      n_groups=len(summary["groups"]), operating_threshold=t_op, threshold_100r=t100)
 
 
-__all__ = ["RcaResult", "find_failures", "group_failures", "operating_point", "run_rca"]
+__all__ = ["RcaResult", "find_failures", "group_failures", "impact", "operating_point", "run_rca"]

@@ -123,6 +123,7 @@ def new_state(*, workspace: Path, results_dir: Path, config, spec_path: Path,
             "num_epochs": deft.num_epochs,
             "warm_start_lr_scale": deft.warm_start_lr_scale,
             "warm_start_from": deft.warm_start_from,
+            "added_rows_weight": deft.added_rows_weight,
             "baseline_epochs": deft.baseline_epochs,
             "batch_size": deft.batch_size,
             "regression_gate_pct": deft.regression_gate_pct,
@@ -139,7 +140,7 @@ def new_state(*, workspace: Path, results_dir: Path, config, spec_path: Path,
 #: failed on one of them resumes once it is fixed. Everything else (data paths, the spec, the KPI
 #: metric, operator and target the earlier gates were judged by) stays as the run started.
 RESUMABLE_DEFT = ("mining", "sdg", "num_epochs", "warm_start_lr_scale", "baseline_epochs", "batch_size",
-                  "regression_gate_pct", "rca_max_groups")
+                  "regression_gate_pct", "rca_max_groups", "added_rows_weight")
 RESUMABLE_KPI = ("evaluator_command",)
 
 

@@ -125,12 +125,22 @@ def class_weight(data: PairSet, n_out: int, balance: str) -> torch.Tensor | None
     return len(data) / (n_out * counts)
 
 
-def epoch_order(data: PairSet, balance: str, gen: torch.Generator) -> torch.Tensor:
-    """Sample order of one epoch: a permutation, or class-balanced draws with replacement."""
-    if balance != "sampler":
+ADDED_SOURCES = ("sdg", "mining_pool")  # the CSV ``source`` of rows the DEFT loop added (deft/_merge.py)
+
+
+def epoch_order(data: PairSet, balance: str, gen: torch.Generator, added_weight: float = 1.0) -> torch.Tensor:
+    """Sample order of one epoch: a permutation, or weighted draws with replacement — class-balanced
+    (``sampler``) and/or the loop's added rows drawn ``added_weight`` times as often."""
+    added = data.df["source"].isin(ADDED_SOURCES).to_numpy() if "source" in data.df.columns else None
+    boost = added_weight != 1.0 and added is not None and added.any()
+    if balance != "sampler" and not boost:
         return torch.randperm(len(data), generator=gen)
-    t = data.targets.long()
-    w = 1.0 / torch.bincount(t).float()[t]
+    w = torch.ones(len(data))
+    if balance == "sampler":
+        t = data.targets.long()
+        w = 1.0 / torch.bincount(t).float()[t]
+    if boost:
+        w = w * torch.from_numpy(np.where(added, added_weight, 1.0)).float()
     return torch.multinomial(w, len(data), replacement=True, generator=gen)
 
 
@@ -239,7 +249,8 @@ def _train(spec, out_dir, cfg, classes, train_set, val_set, val_stamp, init, ini
         try:
             for epoch in range(1, tr.num_epochs + 1):
                 model.train()
-                order, losses, t_epoch = epoch_order(train_set, tr.class_balance, gen), [], time.perf_counter()
+                order, losses, t_epoch = (epoch_order(train_set, tr.class_balance, gen, tr.added_rows_weight), [],
+                                           time.perf_counter())
                 for i in range(steps_per_epoch):
                     idx = order[i * tr.batch_size:(i + 1) * tr.batch_size]
                     x = augment(to_float(train_set.images[idx]), tr.augment, gen).to(device)
