@@ -22,6 +22,14 @@ validation, pool and training. Arms:
 * ``full_random_search`` — the same with ``algorithm: random`` in both sweeps (same trial budget);
 * ``deft_only_analysed`` / ``deft_only_best_2it`` — ``deft_only`` with 2 iterations, the retrain
   warm-started from the model RCA analysed / from the KPI-best one (item 7).
+* ``deft_only_weighted`` — ``deft_only`` with ``deft.added_rows_weight: 5`` (issue 18: the loop's rows
+  drawn 5x as often in the retrain);
+* ``deft_only_no_rows`` — the control of both: ``deft_only``'s baseline retrained exactly as its
+  iteration 1 was (same spec, epochs, learning-rate scale, seed, warm start) on the base training set
+  without the added rows, the deliverable chosen between baseline and retrain by the same rule.
+
+Every ``deft_only*`` cell also records its iteration 1 (or the control's retrain) on the holdout at
+its own KPI threshold (``iteration1``), whichever the rule delivered.
 
 A cell = (arm, fold, seed): the deliverable's audit on the fold's holdout at its shipped threshold
 (the KPI set's 100 %-recall threshold, from ``best_model.json``), its KPI-set numbers beside it,
@@ -66,7 +74,7 @@ FOLDS: dict[str, dict[str, list[str]]] = {
 }
 #: rows kept per split (stratified, seed 0); the KPI set and the holdout keep every defect and at
 #: most this many PASS rows. 2 shared CPU cores: one fold of every arm must fit in a session.
-ROWS = {"train": 1500, "val": 800, "pool": 1000, "kpi_pass": 1500, "holdout_pass": 2000}
+ROWS = {"train": 3000, "val": 800, "pool": 1000, "kpi_pass": 1500, "holdout_pass": 2000}
 EPOCHS = 2
 BUDGET = {
     "automl.phase1.max_recommendations": 3, "automl.phase1.num_epochs": EPOCHS,
@@ -86,10 +94,13 @@ ARM_OVERRIDES: dict[str, dict[str, Any]] = {
                            "deft.max_iterations": 2, "deft.warm_start_from": "analysed"},
     "deft_only_best_2it": {"automl.phase1.enabled": False, "automl.phase3.enabled": False,
                            "deft.max_iterations": 2, "deft.warm_start_from": "best"},
+    # issue 18: the loop's rows weighted in the retrain; the control is built from deft_only's run
+    "deft_only_weighted": {"automl.phase1.enabled": False, "automl.phase3.enabled": False,
+                           "deft.added_rows_weight": 5.0},
 }
 ARMS = ["default_spec", "phase1_only", "deft_only", "full_pipeline", "full_no_warm_start", "full_random_search",
-        "deft_only_analysed", "deft_only_best_2it"]
-ALIASES = dict(zip("abcdefgh", ARMS, strict=True))
+        "deft_only_analysed", "deft_only_best_2it", "deft_only_weighted", "deft_only_no_rows"]
+ALIASES = dict(zip("abcdefghij", ARMS, strict=True))
 
 
 def log(msg: str) -> None:
@@ -318,6 +329,43 @@ def cell_from_best(run_dir: Path, ws: Path, tmp: Path, *, label: str | None = No
             "kpi": kpi_figures(ckpt, cfg.path(ws, cfg.data.kpi_csv), tmp)}
 
 
+def no_rows_cell(full: dict[str, Any], tmp: Path) -> dict[str, Any]:
+    """The control of the loop's data: deft_only's baseline retrained as its iteration 1 was, on the
+    base training set (nothing added); the deliverable picked between the two by the product's rule."""
+    from deftpipe.deft._context import LoopContext
+    from deftpipe.deft._model_stages import train_model
+    from deftpipe.metrics import compute_metrics as cm_
+    from deftpipe.selection import pick_by_rule, selection_metrics
+
+    ws, run_dir = Path(full["workspace"]), Path(full["run_dir"])
+    state = json.loads((run_dir / "deft_state.json").read_text(encoding="utf-8"))
+    ctx = LoopContext.from_state(state, show_progress=False)
+    base = state["iterations"]["baseline"]
+    out = ws / "results" / "no_rows_retrain"
+    t0 = time.perf_counter()
+    if out.exists():
+        shutil.rmtree(out)
+    res = train_model(ctx, train_csv=ctx.train_csv, out_dir=out, pretrained=Path(base["best_ckpt_path"]),
+                      num_epochs=ctx.num_epochs, iteration=1)
+    ckpt = Path(res.checkpoint)
+    kpi_csv = ctx.kpi_csv
+    y = is_defect(read_dataset(kpi_csv)["label"]).to_numpy()
+    s = scores(ckpt, kpi_csv, tmp)
+    retrain = {**cm_(y, s, seed=0), **selection_metrics(y, s)}
+    candidates = [("baseline", base, Path(base["best_ckpt_path"]), float(base["threshold"])),
+                  ("retrain", retrain, ckpt, float(retrain["threshold"]))]
+    chosen = pick_by_rule(candidates, lambda c: c[1])
+    cell = {"deliverable": chosen[0], "checkpoint": str(chosen[2]),
+            "holdout": audit(chosen[2], chosen[3], ws / "holdout" / "holdout_set.csv", tmp),
+            "kpi": kpi_figures(chosen[2], kpi_csv, tmp),
+            "iteration1": {"checkpoint": str(ckpt), "holdout": audit(ckpt, candidates[1][3],
+                                                                      ws / "holdout" / "holdout_set.csv", tmp),
+                           "kpi": kpi_figures(ckpt, kpi_csv, tmp)},
+            "minutes": round((time.perf_counter() - t0) / 60.0, 2), "workspace": str(ws), "run_dir": str(run_dir),
+            "candidates": []}
+    return cell
+
+
 def run_cell(arm: str, fold: str, seed: int, src: Path, work: Path, done: dict[str, Any]) -> dict[str, Any]:
     base = build_fold(src, work, fold)
     tmp = work / "tmp"
@@ -333,6 +381,11 @@ def run_cell(arm: str, fold: str, seed: int, src: Path, work: Path, done: dict[s
         cell["minutes_note"] = "Phase 1 + hand-off of the full run (the baseline KPI evaluation not counted)"
         cell["candidates"] = []  # the full_pipeline cell holds them
         return cell
+    if arm == "deft_only_no_rows":  # built from the deft_only cell of the same fold and seed
+        full = done.get(f"deft_only|{fold}|{seed}")
+        if not full:
+            raise RuntimeError("deft_only_no_rows retrains deft_only's baseline; run the deft_only cell first")
+        return no_rows_cell(full, tmp)
     ws = work / fold / f"{arm}_s{seed}"
     resumable = arm != "default_spec" and (ws / "pipeline.yaml").is_file() and any((ws / "results").glob("run_*"))
     if not resumable:  # an interrupted pipeline arm resumes its own run (run_pipeline picks it up)
@@ -351,6 +404,10 @@ def run_cell(arm: str, fold: str, seed: int, src: Path, work: Path, done: dict[s
         run_dir, minutes = run_pipeline_arm(ws)
         cell = {**cell_from_best(run_dir, ws, tmp), "minutes": round(minutes, 2), "run_dir": str(run_dir)}
         cell["candidates"] = _candidates(run_dir)  # scored by --score-candidates
+        its = json.loads((run_dir / "deft_state.json").read_text(encoding="utf-8"))["iterations"]
+        if arm.startswith("deft_only") and its.get("iter1", {}).get("best_ckpt_path"):
+            it1 = cell_from_best(run_dir, ws, tmp, label="iter1")
+            cell["iteration1"] = {k: it1[k] for k in ("checkpoint", "holdout", "kpi")}
     cell["workspace"] = str(ws)
     return cell
 

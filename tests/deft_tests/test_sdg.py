@@ -111,3 +111,18 @@ def test_copper_share_is_remembered_only_for_images_nobody_can_change() -> None:
     frozen = img.copy()
     frozen.setflags(write=False)
     assert copper_is_dark([frozen]) is True and _sdg_draw._DARK_SHARE[id(frozen)][0] is frozen
+
+
+@pytest.mark.parametrize("dark_copper", [True, False])
+def test_a_short_can_be_a_band_across_a_crop_with_no_copper(dark_copper):
+    """DeepPCB's hardest escapes include shorts as wide as the crop on plain substrate: SDG draws them."""
+    sub = 230 if dark_copper else 30
+    img = np.full((64, 64), sub, np.uint8)
+    rng = np.random.default_rng(1)
+    out = synthesize(rng, [img], "short", max_shift=0, dark_copper=dark_copper)
+    assert out is not None
+    changed = np.abs(out[0].astype(int) - sub) > 100  # copper painted where there was none
+    ys, xs = np.nonzero(changed)
+    assert max(ys.max() - ys.min(), xs.max() - xs.min()) >= 60  # from one side of the crop to the other
+    assert synthesize(rng, [img], "open", max_shift=0, dark_copper=dark_copper) is None  # nothing to cut
+    assert synthesize(rng, [img], "short", max_shift=0) is None  # polarity unknown: no guess

@@ -1,8 +1,9 @@
 """Image-space defect synthesis on a golden image (grayscale uint8), for SDG.
 
 Copper is found by thresholding the golden image (Otsu); a defect edits that copper mask in the
-ways DeepPCB's hardest escapes look (a trace cut across the whole crop, two pads bridged, bites,
-spurs, stray copper, pin-holes); the edited pixels are repainted at the copper / substrate grey
+ways DeepPCB's hardest escapes look (a trace cut across the whole crop, two pads bridged, a band of
+copper right across the crop — a short as wide as the window, also on a crop with no copper —,
+bites, spurs, stray copper, pin-holes); the edited pixels are repainted at the copper / substrate grey
 levels, then the test image gets capture nuisances: misregistration by several pixels, sensor
 noise and a brightness change. Unknown classes get a generic anomaly (cut-paste or noise blob).
 """
@@ -49,8 +50,14 @@ def copper_is_dark(images: list[np.ndarray]) -> bool:
     return bool(np.mean(dark_share) < 0.5) if dark_share else False
 
 
+FLAT_RANGE = 48  # a crop whose grey levels span less than this is one material (no edge to threshold)
+
+
 def copper_mask(img: np.ndarray, *, dark: bool | None = None) -> np.ndarray:
-    """True where ``img`` is copper (Otsu threshold; polarity from ``dark``, or this crop's minority mode)."""
+    """True where ``img`` is copper (Otsu threshold; polarity from ``dark``, or this crop's minority mode).
+    A flat crop is all copper or all substrate: with the polarity known, its grey level says which."""
+    if dark is not None and int(img.max()) - int(img.min()) < FLAT_RANGE:
+        return np.full(img.shape, (float(img.mean()) < 128) == dark)
     bright = img > _otsu(img)
     if dark is None:
         dark = bright.mean() > 0.5
@@ -100,7 +107,24 @@ def _open(rng, m, scale):
     return out if out.sum() < m.sum() else None
 
 
+WIDE_SHORT_SHARE = 0.3  # shorts drawn as a band of copper across the whole crop (larger than the window)
+
+
+def _band(rng, m, scale):
+    """A band of copper right across the crop through its centre region (a short wider than the window)."""
+    p = _pick(rng, ~m & _centre(m.shape))
+    if p is None:
+        return None
+    angle = rng.uniform(0, np.pi)
+    d = np.array([np.sin(angle), np.cos(angle)]) * m.shape[0]
+    out = m.copy()
+    _line(out, (p[0] - d[0], p[1] - d[1]), (p[0] + d[0], p[1] + d[1]), rng.uniform(3.0, 8.0) * scale, True)
+    return out
+
+
 def _short(rng, m, scale):
+    if m.mean() <= 0.05 or rng.random() < WIDE_SHORT_SHARE:
+        return _band(rng, m, scale)
     labels, n = ndimage.label(m)
     out = m.copy()
     if n >= 2:  # bridge the closest pair of distinct nets (pads)
@@ -222,7 +246,8 @@ def synthesize(rng, golden: list[np.ndarray], label: str, *, max_shift: int,
     if label == "PASS":
         return [nuisance(rng, g, max_shift=max_shift) for g in golden]
     m = copper_mask(golden[0], dark=dark_copper)
-    if not (0.05 < m.mean() < 0.95):  # no copper / no substrate: nothing to edit
+    bare = m.mean() <= 0.05  # a crop of plain substrate: only a short (a band across it) can be drawn
+    if m.mean() >= 0.95 or (bare and label != "short") or (bare and dark_copper is None):
         return None
     scale = max(1.0, golden[0].shape[0] / 32)
     if label in _DEFECTS:
@@ -232,9 +257,10 @@ def synthesize(rng, golden: list[np.ndarray], label: str, *, max_shift: int,
         tests = []
         a = float(rng.uniform(*contrast))
         for g in golden:
-            gm = copper_mask(g, dark=dark_copper)
-            cu = float(np.median(g[gm])) if gm.any() else 255.0
+            gm = copper_mask(g, dark=dark_copper) if not bare else np.zeros_like(m)
             sub = float(np.median(g[~gm])) if (~gm).any() else 0.0
+            # no copper in sight: the data set's polarity says which end of the grey scale it is
+            cu = float(np.median(g[gm])) if gm.any() else (0.0 if dark_copper else 255.0)
             t = g.astype(np.float32).copy()
             t[new & ~m] += a * (cu - t[new & ~m])
             t[~new & m] += a * (sub - t[~new & m])
