@@ -367,7 +367,9 @@ def no_rows_cell(full: dict[str, Any], tmp: Path) -> dict[str, Any]:
 
 
 def run_cell(arm: str, fold: str, seed: int, src: Path, work: Path, done: dict[str, Any]) -> dict[str, Any]:
-    base = build_fold(src, work, fold)
+    work.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(work / f"{fold}.build.lock")):  # two bench processes may start on one fold at once
+        base = build_fold(src, work, fold)
     tmp = work / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     if arm == "phase1_only":  # read from the full pipeline's run of the same fold and seed
@@ -571,7 +573,9 @@ def main() -> None:
         log(f"cell {key}: start")
         t0 = time.perf_counter()
         try:
-            cell = run_cell(arm, fold, seed, args.deeppcb, args.work, results["cells"])
+            with FileLock(str(OUT) + ".lock"):  # cells another bench process finished count too
+                done = load_results().get("cells", {})
+            cell = run_cell(arm, fold, seed, args.deeppcb, args.work, done)
         except Exception:  # noqa: BLE001 - one failed cell must not stop the others; it is retried next time
             log(f"cell {key}: FAILED\n{traceback.format_exc()}")
             claim.unlink(missing_ok=True)
