@@ -61,7 +61,7 @@ from filelock import FileLock
 from deftpipe._fs import atomic_write_json, atomic_write_text
 from deftpipe.config import dump_config, load_config
 from deftpipe.data import import_deeppcb, is_defect, read_dataset, write_dataset
-from deftpipe.metrics import compute_metrics
+from deftpipe.metrics import compute_metrics, shipped_threshold
 from deftpipe.selection import figures
 
 OUT = Path(os.environ.get("BENCH_OUT") or Path(__file__).resolve().parent / "results" / "ablation.json")
@@ -76,6 +76,7 @@ FOLDS: dict[str, dict[str, list[str]]] = {
 #: most this many PASS rows. 2 shared CPU cores: one fold of every arm must fit in a session.
 ROWS = {"train": 3000, "val": 800, "pool": 1000, "kpi_pass": 1500, "holdout_pass": 2000}
 EPOCHS = 2
+MARGINS = (0.0, 0.25, 0.5, 0.75)  # kpi.threshold_margin values audited on every deliverable (same scores)
 BUDGET = {
     "automl.phase1.max_recommendations": 3, "automl.phase1.num_epochs": EPOCHS,
     "automl.phase3.max_recommendations": 2, "automl.phase3.num_epochs": EPOCHS,
@@ -228,13 +229,21 @@ def audit(ckpt: str | Path, threshold: float, holdout: Path, tmp: Path) -> dict[
     m = compute_metrics(is_defect(df["label"]).to_numpy(), s, labels=df["label"].to_numpy(), threshold=threshold,
                         seed=0)
     boards = df["boardname"].astype(str).to_numpy()
-    esc = is_defect(df["label"]).to_numpy() & (s < threshold)
+    y = is_defect(df["label"]).to_numpy()
+    esc = y & (s < threshold)
+    # kpi.threshold_margin's effect (issue 17, item 3): the same deliverable shipped with a margin
+    margins = {}
+    for margin in MARGINS:
+        t = shipped_threshold(threshold, margin)
+        margins[f"{margin:g}"] = {"threshold": t, "recall_pct": 100.0 * float((s[y] >= t).mean()),
+                                  "escapes": int((s[y] < t).sum()), "far_pct": 100.0 * float((s[~y] >= t).mean())}
     return {"far_pct": m["far_pct"], "far_ci": [m["far_ci_low"], m["far_ci_high"]], "far_pct_at_99": m["far_pct_at_99"],
             "auroc": m["auroc"], "threshold": threshold, "recall_at_threshold_pct": 100.0 * m["recall"],
             "escapes": m["escapes"], "escapes_by_class": m["escapes_by_class"],
             "escapes_by_board": {b: int((esc & (boards == b)).sum()) for b in sorted(set(boards))},
             "far_at_threshold_pct": m["far_pct_at_threshold"], "n_defects": m["n_defects"], "n_pass": m["n_pass"],
-            "hardest": [{**h, "object": str(df["object_name"].iloc[h["row"]])} for h in m["hardest_defects"]]}
+            "hardest": [{**h, "object": str(df["object_name"].iloc[h["row"]])} for h in m["hardest_defects"]],
+            "margins": margins}
 
 
 def kpi_figures(ckpt: str | Path, csv: Path, tmp: Path) -> dict[str, Any]:
