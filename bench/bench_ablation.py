@@ -534,6 +534,33 @@ def tables(results: dict[str, Any]) -> str:
                          f"{f(h['far_ci'][1])}] | {f(h['recall_at_threshold_pct'])} % ({esc}) | "
                          f"{f(h['far_at_threshold_pct'])} | {f(h['far_pct_at_99'])} | {f(h['auroc'], 4)} | "
                          f"{f(k['far_pct'])} [{f(k['far_ci'][0])}, {f(k['far_ci'][1])}] | {f(c['minutes'], 1)} |")
+    lines += ["", "Margin effect (kpi.threshold_margin; the same deliverables and scores, shipped at "
+              "(1 - margin) x the KPI threshold): worst recall / total escapes / mean FAR at the threshold",
+              "", "| arm | " + " | ".join(f"margin {m:g}" for m in MARGINS) + " |",
+              "|---|" + "---|" * len(MARGINS)]
+    for arm, a in ab.items():
+        cells = [c["holdout"].get("margins") for c in a["cells"].values()]
+        if not cells or not all(cells):
+            continue
+        row = []
+        for m in MARGINS:
+            got = [c[f"{m:g}"] for c in cells]
+            row.append(f"{min(g['recall_pct'] for g in got):.2f} % / {sum(g['escapes'] for g in got)} / "
+                       f"{np.mean([g['far_pct'] for g in got]):.2f} %")
+        lines.append(f"| {arm} | " + " | ".join(row) + " |")
+    lines += ["", "Iteration 1 itself (whatever the rule delivered), on the holdout at its own KPI threshold:", "",
+              "| arm | fold | seed | FAR@100%R [95 % CI] | recall @ thr (escapes) | FAR@99%R | AUROC | KPI FAR@100%R |",
+              "|---|---|---|---|---|---|---|---|"]
+    for arm, a in ab.items():
+        for key, c in sorted(a["cells"].items()):
+            it = c.get("iteration1")
+            if not it:
+                continue
+            fold, seed = key.split("|")
+            h = it["holdout"]
+            lines.append(f"| {arm} | {fold} | {seed} | {f(h['far_pct'])} [{f(h['far_ci'][0])}, {f(h['far_ci'][1])}] | "
+                         f"{f(h['recall_at_threshold_pct'])} % ({h['escapes']}) | {f(h['far_pct_at_99'])} | "
+                         f"{f(h['auroc'], 4)} | {f(it['kpi']['far_pct'])} |")
     return "\n".join(lines)
 
 
