@@ -3,8 +3,8 @@
 Cells (each stored in the results JSON as soon as it finishes, so a killed run resumes):
 
 * ``mining``: cosine top-k (k = 5, 100 queries) over 10^4, 10^5 and 10^6 L2-normalised vectors at
-  the model's embedding dimension — FAISS ``IndexFlatIP`` through :func:`deftpipe.deft._mining.nearest`
-  (normalise + index build + search, what the loop runs), the search alone on a built index, and
+  the model's embedding dimension — FAISS exact ``knn`` through :func:`deftpipe.deft._mining.nearest`
+  (normalise + exact brute-force search, what the loop runs), the search alone on a built index, and
   NumPy (one matmul + ``argpartition``). Median of 3; the 1-minute load average is stored per cell.
 * ``iteration``: one loop iteration's wall time (the sum of its stages' seconds) at 1×, 2× and 4×
   the synthetic training set (800, 1,600, 3,200 rows), with every stage's seconds — SDG pairs per
@@ -71,7 +71,7 @@ def _numpy_topk(queries: np.ndarray, base: np.ndarray, k: int) -> np.ndarray:
 
 
 def mining_cell(n: int, d: int) -> dict[str, Any]:
-    """Median of REPEATS: the loop's own ``nearest`` (normalise + index build + search), the search
+    """Median of REPEATS: the loop's own ``nearest`` (normalise + exact knn), the search
     alone on a built index, and NumPy (matmul + argpartition on normalised vectors)."""
     import faiss
 

@@ -25,7 +25,7 @@ and the user's-spec reference scored on it + one KPI scoring for the reference's
 
 The point estimate is multiplied by the ratio actual/estimate recorded by the last finished run
 on the same workspace (``results/cost_calibration.json``). The total's range is ``[LOW × point,
-HIGH × point]`` (1.98× wide: wide enough for a loop that stops at its baseline and one that runs every
+HIGH × point]`` (1.99× wide: wide enough for a loop that stops at its baseline and one that runs every
 iteration). Each phase's range spans what the phase can do — ``least`` (no re-run, the loop stops at
 its baseline, Phase 3 on the base set) to ``most`` (a re-run in each sweep, every iteration runs and
 adds its share of rows) — widened by the rate noise ``[RATE_LOW, RATE_HIGH]``. Phase 2's range is
@@ -40,7 +40,7 @@ from typing import Any
 from deftpipe.config import PipelineConfig, SweepConfig
 from deftpipe.pipeline._dry_run import Rates
 
-LOW, HIGH = 0.65, 1.29  # the total's range around the point estimate (HIGH / LOW = 1.98)
+LOW, HIGH = 0.7, 1.39  # the total's range around the point estimate (HIGH / LOW = 1.99)
 #: a phase's range around its least/most work: the dry run's rates vary by +-15 % between two
 #: pre-flights on a quiet host (bench/results/estimate.json), its per-row slope more
 RATE_LOW, RATE_HIGH = 0.8, 1.2
