@@ -62,7 +62,8 @@ def test_a_phase_range_spans_its_least_to_its_most_work():
     assert sec["phase1_high"] <= 2 * sec["phase1_low"]
     # the loop may stop at its baseline (no RCA) or run every iteration: Phase 2 spans both
     rca = 0.1 + 200 * 0.0001
-    assert p2.least < p2.seconds < p2.most and p2.most - p2.least == pytest.approx(p2.full + rca)
+    assert p2.least < p2.seconds < p2.most
+    assert p2.most - p2.least > p2.full + rca  # every iteration, each adding all the rows it may
     assert sec["phase2_low"] < cm.RATE_LOW * p2.seconds and sec["phase2_high"] > cm.RATE_HIGH * p2.seconds
     # Phase 3 on the base set (no iteration) .. on every iteration's rows with a re-run
     assert costs["phase3"].least < costs["phase3"].seconds < costs["phase3"].most

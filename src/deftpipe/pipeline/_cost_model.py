@@ -28,7 +28,7 @@ on the same workspace (``results/cost_calibration.json``). The total's range is 
 HIGH × point]`` (1.99× wide: wide enough for a loop that stops at its baseline and one that runs every
 iteration). Each phase's range spans what the phase can do — ``least`` (no re-run, the loop stops at
 its baseline, Phase 3 on the base set) to ``most`` (a re-run in each sweep, every iteration runs and
-adds its share of rows) — widened by the rate noise ``[RATE_LOW, RATE_HIGH]``. Phase 2's range is
+adds all the rows it may) — widened by the rate noise ``[RATE_LOW, RATE_HIGH]``. Phase 2's range is
 therefore as wide as the loop's outcome is open (baseline only .. every iteration).
 """
 
@@ -137,7 +137,9 @@ def price(cfg: PipelineConfig, rates: Rates, w: Workload) -> dict[str, PhaseCost
     c.add(kpi_decode + pr.infer(w.kpi) + pr.infer(w.val), "baseline KPI scoring + RCA",
           least=kpi_decode + pr.infer(w.kpi))  # no RCA when the baseline already meets the KPI
     grow = per_iteration_growth(cfg)
-    for i in range(1, d.max_iterations + 1):
+    grow_most = grow / GROWTH_SHARE  # every iteration adds all it may
+
+    def iteration(i: int, grow: float) -> float:
         rows = w.train + i * grow
         t = pr.decode(w.cold("pool") if i == 1 else 0) + pr.infer(w.pool)  # routing embeds the pool
         t += DATA_READS * (w.pool + rows + w.val + w.kpi) * rates.s_csv_row
@@ -145,7 +147,11 @@ def price(cfg: PipelineConfig, rates: Rates, w: Workload) -> dict[str, PhaseCost
         t += pr.train(rows, d.num_epochs) + pr.infer(w.kpi)
         if i < d.max_iterations:
             t += pr.infer(w.val)  # RCA; the last iteration has no next one to feed
-        c.add(LOOP_SHARE * t, "", least=0.0, most=t)
+        return t
+
+    for i in range(1, d.max_iterations + 1):
+        t = iteration(i, grow)
+        c.add(LOOP_SHARE * t, "", least=0.0, most=iteration(i, grow_most))
         c.full += t
     if d.max_iterations:
         c.parts.append(f"{d.max_iterations} iteration(s) from {w.train + grow:.0f} rows × {d.num_epochs} epochs, "
@@ -156,7 +162,7 @@ def price(cfg: PipelineConfig, rates: Rates, w: Workload) -> dict[str, PhaseCost
         n = trials(p3)
         c.add(n * pr.train(rows, p3.num_epochs), f"{n:g} trials × {rows:.0f} rows × {p3.num_epochs} epochs",
               least=trials(p3, 0.0) * pr.train(w.train, p3.num_epochs),
-              most=trials(p3, 1.0) * pr.train(w.train + d.max_iterations * grow, p3.num_epochs))
+              most=trials(p3, 1.0) * pr.train(w.train + d.max_iterations * grow_most, p3.num_epochs))
         c.add(pr.infer(w.kpi), "KPI scoring")
     if w.holdout:  # deftpipe.audit.audit_run: the deliverable and the user's-spec reference on the holdout
         out["audit"].add(pr.decode(w.cold("holdout")) + 2 * pr.infer(w.holdout) + pr.infer(w.kpi),
