@@ -107,9 +107,10 @@ class DeftConfig(_Strict):
     # multiplies the spec's learning rate in the warm-started retrains (not the baseline train);
     # 0.3 measured better than 1.0 on DeepPCB and the synthetic set (docs/deft.md, Benchmark)
     warm_start_lr_scale: float = Field(0.3, gt=0.0, le=10.0)
-    # which checkpoint an iteration's retrain starts from: the best so far by the selection rule
-    # (deftpipe.selection) or the previous iteration's, the model RCA analysed and the data was aimed at
-    warm_start_from: Literal["best", "analysed"] = "best"
+    # which checkpoint an iteration's retrain starts from: the previous iteration's, the model RCA
+    # analysed and the data was aimed at (default, measured: docs/pipeline.md "Warm start"), or the
+    # best so far by the selection rule (deftpipe.selection)
+    warm_start_from: Literal["best", "analysed"] = "analysed"
     # a retrain draws the rows the loop added this many times as often as the others (train.added_rows_weight;
     # the torch adapter): a few hundred rows in thousands barely move the model at 1 (docs/deft.md)
     added_rows_weight: float = Field(1.0, ge=1.0, le=100.0)
