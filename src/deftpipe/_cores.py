@@ -25,6 +25,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from deftpipe._fs import lock_is_held
+
 ENV_THREADS = "DEFTPIPE_NUM_THREADS"
 ENV_DIR = "DEFTPIPE_RUNTIME_DIR"
 
@@ -42,18 +44,8 @@ def registry_dir() -> Path:
 
 def _held(path: Path) -> bool:
     """True when a live process holds the lock on ``path``; a stale file is removed."""
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if lock_is_held(path):
         return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)  # closing releases a lock we just took
     with contextlib.suppress(OSError):
         path.unlink()
     return False
