@@ -13,6 +13,7 @@ Usage:
     python bench/bench_generalisation.py --ws WS --config NAME --fold F [--fold F ...] [--seed 42]
         [--train-rows 6000] [--epochs 2] [--set model.width=24 ...]
     python bench/bench_generalisation.py thumbs --cell KEY --ws WS --out PNG
+    python bench/bench_generalisation.py rethreshold --ws WS [--far-budget 10]
 Each finished cell is written to bench/results/generalisation.json at once (a rerun skips it).
 """
 
@@ -31,7 +32,7 @@ import torch
 from deftpipe._fs import atomic_write_text
 from deftpipe.data import read_dataset, write_dataset
 from deftpipe.data._workspace import SPLIT_FILES
-from deftpipe.metrics import compute_metrics
+from deftpipe.metrics import compute_metrics, shipped_threshold
 from deftpipe.model._checkpoint import load_model
 from deftpipe.model._data import class_names, load_pair_set, to_float
 from deftpipe.model._torch_adapter import TorchAdapter
@@ -82,6 +83,57 @@ def fold_csvs(ws: Path, fold: str, train_rows: int) -> tuple[Path, Path, Path]:
     return paths
 
 
+def sdg_base_csv(ws: Path, train_csv: Path, n: int, seed: int = 0) -> Path:
+    """The fold's training CSV plus ``n`` defect rows drawn on real PASS pairs of its own training
+    groups (:func:`deftpipe.deft._sdg_draw.transplant`; classes in the training set's proportions).
+    Made once per fold and ``n``; the images go under ``WS/images/sdg_base/<fold>_<n>/``."""
+    from deftpipe.data import is_defect, resolve_layout
+    from deftpipe.deft._sdg import _read_gray, _save
+    from deftpipe.deft._sdg_draw import copper_is_dark, transplant
+
+    out_csv = train_csv.with_name(f"train_sdg{n}.csv")
+    if out_csv.is_file():
+        return out_csv
+    train = read_dataset(train_csv)
+    layout = resolve_layout(train_csv, None)
+    rng = np.random.default_rng([seed, n])
+    passes = train[~is_defect(train["label"])]
+    classes = train.loc[is_defect(train["label"]), "label"].value_counts(normalize=True)
+    tag = f"{train_csv.parent.name}_{n}"
+    folder = layout.images_dir / "sdg_base" / tag
+    pairs: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+
+    def pair(i: int):
+        if i not in pairs:
+            r = passes.iloc[i]
+            g = [_read_gray(f) for f in layout.inside_file_strs(r["golden_path"], r["object_name"])]
+            t = [_read_gray(f) for f in layout.inside_file_strs(r["input_path"], r["object_name"])]
+            pairs[i] = (g, t)
+        return pairs[i]
+
+    dark = copper_is_dark([pair(int(i))[0][0] for i in rng.choice(len(passes), min(200, len(passes)), replace=False)])
+    rows = []
+    for k, label in enumerate(rng.choice(classes.index.to_numpy(), n, p=classes.to_numpy())):
+        for _ in range(12):
+            i = int(rng.integers(len(passes)))
+            golden, test = pair(i)
+            new = transplant(rng, test, str(label), dark_copper=dark)
+            if new is not None:
+                break
+        else:
+            continue
+        name = f"sdgb_{k:05d}"
+        for g, te in zip(golden, new, strict=True):
+            _save(g, folder / "golden" / f"{name}{layout.image_ext}")
+            _save(te, folder / "test" / f"{name}{layout.image_ext}")
+        rows.append({"input_path": f"sdg_base/{tag}/test", "golden_path": f"sdg_base/{tag}/golden", "label": label,
+                     "object_name": name, "boardname": "sdg_base", "defect_box": ""})
+    aug = pd.concat([train, pd.DataFrame(rows)], ignore_index=True)
+    write_dataset(aug, out_csv)
+    print(f"{out_csv}: {len(rows)} transplanted defect rows added to {len(train)}", flush=True)
+    return out_csv
+
+
 @torch.no_grad()
 def holdout_scores(ckpt: Path, csv: Path) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, float | None]:
     """Rows, P(defect), the mean P(defect) over the four flips, and the shipped threshold."""
@@ -120,6 +172,8 @@ def run_cell(args, fold: str) -> None:
         return
     ws = Path(args.ws).resolve()
     train_csv, val_csv, hold_csv = fold_csvs(ws, fold, args.train_rows)
+    if args.sdg_base:
+        train_csv = sdg_base_csv(ws, train_csv, args.sdg_base)
     spec = load_spec(ws / "specs" / "baseline_spec.yaml")
     spec.train.seed = args.seed
     spec.train.num_epochs = args.epochs
@@ -137,7 +191,7 @@ def run_cell(args, fold: str) -> None:
     train_s = time.perf_counter() - t0
     cell = {"ws": ws.name, "fold": fold, "holdout": list(FOLDS[fold][0]), "val": FOLDS[fold][1],
             "seed": args.seed, "epochs": args.epochs, "train_rows": len(read_dataset(train_csv)),
-            "set": args.set, "train_min": round(train_s / 60, 2),
+            "set": args.set, "sdg_base_rows": args.sdg_base, "train_min": round(train_s / 60, 2),
             "min_per_epoch": round(train_s / 60 / args.epochs, 2), "checkpoint": str(result.best_checkpoint),
             "load_avg": round(float(open("/proc/loadavg").read().split()[0]), 2)}
     df, plain, tta_mean, thr = holdout_scores(result.best_checkpoint, hold_csv)
@@ -215,9 +269,54 @@ def thumbs(argv: list[str]) -> None:
     print(f"wrote {a.out} (shipped threshold {thr})")
 
 
+def budget_figures(ws: Path, key: str, far_budget: float) -> dict:
+    """The cell's holdout figures at the threshold the product would ship with ``kpi.threshold_far_budget``
+    (:func:`deftpipe.metrics.shipped_threshold` on the validation group's scores, which play the KPI
+    set's role here): the stored holdout scores, the validation group scored again."""
+    cell = load_results()[key]
+    out = Path(cell["checkpoint"]).parent
+    _, val_csv, hold_csv = fold_csvs(ws, cell["fold"], int(key.split("/rows")[1].split("/")[0]))
+    vdf, vplain, vtta, _ = holdout_scores(Path(cell["checkpoint"]), val_csv)
+    vy = (vdf["label"] != "PASS").to_numpy()
+    hy = (read_dataset(hold_csv)["label"] != "PASS").to_numpy()
+    res = {}
+    for name, vs, hfile in (("plain", vplain, "holdout_scores.npy"), ("tta", vtta, "holdout_scores_tta.npy")):
+        hs = np.load(out / hfile)
+        t = shipped_threshold(float(vs[vy].min()), pass_scores=vs[~vy], far_budget_pct=far_budget)
+        res[name] = {"far_budget": far_budget, "threshold": t, "val_far_pct_at_threshold": 100 * float((vs[~vy] >= t).mean()),
+                     "recall_pct": 100 * float((hs[hy] >= t).mean()), "escapes": int((hs[hy] < t).sum()),
+                     "far_pct_at_threshold": 100 * float((hs[~hy] >= t).mean())}
+    return res
+
+
+def rethreshold(argv: list[str]) -> None:
+    """Add ``far_budget`` figures to every stored cell of one workspace (resumable)."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ws", required=True)
+    ap.add_argument("--far-budget", type=float, default=10.0)
+    a = ap.parse_args(argv)
+    ws = Path(a.ws).resolve()
+    for key, cell in load_results().items():
+        if cell["ws"] != ws.name or f"far_budget_{a.far_budget:g}" in cell.get("tta", {}):
+            continue
+        if not (Path(cell["checkpoint"]).parent / "holdout_scores_tta.npy").is_file():
+            continue
+        res = budget_figures(ws, key, a.far_budget)
+        cell = load_results()[key]
+        for name, r in res.items():
+            cell[name][f"far_budget_{a.far_budget:g}"] = r
+        save_cell(key, cell)
+        t = res["tta"]
+        print(f"{key}: budget {a.far_budget:g} % -> tta recall {t['recall_pct']:.2f} % ({t['escapes']} escapes), "
+              f"FAR at it {t['far_pct_at_threshold']:.2f} %", flush=True)
+
+
 def main(argv: list[str]) -> None:
     if argv and argv[0] == "thumbs":
         thumbs(argv[1:])
+        return
+    if argv and argv[0] == "rethreshold":
+        rethreshold(argv[1:])
         return
     ap = argparse.ArgumentParser()
     ap.add_argument("--ws", required=True)
@@ -227,6 +326,8 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--train-rows", type=int, default=6000)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--sdg-base", type=int, default=0,
+                    help="add this many defect rows drawn on real PASS pairs of the training groups")
     args = ap.parse_args(argv)
     for fold in args.fold:
         run_cell(args, fold)

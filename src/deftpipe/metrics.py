@@ -177,16 +177,45 @@ def compute_metrics(
     }
 
 
-def shipped_threshold(kpi_threshold: float, margin: float = 0.0) -> float:
-    """The operating threshold a run ships: the KPI set's 100 %-recall threshold lowered by
-    ``margin`` as a share of itself (``kpi.threshold_margin`` in pipeline.yaml, 0 <= margin < 1).
+def far_budget_threshold(pass_scores: Any, far_budget_pct: float) -> float:
+    """The lowest threshold that flags at most ``far_budget_pct`` % of ``pass_scores`` (flagged:
+    ``score >= threshold``); 0.0 when the budget covers every PASS row, and just above the highest
+    PASS score when the budget allows none."""
+    p = np.sort(np.asarray(pass_scores, dtype=float))[::-1]
+    if not 0.0 <= far_budget_pct <= 100.0:
+        raise DataError(f"FAR budget must be in [0, 100] %, got {far_budget_pct}; set kpi.threshold_far_budget")
+    k = int(math.floor(len(p) * far_budget_pct / 100.0 + 1e-9))  # PASS rows the budget allows to flag
+    if k >= len(p):
+        return 0.0
+    return float(np.nextafter(p[k], np.inf))  # flags p[0..k-1] (fewer on ties), never p[k]
 
-    A lower threshold flags more (recall on new boards can only rise, FAR too); the audit measures
-    both at this very threshold on the holdout. ``margin`` 0 ships the KPI threshold unchanged.
+
+def shipped_threshold(kpi_threshold: float, margin: float = 0.0, *, pass_scores: Any = None,
+                      far_budget_pct: float | None = None) -> float:
+    """The operating threshold a run ships, from the KPI set alone (the audit never sees it).
+
+    The KPI set's 100 %-recall threshold, lowered by ``margin`` as a share of itself
+    (``kpi.threshold_margin``, 0 <= margin < 1), and lowered further to the threshold at which the
+    KPI set's FAR reaches ``far_budget_pct`` (``kpi.threshold_far_budget``) when that is lower: a
+    model that separates the KPI set with room to spare spends the false-alarm budget the line
+    accepts on recall for boards the KPI set does not show. The threshold is never raised above
+    the one that catches every KPI defect. The audit measures recall and FAR at this very threshold
+    on the holdout (docs/pipeline.md, "The shipped threshold").
     """
     if not 0.0 <= margin < 1.0:
         raise DataError(f"threshold margin must be in [0, 1), got {margin}; set kpi.threshold_margin")
-    return float(kpi_threshold) * (1.0 - float(margin))
+    t = float(kpi_threshold) * (1.0 - float(margin))
+    if far_budget_pct and pass_scores is not None and len(pass_scores):
+        t = min(t, far_budget_threshold(pass_scores, float(far_budget_pct)))
+    return t
+
+
+def threshold_rule(margin: float = 0.0, far_budget_pct: float | None = None) -> str:
+    """The shipped-threshold rule in words (best_model.json, the pre-flight, the summary)."""
+    rule = "the KPI set's 100 %-recall threshold" + (f" x (1 - {margin:g})" if margin else "")
+    if far_budget_pct:
+        rule += f", lowered to where the KPI set's FAR reaches {far_budget_pct:g} % when that is lower"
+    return rule
 
 
 def is_collapsed(pred_counts: dict[str, int]) -> bool:
@@ -202,4 +231,5 @@ def fmt_value(v: Any) -> str:
     return "—" if v is None else f"{float(v):.2f}"
 
 
-__all__ = ["DEFAULT_ESCAPE_THRESHOLD", "compute_metrics", "fmt_value", "is_collapsed", "shipped_threshold"]
+__all__ = ["DEFAULT_ESCAPE_THRESHOLD", "compute_metrics", "far_budget_threshold", "fmt_value", "is_collapsed",
+           "shipped_threshold", "threshold_rule"]

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from deftpipe.audit import audit_checkpoint, audit_scores
 from deftpipe.cli import app
 from deftpipe.data import make_synthetic_workspace
-from deftpipe.metrics import shipped_threshold
+from deftpipe.metrics import far_budget_threshold, shipped_threshold
 
 
 def _holdout() -> tuple[pd.DataFrame, np.ndarray]:
@@ -49,6 +49,25 @@ def test_shipped_threshold_rule():
     assert shipped_threshold(0.2, 0.25) == pytest.approx(0.15)
     with pytest.raises(Exception, match=r"threshold margin must be in \[0, 1\)"):
         shipped_threshold(0.2, 1.0)
+
+
+def test_far_budget_lowers_the_shipped_threshold_only_within_the_budget():
+    passes = np.array([0.9, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.04, 0.03, 0.02])  # 10 KPI PASS rows
+    # 10 % of 10 rows: one may be flagged -> just above the second-highest PASS score
+    t = far_budget_threshold(passes, 10.0)
+    assert 0.5 < t < 0.5001 and (passes >= t).sum() == 1
+    assert far_budget_threshold(passes, 0.0) > 0.9 and far_budget_threshold(passes, 100.0) == 0.0
+    assert (passes >= far_budget_threshold(passes, 35.0)).sum() == 3  # floor(3.5) rows
+    # the KPI defects' lowest score 0.6 flags 1 PASS row (10 %): a 30 % budget lowers it to flag 3
+    assert shipped_threshold(0.6, pass_scores=passes, far_budget_pct=30.0) == pytest.approx(0.3, abs=1e-6)
+    # never raised above the 100 %-recall threshold, whatever the budget; off when None or 0
+    assert shipped_threshold(0.15, pass_scores=passes, far_budget_pct=10.0) == 0.15
+    assert shipped_threshold(0.6, pass_scores=passes, far_budget_pct=None) == 0.6
+    assert shipped_threshold(0.6, pass_scores=passes, far_budget_pct=0.0) == 0.6
+    # with a margin: the lower of the two
+    assert shipped_threshold(0.6, 0.5, pass_scores=passes, far_budget_pct=10.0) == pytest.approx(0.3)
+    with pytest.raises(Exception, match=r"FAR budget must be in \[0, 100\]"):
+        far_budget_threshold(passes, 120.0)
 
 
 @pytest.fixture(scope="module")

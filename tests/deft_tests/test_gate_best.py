@@ -72,3 +72,39 @@ def test_warm_start_lr_scale_applies_to_retrains_only(finished_run):
     del state["config"]["warm_start_lr_scale"]  # a state written before the knob existed: unchanged
     ctx = LoopContext.from_state(state, show_progress=False)
     assert effective_spec(ctx, num_epochs=2, warm_start=True)["train"]["optim"]["lr"] == lr
+
+
+def test_shipped_threshold_spends_the_far_budget_on_the_kpi_set(finished_run, tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from deftpipe.data import is_defect
+    from deftpipe.metrics import far_budget_threshold
+
+    results = tmp_path / "run"
+    shutil.copytree(finished_run, results)
+    state = load_state(results)
+    best = write_best_model(results)
+    kpi = pd.read_csv(best["inference_csv"])
+    y = is_defect(kpi["label"]).to_numpy()
+    passes = kpi["score"].to_numpy()[~y]
+    t100 = best["kpi_threshold"]
+    assert t100 == kpi["score"].to_numpy()[y].min()
+    budget = state["kpi"]["threshold_far_budget"]
+    assert budget == 10.0  # the default
+    want = min(t100, far_budget_threshold(passes, budget))
+    assert best["threshold"] == want <= t100
+    assert best["kpi_far_pct_at_threshold"] == 100.0 * np.mean(passes >= want)
+    assert best["kpi_far_pct_at_threshold"] <= max(budget, best["far_pct"])
+    assert "FAR reaches 10 %" in best["threshold_rule"]
+    # a model whose KPI defects all score above every PASS row: the budget lowers the threshold
+    state["iterations"][best["best_iteration"]]["threshold"] = high = float(passes.max()) + 1e-3
+    (results / "deft_state.json").write_text(json.dumps(state))
+    lowered = write_best_model(results)
+    assert lowered["kpi_threshold"] == high and lowered["threshold"] < high
+    assert 0.0 < lowered["kpi_far_pct_at_threshold"] <= budget
+    # the budget off (a run started with kpi.threshold_far_budget: null): the KPI threshold ships
+    state["kpi"]["threshold_far_budget"] = None
+    (results / "deft_state.json").write_text(json.dumps(state))
+    off = write_best_model(results)
+    assert off["threshold"] == high and off["kpi_far_pct_at_threshold"] == 0.0

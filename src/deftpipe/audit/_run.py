@@ -51,8 +51,8 @@ def reference_models(results_dir: Path) -> dict[str, dict[str, Any]]:
 
     Today: ``user_spec`` — the user's own spec trained as-is (Phase 1's first trial) — when the
     pipeline record names its checkpoint under ``phases.phase1.user_spec.checkpoint``. Its threshold
-    follows the deliverable's rule (the KPI set's 100 %-recall threshold with the margin), taken from
-    ``user_spec.kpi_threshold`` when recorded, else measured on the KPI set here.
+    follows the deliverable's rule (:func:`deftpipe.metrics.shipped_threshold` on its KPI scores:
+    ``user_spec.kpi_threshold`` and ``kpi_inference_csv`` when recorded, else measured here).
     """
     path = results_dir / "pipeline_state.json"
     if not path.is_file():
@@ -62,18 +62,22 @@ def reference_models(results_dir: Path) -> dict[str, dict[str, Any]]:
     if not ckpt or not Path(ckpt).is_file():
         return {}
     return {"user_spec": {"checkpoint": ckpt, "kpi_threshold": user.get("kpi_threshold"),
-                          "spec": user.get("spec")}}
+                          "kpi_inference_csv": user.get("kpi_inference_csv"), "spec": user.get("spec")}}
 
 
-def _kpi_threshold(results_dir: Path, checkpoint: str, spec: Any) -> float | None:
-    """The KPI set's 100 %-recall threshold of a model (scored as Phase 3's winner is)."""
+def _kpi_scores(results_dir: Path, ref: dict[str, Any], spec: Any) -> tuple[float | None, Path]:
+    """A reference model's KPI 100 %-recall threshold and its KPI inference CSV (scored here, as
+    Phase 3's winner is, when the run did not record them)."""
     from deftpipe.model import get_adapter
     from deftpipe.pipeline._phases import kpi_metrics
 
+    recorded = ref.get("kpi_inference_csv")
+    if ref.get("kpi_threshold") is not None and recorded and Path(recorded).is_file():
+        return ref["kpi_threshold"], Path(recorded)
     state = _read_json(results_dir / "deft_state.json")
     out = results_dir / AUDIT_DIR / "reference_inference_kpi.csv"
-    get_adapter(spec).infer(checkpoint, state["config"]["kpi_csv"], out)
-    return kpi_metrics(out).get("threshold")
+    get_adapter(spec).infer(ref["checkpoint"], state["config"]["kpi_csv"], out)
+    return kpi_metrics(out).get("threshold"), out
 
 
 def summarize(audit: dict[str, Any]) -> dict[str, Any]:
@@ -94,6 +98,7 @@ def audit_run(results_dir: str | Path, *, seed: int = 0) -> dict[str, Any]:
     Raises:
         StateError: the run has no ``best_model.json`` (no deliverable yet) or no ``deft_state.json``.
     """
+    from deftpipe.deft._best import kpi_pass_scores
     from deftpipe.metrics import shipped_threshold
 
     results_dir = Path(results_dir).resolve()
@@ -109,16 +114,14 @@ def audit_run(results_dir: str | Path, *, seed: int = 0) -> dict[str, Any]:
         spec = best.get("inference_spec")
         full = audit_checkpoint(best["checkpoint"], best["threshold"], csv, spec=spec, seed=seed, out_dir=out)
         references = {}
-        margin = best.get("threshold_margin") or 0.0
-        for name, ref in reference_models(results_dir).items():
-            kpi_t = ref["kpi_threshold"]
-            if kpi_t is None:
-                kpi_t = _kpi_threshold(results_dir, ref["checkpoint"], ref.get("spec") or spec)
+        margin, budget = best.get("threshold_margin") or 0.0, best.get("threshold_far_budget")
+        for name, ref in reference_models(results_dir).items():  # shipped by the deliverable's rule
+            kpi_t, kpi_csv = _kpi_scores(results_dir, ref, ref.get("spec") or spec)
             if kpi_t is None:
                 continue
-            ref_out = out / name
-            references[name] = audit_checkpoint(ref["checkpoint"], shipped_threshold(kpi_t, margin), csv,
-                                                spec=ref.get("spec") or spec, seed=seed, out_dir=ref_out)
+            t = shipped_threshold(kpi_t, margin, pass_scores=kpi_pass_scores(kpi_csv), far_budget_pct=budget)
+            references[name] = audit_checkpoint(ref["checkpoint"], t, csv, spec=ref.get("spec") or spec, seed=seed,
+                                                out_dir=out / name)
         atomic_write_json(out / AUDIT_NAME, {"deliverable": full, "references": references,
                                              "best_iteration": best.get("best_iteration")})
         audit = {"label": AUDIT_LABEL, "done": True, **summarize(full),

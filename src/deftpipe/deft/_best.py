@@ -3,7 +3,8 @@
 Best = the selection rule (:mod:`deftpipe.selection`) over ``baseline`` and ``iter<N>`` in order;
 ``final_automl`` replaces it only when strictly better, and both numbers are always shown.
 The shipped threshold is the chosen model's KPI 100 %-recall threshold, lowered by
-``kpi.threshold_margin`` (:func:`deftpipe.metrics.shipped_threshold`). An ``audit`` already in
+``kpi.threshold_margin`` and to the KPI set's FAR budget ``kpi.threshold_far_budget``
+(:func:`deftpipe.metrics.shipped_threshold`, read from the chosen model's KPI scores). An ``audit`` already in
 ``best_model.json`` is kept while it audits the same checkpoint and threshold.
 """
 
@@ -14,12 +15,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import yaml
 
 from deftpipe._fs import atomic_write_json, atomic_write_text
 from deftpipe.deft import _state
 from deftpipe.errors import CheckpointError, StateError
-from deftpipe.metrics import shipped_threshold
+from deftpipe.metrics import shipped_threshold, threshold_rule
 from deftpipe.selection import RULE_FIGURE, beats_by_rule, pick_by_rule
 from deftpipe.spec import load_spec, spec_to_dict
 
@@ -56,15 +59,22 @@ def write_best_model(results_dir: str | Path) -> dict[str, Any] | None:
     spec["train"]["pretrained_model_path"] = chosen["checkpoint"]
     spec["dataset"]["classify"]["test_csv"] = state["config"]["kpi_csv"]
     margin = float(state["kpi"].get("threshold_margin") or 0.0)
-    shipped = shipped_threshold(chosen["threshold"], margin) if chosen["threshold"] is not None else None
+    budget = state["kpi"].get("threshold_far_budget")
+    shipped = kpi_far_at = None
+    if chosen["threshold"] is not None:
+        passes = kpi_pass_scores(chosen["inference_csv"])
+        shipped = shipped_threshold(chosen["threshold"], margin, pass_scores=passes, far_budget_pct=budget)
+        kpi_far_at = 100.0 * float((passes >= shipped).mean()) if len(passes) else 0.0
     header = (f"# deftpipe best model: {chosen['label']} (KPI FAR@100%R {chosen['far_pct']}%)\n"
               f"# checkpoint: {chosen['checkpoint']}\n# threshold (KPI set, 100% recall): {chosen['threshold']}\n"
-              + (f"# shipped threshold (margin {margin:g}): {shipped}\n" if margin else ""))
+              + (f"# shipped threshold ({threshold_rule(margin, budget)}): {shipped}\n"
+                 if shipped != chosen["threshold"] else ""))
     spec_yaml = atomic_write_text(results_dir / "best_model_inference_spec.yaml",
                                   header + yaml.safe_dump(spec, sort_keys=False))
     out = {"best_iteration": chosen["label"], "far_pct": chosen["far_pct"], "checkpoint": chosen["checkpoint"],
            "threshold": shipped, "kpi_threshold": chosen["threshold"], "threshold_margin": margin,
-           "threshold_rule": "KPI set's 100 %-recall threshold x (1 - kpi.threshold_margin)",
+           "threshold_far_budget": budget, "threshold_rule": threshold_rule(margin, budget),
+           "kpi_far_pct_at_threshold": kpi_far_at,
            "selection_set": "KPI set: chooses the gate, the best iteration, Phase 3 vs the loop and the threshold",
            "inference_csv": chosen["inference_csv"],
            "inference_spec": str(spec_yaml), "reason": note, "loop_best": loop_best, "final_automl": final_c,
@@ -75,6 +85,22 @@ def write_best_model(results_dir: str | Path) -> dict[str, Any] | None:
         out["audit"] = old["audit"]  # the same deliverable: its audit still holds
     atomic_write_json(path, out)
     return out
+
+
+def kpi_pass_scores(inference_csv: str | Path | None) -> np.ndarray:
+    """The PASS rows' scores of a model's KPI inference CSV (what the FAR budget is counted on).
+
+    Raises:
+        StateError: the CSV is missing or has no ``label``/``score`` columns (rerun the evaluation).
+    """
+    from deftpipe.data import is_defect
+
+    try:
+        df = pd.read_csv(inference_csv, usecols=["label", "score"], dtype={"label": str})
+    except (OSError, ValueError, TypeError) as e:
+        raise StateError(f"the KPI scores of the chosen model ({inference_csv}) cannot be read ({e}); the shipped "
+                         "threshold's FAR budget is counted on them: rerun the run to re-evaluate it") from None
+    return pd.to_numeric(df["score"], errors="coerce").to_numpy(dtype=float)[~is_defect(df["label"]).to_numpy()]
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -143,4 +169,4 @@ def record_final_automl(results_dir: str | Path, *, checkpoint: str | Path, metr
     return state
 
 
-__all__ = ["preseed_baseline", "record_final_automl", "write_best_model"]
+__all__ = ["kpi_pass_scores", "preseed_baseline", "record_final_automl", "write_best_model"]

@@ -270,7 +270,8 @@ def _user_spec(reference: dict[str, Any] | None, spec: Path) -> dict[str, Any] |
     """The reference in the form the audit reads (``deftpipe.audit.reference_models``)."""
     if not reference:
         return None
-    return {"checkpoint": reference["checkpoint"], "kpi_threshold": reference.get("threshold"), "spec": str(spec)}
+    return {"checkpoint": reference["checkpoint"], "kpi_threshold": reference.get("threshold"), "spec": str(spec),
+            "kpi_inference_csv": reference.get("inference_csv")}
 
 
 def _count_rows(csv: Path) -> int | None:
