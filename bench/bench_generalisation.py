@@ -83,13 +83,48 @@ def fold_csvs(ws: Path, fold: str, train_rows: int) -> tuple[Path, Path, Path]:
     return paths
 
 
+def transplant(rng, test: list[np.ndarray], label: str, *, dark_copper: bool | None = None,
+               contrast: tuple[float, float] = (1.0, 1.0)) -> list[np.ndarray] | None:
+    """Test images (one per light) of a real PASS pair with one ``label`` defect drawn on them.
+
+    Unlike :func:`synthesize` (a test image made from the golden one, nuisances simulated), the
+    pair keeps everything the camera and the board put between its template and its test image —
+    misregistration that varies across the image, line widths that differ by a pixel, noise — so
+    the defect sits among the real outline slivers of that pair: the situation of the escapes on
+    unseen board groups (docs/model.md). The defect is drawn on the test image's own copper mask,
+    so it follows the test image's traces. None when it does not fit (try another pair).
+    """
+    from deftpipe.deft._sdg_draw import _DEFECTS, copper_mask
+
+    if label not in _DEFECTS:
+        return None
+    m = copper_mask(test[0], dark=dark_copper)
+    bare = m.mean() <= 0.05
+    if m.mean() >= 0.95 or (bare and label != "short") or (bare and dark_copper is None):
+        return None
+    new = _DEFECTS[label](rng, m, max(1.0, test[0].shape[0] / 32))
+    if new is None or (new == m).all():
+        return None
+    a = float(rng.uniform(*contrast))
+    out = []
+    for t0 in test:
+        tm = copper_mask(t0, dark=dark_copper) if not bare else np.zeros_like(m)
+        sub = float(np.median(t0[~tm])) if (~tm).any() else 0.0
+        cu = float(np.median(t0[tm])) if tm.any() else (0.0 if dark_copper else 255.0)
+        t = t0.astype(np.float32).copy()
+        t[new & ~m] += a * (cu - t[new & ~m])
+        t[~new & m] += a * (sub - t[~new & m])
+        out.append(np.clip(np.rint(t), 0, 255).astype(np.uint8))
+    return out
+
+
 def sdg_base_csv(ws: Path, train_csv: Path, n: int, seed: int = 0) -> Path:
     """The fold's training CSV plus ``n`` defect rows drawn on real PASS pairs of its own training
     groups (:func:`deftpipe.deft._sdg_draw.transplant`; classes in the training set's proportions).
     Made once per fold and ``n``; the images go under ``WS/images/sdg_base/<fold>_<n>/``."""
     from deftpipe.data import is_defect, resolve_layout
     from deftpipe.deft._sdg import _read_gray, _save
-    from deftpipe.deft._sdg_draw import copper_is_dark, transplant
+    from deftpipe.deft._sdg_draw import copper_is_dark
 
     out_csv = train_csv.with_name(f"train_sdg{n}.csv")
     if out_csv.is_file():

@@ -10,7 +10,7 @@ from PIL import Image
 
 from deftpipe.data import ImageLayout, read_dataset
 from deftpipe.deft._sdg import generate
-from deftpipe.deft._sdg_draw import PCB_CLASSES, copper_is_dark, copper_mask, synthesize, transplant
+from deftpipe.deft._sdg_draw import PCB_CLASSES, copper_is_dark, copper_mask, synthesize
 
 
 def _targets(labels):
@@ -73,23 +73,6 @@ def test_synthesize_edits_the_copper():
     rng = np.random.default_rng(0)
     out = synthesize(rng, [img], "short", max_shift=0)
     assert out is not None and (out[0][13:19].astype(int) > 120).any()  # a bridge between the traces
-
-
-def test_transplant_draws_on_the_real_test_image_and_keeps_its_differences():
-    golden = np.full((64, 64), 40, np.uint8)
-    golden[:, 20:30] = 200  # a bright trace
-    test = np.full((64, 64), 40, np.uint8)
-    test[:, 21:32] = 200  # the same trace, shifted 1 px and 1 px wider: the pair's own slivers
-    rng = np.random.default_rng(0)
-    out = transplant(rng, [test], "mousebite", dark_copper=False)
-    assert out is not None and out[0].shape == test.shape
-    changed = out[0] != test
-    assert changed.any() and changed.sum() < 64  # a small bite, nothing else touched
-    assert (test[changed] == 200).all() and (out[0][changed] < 120).all()  # copper of the *test* trace removed
-    # no noise, no shift added: everything outside the bite is the real test image
-    assert (out[0][~changed] == test[~changed]).all()
-    assert transplant(rng, [test], "unknown class", dark_copper=False) is None
-    assert transplant(rng, [np.full((64, 64), 40, np.uint8)], "spur", dark_copper=False) is None  # no copper
 
 
 def test_contrast_sets_how_far_the_edit_moves_towards_copper():
