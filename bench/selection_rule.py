@@ -26,7 +26,7 @@ from deftpipe.selection import TAIL_K, pick
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FIGURES = {  # name -> (set, figure)
-    "kpi far_pct (today)": ("kpi", "far_pct"),
+    "kpi far_pct": ("kpi", "far_pct"),
     "kpi boot_mean": ("kpi", "boot_mean"),
     f"kpi tail_{TAIL_K}": ("kpi", f"tail_{TAIL_K}"),
     "kpi far@99.5%R": ("kpi", "far_pct_at_995"),
