@@ -587,9 +587,9 @@ def reaudit(work: Path) -> None:
             it = cell["iteration1"]
             it["holdout"] = audit(it["checkpoint"], float(it["kpi"]["threshold"]), ws, tmp)
         cell["threshold_rule"] = rule
-        with FileLock(str(OUT) + ".lock"):
+        with FileLock(str(OUT) + ".lock"):  # only what the re-audit owns (another process may score candidates)
             results = load_results()
-            results["cells"][key] = cell
+            results["cells"][key].update({k: cell[k] for k in ("holdout", "iteration1", "threshold_rule") if k in cell})
             save(results)
         h = cell["holdout"]
         log(f"re-audited {key} in {time.perf_counter() - t0:.0f} s: recall@thr {h['recall_at_threshold_pct']:.2f} % "
