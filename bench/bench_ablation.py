@@ -61,7 +61,7 @@ from filelock import FileLock
 from deftpipe._fs import atomic_write_json, atomic_write_text
 from deftpipe.config import dump_config, load_config
 from deftpipe.data import import_deeppcb, is_defect, read_dataset, write_dataset
-from deftpipe.metrics import compute_metrics, shipped_threshold
+from deftpipe.metrics import compute_metrics, shipped_threshold, threshold_rule
 from deftpipe.selection import figures
 
 OUT = Path(os.environ.get("BENCH_OUT") or Path(__file__).resolve().parent / "results" / "ablation.json")
@@ -443,6 +443,8 @@ def run_cell(arm: str, fold: str, seed: int, src: Path, work: Path, done: dict[s
             it1 = cell_from_best(run_dir, ws, tmp, label="iter1")
             cell["iteration1"] = {k: it1[k] for k in ("checkpoint", "holdout", "kpi")}
     cell["workspace"] = str(ws)
+    kpi = load_config(ws).kpi
+    cell["threshold_rule"] = threshold_rule(kpi.threshold_margin, kpi.threshold_far_budget)  # what audit() shipped
     return cell
 
 
@@ -562,8 +564,6 @@ def reaudit(work: Path) -> None:
     it again: the same checkpoints and scores, only the shipped threshold changes (the rule chooses
     nothing else, so a cell run under an older rule is exactly what the current one would deliver).
     Resumable cell by cell; a cell already audited under the current rule is skipped."""
-    from deftpipe.metrics import threshold_rule
-
     tmp = work / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     with FileLock(str(OUT) + ".lock"):
