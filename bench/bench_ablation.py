@@ -225,25 +225,20 @@ def scores(ckpt: str | Path, csv: Path, tmp: Path) -> np.ndarray:
     return _SCORES[key]
 
 
-def shipped(ckpt: str | Path, kpi_threshold: float, ws: Path, tmp: Path, *,
-            margin: float | None = None, far_budget: float | None | str = "config") -> float:
-    """The threshold the product ships for this model (:func:`deftpipe.metrics.shipped_threshold` on
-    its KPI scores, with the workspace's ``kpi`` settings unless given): every arm, control or not,
-    is shipped by the same rule."""
+def kpi_passes(ckpt: str | Path, ws: Path, tmp: Path) -> np.ndarray:
+    """The model's scores of the KPI set's PASS rows (what the FAR budget is counted on)."""
     cfg = load_config(ws)
     kcsv = cfg.path(ws, cfg.data.kpi_csv)
-    y = is_defect(read_dataset(kcsv)["label"]).to_numpy()
-    s = scores(ckpt, kcsv, tmp)
-    return shipped_threshold(kpi_threshold, cfg.kpi.threshold_margin if margin is None else margin,
-                             pass_scores=s[~y],
-                             far_budget_pct=cfg.kpi.threshold_far_budget if far_budget == "config" else far_budget)
+    return scores(ckpt, kcsv, tmp)[~is_defect(read_dataset(kcsv)["label"]).to_numpy()]
 
 
 def audit(ckpt: str | Path, kpi_threshold: float, ws: Path, tmp: Path) -> dict[str, Any]:
     """The holdout audit at the shipped threshold (DESIGN §5 metrics), and the same scores at the
     thresholds other ``kpi.threshold_margin`` / ``kpi.threshold_far_budget`` values would ship."""
     holdout = ws / "holdout" / "holdout_set.csv"
-    threshold = shipped(ckpt, kpi_threshold, ws, tmp)
+    kpi, passes = load_config(ws).kpi, kpi_passes(ckpt, ws, tmp)  # every arm shipped by the product's rule
+    threshold = shipped_threshold(kpi_threshold, kpi.threshold_margin, pass_scores=passes,
+                                  far_budget_pct=kpi.threshold_far_budget)
     df = read_dataset(holdout)
     s = scores(ckpt, holdout, tmp)
     m = compute_metrics(is_defect(df["label"]).to_numpy(), s, labels=df["label"].to_numpy(), threshold=threshold,
@@ -257,8 +252,9 @@ def audit(ckpt: str | Path, kpi_threshold: float, ws: Path, tmp: Path) -> dict[s
                 "escapes": int((s[y] < t).sum()), "far_pct": 100.0 * float((s[~y] >= t).mean())}
 
     # the rule's two knobs (issue 17, item 3), each alone, on the same deliverable and scores
-    margins = {f"{mg:g}": at(shipped(ckpt, kpi_threshold, ws, tmp, margin=mg, far_budget=None)) for mg in MARGINS}
-    budgets = {f"{b:g}": at(shipped(ckpt, kpi_threshold, ws, tmp, margin=0.0, far_budget=b)) for b in FAR_BUDGETS}
+    margins = {f"{mg:g}": at(shipped_threshold(kpi_threshold, mg)) for mg in MARGINS}
+    budgets = {f"{b:g}": at(shipped_threshold(kpi_threshold, pass_scores=passes, far_budget_pct=b))
+               for b in FAR_BUDGETS}
     return {"far_pct": m["far_pct"], "far_ci": [m["far_ci_low"], m["far_ci_high"]], "far_pct_at_99": m["far_pct_at_99"],
             "auroc": m["auroc"], "threshold": threshold, "kpi_threshold": kpi_threshold,
             "recall_at_threshold_pct": 100.0 * m["recall"],

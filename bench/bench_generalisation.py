@@ -94,7 +94,7 @@ def transplant(rng, test: list[np.ndarray], label: str, *, dark_copper: bool | N
     unseen board groups (docs/model.md). The defect is drawn on the test image's own copper mask,
     so it follows the test image's traces. None when it does not fit (try another pair).
     """
-    from deftpipe.deft._sdg_draw import _DEFECTS, copper_mask
+    from deftpipe.deft._sdg_draw import _DEFECTS, copper_mask, repaint
 
     if label not in _DEFECTS:
         return None
@@ -108,12 +108,7 @@ def transplant(rng, test: list[np.ndarray], label: str, *, dark_copper: bool | N
     a = float(rng.uniform(*contrast))
     out = []
     for t0 in test:
-        tm = copper_mask(t0, dark=dark_copper) if not bare else np.zeros_like(m)
-        sub = float(np.median(t0[~tm])) if (~tm).any() else 0.0
-        cu = float(np.median(t0[tm])) if tm.any() else (0.0 if dark_copper else 255.0)
-        t = t0.astype(np.float32).copy()
-        t[new & ~m] += a * (cu - t[new & ~m])
-        t[~new & m] += a * (sub - t[~new & m])
+        t = repaint(t0, m, new, a, dark_copper=dark_copper, bare=bare)
         out.append(np.clip(np.rint(t), 0, 255).astype(np.uint8))
     return out
 

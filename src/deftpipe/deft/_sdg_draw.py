@@ -234,6 +234,20 @@ def nuisance(rng, img: np.ndarray, *, max_shift: int) -> np.ndarray:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
+def repaint(img: np.ndarray, m: np.ndarray, new: np.ndarray, a: float, *, dark_copper: bool | None,
+            bare: bool) -> np.ndarray:
+    """``img`` (float32) with the pixels the edit ``m`` -> ``new`` turned copper / substrate moved a
+    share ``a`` of the way to this image's copper / substrate grey level."""
+    gm = copper_mask(img, dark=dark_copper) if not bare else np.zeros_like(m)
+    sub = float(np.median(img[~gm])) if (~gm).any() else 0.0
+    # no copper in sight: the data set's polarity says which end of the grey scale it is
+    cu = float(np.median(img[gm])) if gm.any() else (0.0 if dark_copper else 255.0)
+    t = img.astype(np.float32).copy()
+    t[new & ~m] += a * (cu - t[new & ~m])
+    t[~new & m] += a * (sub - t[~new & m])
+    return t
+
+
 def synthesize(rng, golden: list[np.ndarray], label: str, *, max_shift: int,
                dark_copper: bool | None = None, contrast: tuple[float, float] = (1.0, 1.0)
                ) -> list[np.ndarray] | None:
@@ -257,13 +271,7 @@ def synthesize(rng, golden: list[np.ndarray], label: str, *, max_shift: int,
         tests = []
         a = float(rng.uniform(*contrast))
         for g in golden:
-            gm = copper_mask(g, dark=dark_copper) if not bare else np.zeros_like(m)
-            sub = float(np.median(g[~gm])) if (~gm).any() else 0.0
-            # no copper in sight: the data set's polarity says which end of the grey scale it is
-            cu = float(np.median(g[gm])) if gm.any() else (0.0 if dark_copper else 255.0)
-            t = g.astype(np.float32).copy()
-            t[new & ~m] += a * (cu - t[new & ~m])
-            t[~new & m] += a * (sub - t[~new & m])
+            t = repaint(g, m, new, a, dark_copper=dark_copper, bare=bare)
             tests.append(nuisance(rng, np.clip(t, 0, 255).astype(np.uint8), max_shift=max_shift))
         return tests
     state = rng.bit_generator.state
@@ -274,4 +282,4 @@ def synthesize(rng, golden: list[np.ndarray], label: str, *, max_shift: int,
     return out
 
 
-__all__ = ["PCB_CLASSES", "copper_is_dark", "copper_mask", "nuisance", "shift_image", "synthesize"]
+__all__ = ["PCB_CLASSES", "copper_is_dark", "copper_mask", "nuisance", "repaint", "shift_image", "synthesize"]
