@@ -42,10 +42,12 @@ class KpiConfig(_Strict):
     target: float = 5.0
     evaluator_command: list[str] | None = None  # optional custom evaluator printing JSON {metric: v}
     # shipped threshold = the KPI set's 100 %-recall threshold x (1 - threshold_margin), lowered to
-    # where the KPI set's FAR reaches threshold_far_budget (%) when that is lower (null/0: off): both
-    # flag more on new boards (recall up, FAR up); the audit measures both (docs/pipeline.md)
+    # where the KPI set's FAR reaches threshold_far_budget (%) or (1 + threshold_far_reserve) x the
+    # model's own KPI FAR@100%R, whichever is higher, when that is lower (budget null/0: off): all
+    # flag more on new boards (recall up, FAR up); the audit measures them (docs/pipeline.md)
     threshold_margin: float = Field(0.0, ge=0.0, lt=1.0)
     threshold_far_budget: float | None = Field(10.0, ge=0.0, le=100.0)
+    threshold_far_reserve: float = Field(0.5, ge=0.0, le=10.0)
 
     def met(self, value: float | None) -> bool:
         if value is None:

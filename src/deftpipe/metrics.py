@@ -191,31 +191,76 @@ def far_budget_threshold(pass_scores: Any, far_budget_pct: float) -> float:
 
 
 def shipped_threshold(kpi_threshold: float, margin: float = 0.0, *, pass_scores: Any = None,
-                      far_budget_pct: float | None = None) -> float:
+                      far_budget_pct: float | None = None, far_reserve: float = 0.0) -> float:
     """The operating threshold a run ships, from the KPI set alone (the audit never sees it).
 
     The KPI set's 100 %-recall threshold, lowered by ``margin`` as a share of itself
     (``kpi.threshold_margin``, 0 <= margin < 1), and lowered further to the threshold at which the
     KPI set's FAR reaches ``far_budget_pct`` (``kpi.threshold_far_budget``) when that is lower: a
     model that separates the KPI set with room to spare spends the false-alarm budget the line
-    accepts on recall for boards the KPI set does not show. The threshold is never raised above
-    the one that catches every KPI defect. The audit measures recall and FAR at this very threshold
-    on the holdout (docs/pipeline.md, "The shipped threshold").
+    accepts on recall for boards the KPI set does not show. A model whose own FAR at 100 % recall
+    is already near or above the budget gets a reserve in proportion to it instead
+    (``kpi.threshold_far_reserve``): the FAR target is the larger of the budget and
+    ``(1 + far_reserve)`` x that FAR, so such a model, whose defects sit among the PASS rows, is not
+    shipped at the bare KPI threshold. The threshold is never raised above the one that catches
+    every KPI defect. The audit measures recall and FAR at this very threshold on the holdout
+    (docs/pipeline.md, "The shipped threshold").
     """
     if not 0.0 <= margin < 1.0:
         raise DataError(f"threshold margin must be in [0, 1), got {margin}; set kpi.threshold_margin")
+    if not far_reserve >= 0.0:
+        raise DataError(f"FAR reserve must be >= 0, got {far_reserve}; set kpi.threshold_far_reserve")
     t = float(kpi_threshold) * (1.0 - float(margin))
     if far_budget_pct and pass_scores is not None and len(pass_scores):
-        t = min(t, far_budget_threshold(pass_scores, float(far_budget_pct)))
+        p, target = np.asarray(pass_scores, dtype=float), float(far_budget_pct)
+        if far_reserve:
+            far_at_kpi = 100.0 * float((p >= float(kpi_threshold)).mean())
+            target = min(100.0, max(target, (1.0 + float(far_reserve)) * far_at_kpi))
+        t = min(t, far_budget_threshold(p, target))
     return t
 
 
-def threshold_rule(margin: float = 0.0, far_budget_pct: float | None = None) -> str:
+def threshold_rule(margin: float = 0.0, far_budget_pct: float | None = None, far_reserve: float = 0.0) -> str:
     """The shipped-threshold rule in words (best_model.json, the pre-flight, the summary)."""
     rule = "the KPI set's 100 %-recall threshold" + (f" x (1 - {margin:g})" if margin else "")
     if far_budget_pct:
-        rule += f", lowered to where the KPI set's FAR reaches {far_budget_pct:g} % when that is lower"
+        target = f"{far_budget_pct:g} %"
+        if far_reserve:
+            target += f" or {1.0 + far_reserve:g} x its FAR at that threshold, whichever is higher,"
+        rule += f", lowered to where the KPI set's FAR reaches {target} when that is lower"
     return rule
+
+
+class ThresholdRule:
+    """The shipped-threshold settings of a run, read from one place (``kpi.threshold_*`` in
+    ``pipeline.yaml``, the state's ``kpi`` snapshot or ``best_model.json``, which share the keys).
+
+    A state or ``best_model.json`` written before a setting existed keeps the rule it ran with
+    (a missing key is "off").
+    """
+
+    KEYS = ("threshold_margin", "threshold_far_budget", "threshold_far_reserve")
+
+    def __init__(self, margin: float = 0.0, far_budget_pct: float | None = None, far_reserve: float = 0.0):
+        self.margin, self.far_budget_pct, self.far_reserve = float(margin or 0.0), far_budget_pct, float(far_reserve or 0.0)
+
+    @classmethod
+    def of(cls, settings: Any) -> ThresholdRule:
+        """From a mapping with :attr:`KEYS` (missing = off) or an object with those attributes."""
+        get = settings.get if isinstance(settings, dict) else (lambda k: getattr(settings, k, None))
+        return cls(get("threshold_margin") or 0.0, get("threshold_far_budget"), get("threshold_far_reserve") or 0.0)
+
+    def threshold(self, kpi_threshold: float, pass_scores: Any = None) -> float:
+        """The threshold this rule ships for a model with these KPI figures."""
+        return shipped_threshold(kpi_threshold, self.margin, pass_scores=pass_scores,
+                                 far_budget_pct=self.far_budget_pct, far_reserve=self.far_reserve)
+
+    def settings(self) -> dict[str, Any]:
+        """The rule as ``kpi`` keys (what a state snapshot and ``best_model.json`` store)."""
+        return dict(zip(self.KEYS, (self.margin, self.far_budget_pct, self.far_reserve), strict=True))
+
+    def __str__(self) -> str:
+        return threshold_rule(self.margin, self.far_budget_pct, self.far_reserve)
 
 
 def is_collapsed(pred_counts: dict[str, int]) -> bool:
@@ -231,5 +276,5 @@ def fmt_value(v: Any) -> str:
     return "—" if v is None else f"{float(v):.2f}"
 
 
-__all__ = ["DEFAULT_ESCAPE_THRESHOLD", "compute_metrics", "far_budget_threshold", "fmt_value", "is_collapsed",
-           "shipped_threshold", "threshold_rule"]
+__all__ = ["DEFAULT_ESCAPE_THRESHOLD", "ThresholdRule", "compute_metrics", "far_budget_threshold", "fmt_value",
+           "is_collapsed", "shipped_threshold", "threshold_rule"]

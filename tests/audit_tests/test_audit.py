@@ -70,6 +70,36 @@ def test_far_budget_lowers_the_shipped_threshold_only_within_the_budget():
         far_budget_threshold(passes, 120.0)
 
 
+def test_far_reserve_lowers_the_threshold_of_a_model_above_the_budget():
+    passes = np.linspace(0.99, 0.0, 100)  # 100 KPI PASS rows, 0.99 .. 0.0
+    # the KPI defects' lowest score 0.795 flags 20 PASS rows (20 %): above a 10 % budget, so the budget
+    # alone leaves the threshold where it is; a reserve of 0.5 moves the target to 1.5 x 20 = 30 %
+    assert shipped_threshold(0.795, pass_scores=passes, far_budget_pct=10.0) == 0.795
+    t = shipped_threshold(0.795, pass_scores=passes, far_budget_pct=10.0, far_reserve=0.5)
+    assert (passes >= t).sum() == 30 and t < 0.795
+    # a model well inside the budget: the reserve changes nothing (the budget is the larger target)
+    assert shipped_threshold(0.975, pass_scores=passes, far_budget_pct=10.0, far_reserve=0.5) == \
+        shipped_threshold(0.975, pass_scores=passes, far_budget_pct=10.0)
+    # capped at 100 % (every PASS row flagged), off with the budget
+    assert shipped_threshold(0.3, pass_scores=passes, far_budget_pct=10.0, far_reserve=5.0) == 0.0
+    assert shipped_threshold(0.795, pass_scores=passes, far_budget_pct=None, far_reserve=0.5) == 0.795
+    with pytest.raises(Exception, match="FAR reserve must be >= 0"):
+        shipped_threshold(0.795, pass_scores=passes, far_budget_pct=10.0, far_reserve=-1.0)
+
+
+def test_threshold_rule_reads_its_settings_from_one_place():
+    from deftpipe.config import KpiConfig
+    from deftpipe.metrics import ThresholdRule
+
+    rule = ThresholdRule.of(KpiConfig())
+    assert rule.settings() == {"threshold_margin": 0.0, "threshold_far_budget": 10.0, "threshold_far_reserve": 0.5}
+    assert "10 % or 1.5 x its FAR" in str(rule)
+    # a best_model.json / state written before the reserve existed keeps the rule it ran with
+    old = ThresholdRule.of({"threshold_margin": 0.0, "threshold_far_budget": 10.0})
+    assert old.far_reserve == 0.0 and "x its FAR" not in str(old)
+    assert ThresholdRule.of(rule.settings()).settings() == rule.settings()
+
+
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     """A 1-epoch model of the tiny synthetic workspace, and that workspace."""

@@ -95,11 +95,13 @@ def test_shipped_threshold_spends_the_far_budget_on_the_kpi_set(finished_run, tm
     assert t100 == kpi["score"].to_numpy()[y].min()
     budget = state["kpi"]["threshold_far_budget"]
     assert budget == 10.0  # the default
-    want = min(t100, far_budget_threshold(passes, budget))
+    reserve = state["kpi"]["threshold_far_reserve"]
+    assert reserve == 0.5 and best["threshold_far_reserve"] == reserve  # the default, recorded
+    want = min(t100, far_budget_threshold(passes, max(budget, (1 + reserve) * best["far_pct"])))
     assert best["threshold"] == want <= t100
     assert best["kpi_far_pct_at_threshold"] == 100.0 * np.mean(passes >= want)
-    assert best["kpi_far_pct_at_threshold"] <= max(budget, best["far_pct"])
-    assert "FAR reaches 10 %" in best["threshold_rule"]
+    assert best["kpi_far_pct_at_threshold"] <= max(budget, (1 + reserve) * best["far_pct"])
+    assert "FAR reaches 10 % or 1.5 x its FAR" in best["threshold_rule"]
     # a model whose KPI defects all score above every PASS row: the budget lowers the threshold
     state["iterations"][best["best_iteration"]]["threshold"] = high = float(passes.max()) + 1e-3
     (results / "deft_state.json").write_text(json.dumps(state))

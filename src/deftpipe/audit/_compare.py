@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from deftpipe.audit._run import AUDIT_LABEL, SELECTION_LABEL
-from deftpipe.metrics import fmt_value, threshold_rule
+from deftpipe.metrics import ThresholdRule, fmt_value
 
 
 def _ci(f: dict[str, Any]) -> str:
@@ -34,8 +34,6 @@ def side_by_side(best: dict[str, Any], kpi: dict[str, Any] | None) -> dict[str, 
     kpi = kpi or {}
     audit = best.get("audit") or {}
     done = bool(audit.get("done"))
-    margin = best.get("threshold_margin") or 0.0
-    budget = best.get("threshold_far_budget")
     # at a threshold <= the KPI set's own 100 %-recall threshold every KPI defect is flagged
     kpi_recall = "100.00 % (by construction)" if kpi.get("n_defects") else "—"
     kpi_far_at = _pct(best.get("kpi_far_pct_at_threshold", kpi.get("far_pct")))
@@ -52,7 +50,7 @@ def side_by_side(best: dict[str, Any], kpi: dict[str, Any] | None) -> dict[str, 
         ["AUROC", fmt_value(kpi.get("auroc")), fmt_value(a.get("auroc"))],
     ]
     thr = best.get("threshold")
-    note = (f"shipped threshold {thr:.6g} = {threshold_rule(margin, budget)} (100 %-recall threshold "
+    note = (f"shipped threshold {thr:.6g} = {ThresholdRule.of(best)} (100 %-recall threshold "
             f"{best.get('kpi_threshold', thr):.6g})" if thr is not None else "no threshold")
     if not done:
         note += f"; {audit.get('reason') or 'the audit has not run'}"

@@ -99,7 +99,7 @@ def audit_run(results_dir: str | Path, *, seed: int = 0) -> dict[str, Any]:
         StateError: the run has no ``best_model.json`` (no deliverable yet) or no ``deft_state.json``.
     """
     from deftpipe.deft._best import kpi_pass_scores
-    from deftpipe.metrics import shipped_threshold
+    from deftpipe.metrics import ThresholdRule
 
     results_dir = Path(results_dir).resolve()
     best = _read_json(results_dir / BEST_MODEL)
@@ -114,12 +114,12 @@ def audit_run(results_dir: str | Path, *, seed: int = 0) -> dict[str, Any]:
         spec = best.get("inference_spec")
         full = audit_checkpoint(best["checkpoint"], best["threshold"], csv, spec=spec, seed=seed, out_dir=out)
         references = {}
-        margin, budget = best.get("threshold_margin") or 0.0, best.get("threshold_far_budget")
+        rule = ThresholdRule.of(best)
         for name, ref in reference_models(results_dir).items():  # shipped by the deliverable's rule
             kpi_t, kpi_csv = _kpi_scores(results_dir, ref, ref.get("spec") or spec)
             if kpi_t is None:
                 continue
-            t = shipped_threshold(kpi_t, margin, pass_scores=kpi_pass_scores(kpi_csv), far_budget_pct=budget)
+            t = rule.threshold(kpi_t, kpi_pass_scores(kpi_csv))
             references[name] = audit_checkpoint(ref["checkpoint"], t, csv, spec=ref.get("spec") or spec, seed=seed,
                                                 out_dir=out / name)
         atomic_write_json(out / AUDIT_NAME, {"deliverable": full, "references": references,

@@ -3,8 +3,9 @@
 Best = the selection rule (:mod:`deftpipe.selection`) over ``baseline`` and ``iter<N>`` in order;
 ``final_automl`` replaces it only when strictly better, and both numbers are always shown.
 The shipped threshold is the chosen model's KPI 100 %-recall threshold, lowered by
-``kpi.threshold_margin`` and to the KPI set's FAR budget ``kpi.threshold_far_budget``
-(:func:`deftpipe.metrics.shipped_threshold`, read from the chosen model's KPI scores). An ``audit`` already in
+``kpi.threshold_margin`` and to the KPI set's FAR budget ``kpi.threshold_far_budget`` (or a reserve in
+proportion to its own FAR, ``kpi.threshold_far_reserve``; :class:`deftpipe.metrics.ThresholdRule`, read
+from the chosen model's KPI scores). An ``audit`` already in
 ``best_model.json`` is kept while it audits the same checkpoint and threshold.
 """
 
@@ -22,7 +23,7 @@ import yaml
 from deftpipe._fs import atomic_write_json, atomic_write_text
 from deftpipe.deft import _state
 from deftpipe.errors import CheckpointError, StateError
-from deftpipe.metrics import shipped_threshold, threshold_rule
+from deftpipe.metrics import ThresholdRule
 from deftpipe.selection import RULE_FIGURE, beats_by_rule, pick_by_rule
 from deftpipe.spec import load_spec, spec_to_dict
 
@@ -58,22 +59,21 @@ def write_best_model(results_dir: str | Path) -> dict[str, Any] | None:
     spec = spec_to_dict(load_spec(spec_path))
     spec["train"]["pretrained_model_path"] = chosen["checkpoint"]
     spec["dataset"]["classify"]["test_csv"] = state["config"]["kpi_csv"]
-    margin = float(state["kpi"].get("threshold_margin") or 0.0)
-    budget = state["kpi"].get("threshold_far_budget")
+    rule = ThresholdRule.of(state["kpi"])  # the rule the run started with
     shipped = kpi_far_at = None
     if chosen["threshold"] is not None:
         passes = kpi_pass_scores(chosen["inference_csv"])
-        shipped = shipped_threshold(chosen["threshold"], margin, pass_scores=passes, far_budget_pct=budget)
+        shipped = rule.threshold(chosen["threshold"], passes)
         kpi_far_at = 100.0 * float((passes >= shipped).mean()) if len(passes) else 0.0
     header = (f"# deftpipe best model: {chosen['label']} (KPI FAR@100%R {chosen['far_pct']}%)\n"
               f"# checkpoint: {chosen['checkpoint']}\n# threshold (KPI set, 100% recall): {chosen['threshold']}\n"
-              + (f"# shipped threshold ({threshold_rule(margin, budget)}): {shipped}\n"
+              + (f"# shipped threshold ({rule}): {shipped}\n"
                  if shipped != chosen["threshold"] else ""))
     spec_yaml = atomic_write_text(results_dir / "best_model_inference_spec.yaml",
                                   header + yaml.safe_dump(spec, sort_keys=False))
     out = {"best_iteration": chosen["label"], "far_pct": chosen["far_pct"], "checkpoint": chosen["checkpoint"],
-           "threshold": shipped, "kpi_threshold": chosen["threshold"], "threshold_margin": margin,
-           "threshold_far_budget": budget, "threshold_rule": threshold_rule(margin, budget),
+           "threshold": shipped, "kpi_threshold": chosen["threshold"], **rule.settings(),
+           "threshold_rule": str(rule),
            "kpi_far_pct_at_threshold": kpi_far_at,
            "selection_set": "KPI set: chooses the gate, the best iteration, Phase 3 vs the loop and the threshold",
            "inference_csv": chosen["inference_csv"],

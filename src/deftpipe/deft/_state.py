@@ -19,6 +19,7 @@ from typing import Any
 from deftpipe._faults import die_after_commit
 from deftpipe._fs import atomic_write_json
 from deftpipe.errors import StateError, clip
+from deftpipe.metrics import ThresholdRule
 
 STATE_NAME = "deft_state.json"
 STATE_VERSION = 1
@@ -106,8 +107,7 @@ def new_state(*, workspace: Path, results_dir: Path, config, spec_path: Path,
         "reason": None,
         "kpi": {"metric": config.kpi.metric, "operator": config.kpi.operator, "target": config.kpi.target,
                 "evaluator_command": config.kpi.evaluator_command,
-                "threshold_margin": config.kpi.threshold_margin,
-                "threshold_far_budget": config.kpi.threshold_far_budget},
+                **ThresholdRule.of(config.kpi).settings()},
         "results_dir": str(Path(results_dir).resolve()),
         "workspace": str(Path(workspace).resolve()),
         "max_iterations": int(max_iterations),

@@ -13,7 +13,7 @@ from typing import Any
 
 from deftpipe.config import PipelineConfig, SweepConfig, load_config
 from deftpipe.errors import DeftpipeError
-from deftpipe.metrics import threshold_rule
+from deftpipe.metrics import ThresholdRule
 from deftpipe.pipeline._budget import check as budget_check
 from deftpipe.pipeline._checks import (
     artefacts_section,
@@ -73,8 +73,8 @@ def phase_sections(ws: Path, cfg: PipelineConfig, warnings: list[str]) -> list[d
                     "false-alarm group"),
         item("regression gate", f"hard stop if {cfg.kpi.metric} worse than baseline by > {d.regression_gate_pct} pts"
              if d.regression_gate_pct is not None else "off"),
-        item("shipped threshold", f"{threshold_rule(cfg.kpi.threshold_margin, cfg.kpi.threshold_far_budget)} "
-                                  "(kpi.threshold_margin, kpi.threshold_far_budget); measured on the holdout by "
+        item("shipped threshold", f"{ThresholdRule.of(cfg.kpi)} (kpi.threshold_margin, kpi.threshold_far_budget, "
+                                  "kpi.threshold_far_reserve); measured on the holdout by "
                                   "the audit"),
         item("baseline source", baseline_source, "approved by this gate" if p1.enabled else None),
         item("output", "RESULTS_DIR/deft_state.json, baseline/, iter<N>/"),
