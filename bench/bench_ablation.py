@@ -560,7 +560,15 @@ def _known_run_scores(run_dir: Path, ws: Path) -> None:
         known_scores(bm["checkpoint"], ws / "holdout" / "holdout_set.csv", run_dir / "audit" / "inference_holdout.csv")
 
 
-def reaudit(work: Path) -> None:
+def _reserve_changes_nothing(cell: dict[str, Any], budget: float | None) -> bool:
+    """True when every audited FAR reserve ships the threshold the budget alone shipped: the model's KPI
+    FAR@100%R x (1 + reserve) stays within the budget (then the FAR target is the budget itself)."""
+    h = cell["holdout"]
+    return bool(budget) and f"{budget:g}" in h.get("far_budgets", {}) and \
+        (1.0 + max(FAR_RESERVES)) * float(cell["kpi"]["far_pct"]) <= float(budget)
+
+
+def reaudit(work: Path, arms: list[str] | None = None) -> None:
     """Ship every stored cell's deliverable (and iteration 1) by the current threshold rule and audit
     it again: the same checkpoints and scores, only the shipped threshold changes (the rule chooses
     nothing else, so a cell run under an older rule is exactly what the current one would deliver).
@@ -570,6 +578,8 @@ def reaudit(work: Path) -> None:
     with FileLock(str(OUT) + ".lock"):
         keys = list(load_results().get("cells", {}))
     for key in keys:
+        if arms and key.split("|")[0] not in arms:
+            continue
         with FileLock(str(OUT) + ".lock"):
             cells = load_results()["cells"]
         cell = cells[key]
@@ -581,12 +591,18 @@ def reaudit(work: Path) -> None:
         if cell.get("threshold_rule") == rule and "far_reserves" in cell["holdout"]:
             continue
         t0 = time.perf_counter()
-        if home.get("run_dir"):
-            _known_run_scores(Path(home["run_dir"]), ws)
-        cell["holdout"] = audit(cell["checkpoint"], float(cell["kpi"]["threshold"]), ws, tmp)
-        if cell.get("iteration1"):
-            it = cell["iteration1"]
-            it["holdout"] = audit(it["checkpoint"], float(it["kpi"]["threshold"]), ws, tmp)
+        if all(_reserve_changes_nothing(x, kpi.threshold_far_budget) for x in (cell, cell.get("iteration1")) if x):
+            for x in (cell, cell.get("iteration1")):  # the same threshold as under the budget alone: no scoring
+                if x:
+                    x["holdout"]["far_reserves"] = {f"{r:g}": x["holdout"]["far_budgets"][f"{kpi.threshold_far_budget:g}"]
+                                                    for r in FAR_RESERVES}
+        else:
+            if home.get("run_dir"):
+                _known_run_scores(Path(home["run_dir"]), ws)
+            cell["holdout"] = audit(cell["checkpoint"], float(cell["kpi"]["threshold"]), ws, tmp)
+            if cell.get("iteration1"):
+                it = cell["iteration1"]
+                it["holdout"] = audit(it["checkpoint"], float(it["kpi"]["threshold"]), ws, tmp)
         cell["threshold_rule"] = rule
         with FileLock(str(OUT) + ".lock"):  # only what the re-audit owns (another process may score candidates)
             results = load_results()
@@ -726,7 +742,8 @@ def main() -> None:
         score_candidates(args.work, args.only)
         return
     if args.reaudit:
-        reaudit(args.work)
+        reaudit(args.work, [ALIASES.get(a, a) for a in args.arms.split(",")] if args.arms != ap.get_default("arms")
+                else None)
         return
     arms = [ALIASES.get(a, a) for a in args.arms.split(",")]
     folds, seeds = args.folds.split(","), [int(s) for s in args.seeds.split(",")]

@@ -299,21 +299,30 @@ def thumbs(argv: list[str]) -> None:
     print(f"wrote {a.out} (shipped threshold {thr})")
 
 
-def budget_figures(ws: Path, key: str, far_budget: float) -> dict:
+def budget_figures(ws: Path, key: str, far_budget: float, far_reserve: float = 0.0) -> dict:
     """The cell's holdout figures at the threshold the product would ship with ``kpi.threshold_far_budget``
-    (:func:`deftpipe.metrics.shipped_threshold` on the validation group's scores, which play the KPI
-    set's role here): the stored holdout scores, the validation group scored again."""
+    and ``kpi.threshold_far_reserve`` (:func:`deftpipe.metrics.shipped_threshold` on the validation group's
+    scores, which play the KPI set's role here): the stored holdout scores, the validation group scored
+    again once (kept beside the checkpoint as ``valgroup_scores.npz``)."""
     cell = load_results()[key]
     out = Path(cell["checkpoint"]).parent
     _, val_csv, hold_csv = fold_csvs(ws, cell["fold"], int(key.split("/rows")[1].split("/")[0]))
-    vdf, vplain, vtta, _ = holdout_scores(Path(cell["checkpoint"]), val_csv)
-    vy = (vdf["label"] != "PASS").to_numpy()
+    cache = out / "valgroup_scores.npz"
+    if cache.is_file():
+        z = np.load(cache)
+        vy, vplain, vtta = z["y"], z["plain"], z["tta"]
+    else:
+        vdf, vplain, vtta, _ = holdout_scores(Path(cell["checkpoint"]), val_csv)
+        vy = (vdf["label"] != "PASS").to_numpy()
+        np.savez(cache, y=vy, plain=vplain, tta=vtta)
     hy = (read_dataset(hold_csv)["label"] != "PASS").to_numpy()
     res = {}
     for name, vs, hfile in (("plain", vplain, "holdout_scores.npy"), ("tta", vtta, "holdout_scores_tta.npy")):
         hs = np.load(out / hfile)
-        t = shipped_threshold(float(vs[vy].min()), pass_scores=vs[~vy], far_budget_pct=far_budget)
-        res[name] = {"far_budget": far_budget, "threshold": t, "val_far_pct_at_threshold": 100 * float((vs[~vy] >= t).mean()),
+        t = shipped_threshold(float(vs[vy].min()), pass_scores=vs[~vy], far_budget_pct=far_budget,
+                              far_reserve=far_reserve)
+        res[name] = {"far_budget": far_budget, "far_reserve": far_reserve, "threshold": t,
+                     "val_far_pct_at_100r": 100 * float((vs[~vy] >= vs[vy].min()).mean()), "val_far_pct_at_threshold": 100 * float((vs[~vy] >= t).mean()),
                      "recall_pct": 100 * float((hs[hy] >= t).mean()), "escapes": int((hs[hy] < t).sum()),
                      "far_pct_at_threshold": 100 * float((hs[~hy] >= t).mean())}
     return res
@@ -324,17 +333,19 @@ def rethreshold(argv: list[str]) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ws", required=True)
     ap.add_argument("--far-budget", type=float, default=10.0)
+    ap.add_argument("--far-reserve", type=float, default=0.0)
     a = ap.parse_args(argv)
     ws = Path(a.ws).resolve()
+    name = f"far_budget_{a.far_budget:g}" + (f"_reserve_{a.far_reserve:g}" if a.far_reserve else "")
     for key, cell in load_results().items():
-        if cell["ws"] != ws.name or f"far_budget_{a.far_budget:g}" in cell.get("tta", {}):
+        if cell["ws"] != ws.name or name in cell.get("tta", {}):
             continue
         if not (Path(cell["checkpoint"]).parent / "holdout_scores_tta.npy").is_file():
             continue
-        res = budget_figures(ws, key, a.far_budget)
+        res = budget_figures(ws, key, a.far_budget, a.far_reserve)
         cell = load_results()[key]
-        for name, r in res.items():
-            cell[name][f"far_budget_{a.far_budget:g}"] = r
+        for scores_name, r in res.items():
+            cell[scores_name][name] = r
         save_cell(key, cell)
         t = res["tta"]
         print(f"{key}: budget {a.far_budget:g} % -> tta recall {t['recall_pct']:.2f} % ({t['escapes']} escapes), "

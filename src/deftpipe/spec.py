@@ -114,6 +114,8 @@ class TrainSection(_Strict):
     augment: AugmentSection = Field(default_factory=AugmentSection)
     # class imbalance: weight positives in the loss, oversample defects, or nothing
     class_balance: Literal["pos_weight", "sampler", "none"] = "pos_weight"
+    # focal loss: each row's loss x (1 - p_true) ** focal_gamma, so hard rows carry the gradient; 0 = plain
+    focal_gamma: float = Field(0.0, ge=0.0, le=10.0)
     pretrained_model_path: str | None = None  # warm-start weights (not the optimiser)
     # rows the DEFT loop added (CSV column source = sdg / mining_pool) are drawn this many times as
     # often as the others (sampling with replacement); 1 = plain epochs. Set by deft.added_rows_weight

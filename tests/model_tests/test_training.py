@@ -149,3 +149,24 @@ def test_added_rows_weight_draws_the_loops_rows_that_much_more_often() -> None:
     assert share == pytest.approx(5 * n_added / (n_base + 5 * n_added), abs=0.02)  # 0.357 vs 0.1 at weight 1
     no_source = PairSet(df.drop(columns="source"), data.images, targets, data.is_defect, data.labels)
     assert sorted(epoch_order(no_source, "none", gen, 5.0).tolist()) == list(range(len(df)))
+
+
+def test_focal_loss_moves_the_weight_to_the_hard_rows():
+    import torch.nn.functional as F
+
+    from deftpipe.model._train import loss_fn
+
+    logits = torch.tensor([4.0, -3.0, -4.0, 2.5])  # an easy defect, a missed defect, an easy PASS, a false alarm
+    targets = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    assert torch.allclose(loss_fn(logits, targets, None), F.binary_cross_entropy_with_logits(logits, targets))
+    plain = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    focal = 4 * loss_fn(logits, targets, None, focal_gamma=2.0)  # the mean of 4 rows
+    hard = plain[[1, 3]] * (1 - torch.exp(-plain[[1, 3]])) ** 2
+    easy = plain[[0, 2]] * (1 - torch.exp(-plain[[0, 2]])) ** 2
+    assert torch.allclose(focal, hard.sum() + easy.sum())
+    assert easy.sum() / hard.sum() < 1e-3 < plain[[0, 2]].sum() / plain[[1, 3]].sum()  # easy rows fade out
+    # multi-class: the same factor on cross-entropy; 0 is the plain loss
+    lc = torch.tensor([[3.0, 0.0], [0.0, 2.0]])
+    tc = torch.tensor([0, 0])
+    assert torch.allclose(loss_fn(lc, tc, None, 0.0), F.cross_entropy(lc, tc))
+    assert loss_fn(lc, tc, None, 2.0) < loss_fn(lc, tc, None, 0.0)

@@ -108,11 +108,24 @@ def make_optimizer(model: torch.nn.Module, optim) -> torch.optim.Optimizer:
     return cls(params, lr=optim.lr, betas=(optim.momentum, optim.beta2), weight_decay=optim.weight_decay)
 
 
-def loss_fn(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
-    """BCE on the defect logit (``weight`` = pos_weight) or CE over classes (``weight`` per class)."""
-    if logits.dim() == 1:
-        return F.binary_cross_entropy_with_logits(logits, targets, pos_weight=weight)
-    return F.cross_entropy(logits, targets, weight=weight)
+def loss_fn(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None,
+            focal_gamma: float = 0.0) -> torch.Tensor:
+    """BCE on the defect logit (``weight`` = pos_weight) or CE over classes (``weight`` per class).
+
+    ``focal_gamma`` > 0 scales each row's loss by ``(1 - p_true) ** gamma`` (focal loss, Lin et al.
+    2017): rows the model already gets right weigh little, so the gradient goes to the hard ones —
+    the low-scored defects and high-scored PASS rows that set FAR@100%R."""
+    binary = logits.dim() == 1
+    if not focal_gamma:
+        return (F.binary_cross_entropy_with_logits(logits, targets, pos_weight=weight) if binary
+                else F.cross_entropy(logits, targets, weight=weight))
+    if binary:
+        per_row = F.binary_cross_entropy_with_logits(logits, targets, pos_weight=weight, reduction="none")
+        p_true = torch.exp(-F.binary_cross_entropy_with_logits(logits, targets, reduction="none"))
+    else:
+        per_row = F.cross_entropy(logits, targets, weight=weight, reduction="none")
+        p_true = torch.exp(-F.cross_entropy(logits, targets, reduction="none"))
+    return ((1.0 - p_true).pow(focal_gamma) * per_row).mean()
 
 
 def class_weight(data: PairSet, n_out: int, balance: str) -> torch.Tensor | None:
@@ -258,7 +271,7 @@ def _train(spec, out_dir, cfg, classes, train_set, val_set, val_stamp, init, ini
                     lr = lr_at(step, total, warmup, tr.optim)
                     for g in optimizer.param_groups:
                         g["lr"] = lr
-                    loss = loss_fn(model(x), y, weight)
+                    loss = loss_fn(model(x), y, weight, tr.focal_gamma)
                     if not torch.isfinite(loss):
                         raise TrainingError(
                             f"training diverged in epoch {epoch} (step {step + 1}): the loss is {loss.item()}; "
