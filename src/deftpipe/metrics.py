@@ -29,7 +29,8 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -231,6 +232,7 @@ def threshold_rule(margin: float = 0.0, far_budget_pct: float | None = None, far
     return rule
 
 
+@dataclass(frozen=True)
 class ThresholdRule:
     """The shipped-threshold settings of a run, read from one place (``kpi.threshold_*`` in
     ``pipeline.yaml``, the state's ``kpi`` snapshot or ``best_model.json``, which share the keys).
@@ -239,16 +241,18 @@ class ThresholdRule:
     (a missing key is "off").
     """
 
-    KEYS = ("threshold_margin", "threshold_far_budget", "threshold_far_reserve")
+    margin: float = 0.0
+    far_budget_pct: float | None = None
+    far_reserve: float = 0.0
 
-    def __init__(self, margin: float = 0.0, far_budget_pct: float | None = None, far_reserve: float = 0.0):
-        self.margin, self.far_budget_pct, self.far_reserve = float(margin or 0.0), far_budget_pct, float(far_reserve or 0.0)
+    KEYS: ClassVar[tuple[str, ...]] = ("threshold_margin", "threshold_far_budget", "threshold_far_reserve")
 
     @classmethod
     def of(cls, settings: Any) -> ThresholdRule:
         """From a mapping with :attr:`KEYS` (missing = off) or an object with those attributes."""
         get = settings.get if isinstance(settings, dict) else (lambda k: getattr(settings, k, None))
-        return cls(get("threshold_margin") or 0.0, get("threshold_far_budget"), get("threshold_far_reserve") or 0.0)
+        return cls(float(get("threshold_margin") or 0.0), get("threshold_far_budget"),
+                   float(get("threshold_far_reserve") or 0.0))
 
     def threshold(self, kpi_threshold: float, pass_scores: Any = None) -> float:
         """The threshold this rule ships for a model with these KPI figures."""
