@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from filelock import FileLock
 
 from deftpipe._fs import atomic_write_text
 from deftpipe.data import read_dataset, write_dataset
@@ -53,10 +54,11 @@ def load_results() -> dict:
 
 
 def save_cell(key: str, value: dict) -> None:
-    data = load_results()
-    data[key] = value
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(RESULTS, json.dumps(data, indent=1) + "\n")
+    with FileLock(str(RESULTS) + ".lock"):  # two bench processes may share the file
+        data = load_results()
+        data[key] = value
+        atomic_write_text(RESULTS, json.dumps(data, indent=1) + "\n")
 
 
 def fold_csvs(ws: Path, fold: str, train_rows: int) -> tuple[Path, Path, Path]:
