@@ -130,8 +130,10 @@ def test_tao_killed_run_reattaches_to_its_running_job(tao_src, tao_spec, tmp_pat
     out = tmp_path / "run"
     args = [str(spec_file), str(src / SPLIT_CSVS["train"]), str(src / SPLIT_CSVS["val"]), str(out)]
     child = subprocess.Popen([sys.executable, "-c", _TRAIN_IN_CHILD, *args], start_new_session=True)
-    deadline = time.monotonic() + 60
-    while not _jobs(tao_spec, "train") and time.monotonic() < deadline:
+    deadline, sdk = time.monotonic() + 60, make_sdk(tao_spec.adapter.tao)
+    # until the job's own process runs (killed earlier, the launcher leaves an orphan: next test)
+    while time.monotonic() < deadline and not any(
+            sdk.get_job_status(j["job_id"]).message.startswith("Process ") for j in _jobs(tao_spec, "train")):
         time.sleep(0.05)
     os.killpg(child.pid, signal.SIGKILL)  # deftpipe dies; the SDK's job runs in its own session
     child.wait()
@@ -142,3 +144,26 @@ def test_tao_killed_run_reattaches_to_its_running_job(tao_src, tao_spec, tmp_pat
     assert len(jobs) == 1 and jobs[0]["status"] == "Complete"
     assert result.best_epoch == 3 and result.best_checkpoint.is_file()
     assert json.loads((out / "tao" / "tao_job.json").read_text())["job_id"] == jobs[0]["job_id"]
+
+
+def test_tao_orphaned_job_is_an_error_then_launched_again(tao_src, tao_spec, tmp_path, monkeypatch):
+    """A job the SDK keeps Pending because its launcher died before the job started never ends:
+    waiting for it stops with one clear error, and the rerun launches the action again."""
+    from types import SimpleNamespace
+
+    from deftpipe.model._tao_jobs import TaoJobs
+
+    jobs = TaoJobs(tao_spec.adapter.tao)
+    orphan = SimpleNamespace(status="Pending", message="Python launcher identity is unavailable; keeping the job "
+                                                      "non-terminal for safe manual recovery")
+    monkeypatch.setattr(type(jobs.sdk), "get_job_status", lambda self, job_id: orphan)
+    assert jobs.status("any") == "Orphaned"
+    with pytest.raises(TrainingError, match="lost its process.*rerun the same command"):
+        jobs.wait("any")
+    launched = []
+    monkeypatch.setattr(TaoJobs, "find", lambda self, *a: "old-job")
+    monkeypatch.setattr(TaoJobs, "launch", lambda self, *a: launched.append(a[0]) or "new-job")
+    monkeypatch.setattr(TaoJobs, "wait", lambda self, job_id: "Complete" if job_id == "new-job" else "Orphaned")
+    (tmp_path / "r" / "train").mkdir(parents=True)
+    assert jobs.run("train", {"x": 1}, tmp_path / "r") == (tmp_path / "r" / "train").resolve()
+    assert launched == ["train"]  # the orphan was not waited for

@@ -6,7 +6,10 @@ SDK's job id into ``<folder>/tao_job.json`` as soon as the SDK returns it, and b
 the SDK's durable job store whether a job for that folder already exists (the ledger first, then the
 store's own records, which hold the spec and so the folder). A deftpipe process killed while a job
 runs therefore finds the job on resume and waits for it — a running or finished job is never launched
-a second time; only a job that ended in ``Error`` or ``Canceled`` is launched again.
+a second time; only a job that ended in ``Error`` or ``Canceled`` is launched again — or a job the
+SDK reports as orphaned (its launcher was killed before it recorded the job's process, so the SDK
+keeps it non-terminal for manual recovery and it would never finish): waiting for one stops with a
+clear error, and the rerun launches the action again.
 
 Platforms: ``virtualenv`` runs ``settings.script`` with ``VirtualEnvSDK.create_python_job`` (no docker,
 no GPU; the spec path is substituted); ``docker``/``slurm``/``kubernetes`` run
@@ -36,6 +39,8 @@ SPEC_NAME = "experiment.yaml"
 TERMINAL = ("Complete", "Error", "Canceled")
 STANDIN = Path(__file__).with_name("tao_standin.py")
 _SDK_EXTRA = {"docker": "docker", "slurm": "slurm", "kubernetes": "kubernetes"}
+#: what the virtualenv SDK says of a Pending/Running job whose process is gone for good
+ORPHANED = ("launcher identity is unavailable", "launcher ended without a durable quiescence record")
 
 
 def sdk_missing_message(platform: str) -> str:
@@ -142,7 +147,11 @@ class TaoJobs:
                                                  "platform": self.settings.platform, "spec_sha1": spec_digest(doc)})
 
     def status(self, job_id: str) -> str:
-        return self.sdk.get_job_status(job_id).status
+        """The job's status; ``Orphaned`` for a job that reads Pending/Running but has no process."""
+        st = self.sdk.get_job_status(job_id)
+        if st.status in ("Pending", "Running") and any(h in (st.message or "") for h in ORPHANED):
+            return "Orphaned"
+        return st.status
 
     # -- launching ---------------------------------------------------------------------------
     def launch(self, action: str, doc: dict[str, Any], results_dir: Path) -> str:
@@ -174,6 +183,9 @@ class TaoJobs:
             status = self.status(job_id)
             if status in TERMINAL:
                 return status
+            if status == "Orphaned":
+                raise TrainingError(f"TAO job {job_id} lost its process (its launcher was killed before the job "
+                                    "started); rerun the same command to launch it again")
             if self.settings.timeout_s and time.monotonic() - t0 > self.settings.timeout_s:
                 self.sdk.cancel_job(job_id)
                 raise TrainingError(f"TAO job {job_id} ran longer than adapter.tao.timeout_s "
@@ -192,8 +204,9 @@ class TaoJobs:
         job_id = self.find(action, doc, results_dir)
         if job_id is not None:
             status = self.status(job_id)
-            if status in ("Error", "Canceled") or (status == "Complete" and not (results_dir / action).is_dir()):
-                job_id = None  # failed, or its results were removed since: run it again
+            if status in ("Error", "Canceled", "Orphaned") or \
+                    (status == "Complete" and not (results_dir / action).is_dir()):
+                job_id = None  # failed, never started, or its results were removed since: run it again
         if job_id is None:
             job_id = self.launch(action, doc, results_dir)
         status = self.wait(job_id)
