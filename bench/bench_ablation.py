@@ -619,10 +619,13 @@ def reaudit(work: Path, arms: list[str] | None = None) -> None:
         save(load_results())
 
 
-def _knob_rows(ab: dict[str, Any], key: str, values: tuple[float, ...], tuning_seeds: list[int]) -> list[str]:
-    """One table row per arm: worst recall / escapes / mean FAR at each value of a threshold knob,
-    on the seeds it was chosen on | on the other seeds."""
-    lines = []
+def _knob_table(ab: dict[str, Any], key: str, values: tuple[float, ...], tuning_seeds: list[int], column: str,
+                title: str) -> list[str]:
+    """A threshold knob's table: per arm, worst recall / escapes / mean FAR at each of its values, on the
+    seeds its default was chosen on | on the other seeds."""
+    lines = ["", f"{title}: worst recall / total escapes / mean FAR at the threshold, seeds "
+             + ", ".join(map(str, tuning_seeds)) + " (the default was chosen on them) | the other seeds", "",
+             "| arm | " + " | ".join(column.format(v) for v in values) + " |", "|---|" + "---|" * len(values)]
     for arm, a in ab.items():
         cells = list(a["cells"].values())
         if not cells or not all(c["holdout"].get(key) for c in cells):
@@ -677,20 +680,12 @@ def tables(results: dict[str, Any]) -> str:
             row.append(f"{min(g['recall_pct'] for g in got):.2f} % / {sum(g['escapes'] for g in got)} / "
                        f"{np.mean([g['far_pct'] for g in got]):.2f} %")
         lines.append(f"| {arm} | " + " | ".join(row) + " |")
-    lines += ["", "FAR-budget effect (kpi.threshold_far_budget alone, margin 0; the same deliverables and scores, "
-              "shipped at the lower of the KPI threshold and the KPI set's threshold at that FAR): worst recall / "
-              "total escapes / mean FAR at the threshold, seeds " + ", ".join(map(str, TUNING_SEEDS)) +
-              " (the default was chosen on them) | the other seeds",
-              "", "| arm | " + " | ".join(f"budget {b:g} %" for b in FAR_BUDGETS) + " |",
-              "|---|" + "---|" * len(FAR_BUDGETS)]
-    lines += _knob_rows(ab, "far_budgets", FAR_BUDGETS, TUNING_SEEDS)
-    lines += ["", "FAR-reserve effect (kpi.threshold_far_reserve at the 10 % budget: the FAR target is the larger of "
-              "the budget and (1 + reserve) x the model's KPI FAR@100%R): worst recall / total escapes / mean FAR "
-              "at the threshold, seeds " + ", ".join(map(str, RESERVE_TUNING_SEEDS)) +
-              " (the default was chosen on them) | the other seeds",
-              "", "| arm | " + " | ".join(f"reserve {r:g}" for r in FAR_RESERVES) + " |",
-              "|---|" + "---|" * len(FAR_RESERVES)]
-    lines += _knob_rows(ab, "far_reserves", FAR_RESERVES, RESERVE_TUNING_SEEDS)
+    lines += _knob_table(ab, "far_budgets", FAR_BUDGETS, TUNING_SEEDS, "budget {:g} %",
+                         "FAR-budget effect (kpi.threshold_far_budget alone, margin 0; the same deliverables and "
+                         "scores, shipped at the lower of the KPI threshold and the KPI set's threshold at that FAR)")
+    lines += _knob_table(ab, "far_reserves", FAR_RESERVES, RESERVE_TUNING_SEEDS, "reserve {:g}",
+                         "FAR-reserve effect (kpi.threshold_far_reserve at the 10 % budget: the FAR target is the "
+                         "larger of the budget and (1 + reserve) x the model's KPI FAR@100%R)")
     lines += ["", "Per seed (holdout FAR@100%R mean / worst recall at the shipped threshold / mean FAR at it):", "",
               "| arm | " + " | ".join(f"seed {sd}" for sd in sorted({c["seed"] for a in ab.values()
                                                                      for c in a["cells"].values()})) + " |"]
