@@ -221,17 +221,6 @@ def shipped_threshold(kpi_threshold: float, margin: float = 0.0, *, pass_scores:
     return t
 
 
-def threshold_rule(margin: float = 0.0, far_budget_pct: float | None = None, far_reserve: float = 0.0) -> str:
-    """The shipped-threshold rule in words (best_model.json, the pre-flight, the summary)."""
-    rule = "the KPI set's 100 %-recall threshold" + (f" x (1 - {margin:g})" if margin else "")
-    if far_budget_pct:
-        target = f"{far_budget_pct:g} %"
-        if far_reserve:
-            target += f" or {1.0 + far_reserve:g} x its FAR at that threshold, whichever is higher,"
-        rule += f", lowered to where the KPI set's FAR reaches {target} when that is lower"
-    return rule
-
-
 @dataclass(frozen=True)
 class ThresholdRule:
     """The shipped-threshold settings of a run, read from one place (``kpi.threshold_*`` in
@@ -264,7 +253,14 @@ class ThresholdRule:
         return dict(zip(self.KEYS, (self.margin, self.far_budget_pct, self.far_reserve), strict=True))
 
     def __str__(self) -> str:
-        return threshold_rule(self.margin, self.far_budget_pct, self.far_reserve)
+        """The rule in words (best_model.json, the pre-flight, the summary)."""
+        rule = "the KPI set's 100 %-recall threshold" + (f" x (1 - {self.margin:g})" if self.margin else "")
+        if self.far_budget_pct:
+            target = f"{self.far_budget_pct:g} %"
+            if self.far_reserve:
+                target += f" or {1.0 + self.far_reserve:g} x its FAR at that threshold, whichever is higher,"
+            rule += f", lowered to where the KPI set's FAR reaches {target} when that is lower"
+        return rule
 
 
 def is_collapsed(pred_counts: dict[str, int]) -> bool:
@@ -281,4 +277,4 @@ def fmt_value(v: Any) -> str:
 
 
 __all__ = ["DEFAULT_ESCAPE_THRESHOLD", "ThresholdRule", "compute_metrics", "far_budget_threshold", "fmt_value",
-           "is_collapsed", "shipped_threshold", "threshold_rule"]
+           "is_collapsed", "shipped_threshold"]
