@@ -126,6 +126,8 @@ def augment(x: torch.Tensor, aug, gen: torch.Generator) -> torch.Tensor:
             sel = k == kk
             if sel.any():
                 x[sel] = torch.rot90(x[sel], kk, dims=(-2, -1))
+    if aug.edge_jitter > 0:
+        x = edge_jitter(x, aug.edge_jitter, gen)
     golden, test = x[:, 0], x[:, 1]
     p = aug.shift_px
     if p > 0:
@@ -145,8 +147,25 @@ def augment(x: torch.Tensor, aug, gen: torch.Generator) -> torch.Tensor:
     return x.clamp_(0.0, 1.0)
 
 
+def edge_jitter(x: torch.Tensor, rate: float, gen: torch.Generator) -> torch.Tensor:
+    """Move a random ``rate`` share of the pixels by one pixel: each takes its 3x3 neighbourhood's
+    max or min (half each), drawn independently for every image of the pair.
+
+    Flat regions are unchanged (max = min = the pixel); along an edge the outline gets the ragged,
+    one-pixel-off look of a template and a test binarized from two captures, so the pair differs by
+    slivers that are not defects. A defect a few pixels deep stays.
+    """
+    shape = x.shape
+    flat = x.reshape(-1, 1, shape[-2], shape[-1])
+    hi = F.max_pool2d(flat, 3, stride=1, padding=1)
+    lo = -F.max_pool2d(-flat, 3, stride=1, padding=1)
+    u = torch.rand(flat.shape, generator=gen)
+    out = torch.where(u < rate / 2, hi, torch.where(u < rate, lo, flat))
+    return out.reshape(shape)
+
+
 def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255.0)
 
 
-__all__ = ["PairSet", "augment", "class_names", "load_pair_set", "resolve_layout", "to_float"]
+__all__ = ["PairSet", "augment", "class_names", "edge_jitter", "load_pair_set", "resolve_layout", "to_float"]

@@ -1,0 +1,52 @@
+"""Training-time augmentation: what each knob may and may not change in a pair."""
+
+from __future__ import annotations
+
+import torch
+
+from deftpipe.model._data import augment, edge_jitter
+from deftpipe.spec import AugmentSection
+
+
+def _pair_with_a_trace(s: int = 32) -> torch.Tensor:
+    """(1, 2, 1, s, s): a vertical trace 8 px wide on both images, and a 4x4 bite out of the test's."""
+    x = torch.zeros(1, 2, 1, s, s)
+    x[..., :, 12:20] = 1.0
+    x[0, 1, 0, 14:18, 12:16] = 0.0
+    return x
+
+
+def test_edge_jitter_moves_only_edge_pixels_by_one_pixel() -> None:
+    x = _pair_with_a_trace()
+    out = edge_jitter(x, 0.5, torch.Generator().manual_seed(0))
+    changed = out != x
+    assert changed.any()  # it did something along the edges
+    hi = torch.nn.functional.max_pool2d(x.reshape(2, 1, 32, 32), 3, 1, 1).reshape(x.shape)
+    lo = -torch.nn.functional.max_pool2d(-x.reshape(2, 1, 32, 32), 3, 1, 1).reshape(x.shape)
+    assert not changed[hi == lo].any()  # flat regions (all copper or all background) never change
+    assert ((out == hi) | (out == lo)).all()  # every pixel is a neighbour's value
+    # golden and test are jittered independently: a clean pair comes out different
+    clean = torch.zeros(1, 2, 1, 32, 32)
+    clean[..., :, 12:20] = 1.0
+    j = edge_jitter(clean, 0.5, torch.Generator().manual_seed(0))
+    assert not torch.equal(j[:, 0], j[:, 1])
+
+
+def test_edge_jitter_keeps_a_bite_deeper_than_one_pixel() -> None:
+    x = _pair_with_a_trace()
+    for seed in range(5):
+        out = edge_jitter(x, 1.0, torch.Generator().manual_seed(seed))
+        assert (out[0, 1, 0, 15:17, 12:14] == 0).all()  # the bite's core is still background
+        assert (out[0, 0, 0, 15:17, 13:15] == 1).all()  # and copper on the template
+
+
+def test_edge_jitter_off_by_default_draws_nothing() -> None:
+    aug = AugmentSection(flip=False, rotate90=False, brightness=0.0, noise=0.0)
+    assert aug.edge_jitter == 0.0
+    x = _pair_with_a_trace()
+    g = torch.Generator().manual_seed(3)
+    assert torch.equal(augment(x.clone(), aug, g), x)
+    assert torch.equal(torch.rand(4, generator=g), torch.rand(4, generator=torch.Generator().manual_seed(3)))
+    on = augment(x.clone(), aug.model_copy(update={"edge_jitter": 0.3}), torch.Generator().manual_seed(3))
+    again = augment(x.clone(), aug.model_copy(update={"edge_jitter": 0.3}), torch.Generator().manual_seed(3))
+    assert not torch.equal(on, x) and torch.equal(on, again)  # seeded: reproducible
