@@ -266,7 +266,9 @@ def thumbs(argv: list[str]) -> None:
     csv = ws / "folds" / f"{cell['fold']}_{a.cell.split('/rows')[1].split('/')[0]}" / "holdout.csv"
     df, layout = read_dataset(csv), resolve_layout(csv, None)
     by_name = {r["object_name"]: r for r in df.to_dict("records")}
-    thr = cell[a.scores].get("shipped_threshold")
+    # the product's threshold (budget 10 %, reserve 0.5) where `rethreshold` stored it, else the bare one
+    product = cell[a.scores].get("far_budget_10_reserve_0.5") or {}
+    thr = product.get("threshold", cell[a.scores].get("shipped_threshold"))
     tiles = []
     for h in cell[a.scores]["lowest_defects"][:a.n]:
         row = by_name[h["object"]]
