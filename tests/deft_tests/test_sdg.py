@@ -126,3 +126,25 @@ def test_a_short_can_be_a_band_across_a_crop_with_no_copper(dark_copper):
     assert max(ys.max() - ys.min(), xs.max() - xs.min()) >= 60  # from one side of the crop to the other
     assert synthesize(rng, [img], "open", max_shift=0, dark_copper=dark_copper) is None  # nothing to cut
     assert synthesize(rng, [img], "short", max_shift=0) is None  # polarity unknown: no guess
+
+
+@pytest.mark.parametrize("label", PCB_CLASSES)
+def test_with_context_the_defect_lies_in_the_full_resolution_window(label):
+    """model.context 2: the crop is 128 px and the model sees only its central 64 px at full
+    resolution, so every edit must be there (a band or a cut may cross the whole crop)."""
+    img = np.full((128, 128), 200, np.uint8)  # bright laminate, dark copper (DeepPCB's polarity)
+    for c in range(8, 128, 24):
+        img[:, c:c + 6] = 30  # vertical traces across the whole crop
+    img[60:70, 20:110] = 30  # and a pad row through the centre
+    rng = np.random.default_rng(1)
+    inside = np.zeros((128, 128), bool)
+    inside[32:96, 32:96] = True
+    for _ in range(20):
+        out = synthesize(rng, [img], label, max_shift=0, dark_copper=True, context=2)
+        if out is None:
+            continue
+        changed = np.abs(out[0].astype(int) - img.astype(int)) > 60
+        assert changed.any()
+        assert changed[inside].any(), label  # every defect touches the full-resolution window
+        if label in ("mousebite", "spur", "copper", "pin-hole"):
+            assert not changed[~inside].any(), label  # and small ones stay inside it

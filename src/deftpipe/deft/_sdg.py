@@ -76,8 +76,9 @@ def generator_name(label: str) -> str:
 
 def generate(*, targets: list[dict[str, Any]], train: pd.DataFrame, layout: ImageLayout, out_dir: Path,
              iter_label: str, count_per_target: int, hard_pass_per_target: int, seed: int = 0,
-             contrast: tuple[float, float] = (1.0, 1.0), on_pair=None) -> SdgResult:
-    """Write the synthetic pairs of every SDG target and their CSV (``sdg_rows.csv``)."""
+             contrast: tuple[float, float] = (1.0, 1.0), context: int = 1, on_pair=None) -> SdgResult:
+    """Write the synthetic pairs of every SDG target and their CSV (``sdg_rows.csv``); ``context`` is
+    the spec's ``model.context`` (defects go into the crop's full-resolution window)."""
     rng = np.random.default_rng([seed, int(iter_label.removeprefix("iter") or 0)])
     goldens = golden_sources(train, layout, seed=seed)
     dark = copper_is_dark([g[0] for g in goldens])
@@ -102,8 +103,8 @@ def generate(*, targets: list[dict[str, Any]], train: pd.DataFrame, layout: Imag
             tests = None
             for _ in range(ATTEMPTS_PER_PAIR):
                 golden = goldens[int(rng.integers(len(goldens)))]
-                tests = synthesize(rng, golden, label, max_shift=max(2, golden[0].shape[0] // 16), dark_copper=dark,
-                                   contrast=contrast)
+                tests = synthesize(rng, golden, label, max_shift=max(2, golden[0].shape[0] // context // 16),
+                                   dark_copper=dark, contrast=contrast, context=context)
                 if tests is not None:
                     break
             if tests is None:

@@ -83,16 +83,20 @@ def _pick(rng, cond: np.ndarray):
     return int(ys[i]), int(xs[i])
 
 
-def _centre(shape, frac: float = 0.15) -> np.ndarray:
+def centre_region(shape, context: int = 1, margin: float = 0.15) -> np.ndarray:
+    """Where a defect may be placed: the crop's full-resolution window (its central 1/``context``,
+    the part the model sees at full resolution with ``model.context``) less a ``margin`` share of that
+    window on every side."""
     h, w = shape
+    frac = 0.5 - (0.5 - margin) / context
     c = np.zeros(shape, bool)
     c[int(h * frac):h - int(h * frac), int(w * frac):w - int(w * frac)] = True
     return c
 
 
-def _open(rng, m, scale):
+def _open(rng, m, scale, centre, window):
     out = m.copy()
-    p = _pick(rng, m & _centre(m.shape))
+    p = _pick(rng, m & centre)
     if p is None:
         return None
     if rng.random() < 0.6:  # a cut across the whole crop, through p
@@ -110,9 +114,9 @@ def _open(rng, m, scale):
 WIDE_SHORT_SHARE = 0.3  # shorts drawn as a band of copper across the whole crop (larger than the window)
 
 
-def _band(rng, m, scale):
+def _band(rng, m, scale, centre, window):
     """A band of copper right across the crop through its centre region (a short wider than the window)."""
-    p = _pick(rng, ~m & _centre(m.shape))
+    p = _pick(rng, ~m & centre)
     if p is None:
         return None
     angle = rng.uniform(0, np.pi)
@@ -122,33 +126,34 @@ def _band(rng, m, scale):
     return out
 
 
-def _short(rng, m, scale):
+def _short(rng, m, scale, centre, window):
     if m.mean() <= 0.05 or rng.random() < WIDE_SHORT_SHARE:
-        return _band(rng, m, scale)
+        return _band(rng, m, scale, centre, window)
     labels, n = ndimage.label(m)
     out = m.copy()
     if n >= 2:  # bridge the closest pair of distinct nets (pads)
         a = int(rng.integers(1, n + 1))
         d_other, idx = ndimage.distance_transform_edt(~((labels > 0) & (labels != a)), return_indices=True)
-        cand = (labels == a) & (d_other <= m.shape[0] / 2)
-        if cand.any():
-            ys, xs = np.nonzero(cand)
+        ys, xs = np.nonzero((labels == a) & (d_other <= window.any(1).sum() / 2))
+        mid = window[(ys + idx[0][ys, xs]) // 2, (xs + idx[1][ys, xs]) // 2]  # the bridge's middle in the window
+        ys, xs = ys[mid], xs[mid]
+        if len(ys):
             j = int(np.argmin(d_other[ys, xs] + rng.uniform(0, 2, len(ys))))
             p = (ys[j], xs[j])
             q = (idx[0][p], idx[1][p])
             _line(out, p, q, rng.uniform(1.0, 2.0) * scale, True)
             return out
     p = _pick(rng, m)  # one net only: a long bridge out into the substrate
-    q = _pick(rng, ~m & _centre(m.shape))
+    q = _pick(rng, ~m & centre)
     if p is None or q is None:
         return None
     _line(out, p, q, rng.uniform(1.0, 2.0) * scale, True)
     return out
 
 
-def _mousebite(rng, m, scale):
+def _mousebite(rng, m, scale, centre, window):
     d_in = ndimage.distance_transform_edt(m)
-    edge = (d_in == 1) & _centre(m.shape)
+    edge = (d_in == 1) & centre
     out = m.copy()
     for _ in range(int(rng.integers(1, 4))):
         p = _pick(rng, edge)
@@ -158,9 +163,9 @@ def _mousebite(rng, m, scale):
     return out
 
 
-def _spur(rng, m, scale):
+def _spur(rng, m, scale, centre, window):
     d_in = ndimage.distance_transform_edt(m)
-    p = _pick(rng, (d_in == 1) & _centre(m.shape))
+    p = _pick(rng, (d_in == 1) & centre)
     if p is None:
         return None
     _, idx = ndimage.distance_transform_edt(m, return_indices=True)
@@ -174,10 +179,10 @@ def _spur(rng, m, scale):
     return out
 
 
-def _copper(rng, m, scale):
+def _copper(rng, m, scale, centre, window):
     d_out = ndimage.distance_transform_edt(~m)
     r = rng.uniform(1.0, 2.5) * scale
-    p = _pick(rng, (d_out >= r + 1) & _centre(m.shape))
+    p = _pick(rng, (d_out >= r + 1) & centre)
     if p is None:
         return None
     out = m.copy()
@@ -185,10 +190,10 @@ def _copper(rng, m, scale):
     return out
 
 
-def _pinhole(rng, m, scale):
+def _pinhole(rng, m, scale, centre, window):
     d_in = ndimage.distance_transform_edt(m)
     r = rng.uniform(0.7, 1.4) * scale
-    p = _pick(rng, (d_in >= r + 1) & _centre(m.shape))
+    p = _pick(rng, (d_in >= r + 1) & centre)
     if p is None:
         return None
     out = m.copy()
@@ -249,13 +254,15 @@ def repaint(img: np.ndarray, m: np.ndarray, new: np.ndarray, a: float, *, dark_c
 
 
 def synthesize(rng, golden: list[np.ndarray], label: str, *, max_shift: int,
-               dark_copper: bool | None = None, contrast: tuple[float, float] = (1.0, 1.0)
+               dark_copper: bool | None = None, contrast: tuple[float, float] = (1.0, 1.0), context: int = 1
                ) -> list[np.ndarray] | None:
     """Test images (one per light) with one ``label`` defect; PASS gives a hard PASS pair.
 
     The edited pixels move a fraction ``a`` ~ U(``contrast``) of the way to the copper / substrate
     grey level (1 = a clean defect; less = a faint one: partial etch, residue, a hole that does not
-    go through). Returns None when the defect does not fit this golden image (try another one).
+    go through). ``context`` (``model.context``): the crop is that many windows wide and the defect
+    is drawn, at the window's scale, inside the central one. Returns None when the defect does not
+    fit this golden image (try another one).
     """
     if label == "PASS":
         return [nuisance(rng, g, max_shift=max_shift) for g in golden]
@@ -263,9 +270,9 @@ def synthesize(rng, golden: list[np.ndarray], label: str, *, max_shift: int,
     bare = m.mean() <= 0.05  # a crop of plain substrate: only a short (a band across it) can be drawn
     if m.mean() >= 0.95 or (bare and label != "short") or (bare and dark_copper is None):
         return None
-    scale = max(1.0, golden[0].shape[0] / 32)
+    scale = max(1.0, golden[0].shape[0] / context / 32)
     if label in _DEFECTS:
-        new = _DEFECTS[label](rng, m, scale)
+        new = _DEFECTS[label](rng, m, scale, centre_region(m.shape, context), centre_region(m.shape, context, 0.0))
         if new is None or (new == m).all():
             return None
         tests = []
@@ -282,4 +289,4 @@ def synthesize(rng, golden: list[np.ndarray], label: str, *, max_shift: int,
     return out
 
 
-__all__ = ["PCB_CLASSES", "copper_is_dark", "copper_mask", "nuisance", "repaint", "shift_image", "synthesize"]
+__all__ = ["PCB_CLASSES", "centre_region", "copper_is_dark", "copper_mask", "nuisance", "repaint", "shift_image", "synthesize"]

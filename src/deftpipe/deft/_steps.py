@@ -209,7 +209,7 @@ def step_sdg(run: Run, label: str) -> StageOutcome:
         res = _sdg.generate(targets=targets, train=read_dataset(training_csv(run, label)), layout=ctx.layout,
                             out_dir=run.out(label, "sdg"), iter_label=label, count_per_target=ctx.sdg_count_per_target,
                             hard_pass_per_target=ctx.sdg_hard_pass_per_target, contrast=ctx.sdg_contrast,
-                            on_pair=advance)
+                            context=ctx.spec.model.context, on_pair=advance)
     skipped = f"; skipped {len(res.skipped)}: {next(iter(res.skipped.values()))}" if res.skipped else ""
     return StageOutcome(summary=f"{res.n_rows} synthetic pair(s) for {len(targets)} target(s){skipped}",
                         updates={"sdg_rows": res.n_rows, "sdg_per_target": res.per_target, "sdg_skipped": res.skipped},
