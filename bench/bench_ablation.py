@@ -142,7 +142,10 @@ def build_fold(src: Path, work: Path, fold: str) -> Path:
         shutil.rmtree(ws)
     f = FOLDS[fold]
     log(f"{fold}: importing DeepPCB (holdout {f['holdout']}, KPI {f['kpi']}, val {f['val']}, pool {f['pool']})")
-    import_deeppcb(src, ws, kpi_groups=f["kpi"] + f["holdout"], val_groups=f["val"], pool_groups=f["pool"])
+    # context 1: every recorded cell was measured with it (the import's default became 2 later); a
+    # rerun with 2 is a new arm, not more seeds of these
+    import_deeppcb(src, ws, kpi_groups=f["kpi"] + f["holdout"], val_groups=f["val"], pool_groups=f["pool"],
+                   context=1)
     cfg = load_config(ws)
     kpi = read_dataset(cfg.path(ws, cfg.data.kpi_csv))
     held = kpi["boardname"].astype(str).isin(f["holdout"])

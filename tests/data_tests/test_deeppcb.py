@@ -18,6 +18,7 @@ from deftpipe.data import (
 )
 from deftpipe.data._deeppcb_scan import assign_groups, discover_pairs, parse_annotation
 from deftpipe.errors import DataError
+from deftpipe.spec import load_spec
 
 # ---------------------------------------------------------------- annotations
 
@@ -122,8 +123,17 @@ def test_import_with_holdout_groups_writes_a_leak_free_holdout(fake_deeppcb, tmp
 def fake_ws(fake_deeppcb, tmp_path):
     lines: list[str] = []
     ws = import_deeppcb(fake_deeppcb, tmp_path / "ws", crop_size=32, seed=1, pass_ratio=2.0,
-                        kpi_groups=["20000"], workers=1, log=lines.append)
+                        kpi_groups=["20000"], workers=1, log=lines.append, context=1)
     return ws, lines
+
+
+def test_default_import_stores_the_window_with_its_neighbourhood(fake_deeppcb, tmp_path):
+    ws = import_deeppcb(fake_deeppcb, tmp_path / "ws", crop_size=32, seed=1, kpi_groups=["20000"], workers=1)
+    spec = load_spec(ws / "specs" / "baseline_spec.yaml")
+    assert (spec.model.context, spec.model.input_size, spec.model.flip_tta) == (2, 64, True)
+    row = read_dataset(ws / SPLIT_FILES["kpi"]).iloc[0]
+    with Image.open(ws / "images" / row["input_path"] / f"{row['object_name']}.png") as im:
+        assert im.size == (64, 64)
 
 
 def test_import_writes_a_valid_leak_free_workspace(fake_ws):
@@ -176,7 +186,7 @@ def test_oversized_box_is_centred_on_the_changed_pixels(tmp_path):
         Image.fromarray(temp).save(d / g / f"{g}000_temp.jpg")
         Image.fromarray(test).save(d / g / f"{g}000_test.jpg")
         (d / f"{g}_not" / f"{g}000.txt").write_text("20 45 130 60 2")
-    ws = import_deeppcb(src, tmp_path / "ws", crop_size=64, kpi_groups=["2"], val_groups=["3"],
+    ws = import_deeppcb(src, tmp_path / "ws", crop_size=64, context=1, kpi_groups=["2"], val_groups=["3"],
                         pool_groups=["4"], workers=1, pass_ratio=1.0)
     df = read_dataset(ws / SPLIT_FILES["kpi"])
     (fail,) = [r for _, r in df.iterrows() if r["label"] == "short"]
@@ -252,8 +262,8 @@ def test_context_and_alignment_cut_centred_aligned_crops(tmp_path, make_fake_dee
         return np.array(out), df
 
     kw = dict(crop_size=32, kpi_groups=["20000"], val_groups=["30000"], pool_groups=["40000"], workers=1)
-    plain, _ = pass_mismatch(import_deeppcb(src, tmp_path / "plain", **kw))
-    aligned, _ = pass_mismatch(import_deeppcb(src, tmp_path / "aligned", align=True, **kw))
+    plain, _ = pass_mismatch(import_deeppcb(src, tmp_path / "plain", context=1, **kw))
+    aligned, _ = pass_mismatch(import_deeppcb(src, tmp_path / "aligned", align=True, context=1, **kw))
     assert plain.mean() > 0.02 and aligned.max() < 0.01
     ws = import_deeppcb(src, tmp_path / "ctx", align=True, context=2, **kw)
     ctx, df = pass_mismatch(ws, slice(16, 48))

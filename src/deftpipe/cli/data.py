@@ -36,9 +36,9 @@ def init(
     pool_csv: Path | None = typer.Option(None, "--pool-csv", help="--from-tao: the labelled mining pool CSV."),
     platform: str = typer.Option("virtualenv", "--platform", metavar="virtualenv|docker|slurm|kubernetes",
                                  help="--from-tao: where TAO jobs run."),
-    context: int = typer.Option(1, "--context", min=1, max=4,
-                                help="DeepPCB: store crops this many times the crop size, centred on it "
-                                     "(the model sees the neighbourhood downsampled)."),
+    context: int | None = typer.Option(None, "--context", min=1, max=4,
+                                       help="DeepPCB: store crops this many times the crop size, centred on "
+                                            "it (the model sees the neighbourhood downsampled). Default: 2."),
     align: bool = typer.Option(False, "--align/--no-align",
                                help="DeepPCB: cut each test crop where it lines up with its template locally."),
 ) -> None:
@@ -65,16 +65,17 @@ def init(
         if any(v is not None for v in (kpi_groups, val_groups, pool_groups, holdout_groups)):
             raise typer.BadParameter("--kpi-groups/--val-groups/--pool-groups/--holdout-groups apply to "
                                      "--from-deeppcb only")
-        if context != 1 or align:
+        if context is not None or align:
             raise typer.BadParameter("--context/--align apply to --from-deeppcb only")
         with counting_bar(err, f"drawing synthetic image pairs ({size})") as progress:
             ws = data.make_synthetic_workspace(dest, seed=seed, size=size, progress=progress)
     else:
         with counting_bar(err, "cropping image pairs") as progress:
             ws = data.import_deeppcb(
-                from_deeppcb, dest, crop_size=crop_size, seed=seed, pass_ratio=pass_ratio, context=context, align=align,
+                from_deeppcb, dest, crop_size=crop_size, seed=seed, pass_ratio=pass_ratio, align=align,
                 kpi_groups=_groups(kpi_groups), val_groups=_groups(val_groups), pool_groups=_groups(pool_groups),
                 holdout_groups=_groups(holdout_groups), log=err.print, progress=progress,
+                **({} if context is None else {"context": context}),
             )
     out.print(data.workspace_table(ws))
     out.print(f"workspace ready: {ws}")
