@@ -55,7 +55,8 @@ class ModelSection(_Strict):
     # how golden and test are compared: pooled |a-b| / concat, multi-scale feature-map difference
     # (ChangeNet-like), the same tolerant to misregistration, or early fusion of
     # (golden, test, |test-golden|) pixels (see docs/model.md)
-    fusion: Literal["late_absdiff", "late_concat", "multiscale", "multiscale_tolerant", "early_diff"] = "multiscale"
+    fusion: Literal["late_absdiff", "late_concat", "multiscale", "multiscale_tolerant", "multiscale_conv",
+                    "early_diff"] = "multiscale"
     shift_tolerance_px: int = Field(8, ge=0, le=64)  # misregistration multiscale_tolerant forgives (px)
     input_size: int = Field(64, ge=16, le=1024)  # image side in px; other sizes are an error
     # k > 1: the image is k times the window; the model sees its centre 1/k at full resolution and

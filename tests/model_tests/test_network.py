@@ -73,3 +73,16 @@ def test_flip_tta_scores_the_mean_over_the_four_flips_of_the_pair() -> None:
                             for f in [(), (-1,), (-2,), (-1, -2)]]).mean(0)
         assert torch.allclose(got, want)
         assert not torch.allclose(got, net.defect_score(net(x)))  # the flips do change the score
+
+
+def test_multiscale_conv_convolves_each_view_s_difference_maps_with_its_own_weights() -> None:
+    net = SiameseChangeNet(NetConfig(width=4, depth=3, input_size=64, context=2, fusion="multiscale_conv")).eval()
+    assert net.embed_dim == SiameseChangeNet(NetConfig(width=4, depth=3, input_size=64, context=2)).embed_dim
+    assert net.diff_convs is not net.context_diff_convs and len(net.diff_convs.convs) == 3
+    x = torch.rand(2, 2, 1, 64, 64)
+    with torch.no_grad():
+        before = net.fuse(x)
+        net.context_diff_convs.convs[0][0].weight.mul_(2.0)  # only the context view's convs
+        after = net.fuse(x)
+    fine = net.embed_dim // 2
+    assert torch.equal(before[:, :fine], after[:, :fine]) and not torch.allclose(before[:, fine:], after[:, fine:])

@@ -11,6 +11,9 @@ logits (multi-class). Fusions (``model.fusion``):
 * ``multiscale_tolerant``: like ``multiscale`` but the difference forgives misregistration: a
   test feature counts as changed only where it lies outside the range the golden feature takes
   within ``shift_tolerance_px`` (and vice versa), computed with max-pooling at each stage's stride.
+* ``multiscale_conv``: like ``multiscale`` but each stage's difference map goes through one more
+  conv3x3-BN-ReLU before it is pooled, so the head can tell a compact change (a bite, a spur) from
+  a thin line of change along every edge (misregistration, line width) instead of pooling both alike.
 * ``early_diff``: one encoder over the stacked pixels ``(golden, test, |test - golden|)``.
 
 Context (``model.context`` = k > 1): the image is k times the window the defect sits in; the
@@ -28,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-FUSIONS = ("late_absdiff", "late_concat", "multiscale", "multiscale_tolerant", "early_diff")
+FUSIONS = ("late_absdiff", "late_concat", "multiscale", "multiscale_tolerant", "multiscale_conv", "early_diff")
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,18 @@ class Encoder(nn.Module):
         return feats
 
 
+class DiffConvs(nn.Module):
+    """One conv3x3-BN-ReLU per stage, applied to that stage's difference map (``multiscale_conv``)."""
+
+    def __init__(self, channels: list[int]):
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c),
+                                                 nn.ReLU(inplace=True)) for c in channels)
+
+    def forward(self, diffs: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [conv(d) for conv, d in zip(self.convs, diffs, strict=True)]
+
+
 def _pool(x: torch.Tensor) -> torch.Tensor:
     """Mean and max over space: (B, C, H, W) -> (B, 2C)."""
     return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
@@ -130,6 +145,9 @@ class SiameseChangeNet(nn.Module):
         in_ch = 3 * cfg.num_input if cfg.fusion == "early_diff" else cfg.num_input
         self.encoder = Encoder(in_ch, cfg.width, cfg.depth)
         self.context_encoder = Encoder(in_ch, cfg.width, cfg.depth) if cfg.context > 1 else None
+        if cfg.fusion == "multiscale_conv":
+            self.diff_convs = DiffConvs(self.encoder.channels)
+            self.context_diff_convs = DiffConvs(self.encoder.channels) if cfg.context > 1 else None
         self.embed_dim = self._fused_dim() * (2 if cfg.context > 1 else 1)
         self.head = nn.Sequential(
             nn.Dropout(cfg.dropout),
@@ -140,7 +158,7 @@ class SiameseChangeNet(nn.Module):
 
     def _fused_dim(self) -> int:
         ch = self.encoder.channels
-        if self.cfg.fusion in ("multiscale", "multiscale_tolerant"):
+        if self.cfg.fusion in ("multiscale", "multiscale_tolerant", "multiscale_conv"):
             return 2 * sum(ch)
         if self.cfg.fusion == "late_concat":
             return 4 * ch[-1]
@@ -154,15 +172,18 @@ class SiameseChangeNet(nn.Module):
         """The fused comparison vector (B, embed_dim): what the head sees, and the embedding."""
         x = (x - 0.5) / 0.5
         k = self.cfg.context
+        diff_convs = getattr(self, "diff_convs", None)
         if k == 1:
-            return self._compare(x, self.encoder)
+            return self._compare(x, self.encoder, diff_convs)
         s = x.shape[-1]
         o = (s - s // k) // 2
         fine = x[..., o:o + s // k, o:o + s // k]
         coarse = F.avg_pool2d(x.flatten(1, 2), k).unflatten(1, x.shape[1:3])
-        return torch.cat([self._compare(fine, self.encoder), self._compare(coarse, self.context_encoder)], dim=1)
+        return torch.cat([self._compare(fine, self.encoder, diff_convs),
+                          self._compare(coarse, self.context_encoder, getattr(self, "context_diff_convs", None))],
+                         dim=1)
 
-    def _compare(self, x: torch.Tensor, encoder: Encoder) -> torch.Tensor:
+    def _compare(self, x: torch.Tensor, encoder: Encoder, diff_convs: DiffConvs | None = None) -> torch.Tensor:
         b = x.shape[0]
         golden, test = x[:, 0], x[:, 1]
         fusion = self.cfg.fusion
@@ -176,6 +197,8 @@ class SiameseChangeNet(nn.Module):
             return torch.cat([_pool(feats[-1][:b]), _pool(feats[-1][b:])], dim=1)
         if fusion == "multiscale":
             return torch.cat([_pool((f[:b] - f[b:]).abs()) for f in feats], dim=1)
+        if fusion == "multiscale_conv":
+            return torch.cat([_pool(d) for d in diff_convs([(f[:b] - f[b:]).abs() for f in feats])], dim=1)
         return torch.cat([_pool(tolerant_diff(f[:b], f[b:], self._radius(i))) for i, f in enumerate(feats)],
                          dim=1)
 
