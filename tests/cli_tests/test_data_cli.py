@@ -57,6 +57,7 @@ def test_init_refuses_a_non_empty_folder(ws):
     (["init", "--synthetic", "DIR", "--size", "huge"], "--size must be small or medium"),
     (["init", "--synthetic", "DIR", "--kpi-groups", "1"], "apply to --from-deeppcb only"),
     (["init", "--synthetic", "DIR", "--align"], "--context/--align apply to --from-deeppcb only"),
+    (["init", "--synthetic", "DIR", "--context", "1"], "--context/--align apply to --from-deeppcb only"),
     (["data", "leakage", "a.csv"], "give at least two CSVs"),
 ])
 def test_usage_errors_exit_2(tmp_path, args, match):
