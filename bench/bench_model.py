@@ -2,6 +2,7 @@
 
 Usage:
     python bench/bench_model.py speed [--threads 2]                  # synthetic 64x64, default spec
+    python bench/bench_model.py cost [--threads 2] [--train-rows 28000] [--val-rows 3000]  # DeepPCB variants
     python bench/bench_model.py quality --ws DEEPPCB_WS [--fusion F] [--epochs N] [--shift PX] [--tag T]
     python bench/bench_model.py thumbs --ws DEEPPCB_WS --key deeppcb_T --split kpi --out PNG
 
@@ -119,6 +120,66 @@ def speed(threads: int) -> None:
     merge_results(f"speed_{threads}_threads", res)
 
 
+COST_VARIANTS = {  # name -> (model.context, model.fusion, model.flip_tta)
+    "context1_plain": (1, "multiscale", False),  # the default when issue 18 was filed
+    "context1_tta": (1, "multiscale", True),
+    "context2_tta": (2, "multiscale", True),  # the DeepPCB default since the eleventh session
+    "context2_conv_tta": (2, "multiscale_conv", True),
+}
+
+
+def cost(threads: int, train_rows: int, val_rows: int, window: int = 64) -> None:
+    """Minutes per epoch of each DeepPCB model variant at a fold's size: a training step (augment,
+    forward, backward, AdamW) and a validation pass (x4 with flip TTA) timed on random pairs of the
+    stored crop size (speed does not depend on the pixels), then scaled to the rows."""
+    torch.set_num_threads(threads)
+    out = {"threads": threads, "train_rows": train_rows, "val_rows": val_rows, "window": window,
+           "torch": torch.__version__, "variants": {}}
+    for name, (context, fusion, tta) in COST_VARIANTS.items():
+        spec = Spec()
+        spec.model.input_size, spec.model.context, spec.model.fusion, spec.model.flip_tta = (
+            window * context, context, fusion, tta)
+        size, bs = spec.model.input_size, spec.train.batch_size
+        model = SiameseChangeNet(NetConfig.from_spec(spec))
+        fwd, fwd_bwd = flops_per_sample(model, size)
+        model = model.to(memory_format=torch.channels_last)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        gen = torch.Generator().manual_seed(0)
+        images = torch.randint(0, 256, (256, 2, 1, size, size), dtype=torch.uint8, generator=gen)
+        targets = torch.randint(0, 2, (256,), generator=gen).float()
+        t_train, n = 0.0, 0
+        for i in range(25):
+            t0 = time.perf_counter()
+            idx = torch.randint(0, len(images), (bs,), generator=gen)
+            loss = loss_fn(model(augment(to_float(images[idx]), spec.train.augment, gen)), targets[idx], None)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if i >= 5:
+                t_train += time.perf_counter() - t0
+                n += bs
+        model.eval()
+        xs = to_float(images)
+        with torch.no_grad():
+            model(xs[:EVAL_BATCH])
+            t0 = time.perf_counter()
+            for i in range(0, len(xs), EVAL_BATCH):
+                model(xs[i:i + EVAL_BATCH])
+            infer_s = (time.perf_counter() - t0) / len(xs) * (4 if tta else 1)
+        train_min = train_rows * t_train / n / 60
+        val_min = val_rows * infer_s / 60
+        out["variants"][name] = {
+            "context": context, "fusion": fusion, "flip_tta": tta, "flops_forward_per_pair": fwd,
+            "flops_train_per_pair": fwd_bwd, "train_pairs_per_s": round(n / t_train, 1),
+            "scored_pairs_per_s": round(1 / infer_s, 1), "train_min_per_epoch": round(train_min, 2),
+            "validation_min_per_epoch": round(val_min, 2), "min_per_epoch": round(train_min + val_min, 2)}
+    base = out["variants"]["context1_plain"]["min_per_epoch"]
+    for v in out["variants"].values():
+        v["x_context1_plain"] = round(v["min_per_epoch"] / base, 2)
+    print(json.dumps(out, indent=2))
+    merge_results(f"cost_{threads}_threads", out)
+
+
 class PrintProgress:
     """Progress lines every 50 batches (for logs of background runs)."""
 
@@ -222,7 +283,7 @@ def thumbnails(ws: Path, key: str, split: str, out: Path, n: int = 5, scale: int
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["speed", "quality", "thumbs"])
+    ap.add_argument("mode", choices=["speed", "cost", "quality", "thumbs"])
     ap.add_argument("--key", help="thumbs: result key in model.json (e.g. deeppcb_full_8ep)")
     ap.add_argument("--split", default="kpi", choices=["kpi", "val"], help="thumbs: which set's hardest defects")
     ap.add_argument("--out", type=Path, help="thumbs: PNG to write")
@@ -234,9 +295,13 @@ def main() -> None:
     ap.add_argument("--tag", default="default")
     ap.add_argument("--subset", type=int, help="train on a random subset of this many rows")
     ap.add_argument("--seed", type=int, help="training seed (default: the spec's)")
+    ap.add_argument("--train-rows", type=int, default=28000, help="cost: training rows of an epoch")
+    ap.add_argument("--val-rows", type=int, default=3000, help="cost: validation rows scored per epoch")
     a = ap.parse_args()
     if a.mode == "speed":
         speed(a.threads)
+    elif a.mode == "cost":
+        cost(a.threads, a.train_rows, a.val_rows)
     elif a.mode == "thumbs":
         thumbnails(a.ws, a.key, a.split, a.out)
     else:
