@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from deftpipe.data import make_synthetic_workspace
@@ -128,13 +129,30 @@ COST_VARIANTS = {  # name -> (model.context, model.fusion, model.flip_tta)
 }
 
 
-def cost(threads: int, train_rows: int, val_rows: int, window: int = 64) -> None:
+def cost(threads: int, train_rows: int, val_rows: int, window: int = 64, repeats: int = 3) -> None:
     """Minutes per epoch of each DeepPCB model variant at a fold's size: a training step (augment,
     forward, backward, AdamW) and a validation pass (x4 with flip TTA) timed on random pairs of the
-    stored crop size (speed does not depend on the pixels), then scaled to the rows."""
+    stored crop size (speed does not depend on the pixels), then scaled to the rows. The variants
+    are timed in turn, ``repeats`` rounds; each figure is the median over the rounds."""
     torch.set_num_threads(threads)
+    rounds = [_cost_round(train_rows, val_rows, window) for _ in range(repeats)]
     out = {"threads": threads, "train_rows": train_rows, "val_rows": val_rows, "window": window,
-           "torch": torch.__version__, "variants": {}}
+           "repeats": repeats, "torch": torch.__version__, "variants": {}}
+    for name in COST_VARIANTS:
+        runs = [r[name] for r in rounds]
+        med = {k: float(np.median([r[k] for r in runs])) if isinstance(runs[0][k], float) else runs[0][k]
+               for k in runs[0]}
+        med["min_per_epoch_rounds"] = [r["min_per_epoch"] for r in runs]
+        out["variants"][name] = med
+    base = out["variants"]["context1_plain"]["min_per_epoch"]
+    for v in out["variants"].values():
+        v["x_context1_plain"] = round(v["min_per_epoch"] / base, 2)
+    print(json.dumps(out, indent=2))
+    merge_results(f"cost_{threads}_threads", out)
+
+
+def _cost_round(train_rows: int, val_rows: int, window: int) -> dict:
+    out = {}
     for name, (context, fusion, tta) in COST_VARIANTS.items():
         spec = Spec()
         spec.model.input_size, spec.model.context, spec.model.fusion, spec.model.flip_tta = (
@@ -168,16 +186,12 @@ def cost(threads: int, train_rows: int, val_rows: int, window: int = 64) -> None
             infer_s = (time.perf_counter() - t0) / len(xs) * (4 if tta else 1)
         train_min = train_rows * t_train / n / 60
         val_min = val_rows * infer_s / 60
-        out["variants"][name] = {
-            "context": context, "fusion": fusion, "flip_tta": tta, "flops_forward_per_pair": fwd,
-            "flops_train_per_pair": fwd_bwd, "train_pairs_per_s": round(n / t_train, 1),
+        out[name] = {
+            "context": context, "fusion": fusion, "flip_tta": tta, "flops_forward_per_pair": float(fwd),
+            "flops_train_per_pair": float(fwd_bwd), "train_pairs_per_s": round(n / t_train, 1),
             "scored_pairs_per_s": round(1 / infer_s, 1), "train_min_per_epoch": round(train_min, 2),
             "validation_min_per_epoch": round(val_min, 2), "min_per_epoch": round(train_min + val_min, 2)}
-    base = out["variants"]["context1_plain"]["min_per_epoch"]
-    for v in out["variants"].values():
-        v["x_context1_plain"] = round(v["min_per_epoch"] / base, 2)
-    print(json.dumps(out, indent=2))
-    merge_results(f"cost_{threads}_threads", out)
+    return out
 
 
 class PrintProgress:
