@@ -10,6 +10,8 @@ noise and a brightness change. Unknown classes get a generic anomaly (cut-paste 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage
 
@@ -83,6 +85,19 @@ def _pick(rng, cond: np.ndarray):
     return int(ys[i]), int(xs[i])
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where an edit goes in a crop: ``window`` = the part the model sees at full resolution (the
+    central 1/``model.context``), ``centre`` = that window less a 15 % margin (a defect's anchor)."""
+
+    centre: np.ndarray
+    window: np.ndarray
+
+    @classmethod
+    def of(cls, shape, context: int = 1) -> Placement:
+        return cls(centre_region(shape, context), centre_region(shape, context, 0.0))
+
+
 def centre_region(shape, context: int = 1, margin: float = 0.15) -> np.ndarray:
     """Where a defect may be placed: the crop's full-resolution window (its central 1/``context``,
     the part the model sees at full resolution with ``model.context``) less a ``margin`` share of that
@@ -94,9 +109,9 @@ def centre_region(shape, context: int = 1, margin: float = 0.15) -> np.ndarray:
     return c
 
 
-def _open(rng, m, scale, centre, window):
+def _open(rng, m, scale, where: Placement):
     out = m.copy()
-    p = _pick(rng, m & centre)
+    p = _pick(rng, m & where.centre)
     if p is None:
         return None
     if rng.random() < 0.6:  # a cut across the whole crop, through p
@@ -114,9 +129,9 @@ def _open(rng, m, scale, centre, window):
 WIDE_SHORT_SHARE = 0.3  # shorts drawn as a band of copper across the whole crop (larger than the window)
 
 
-def _band(rng, m, scale, centre, window):
+def _band(rng, m, scale, where: Placement):
     """A band of copper right across the crop through its centre region (a short wider than the window)."""
-    p = _pick(rng, ~m & centre)
+    p = _pick(rng, ~m & where.centre)
     if p is None:
         return None
     angle = rng.uniform(0, np.pi)
@@ -126,16 +141,16 @@ def _band(rng, m, scale, centre, window):
     return out
 
 
-def _short(rng, m, scale, centre, window):
+def _short(rng, m, scale, where: Placement):
     if m.mean() <= 0.05 or rng.random() < WIDE_SHORT_SHARE:
-        return _band(rng, m, scale, centre, window)
+        return _band(rng, m, scale, where)
     labels, n = ndimage.label(m)
     out = m.copy()
     if n >= 2:  # bridge the closest pair of distinct nets (pads)
         a = int(rng.integers(1, n + 1))
         d_other, idx = ndimage.distance_transform_edt(~((labels > 0) & (labels != a)), return_indices=True)
-        ys, xs = np.nonzero((labels == a) & (d_other <= window.any(1).sum() / 2))
-        mid = window[(ys + idx[0][ys, xs]) // 2, (xs + idx[1][ys, xs]) // 2]  # the bridge's middle in the window
+        ys, xs = np.nonzero((labels == a) & (d_other <= where.window.any(1).sum() / 2))
+        mid = where.window[(ys + idx[0][ys, xs]) // 2, (xs + idx[1][ys, xs]) // 2]  # the bridge's middle in the window
         ys, xs = ys[mid], xs[mid]
         if len(ys):
             j = int(np.argmin(d_other[ys, xs] + rng.uniform(0, 2, len(ys))))
@@ -144,16 +159,16 @@ def _short(rng, m, scale, centre, window):
             _line(out, p, q, rng.uniform(1.0, 2.0) * scale, True)
             return out
     p = _pick(rng, m)  # one net only: a long bridge out into the substrate
-    q = _pick(rng, ~m & centre)
+    q = _pick(rng, ~m & where.centre)
     if p is None or q is None:
         return None
     _line(out, p, q, rng.uniform(1.0, 2.0) * scale, True)
     return out
 
 
-def _mousebite(rng, m, scale, centre, window):
+def _mousebite(rng, m, scale, where: Placement):
     d_in = ndimage.distance_transform_edt(m)
-    edge = (d_in == 1) & centre
+    edge = (d_in == 1) & where.centre
     out = m.copy()
     for _ in range(int(rng.integers(1, 4))):
         p = _pick(rng, edge)
@@ -163,9 +178,9 @@ def _mousebite(rng, m, scale, centre, window):
     return out
 
 
-def _spur(rng, m, scale, centre, window):
+def _spur(rng, m, scale, where: Placement):
     d_in = ndimage.distance_transform_edt(m)
-    p = _pick(rng, (d_in == 1) & centre)
+    p = _pick(rng, (d_in == 1) & where.centre)
     if p is None:
         return None
     _, idx = ndimage.distance_transform_edt(m, return_indices=True)
@@ -179,10 +194,10 @@ def _spur(rng, m, scale, centre, window):
     return out
 
 
-def _copper(rng, m, scale, centre, window):
+def _copper(rng, m, scale, where: Placement):
     d_out = ndimage.distance_transform_edt(~m)
     r = rng.uniform(1.0, 2.5) * scale
-    p = _pick(rng, (d_out >= r + 1) & centre)
+    p = _pick(rng, (d_out >= r + 1) & where.centre)
     if p is None:
         return None
     out = m.copy()
@@ -190,10 +205,10 @@ def _copper(rng, m, scale, centre, window):
     return out
 
 
-def _pinhole(rng, m, scale, centre, window):
+def _pinhole(rng, m, scale, where: Placement):
     d_in = ndimage.distance_transform_edt(m)
     r = rng.uniform(0.7, 1.4) * scale
-    p = _pick(rng, (d_in >= r + 1) & centre)
+    p = _pick(rng, (d_in >= r + 1) & where.centre)
     if p is None:
         return None
     out = m.copy()
@@ -272,7 +287,7 @@ def synthesize(rng, golden: list[np.ndarray], label: str, *, max_shift: int,
         return None
     scale = max(1.0, golden[0].shape[0] / context / 32)
     if label in _DEFECTS:
-        new = _DEFECTS[label](rng, m, scale, centre_region(m.shape, context), centre_region(m.shape, context, 0.0))
+        new = _DEFECTS[label](rng, m, scale, Placement.of(m.shape, context))
         if new is None or (new == m).all():
             return None
         tests = []
