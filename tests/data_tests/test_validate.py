@@ -47,6 +47,17 @@ def test_empty_split(ws_copy):
         validate_dataset(csv)
 
 
+def test_a_row_of_only_empty_cells_is_a_blank_line(tmp_path):
+    # found by the property test: ",,," (a spreadsheet's blank row) was read as a row of empty cells
+    csv = tmp_path / "y.csv"
+    csv.write_text("input_path,golden_path,label,object_name\n,,,\n t , g ,PASS, 0 \n , , , \n")
+    df = read_dataset(csv)
+    assert list(df["object_name"]) == ["0"] and list(df.index) == [0]
+    csv.write_text("input_path,golden_path,label,object_name\n,,,\n\n , ,,\n")
+    with pytest.raises(DataError, match="has a header but no rows"):
+        read_dataset(csv)
+
+
 def test_missing_image(ws_copy):
     df = read_dataset(ws_copy / TRAIN)
     row = df.iloc[4]
