@@ -105,8 +105,8 @@ class AugmentSection(_Strict):
     shift_px: int = Field(0, ge=0, le=64)  # independent shift of the test image (misregistration); 0 won on DeepPCB
     brightness: float = Field(0.1, ge=0.0, le=1.0)  # independent brightness jitter of the test image
     noise: float = Field(0.02, ge=0.0, le=1.0)  # gaussian pixel noise (std, in [0,1] units)
-    # share of edge pixels moved by one pixel (to a 3x3 neighbour's max or min), independently on
-    # golden and test: edge jaggies and line-width slivers that are not defects; 0 = off
+    # share of pixels moved by one pixel (to their 3x3 max or min; only edge pixels change),
+    # independently on golden and test: edge jaggies and line-width slivers that are not defects; 0 = off
     edge_jitter: float = Field(0.0, ge=0.0, le=1.0)
 
 

@@ -101,7 +101,7 @@ def read_dataset(csv_path: str | Path, *, require_rows: bool = True) -> pd.DataF
     for c in df.columns:
         df[c] = df[c].astype(str).str.strip()
     # a row of only empty cells is a blank line (spreadsheets save one as ",,,"): skipped like one
-    df = df[(df != "").any(axis=1)] if len(df.columns) else df
+    df = df[(df != "").any(axis=1)]
     if require_rows and len(df) == 0:
         raise DataError(f"{csv_path.name} has a header but no rows; an empty split cannot be used")
     df["label"] = df["label"].map(normalize_label)

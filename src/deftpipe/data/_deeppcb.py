@@ -57,7 +57,7 @@ from deftpipe.errors import DataError
 
 # stored crop = 2 windows: the model sees the window at full resolution and its neighbourhood
 # downsampled (model.context). Leave-board-groups-out folds, full size, 2 seeds: FAR@100%R <= 5 % on
-# 6 of 8 cells against 4 of 8 with 1, at 1.4-1.8x the minutes per epoch (docs/model.md)
+# 6 of 8 cells against 4 of 8 with 1, at 1.64x the minutes per epoch on 2 cores (docs/model.md)
 DEFAULT_CONTEXT = 2
 BOX_MARGIN = 2  # px kept between a PASS window and any box, and around a FAIL box when possible
 MIN_PHASE = 0.08  # PASS: min share of both dark and bright pixels

@@ -97,6 +97,11 @@ class Placement:
     def of(cls, shape, context: int = 1) -> Placement:
         return cls(centre_region(shape, context), centre_region(shape, context, 0.0))
 
+    @property
+    def side(self) -> int:
+        """The full-resolution window's side in pixels."""
+        return int(self.window.any(1).sum())
+
 
 def centre_region(shape, context: int = 1, margin: float = 0.15) -> np.ndarray:
     """Where a defect may be placed: the crop's full-resolution window (its central 1/``context``,
@@ -149,7 +154,7 @@ def _short(rng, m, scale, where: Placement):
     if n >= 2:  # bridge the closest pair of distinct nets (pads)
         a = int(rng.integers(1, n + 1))
         d_other, idx = ndimage.distance_transform_edt(~((labels > 0) & (labels != a)), return_indices=True)
-        ys, xs = np.nonzero((labels == a) & (d_other <= where.window.any(1).sum() / 2))
+        ys, xs = np.nonzero((labels == a) & (d_other <= where.side / 2))
         mid = where.window[(ys + idx[0][ys, xs]) // 2, (xs + idx[1][ys, xs]) // 2]  # the bridge's middle in the window
         ys, xs = ys[mid], xs[mid]
         if len(ys):
@@ -304,4 +309,4 @@ def synthesize(rng, golden: list[np.ndarray], label: str, *, max_shift: int,
     return out
 
 
-__all__ = ["PCB_CLASSES", "centre_region", "copper_is_dark", "copper_mask", "nuisance", "repaint", "shift_image", "synthesize"]
+__all__ = ["PCB_CLASSES", "copper_is_dark", "copper_mask", "nuisance", "repaint", "shift_image", "synthesize"]

@@ -145,9 +145,9 @@ class SiameseChangeNet(nn.Module):
         in_ch = 3 * cfg.num_input if cfg.fusion == "early_diff" else cfg.num_input
         self.encoder = Encoder(in_ch, cfg.width, cfg.depth)
         self.context_encoder = Encoder(in_ch, cfg.width, cfg.depth) if cfg.context > 1 else None
-        if cfg.fusion == "multiscale_conv":
-            self.diff_convs = DiffConvs(self.encoder.channels)
-            self.context_diff_convs = DiffConvs(self.encoder.channels) if cfg.context > 1 else None
+        conv = cfg.fusion == "multiscale_conv"  # one DiffConvs per view; None otherwise (no weights)
+        self.diff_convs = DiffConvs(self.encoder.channels) if conv else None
+        self.context_diff_convs = DiffConvs(self.encoder.channels) if conv and cfg.context > 1 else None
         self.embed_dim = self._fused_dim() * (2 if cfg.context > 1 else 1)
         self.head = nn.Sequential(
             nn.Dropout(cfg.dropout),
@@ -172,16 +172,14 @@ class SiameseChangeNet(nn.Module):
         """The fused comparison vector (B, embed_dim): what the head sees, and the embedding."""
         x = (x - 0.5) / 0.5
         k = self.cfg.context
-        diff_convs = getattr(self, "diff_convs", None)
         if k == 1:
-            return self._compare(x, self.encoder, diff_convs)
+            return self._compare(x, self.encoder, self.diff_convs)
         s = x.shape[-1]
         o = (s - s // k) // 2
         fine = x[..., o:o + s // k, o:o + s // k]
         coarse = F.avg_pool2d(x.flatten(1, 2), k).unflatten(1, x.shape[1:3])
-        return torch.cat([self._compare(fine, self.encoder, diff_convs),
-                          self._compare(coarse, self.context_encoder, getattr(self, "context_diff_convs", None))],
-                         dim=1)
+        return torch.cat([self._compare(fine, self.encoder, self.diff_convs),
+                          self._compare(coarse, self.context_encoder, self.context_diff_convs)], dim=1)
 
     def _compare(self, x: torch.Tensor, encoder: Encoder, diff_convs: DiffConvs | None = None) -> torch.Tensor:
         b = x.shape[0]
