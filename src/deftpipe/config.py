@@ -13,8 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
+from deftpipe._tao_schema import AdapterChoice
 from deftpipe.errors import SpecError
-from deftpipe.model._tao_settings import AdapterChoice
 from deftpipe.spec import MAX_SEED, StrictSection, describe_validation_error
 
 CONFIG_NAME = "pipeline.yaml"

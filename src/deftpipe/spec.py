@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import copy
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from deftpipe._tao_schema import TaoSection, TaoSettings
 from deftpipe.errors import SpecError, clip
-from deftpipe.model._tao_settings import TaoSection, TaoSettings
 
 SPEC_VERSION = 1
 
@@ -196,6 +197,18 @@ def spec_from_dict(data: dict[str, Any] | None, *, base_dir: str | Path | None =
     return _resolve_paths(spec, Path(base_dir) if base_dir else Path.cwd())
 
 
+#: other spec formats ``load_spec`` translates: (accepts(document), translate(document, source=path));
+#: deftpipe.tao registers TAO's classify spec when imported (this module never imports it)
+_READERS: list[tuple[Callable[[dict[str, Any]], bool], Callable[..., Spec]]] = []
+
+
+def register_reader(accepts: Callable[[dict[str, Any]], bool], translate: Callable[..., Spec]) -> None:
+    """Let :func:`load_spec` read another tool's spec format: ``translate(doc, source=path)`` for every
+    document ``accepts(doc)`` says is one."""
+    if (accepts, translate) not in _READERS:
+        _READERS.append((accepts, translate))
+
+
 def load_spec(path: str | Path) -> Spec:
     """Load and validate a YAML spec (``deftpipe._yaml``: safe, bounded).
 
@@ -210,10 +223,9 @@ def load_spec(path: str | Path) -> Spec:
     data = load_yaml_file(path, "spec file")
     if not isinstance(data, dict):
         raise SpecError(f"spec file {path} must hold a mapping at top level, got {type(data).__name__}")
-    from deftpipe.model._tao_spec import is_tao_document, spec_from_tao
-
-    if is_tao_document(data):  # a TAO Visual ChangeNet classify spec: translated, runs on the TAO backend
-        return spec_from_tao(data, source=path)
+    for accepts, translate in _READERS:  # e.g. a TAO Visual ChangeNet classify spec (deftpipe.tao)
+        if accepts(data):
+            return translate(data, source=path)
     return spec_from_dict(data, base_dir=path.parent, where=str(path))
 
 
@@ -267,6 +279,7 @@ __all__ = [
     "describe_validation_error",
     "dump_spec",
     "load_spec",
+    "register_reader",
     "set_dotted",
     "spec_from_dict",
     "spec_to_dict",

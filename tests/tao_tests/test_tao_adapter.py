@@ -17,9 +17,9 @@ import torch
 
 from deftpipe.errors import TrainingError
 from deftpipe.metrics import compute_metrics
-from deftpipe.model import TaoAdapter, get_adapter
-from deftpipe.model._tao_jobs import make_sdk
+from deftpipe.model import get_adapter
 from deftpipe.spec import dump_spec
+from deftpipe.tao import TaoAdapter, make_sdk
 
 from ._tao_ws import SPLIT_CSVS
 
@@ -114,6 +114,7 @@ def test_tao_failed_job_is_one_clear_error(tao_src, tao_spec, tmp_path):
 
 _TRAIN_IN_CHILD = """
 import sys
+import deftpipe.tao  # registers adapter.kind tao (the deftpipe command does this itself)
 from deftpipe.model import get_adapter
 from deftpipe.spec import load_spec
 spec = load_spec(sys.argv[1])
@@ -151,7 +152,7 @@ def test_tao_orphaned_job_is_an_error_then_launched_again(tao_src, tao_spec, tmp
     waiting for it stops with one clear error, and the rerun launches the action again."""
     from types import SimpleNamespace
 
-    from deftpipe.model._tao_jobs import TaoJobs
+    from deftpipe.tao import TaoJobs
 
     jobs = TaoJobs(tao_spec.adapter.tao)
     orphan = SimpleNamespace(status="Pending", message="Python launcher identity is unavailable; keeping the job "

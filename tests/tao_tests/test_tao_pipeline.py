@@ -10,9 +10,9 @@ import yaml
 from typer.testing import CliRunner
 
 from deftpipe.cli import app
-from deftpipe.model._tao_jobs import make_sdk
 from deftpipe.pipeline import run_pipeline
 from deftpipe.spec import load_spec
+from deftpipe.tao import make_sdk
 
 from ._tao_ws import SPLIT_CSVS
 

@@ -9,9 +9,11 @@ import json
 import pytest
 import yaml
 
-from deftpipe.automl._space import TAO_SPACE_PATH, load_search_space, parse_search_space
+from deftpipe.automl import load_search_space, parse_search_space
 from deftpipe.errors import SpecError
-from deftpipe.model._tao_spec import (
+from deftpipe.spec import load_spec
+from deftpipe.tao import SEARCH_SPACE as TAO_SPACE_PATH
+from deftpipe.tao._spec import (
     KEYS_FILE,
     get_dotted,
     pinned_keys,
@@ -20,7 +22,6 @@ from deftpipe.model._tao_spec import (
     tao_experiment,
     unknown_keys,
 )
-from deftpipe.spec import load_spec
 
 from ._tao_ws import experiment
 

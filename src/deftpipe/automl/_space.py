@@ -29,11 +29,10 @@ from pydantic import BaseModel, ValidationError
 
 from deftpipe._yaml import load_yaml_file
 from deftpipe.errors import SpecError
-from deftpipe.model._tao_spec import search_key
 from deftpipe.spec import Spec, unflatten
+from deftpipe.tao import search_key
 
 DEFAULT_SPACE_PATH = Path(__file__).with_name("default_space.yaml")
-TAO_SPACE_PATH = Path(__file__).with_name("tao_space.yaml")  # the TAO backend's (init --from-tao copies it)
 PARAM_TYPES = ("float", "int", "categorical")
 _PARAM_KEYS = {"type", "low", "high", "log", "step", "choices"}
 #: Budget keys: pinned per sweep, never tuned, and reported in best_rec.json's observed_budget.
@@ -316,4 +315,4 @@ def load_search_space(source: str | Path | dict[str, Any] | SearchSpace | None =
     return space if source is not None else SearchSpace(space.params, space.pinned, "built-in default")
 
 
-__all__ = ["BUDGET_KEYS", "TAO_SPACE_PATH", "Param", "SearchSpace", "load_search_space", "parse_search_space"]
+__all__ = ["BUDGET_KEYS", "Param", "SearchSpace", "load_search_space", "parse_search_space"]

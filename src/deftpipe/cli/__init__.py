@@ -25,6 +25,7 @@ app = typer.Typer(
 
 
 def _register() -> None:
+    import deftpipe.tao  # noqa: F401  (registers adapter.kind "tao" and the TAO spec format)
     from deftpipe.cli import audit as audit_cli
     from deftpipe.cli import automl as automl_cli
     from deftpipe.cli import data as data_cli

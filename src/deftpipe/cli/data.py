@@ -82,7 +82,7 @@ def init(
 
 
 def _init_from_tao(spec: Path, dest: Path, kpi_csv: Path | None, pool_csv: Path | None, platform: str) -> None:
-    from deftpipe.data._tao_workspace import adopt_tao_workspace
+    from deftpipe.tao import adopt_tao_workspace
 
     if kpi_csv is None or pool_csv is None:
         raise typer.BadParameter("--from-tao needs --kpi-csv CSV and --pool-csv CSV")

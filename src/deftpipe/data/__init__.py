@@ -20,7 +20,7 @@ from deftpipe.data._stats import dataset_stats, stats_table, workspace_table
 from deftpipe.data._synthetic import SIZES as SYNTHETIC_SIZES
 from deftpipe.data._synthetic import make_synthetic_workspace
 from deftpipe.data._validate import validate_dataset
-from deftpipe.data._workspace import SPLIT_FILES
+from deftpipe.data._workspace import SPLIT_FILES, build_workspace
 
 __all__ = [
     "DEFECT_CLASSES",
@@ -32,6 +32,7 @@ __all__ = [
     "ImageLayout",
     "LeakReport",
     "PairLeak",
+    "build_workspace",
     "clear_memo",
     "content_hashes",
     "dataset_stats",

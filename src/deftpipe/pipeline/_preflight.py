@@ -26,6 +26,7 @@ from deftpipe.pipeline._checks import (
 from deftpipe.pipeline._estimate import estimate
 from deftpipe.pipeline._record import RECORD_NAME, PipelineRecord, latest_unfinished
 from deftpipe.spec import Spec, load_spec
+from deftpipe.tao import add_tao_checks
 
 PHASE1_DIR = "automl/phase1"  # under RESULTS_DIR
 PHASE3_DIR = "final_automl"  # under RESULTS_DIR
@@ -143,8 +144,6 @@ def preflight(ws: str | Path, *, new: bool = False, measure: bool = True) -> dic
                 artefacts_section(ws, cfg, spec, blockers)]
     settings_blockers(ws, cfg, spec, blockers)
     if spec is not None and "tao" in (spec.adapter.kind, cfg.adapter.kind):
-        from deftpipe.pipeline._tao_checks import add_tao_checks
-
         add_tao_checks(sections, cfg, spec, blockers, warnings)
     datasets = dataset_section(ws, cfg, spec, blockers, warnings)
     sections.append(datasets)

@@ -31,13 +31,13 @@ from typing import Any
 import yaml
 
 from deftpipe._fs import atomic_write_json, atomic_write_text
+from deftpipe._tao_schema import TaoSettings
 from deftpipe.errors import SpecError, TrainingError
-from deftpipe.model._tao_settings import TaoSettings
 
 LEDGER = "tao_job.json"
 SPEC_NAME = "experiment.yaml"
 TERMINAL = ("Complete", "Error", "Canceled")
-STANDIN = Path(__file__).with_name("tao_standin.py")
+STANDIN = Path(__file__).with_name("standin.py")
 _SDK_EXTRA = {"docker": "docker", "slurm": "slurm", "kubernetes": "kubernetes"}
 #: what the virtualenv SDK says of a Pending/Running job whose process is gone for good
 ORPHANED = ("launcher identity is unavailable", "launcher ended without a durable quiescence record")

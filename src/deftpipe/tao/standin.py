@@ -15,7 +15,7 @@ PyTorch training on the spec's CSVs and images) and writes what TAO writes:
 The stand-in trains at the images' own size (TAO resizes to ``image_width``); TAO's backbone, loss,
 margins and augmentation keys are read but have no effect here.
 
-Usage: ``python tao_standin.py train|inference -e SPEC.yaml``
+Usage: ``python standin.py train|inference -e SPEC.yaml``
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def _deftpipe_spec(doc: dict[str, Any], source: Path):
     from PIL import Image
 
     from deftpipe.data import ImageLayout, read_dataset
-    from deftpipe.model._tao_spec import spec_from_tao
+    from deftpipe.tao._spec import spec_from_tao
 
     spec = spec_from_tao(doc, source=source)
     spec.adapter.kind = "torch"
@@ -75,7 +75,8 @@ def _from_lightning(path: str | Path) -> dict[str, Any]:
     """A deftpipe checkpoint dict from a stand-in (Lightning-style) checkpoint."""
     import torch
 
-    from deftpipe.model._checkpoint import FORMAT, VERSION
+    from deftpipe.model import CHECKPOINT_FORMAT as FORMAT
+    from deftpipe.model import CHECKPOINT_VERSION as VERSION
 
     lk = torch.load(path, map_location="cpu", weights_only=True)
     return {"format": FORMAT, "version": VERSION, "spec": lk["hyper_parameters"]["deftpipe_spec"],
@@ -86,7 +87,7 @@ def _from_lightning(path: str | Path) -> dict[str, Any]:
 def train(doc: dict[str, Any], source: Path) -> None:
     import torch
 
-    from deftpipe.model._train import train_model
+    from deftpipe.model import train_model
 
     out = Path(doc["train"]["results_dir"])
     out.mkdir(parents=True, exist_ok=True)
@@ -123,7 +124,7 @@ def inference(doc: dict[str, Any], source: Path) -> None:
     import pandas as pd
     import torch
 
-    from deftpipe.model._torch_adapter import TorchAdapter
+    from deftpipe.model import TorchAdapter
 
     out = Path(doc["inference"]["results_dir"])
     out.mkdir(parents=True, exist_ok=True)

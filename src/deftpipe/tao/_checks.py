@@ -16,7 +16,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from deftpipe.pipeline._checks import item
+
+def item(name: str, value: Any, status: str | None = None) -> dict[str, Any]:
+    """One row of a pre-flight section (the same shape as the pipeline's own rows)."""
+    return {"name": name, "value": value, "status": status}
+
 
 #: Environment variables the SDK reads per platform (names from tao_sdk.platforms.*.sdk); * = required.
 CREDENTIALS = {
@@ -72,7 +76,7 @@ def batch_rule_of_thumb(gib: float, size: int, lights: int) -> int:
 def _platform_items(s: Any, blockers: list[str], warnings: list[str]) -> list[dict[str, Any]]:
     items = []
     if s.platform == "virtualenv":
-        from deftpipe.model._tao_jobs import STANDIN, script_path, venv_path
+        from deftpipe.tao._jobs import STANDIN, script_path, venv_path
 
         venv = venv_path(s)
         ok = (venv / "pyvenv.cfg").is_file()
@@ -137,7 +141,7 @@ def _image_item(s: Any, blockers: list[str]) -> dict[str, Any]:
 def add_tao_checks(sections: list[dict[str, Any]], cfg: Any, spec: Any, blockers: list[str],
                    warnings: list[str]) -> None:
     """Add the TAO items to sections 1 (host), 2 (credentials) and 3 (artefacts), in place."""
-    from deftpipe.model._tao_settings import TaoSettings
+    from deftpipe._tao_schema import TaoSettings
 
     host, creds, arts = sections[0]["items"], sections[1]["items"], sections[2]["items"]
     s = spec.adapter.tao or TaoSettings()
@@ -185,7 +189,7 @@ def add_tao_checks(sections: list[dict[str, Any]], cfg: Any, spec: Any, blockers
     if source:
         arts.append(item("TAO spec (adopted, unchanged)", source, "PRESENT" if Path(source).is_file() else "MISSING"))
     arts.append(_image_item(s, blockers))
-    from deftpipe.model._tao_jobs import state_root
+    from deftpipe.tao._jobs import state_root
 
     arts.append(item("TAO job store", f"{state_root(s)} (a resumed run re-attaches to its jobs here)"))
     arts.append(item("mining embedding", MINING_NOTE))

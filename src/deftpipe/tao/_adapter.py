@@ -29,13 +29,13 @@ import numpy as np
 import pandas as pd
 
 from deftpipe._fs import atomic_path, atomic_write_json
+from deftpipe._tao_schema import TaoSettings
 from deftpipe.errors import CheckpointError, DataError, SpecError, TrainingError
 from deftpipe.metrics import FAIL, PASS, compute_metrics
-from deftpipe.model._adapter import EpochCallback, ModelAdapter, TrainResult
-from deftpipe.model._tao_jobs import TaoJobs, spec_digest, state_root
-from deftpipe.model._tao_settings import TaoSettings
-from deftpipe.model._tao_spec import tao_experiment
+from deftpipe.model import EpochCallback, ModelAdapter, TrainResult
 from deftpipe.spec import Spec, load_spec, spec_from_dict
+from deftpipe.tao._jobs import TaoJobs, spec_digest, state_root
+from deftpipe.tao._spec import tao_experiment
 
 TAO_CKPT_RE = re.compile(r"model_epoch_(\d{3,})_step_(\d{3,})\.pth$")
 SIDECAR = ".deftpipe.json"  # beside a checkpoint: the validation threshold training chose

@@ -23,13 +23,14 @@ from typing import Any
 from deftpipe.errors import DataError, SpecError
 
 SPACE_NAME = "specs/tao_search_space.yaml"
+SEARCH_SPACE = Path(__file__).with_name("search_space.yaml")  # the TAO search space init copies into SPACE_NAME
 STATE_DIR = ".tao_sdk"
 
 
 def read_tao_spec(path: str | Path) -> dict[str, Any]:
     """The TAO document at ``path`` (``deftpipe._yaml``: safe, bounded), or one clear error."""
     from deftpipe._yaml import load_yaml_file
-    from deftpipe.model._tao_spec import is_tao_document
+    from deftpipe.tao._spec import is_tao_document
 
     path = Path(path)
     if not path.is_file():
@@ -75,12 +76,11 @@ def adopt_tao_workspace(tao_spec: str | Path, dest: str | Path, *, kpi_csv: str 
         SpecError: not a classify spec, unknown platform, missing train/validation dataset.
         DataError: a CSV or image is missing, or ``dest`` is not empty.
     """
-    from deftpipe.automl._space import TAO_SPACE_PATH
+    from deftpipe._tao_schema import PLATFORMS, AdapterChoice, TaoSettings
     from deftpipe.config import PipelineConfig, SweepConfig, dump_config
-    from deftpipe.data._workspace import build_workspace
-    from deftpipe.model._tao_settings import PLATFORMS, AdapterChoice, TaoSettings
-    from deftpipe.model._tao_spec import spec_from_tao, unknown_keys
+    from deftpipe.data import build_workspace
     from deftpipe.spec import dump_spec
+    from deftpipe.tao._spec import spec_from_tao, unknown_keys
 
     if platform not in PLATFORMS:
         raise SpecError(f"--platform must be one of {', '.join(PLATFORMS)} (got '{platform}')")
@@ -117,7 +117,7 @@ def adopt_tao_workspace(tao_spec: str | Path, dest: str | Path, *, kpi_csv: str 
     with build_workspace(dest) as tmp:
         dump_spec(spec, tmp / cfg.data.spec)
         (tmp / SPACE_NAME).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(TAO_SPACE_PATH, tmp / SPACE_NAME)
+        shutil.copyfile(SEARCH_SPACE, tmp / SPACE_NAME)
         dump_config(cfg, tmp)
     return dest
 

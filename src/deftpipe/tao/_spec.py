@@ -8,7 +8,7 @@
   values (swept hyper-parameters, pinned budget, warm start, the CSVs of this job) written back under
   their TAO keys.
 
-The TAO key list is pinned in ``tao_changenet_keys.json`` (taken from nvidia-tao-core's
+The TAO key list is pinned in ``changenet_keys.json`` (taken from nvidia-tao-core's
 ``ExperimentConfig``; the file says which version). Keys outside it are kept and reported, never
 dropped: TAO's own tutorial specs carry a few (``train.val_interval``, ``dataset.classify.output_shape``).
 """
@@ -24,7 +24,7 @@ from typing import Any
 
 from deftpipe.errors import SpecError
 
-KEYS_FILE = Path(__file__).with_name("tao_changenet_keys.json")
+KEYS_FILE = Path(__file__).with_name("changenet_keys.json")
 
 #: TAO key -> deftpipe spec key, for the keys both describe. A search space for the TAO backend may
 #: name either spelling; every other TAO key a sweep may tune lives under ``tao.`` (same path).
@@ -146,7 +146,7 @@ def spec_from_tao(doc: dict[str, Any], *, source: str | Path | None = None, sett
     Args:
         doc: the TAO document (``yaml.safe_load`` of ``experiment.yaml``).
         source: its file; relative paths resolve against its folder.
-        settings: :class:`~deftpipe.model._tao_settings.TaoSettings` (or a mapping); None = defaults.
+        settings: :class:`~deftpipe._tao_schema.TaoSettings` (or a mapping); None = defaults.
     Raises:
         SpecError: not a classify spec, several image roots, non-square images, or invalid values.
     """
@@ -202,7 +202,7 @@ def tao_experiment(spec: Any, *, results_dir: str | Path, train_csv: str | Path 
 
     ``results_dir`` becomes TAO's ``results_dir``; each action writes under ``<results_dir>/<action>``.
     """
-    from deftpipe.model._tao_settings import TaoSection
+    from deftpipe._tao_schema import TaoSection
     from deftpipe.spec import spec_to_dict
 
     section = spec.tao or TaoSection()

@@ -4,7 +4,11 @@
 holds *what* TAO trains: the user's TAO Visual ChangeNet classify spec, kept verbatim, plus the
 TAO-only hyper-parameters a sweep may tune, under their TAO key names (``tao.train.optim.policy`` is
 TAO's ``train.optim.policy``). Keys both tools share (``train.optim.lr``, ``train.num_epochs``, …) live
-in the deftpipe spec's own sections; see :mod:`deftpipe.model._tao_spec` for the mapping.
+in the deftpipe spec's own sections; see :mod:`deftpipe.tao._spec` for the mapping.
+
+These are part of the spec's and the config's *schema* (``adapter.tao``, ``tao``), so they sit below
+both, with no import of deftpipe at all; the TAO code that uses them (translation, jobs, adapter,
+checks, adoption, stand-in) lives in :mod:`deftpipe.tao`, which is above the spec and imports it.
 """
 
 from __future__ import annotations
