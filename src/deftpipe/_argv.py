@@ -45,8 +45,8 @@ def run_template(argv_t: list[str], values: Mapping[str, Any], *, what: str, tim
     if log is not None:  # a user program may print a secret: scrubbed from the log and from messages
         atomic_write_text(log, scrub(f"$ {' '.join(argv)}\n{proc.stdout}\n{proc.stderr}"))
     if proc.returncode != 0:
-        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-2:])
-        raise error(scrub(f"{what}: {' '.join(argv)} exited with code {proc.returncode}: {clip(tail, 400)}"))
+        tail = " | ".join(scrub(proc.stderr or proc.stdout).strip().splitlines()[-2:])  # mask, then cut
+        raise error(f"{what}: {clip(scrub(' '.join(argv)), 400)} exited with code {proc.returncode}: {clip(tail, 400)}")
     return proc.stdout
 
 

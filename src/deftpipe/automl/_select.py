@@ -19,6 +19,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from deftpipe._redact import scrub_clip
 from deftpipe.automl._best_rec import BEST_REC_SCHEMA_VERSION
 from deftpipe.automl._records import collapsed, ranked, rec_id, retried_by, to_rec
 from deftpipe.automl._settings import SweepSettings
@@ -61,7 +62,7 @@ def rerun_with_fresh_seed(study: optuna.Study, settings: SweepSettings, t: Froze
     except ABORT_ERRORS:
         raise
     except Exception as err:  # noqa: BLE001 - a failed re-run means "did not reproduce"
-        info = {"seed": seed, "score": None, "pred_counts": None, "reason": f"{type(err).__name__}: {err}"[:300]}
+        info = {"seed": seed, "score": None, "pred_counts": None, "reason": scrub_clip(f"{type(err).__name__}: {err}", 300)}
     for ckpt in out.glob("**/*.pth"):  # only the score matters; keep disk bounded
         ckpt.unlink()
     study.set_user_attr(key, info)

@@ -23,7 +23,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from sqlalchemy import event
 from sqlalchemy.exc import SQLAlchemyError
 
-from deftpipe._redact import scrub
+from deftpipe._redact import scrub, scrub_clip
 from deftpipe.errors import SweepError
 
 DEFAULT_DB_NAME = "study.db"
@@ -148,7 +148,7 @@ def storage_errors(url: str) -> Iterator[None]:
         if cause is None:
             raise
         first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        raise SweepError(f"lost the study storage {redact(url)} ({redact(first)[:200]}); once it is reachable, rerun "
+        raise SweepError(f"lost the study storage {redact(url)} ({scrub_clip(first, 200)}); once it is reachable, rerun "
                          "the same command to resume: finished trials are kept, a trial cut short is retried") from None
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import optuna
 
+from deftpipe._redact import scrub_clip
 from deftpipe.automl._settings import SweepSettings
 from deftpipe.automl._space import BUDGET_KEYS
 from deftpipe.errors import CheckpointError, DataError, SpecError
@@ -130,7 +131,7 @@ class TrialObjective:
             raise
         except Exception as err:  # noqa: BLE001 - TrainingError (NaN) or any crash: recorded, sweep goes on
             trial.set_user_attr("duration_s", round(time.perf_counter() - t0, 3))
-            trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}"[:500])
+            trial.set_user_attr("fail_reason", scrub_clip(f"{type(err).__name__}: {err}", 500))
             raise TrialFailed(str(err)) from err
         record_result(trial, result)
         trial.set_user_attr("duration_s", round(time.perf_counter() - t0, 3))

@@ -46,11 +46,11 @@ def _thread_error(args) -> None:
     if os.environ.get("DEFTPIPE_DEBUG"):
         threading.__excepthook__(args)
         return
-    from deftpipe._redact import scrub
+    from deftpipe._redact import scrub_clip
 
     name = args.thread.name if args.thread is not None else "thread"
     print(f"warning: background {name} stopped: {type(args.exc_value).__name__}: "
-          f"{clip(scrub(' '.join(str(args.exc_value).split())), 200)}", file=sys.stderr)
+          f"{scrub_clip(' '.join(str(args.exc_value).split()), 200)}", file=sys.stderr)
 
 
 def main() -> None:
@@ -58,7 +58,9 @@ def main() -> None:
     try:
         rc = app(standalone_mode=False)
     except DeftpipeError as e:
-        print(f"error: {e}", file=sys.stderr)
+        from deftpipe._redact import scrub
+
+        print(f"error: {scrub(str(e))}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         _interrupted()
@@ -96,5 +98,7 @@ def _usage_or_internal(e: Exception) -> None:
         sys.exit(1)
     if os.environ.get("DEFTPIPE_DEBUG"):
         raise e
-    print(f"internal error: {kind}: {clip(str(e))} (set DEFTPIPE_DEBUG=1 for the traceback)", file=sys.stderr)
+    from deftpipe._redact import scrub_clip
+
+    print(f"internal error: {kind}: {scrub_clip(str(e))} (set DEFTPIPE_DEBUG=1 for the traceback)", file=sys.stderr)
     sys.exit(1)

@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 
 from deftpipe._argv import run_template
-from deftpipe._redact import scrub
+from deftpipe._redact import scrub_clip
 from deftpipe.errors import DataError
 
 TIMEOUT_S = 3600
@@ -39,7 +39,7 @@ def run_evaluator(argv_t: list[str], *, inference_csv: Path, kpi_csv: Path, out_
         data = None
     if not isinstance(data, dict) or not data or not all(
             isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in data.values()):
-        shown = scrub(lines[-1][:200]) if lines else "(nothing)"
+        shown = scrub_clip(lines[-1], 200) if lines else "(nothing)"
         raise DataError("kpi.evaluator_command must print one JSON object of finite numbers on its last "
                         f"stdout line, e.g. {{\"far_pct\": 3.1}}; got {shown}")
     return {str(k): float(v) for k, v in data.items()}

@@ -20,6 +20,7 @@ from typing import Any
 
 from deftpipe._faults import die_mid_stage
 from deftpipe._fs import run_lock
+from deftpipe._redact import scrub
 from deftpipe.config import PipelineConfig, load_config
 from deftpipe.deft import _state
 from deftpipe.deft._best import write_best_model
@@ -224,6 +225,7 @@ def finish(run: Run, label: str, status: str, reason: str, hard: bool) -> dict[s
 
 def fail(run: Run, label: str, stage: str, reason: str, *, hard: bool = False) -> None:
     """Mark the run failed with its reason (never raises over the original error)."""
+    reason = scrub(reason)  # an exception's text may quote a user program's output
     with contextlib.suppress(Exception):
         run.state["status"], run.state["reason"] = "failed", f"{label}/{stage}: {reason}"
         run.state["hard_stop"] = hard

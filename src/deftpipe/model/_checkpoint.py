@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from deftpipe._fs import atomic_write_bytes
+from deftpipe._redact import scrub_clip
 from deftpipe.errors import CheckpointError, DeftpipeError
 from deftpipe.model._network import NetConfig, SiameseChangeNet
 from deftpipe.spec import Spec, spec_from_dict, spec_to_dict
@@ -70,7 +71,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for a damaged file
         raise CheckpointError(
-            f"checkpoint {path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:160]}); "
+            f"checkpoint {path} cannot be read ({type(err).__name__}: {scrub_clip(str(err).splitlines()[0] if str(err) else '', 160)}); "
             "the file is truncated or corrupt — use another checkpoint or retrain"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:

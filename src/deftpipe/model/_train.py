@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 from deftpipe._cores import fair_threads, registered
 from deftpipe._fs import LockedError, atomic_write_json, run_lock
-from deftpipe.errors import DataError, SpecError, TrainingError, clip
+from deftpipe._redact import scrub_clip
+from deftpipe.errors import DataError, SpecError, TrainingError
 from deftpipe.metrics import compute_metrics
 from deftpipe.model._adapter import EpochCallback, TrainResult
 from deftpipe.model._checkpoint import checkpoint_name, load_weights, read_checkpoint, save_checkpoint
@@ -82,7 +83,7 @@ def _record_failure(out_dir: Path, created: bool, exc: BaseException) -> None:
         with contextlib.suppress(OSError, ValueError):
             data = json.loads(metrics.read_text(encoding="utf-8"))
             data.update(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-                        error=clip(str(exc) or type(exc).__name__, 600))
+                        error=scrub_clip(str(exc) or type(exc).__name__, 600))
             atomic_write_json(metrics, data)
     elif created:
         shutil.rmtree(out_dir, ignore_errors=True)

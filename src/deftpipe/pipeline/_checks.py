@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from deftpipe._redact import scrub_clip
 from deftpipe.config import PipelineConfig, SweepConfig
 from deftpipe.errors import DeftpipeError
 from deftpipe.spec import Spec
@@ -157,7 +158,7 @@ def _check_storage(name: str, sweep: SweepConfig, blockers: list[str]) -> dict[s
         engine.dispose()
         return item(f"{name} storage", f"{shown} (reachable)", "PRESENT")
     except Exception as e:  # noqa: BLE001 - any driver error means "not reachable"
-        reason = str(e).splitlines()[0][:160]
+        reason = scrub_clip(str(e).splitlines()[0] if str(e) else type(e).__name__, 160)
         if url.password:
             reason = reason.replace(url.password, "***")
         blockers.append(f"{name} storage {shown} is not reachable ({reason}); start the database or fix "

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from deftpipe._fs import atomic_write_json
+from deftpipe._redact import scrub
 from deftpipe.errors import StateError
 
 RECORD_NAME = "pipeline_state.json"
@@ -171,6 +172,7 @@ class PipelineRecord:
         self.save()
 
     def fail(self, name: str, error: str) -> None:
+        error = scrub(error)  # an exception's text may quote a user program's output
         ph = self.phase(name)
         t0 = ph.pop("t_start_unix", None)
         if t0 is not None:
