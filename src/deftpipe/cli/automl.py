@@ -52,8 +52,11 @@ def run(
     --val ws/train/base/validation_set.csv --metric far_pct --algorithm hyperband --max-recommendations 12
     --epochs 3 --out ws/automl/phase1
     """
+    from deftpipe._outputs import check_output
     from deftpipe.automl import run_sweep
 
+    check_output(out_dir, inputs=[spec, train_csv, val_csv, pretrained, search_space, *(enqueue_spec or [])],
+                 folder=True)
     claim_threads(threads)
     best_rec = run_sweep(
         spec=spec, train_csv=train_csv, val_csv=val_csv, out_dir=out_dir, metric=metric, algorithm=algorithm,

@@ -69,9 +69,11 @@ def train(
     Example: deftpipe model train --spec ws/specs/baseline_spec.yaml --train ws/train/base/training_set.csv
     --val ws/train/base/validation_set.csv --out runs/m1 --epochs 5
     """
+    from deftpipe._outputs import check_output
     from deftpipe.model import get_adapter
     from deftpipe.spec import load_spec
 
+    check_output(out_dir, inputs=[spec, train_csv, val_csv, pretrained], folder=True)
     if out_dir.exists() and (not out_dir.is_dir() or (out_dir / "metrics.json").exists()
                              or any(out_dir.glob("model_epoch_*.pth"))):
         from deftpipe.errors import StateError
@@ -132,8 +134,10 @@ def infer(
     Example: deftpipe model infer --checkpoint runs/m1/model_epoch_005_step_130.pth
     --csv ws/kpi/testing_set.csv --out runs/m1/inference.csv
     """
+    from deftpipe._outputs import check_output
     from deftpipe.model import get_adapter
 
+    check_output(out_csv, inputs=[checkpoint, csv, spec, images_dir])
     with err.status("scoring…"):
         path = get_adapter(spec, images_dir=images_dir).infer(checkpoint, csv, out_csv, threshold=threshold)
     out.print(f"wrote {path}")
@@ -155,8 +159,10 @@ def embed(
     import numpy as np
 
     from deftpipe._fs import atomic_path
+    from deftpipe._outputs import check_output
     from deftpipe.model import get_adapter
 
+    check_output(out_npy, inputs=[checkpoint, csv, spec, images_dir])
     with err.status("embedding…"):
         emb = get_adapter(spec, images_dir=images_dir).embed(checkpoint, csv)
     with atomic_path(out_npy) as tmp, open(tmp, "wb") as f:
