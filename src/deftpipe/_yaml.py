@@ -6,6 +6,8 @@ with bounds, so a hostile file fails fast with one line instead of eating the ma
 - Nesting deeper than Python's recursion allows, files over :data:`MAX_BYTES`, bytes that are not
   UTF-8: refused.
 - An empty file is an error, never "all defaults".
+- A key written twice in one mapping is an error naming both lines (YAML's "the last one wins" would
+  silently drop the first value).
 - Error text quoted from the file is clipped (:func:`deftpipe.errors.clip`).
 """
 
@@ -37,6 +39,29 @@ def _expanded_size(node: yaml.Node, memo: dict[int, int], limit: int) -> int:
     return memo[key]
 
 
+def _duplicate_key(node: yaml.Node, what: str) -> None:
+    """Raise on the first mapping that holds one key twice (``<<`` merges are not keys)."""
+    seen_nodes: set[int] = set()
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if id(n) in seen_nodes:
+            continue
+        seen_nodes.add(id(n))
+        if isinstance(n, yaml.MappingNode):
+            first: dict[str, int] = {}
+            for k, v in n.value:
+                if isinstance(k, yaml.ScalarNode) and k.tag != "tag:yaml.org,2002:merge":
+                    line = k.start_mark.line + 1
+                    if k.value in first:
+                        raise SpecError(f"{what}: key {clip(k.value, 60)!r} is written twice (lines {first[k.value]} "
+                                        f"and {line}); keep one")
+                    first[k.value] = line
+                stack.extend((k, v))
+        elif isinstance(n, yaml.SequenceNode):
+            stack.extend(n.value)
+
+
 def parse_yaml(text: str, what: str) -> Any:
     """Parse ``text`` (named ``what`` in errors) with the bounds above; None for an empty document."""
     loader = yaml.SafeLoader(text)
@@ -47,6 +72,7 @@ def parse_yaml(text: str, what: str) -> Any:
         if _expanded_size(node, {}, MAX_VALUES) > MAX_VALUES:
             raise SpecError(f"{what} expands to more than {MAX_VALUES} values (nested aliases '&'/'*'); "
                             "write the values out instead of nesting aliases")
+        _duplicate_key(node, what)
         return loader.construct_document(node)
     except yaml.YAMLError as err:
         raise SpecError(f"{what} is not valid YAML: {clip(' '.join(str(err).split()), 300)}") from None

@@ -64,6 +64,12 @@ CASES = {
                                                   if b",PASS," not in ln)), r"no PASS rows"),
     "no_defect_rows": (lambda b: _write(b, b"".join(ln for i, ln in enumerate(b.train.read_bytes().splitlines(True))
                                                     if i == 0 or b",PASS," in ln)), r"no defect rows"),
+    "two_label_columns": (lambda b: _write(b, b.train.read_bytes().replace(b"boardname", b"label", 1)),
+                          r"column\(s\) label twice in its header"),
+    "two_label_columns_spaced": (lambda b: _write(b, (HEADER.replace("boardname", " label ") + "a,b,PASS,x,open\n")
+                                                  .encode()), r"label twice"),
+    "two_input_path_columns": (lambda b: _write(b, (HEADER.strip() + ",input_path\na,b,PASS,x,b,c\n").encode()),
+                               r"input_path twice"),
     "megabyte_cell": (lambda b: _edit(b, 0, "label", "x" * 1_000_000), r"unknown label.*more characters"),
 }
 

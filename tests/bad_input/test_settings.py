@@ -33,6 +33,9 @@ SPECS = {
     "top_level_list": (lambda b: _spec(b, "- a\n- b\n"), r"must hold a mapping at top level, got list"),
     "yaml_syntax": (lambda b: _spec(b, "model: {width: 8\n"), r"is not valid YAML"),
     "unknown_key": (lambda b: _spec(b, b.spec.read_text() + "extra_section: 1\n"), r"unknown key 'extra_section'"),
+    "key_twice": (lambda b: _spec(b, b.spec.read_text() + "model:\n  width: 8\n"), r"key 'model' is written twice"),
+    "nested_key_twice": (lambda b: _spec(b, b.spec.read_text().replace("  num_epochs:", "  num_epochs: 9\n  num_epochs:",
+                                                                         1)), r"key 'num_epochs' is written twice"),
     "bool_epochs": (lambda b: _spec(b, _set(b.spec.read_text(), "train.num_epochs", "true")),
                     r"'train.num_epochs': .*not true/false"),
     "nan_lr": (lambda b: _spec(b, _set(b.spec.read_text(), "train.optim.lr", ".nan")), r"'train.optim.lr': .*finite"),
@@ -89,6 +92,10 @@ CONFIGS = {
     "negative_seed": (lambda b: _cfg_set(b, "seed", "-5"), r"seed': .*greater than or equal to 0"),
     "bad_operator": (lambda b: _cfg_set(b, "kpi.operator", "'=='"), r"'kpi.operator'"),
     "missing": (lambda b: (b.ws / "pipeline.yaml").unlink(), r"not a deftpipe workspace"),
+    "key_twice": (lambda b: _cfg(b, (b.ws / "pipeline.yaml").read_text() + "kpi:\n  target: 3.0\n"),
+                  r"key 'kpi' is written twice \(lines \d+ and \d+\)"),
+    "nested_key_twice": (lambda b: _cfg(b, (b.ws / "pipeline.yaml").read_text().replace(
+        "  target:", "  target: 9.0\n  target:", 1)), r"key 'target' is written twice"),
 }
 
 
@@ -126,6 +133,9 @@ SPACES = {
     "unknown_parameter": ("train.optim.nonsense: {type: float, low: 0.1, high: 1.0}\n", r"nonsense"),
     "low_above_high": ("train.optim.lr: {type: float, low: 0.1, high: 0.01}\n", r"low|high"),
     "unknown_type": ("train.optim.lr: {type: gaussian, low: 0.1, high: 1.0}\n", r"gaussian|type"),
+    "key_twice": ("train.optim.lr: {type: float, low: 0.001, high: 0.1}\n"
+                  "train.optim.lr: {type: float, low: 0.01, high: 0.1}\n", r"'train.optim.lr' is written twice"),
+    "inner_key_twice": ("train.optim.lr: {type: float, low: 0.001, low: 0.01, high: 0.1}\n", r"'low' is written twice"),
 }
 
 

@@ -91,6 +91,11 @@ def read_dataset(csv_path: str | Path, *, require_rows: bool = True) -> pd.DataF
     except pd.errors.ParserError as err:
         raise DataError(f"dataset CSV {csv_path} cannot be parsed: {clip(' '.join(str(err).split()))}; "
                         "fix the quoting or the number of commas on that line") from None
+    header = [c.strip() for c in next(csv.reader(io.StringIO(text)), [])]
+    twice = sorted({c for c in header if c and header.count(c) > 1})
+    if twice:  # pandas would read the second as "label.1" and ignore it silently
+        raise DataError(f"dataset CSV {csv_path} has the column(s) {clip(', '.join(twice))} twice in its header; "
+                        "keep one of each (delete or rename the other)")
     df.columns = [str(c).strip() for c in df.columns]
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
