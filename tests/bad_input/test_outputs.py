@@ -52,3 +52,33 @@ def test_infer_out_over_its_csv_keeps_the_dataset_with_a_real_checkpoint(bad, te
     before = kpi.read_bytes()
     bad.refused("model", "infer", "--checkpoint", template_ckpt, "--csv", kpi, "--out", kpi, match=r"also an input")
     assert kpi.read_bytes() == before
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "1.5", "two", " -3 "])
+def test_bad_num_threads_variable_is_one_error_naming_it(bad, monkeypatch, value):
+    monkeypatch.setenv("DEFTPIPE_NUM_THREADS", value)
+    bad.refused("data", "validate", bad.train, match=r"DEFTPIPE_NUM_THREADS=.* is not a whole number of threads")
+
+
+@pytest.mark.parametrize("value", ["nan", "-nan", "NaN"])
+def test_threshold_nan_is_named_as_not_a_number(bad, value):
+    r = bad.refused("model", "infer", "--checkpoint", "x.pth", "--csv", bad.val, "--out", bad.root / "o.csv",
+                    "--threshold", value, code=2, match=r"'--threshold'.*finite number from 0 to 1, got nan")
+    assert "less than" not in r.err
+
+
+def _holdout_without(bad, kind: str):
+    import pandas as pd
+
+    df = pd.read_csv(bad.ws / "holdout" / "holdout_set.csv", dtype=str, keep_default_na=False)
+    df = df[df["label"] != "PASS"] if kind == "PASS" else df[df["label"] == "PASS"]
+    path = bad.ws / "holdout" / f"no_{kind}.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["PASS", "defect"])
+def test_audit_of_a_holdout_without_pass_or_defect_rows_is_refused(bad, template_ckpt, kind):
+    csv = _holdout_without(bad, kind)
+    bad.refused("audit", "--checkpoint", template_ckpt, "--threshold", "0.5", "--csv", csv,
+                match=rf"has no {kind} rows.*cannot be measured")

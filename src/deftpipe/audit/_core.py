@@ -98,7 +98,7 @@ def audit_checkpoint(checkpoint: str | Path, threshold: float, csv: str | Path, 
         DataError: the CSV is missing or empty, or its scores are unusable; CheckpointError etc.
             from the adapter.
     """
-    from deftpipe.data import read_dataset
+    from deftpipe.data import is_defect, read_dataset
     from deftpipe.model import get_adapter
 
     csv = Path(csv)
@@ -107,6 +107,13 @@ def audit_checkpoint(checkpoint: str | Path, threshold: float, csv: str | Path, 
     threshold = float(threshold)
     if not np.isfinite(threshold):
         raise DataError(f"audit threshold must be a finite number, got {threshold}")
+    labels = read_dataset(csv)["label"]  # checked before any scoring: an audit needs both kinds of row
+    n_def = int(is_defect(labels).sum())
+    if n_def == 0 or n_def == len(labels):
+        kind, other = ("defect", "PASS") if n_def == 0 else ("PASS", "defect")
+        raise DataError(f"holdout CSV {csv} has no {kind} rows ({len(labels)} {other} rows): "
+                        f"{'recall and escapes' if n_def == 0 else 'FAR'} cannot be measured on it; give a holdout "
+                        "with both PASS and defect rows")
     adapter = get_adapter(spec)
     with tempfile.TemporaryDirectory(prefix="deftpipe_audit_") as tmp:
         target = Path(out_dir) / INFERENCE_NAME if out_dir is not None else Path(tmp) / INFERENCE_NAME

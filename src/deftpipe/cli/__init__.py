@@ -56,6 +56,9 @@ def _thread_error(args) -> None:
 def main() -> None:
     threading.excepthook = _thread_error
     try:
+        from deftpipe._cores import env_threads
+
+        env_threads()  # a wrong DEFTPIPE_NUM_THREADS is one error before any command starts
         rc = app(standalone_mode=False)
     except DeftpipeError as e:
         from deftpipe._redact import scrub

@@ -20,6 +20,16 @@ def finite(value: float | None) -> float | None:
     return value
 
 
+def probability(value: float | None) -> float | None:
+    """Typer callback for a threshold: a finite number from 0 to 1 (NaN is named as such, not as
+    "out of range": Click's range check lets it through and then words it wrongly)."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number from 0 to 1, got {value}")
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise typer.BadParameter(f"must be a number from 0 to 1, got {value}")
+    return value
+
+
 def print_json(obj: Any) -> None:
     """Plain JSON on stdout (no Rich markup, safe to pipe)."""
     print(json.dumps(obj, indent=2, default=str))

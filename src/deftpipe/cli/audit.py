@@ -6,14 +6,14 @@ from pathlib import Path
 
 import typer
 
-from deftpipe.cli._util import finite, out, print_json
+from deftpipe.cli._util import out, print_json, probability
 
 
 def audit_cmd(
     run_dir: Path | None = typer.Argument(None, metavar="[RUN_DIR]",
                                           help="A run folder (results/run_<stamp>) holding best_model.json."),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Audit this checkpoint instead of a run."),
-    threshold: float | None = typer.Option(None, "--threshold", min=0.0, max=1.0, callback=finite,
+    threshold: float | None = typer.Option(None, "--threshold", callback=probability,
                                            help="Its fixed operating threshold."),
     csv: Path | None = typer.Option(None, "--csv", help="The holdout CSV (with --checkpoint)."),
     spec: Path | None = typer.Option(None, "--spec", help="Spec naming the adapter (default: built-in torch)."),

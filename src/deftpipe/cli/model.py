@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from deftpipe.cli._util import err, finite, out, print_json
+from deftpipe.cli._util import err, out, print_json, probability
 
 model_app = typer.Typer(help="Train, evaluate, run and embed the golden/test change classifier.",
                         no_args_is_help=True)
@@ -95,7 +95,7 @@ def train(
 def evaluate(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="model_epoch_<EEE>_step_<SSS>.pth"),
     csv: Path = typer.Option(..., "--csv", help="dataset CSV to evaluate on"),
-    threshold: float | None = typer.Option(None, "--threshold", min=0.0, max=1.0, callback=finite,
+    threshold: float | None = typer.Option(None, "--threshold", callback=probability,
                                            help="operating threshold for escapes/pred counts "
                                                 "(default: the checkpoint's validation threshold)"),
     images_dir: Path | None = typer.Option(None, "--images-dir", help="image root of the CSV (default: the "
@@ -123,7 +123,7 @@ def infer(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="model_epoch_<EEE>_step_<SSS>.pth"),
     csv: Path = typer.Option(..., "--csv", help="dataset CSV to score"),
     out_csv: Path = typer.Option(..., "--out", help="output CSV: the rows + score + prediction"),
-    threshold: float | None = typer.Option(None, "--threshold", min=0.0, max=1.0, callback=finite,
+    threshold: float | None = typer.Option(None, "--threshold", callback=probability,
                                            help="default: the checkpoint's validation threshold"),
     images_dir: Path | None = typer.Option(None, "--images-dir", help="image root of the CSV (default: the "
                                            "images folder of the workspace holding the CSV)"),
