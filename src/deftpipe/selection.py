@@ -15,12 +15,21 @@ holdout on leave-board-groups-out folds (docs/pipeline.md, "Selection rule"):
   apart, as :func:`deftpipe.metrics.compute_metrics` does for the interval);
 * ``tail_k`` — the mean FAR at the thresholds set by each of the ``k`` lowest-scored defects;
 * ``far_pct_at_995`` — FAR at 99.5 % recall.
+
+Do no harm: a run's candidates form a chain — the user's spec trained once, Phase 1's winner, the
+loop's iterations, Phase 3's winner — and a later candidate replaces the one in hand only when
+:func:`challenge` finds it better beyond the noise of the KPI set: a paired bootstrap (the same
+resampled defects and PASS rows for both models) of the rule's figure, the challenger lower in at
+least :data:`CONFIDENCE` of the replicates. A lower figure alone is not enough: one or two defects
+set it, and a run that switched on such a difference delivered a model 2.4× worse on unseen boards
+than the user's spec it replaced (docs/pipeline.md, "Do no harm").
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -34,6 +43,10 @@ TAIL_K = 5
 #: 99.5 % recall — the figure chosen on the first, smaller ablation — ranked them worst.
 RULE_FIGURE = f"tail_{TAIL_K}"
 N_BOOT = 200
+#: A challenger replaces the model in hand when its rule figure is lower in at least this share of
+#: the paired bootstrap replicates (one-sided, ~ a 95 % test of "better on this set").
+CONFIDENCE = 0.95
+N_BOOT_PAIRED = 1000
 
 
 def _far(pass_scores: np.ndarray, threshold: float) -> float:
@@ -90,6 +103,83 @@ def beats_by_rule(challenger: dict[str, Any], incumbent: dict[str, Any]) -> bool
     return beats(challenger.get(key), incumbent.get(key))
 
 
+@dataclass(frozen=True)
+class Challenge:
+    """The paired comparison of a challenger with the model in hand, on the same labelled rows."""
+
+    figure: str  # the figure compared (tail_<k> or far_pct)
+    incumbent: float  # its value on the set, each model (%)
+    challenger: float
+    confidence: float  # share of paired bootstrap replicates in which the challenger is strictly lower
+    replaces: bool  # confidence >= CONFIDENCE
+    n_defects: int
+    n_pass: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"figure": self.figure, "incumbent_value": round(self.incumbent, 4),
+                "challenger_value": round(self.challenger, 4),
+                "confidence": round(self.confidence, 4), "replaces": self.replaces, "n_defects": self.n_defects,
+                "n_pass": self.n_pass}
+
+    def __str__(self) -> str:
+        word = "better beyond the noise" if self.replaces else "not better beyond the noise"
+        return (f"{self.figure} {self.challenger:.2f} vs {self.incumbent:.2f} % "
+                f"(lower in {100 * self.confidence:.0f} % of paired resamples; {word})")
+
+
+def _tail_far(d_sorted: np.ndarray, p_sorted: np.ndarray, wd: np.ndarray, wp: np.ndarray, k: int) -> np.ndarray:
+    """Per replicate (rows of the weights ``wd``/``wp``: resample counts over the sorted scores): the
+    mean FAR (%) at the thresholds set by each of the ``k`` lowest-scored resampled defects."""
+    cum_d = np.cumsum(wd, axis=1)
+    cum_p = np.concatenate([np.zeros((len(wp), 1), dtype=wp.dtype), np.cumsum(wp, axis=1)], axis=1)
+    n_p = max(int(cum_p[0, -1]), 1)
+    rows = np.arange(len(wp))
+    out = np.zeros(len(wd))
+    for j in range(1, k + 1):
+        t = d_sorted[np.argmax(cum_d >= j, axis=1)]  # the j-th lowest resampled defect score
+        below = cum_p[rows, np.searchsorted(p_sorted, t, side="left")]  # PASS rows under it
+        out += (n_p - below) / n_p * 100.0
+    return out / k
+
+
+def _resample_counts(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarray:
+    """``n_boot`` bootstrap resamples of ``n`` rows as counts per row (shape n_boot x n)."""
+    idx = rng.integers(0, n, size=(n_boot, n)) + (np.arange(n_boot) * n)[:, None]
+    return np.bincount(idx.ravel(), minlength=n_boot * n).reshape(n_boot, n).astype(np.int32)
+
+
+def challenge(is_defect: Sequence[bool] | np.ndarray, incumbent: Sequence[float] | np.ndarray,
+              challenger: Sequence[float] | np.ndarray, *, figure: str = RULE_FIGURE, seed: int = 0,
+              n_boot: int = N_BOOT_PAIRED) -> Challenge:
+    """Does ``challenger`` beat ``incumbent`` on these rows beyond the noise? (scores aligned row by row)
+
+    Both models are scored on the same bootstrap resamples (defects and PASS rows resampled apart, as
+    the KPI interval is), so what the two share — the hard defects, the PASS rows that look defective —
+    cancels, and what remains is the difference between the models.
+    """
+    y = np.asarray(is_defect, dtype=bool)
+    a, b = np.asarray(incumbent, dtype=float), np.asarray(challenger, dtype=float)
+    if not (len(y) == len(a) == len(b)):
+        raise ValueError(f"challenge: {len(y)} labels, {len(a)} and {len(b)} scores")
+    k = 1 if figure == "far_pct" else int(figure.removeprefix("tail_"))
+    nd, np_ = int(y.sum()), int((~y).sum())
+    if nd == 0 or np_ == 0:
+        return Challenge(figure, 0.0, 0.0, 0.0, False, nd, np_)
+    k = min(k, nd)
+    rng = np.random.default_rng(seed)
+    wd, wp = _resample_counts(rng, nd, n_boot), _resample_counts(rng, np_, n_boot)
+    ones_d, ones_p = np.ones((1, nd), dtype=np.int32), np.ones((1, np_), dtype=np.int32)
+    values = []
+    for s in (a, b):
+        od, op = np.argsort(s[y], kind="stable"), np.argsort(s[~y], kind="stable")
+        d_sorted, p_sorted = s[y][od], s[~y][op]
+        point = float(_tail_far(d_sorted, p_sorted, ones_d, ones_p, k)[0])
+        values.append((point, _tail_far(d_sorted, p_sorted, wd[:, od], wp[:, op], k)))
+    (va, ba), (vb, bb) = values
+    conf = float((bb < ba).mean())
+    return Challenge(figure, va, vb, conf, conf >= CONFIDENCE, nd, np_)
+
+
 def rank(candidates: Iterable[T], value: Callable[[T], float | None]) -> list[T]:
     """Candidates with a value, best first: lowest ``value``, ties in the given (earlier-first) order."""
     valued = [(v, i, c) for i, c in enumerate(candidates) if (v := value(c)) is not None and not math.isnan(v)]
@@ -107,5 +197,5 @@ def beats(challenger: float | None, incumbent: float | None) -> bool:
     return challenger is not None and (incumbent is None or challenger < incumbent)
 
 
-__all__ = ["RULE_FIGURE", "TAIL_K", "beats", "beats_by_rule", "figures", "pick", "pick_by_rule", "rank", "rule_figure",
+__all__ = ["CONFIDENCE", "RULE_FIGURE", "TAIL_K", "Challenge", "beats", "challenge", "beats_by_rule", "figures", "pick", "pick_by_rule", "rank", "rule_figure",
            "selection_metrics"]

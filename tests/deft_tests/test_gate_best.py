@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 
-from deftpipe.deft import load_state, record_final_automl, write_best_model
+from deftpipe.deft import load_state, write_best_model
 from deftpipe.deft._context import LoopContext
 from deftpipe.deft._loop import gate
 from deftpipe.deft._progress import LoopProgress
 from deftpipe.deft._steps import Run
-from deftpipe.selection import RULE_FIGURE, pick_by_rule
 
 
 def _run(finished_run, baseline, iter1, *, target=5.0, gate_pts=20.0, max_iterations=3, iter1_ci_low=None):
@@ -38,28 +37,6 @@ def test_gate(finished_run):
     assert gate(_run(finished_run, 10.0, 8.0, max_iterations=1), "iter1")[1] == "max_iterations (1) reached"
     assert gate(_run(finished_run, 10.0, 29.0), "iter1") is None  # within the gate
     assert gate(_run(finished_run, 10.0, 90.0, gate_pts=None), "iter1") is None  # gate off
-
-
-def test_final_automl_wins_only_when_strictly_better(finished_run, tmp_path):
-    results = tmp_path / "run"
-    shutil.copytree(finished_run, results)
-    state = load_state(results)
-    its = state["iterations"]
-    _, chosen = pick_by_rule([(lb, its[lb]) for lb in ("baseline", "iter1")], lambda p: p[1])
-    loop_best = chosen["far_pct"]
-    ckpt = its["iter1"]["best_ckpt_path"]
-    inf = its["iter1"]["inference_csv"]
-    tie = {"far_pct": loop_best, RULE_FIGURE: chosen[RULE_FIGURE], "threshold": 0.5}
-    record_final_automl(results, checkpoint=ckpt, metrics=tie, inference_csv=inf, best_rec_path=inf)
-    best = json.loads((results / "best_model.json").read_text())
-    assert best["best_iteration"] != "final_automl"  # a tie keeps the loop's best
-    assert best["final_automl"]["far_pct"] == loop_best and best["loop_best"]["far_pct"] == loop_best
-    better = {**tie, "far_pct": loop_best - 1.0, RULE_FIGURE: chosen[RULE_FIGURE] - 1.0}
-    record_final_automl(results, checkpoint=ckpt, metrics=better, inference_csv=inf, best_rec_path=inf)
-    best = write_best_model(results)
-    assert best["best_iteration"] == "final_automl" and best["far_pct"] == loop_best - 1.0
-    assert load_state(results)["iterations"]["final_automl"]["source"] == "automl_phase3"
-    assert "final AutoML" in (results / "report.html").read_text()
 
 
 def test_warm_start_lr_scale_applies_to_retrains_only(finished_run):

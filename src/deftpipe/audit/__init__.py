@@ -6,6 +6,7 @@ adapter) and :func:`audit_run` (a finished run's ``best_model.json``, the last s
 """
 
 from deftpipe.audit._core import FIGURES, audit_checkpoint, audit_scores
+from deftpipe.audit._render import audit_line, holdout_headline
 from deftpipe.audit._run import AUDIT_LABEL, SELECTION_LABEL, audit_run, holdout_csv, reference_models
 
 __all__ = [
@@ -13,8 +14,10 @@ __all__ = [
     "FIGURES",
     "SELECTION_LABEL",
     "audit_checkpoint",
+    "audit_line",
     "audit_run",
     "audit_scores",
     "holdout_csv",
+    "holdout_headline",
     "reference_models",
 ]

@@ -62,4 +62,42 @@ def audit_line(audit: dict[str, Any] | None) -> str:
             f"[{fmt_value(audit.get('far_ci_low'))}, {fmt_value(audit.get('far_ci_high'))}]")
 
 
-__all__ = ["audit_line", "audit_markdown"]
+def _far_ci(a: dict[str, Any]) -> str:
+    return f"{fmt_value(a.get('far_pct'))} % [{fmt_value(a.get('far_ci_low'))}, {fmt_value(a.get('far_ci_high'))}]"
+
+
+def _at_threshold(a: dict[str, Any]) -> str:
+    return (f"recall {fmt_value(a.get('recall_pct'))} % ({a.get('escapes')} escapes) at FAR "
+            f"{fmt_value(a.get('far_pct_at_threshold'))} %")
+
+
+def holdout_headline(best: dict[str, Any]) -> str | None:
+    """The run's first line: the deliverable against the user's spec trained once, both audited on
+    the holdout (which chose nothing), with their intervals. None when there was no audit.
+
+    ``gain`` only when the deliverable's 95 % interval lies wholly below the user's spec's,
+    ``worse`` when wholly above, else ``no gain``; a delivered user's spec says so.
+    """
+    audit = best.get("audit") or {}
+    if not audit.get("done"):
+        return None
+    user = (audit.get("references") or {}).get("user_spec")
+    label = best.get("best_iteration")
+    if best.get("delivers_user_spec"):
+        return (f"Holdout (never used for a choice): the run delivers the user's spec trained once — nothing "
+                f"beat it beyond the noise of the KPI set; FAR@100%R {_far_ci(audit)}; {_at_threshold(audit)} "
+                "at the shipped threshold")
+    if not user or user.get("far_pct") is None:
+        return (f"Holdout (never used for a choice): deliverable ({label}) FAR@100%R {_far_ci(audit)}; "
+                f"{_at_threshold(audit)} at the shipped threshold (no user's spec trained once to compare with)")
+    d_lo, d_hi = audit.get("far_ci_low"), audit.get("far_ci_high")
+    u_lo, u_hi = user.get("far_ci_low"), user.get("far_ci_high")
+    verdict = ("lower, intervals apart: a gain" if None not in (d_hi, u_lo) and d_hi < u_lo else
+               "higher, intervals apart: worse than the user's spec" if None not in (d_lo, u_hi) and d_lo > u_hi
+               else "intervals overlap: no gain")
+    return (f"Holdout (never used for a choice): user's spec trained once FAR@100%R {_far_ci(user)} → deliverable "
+            f"({label}) {_far_ci(audit)} — {verdict}; at the shipped thresholds: deliverable {_at_threshold(audit)}, "
+            f"user's spec {_at_threshold(user)}")
+
+
+__all__ = ["audit_line", "audit_markdown", "holdout_headline"]

@@ -1,7 +1,9 @@
 """Best-model hand-off and the pipeline bridge's helpers (pre-seed, Phase 3 record).
 
-Best = the selection rule (:mod:`deftpipe.selection`) over ``baseline`` and ``iter<N>`` in order;
-``final_automl`` replaces it only when strictly better, and both numbers are always shown.
+Best = the chain of :mod:`deftpipe.deft._choice`: ``baseline``, ``iter<N>`` in order, then
+``final_automl``, each replacing the model in hand only when better beyond the noise of the KPI set
+(a paired bootstrap of the selection rule's figure); last, the deliverable must beat the user's spec
+trained once (``user_spec``, recorded by the pipeline) the same way, else the user's spec is delivered.
 The shipped threshold is the chosen model's KPI 100 %-recall threshold, lowered by
 ``kpi.threshold_margin`` and to the KPI set's FAR budget ``kpi.threshold_far_budget`` (or a reserve in
 proportion to its own FAR, ``kpi.threshold_far_reserve``; :class:`deftpipe.metrics.ThresholdRule`, read
@@ -22,16 +24,48 @@ import yaml
 
 from deftpipe._fs import atomic_write_json, atomic_write_text
 from deftpipe.deft import _state
+from deftpipe.deft._choice import Candidate, decide, loop_best
 from deftpipe.errors import CheckpointError, StateError
 from deftpipe.metrics import ThresholdRule
-from deftpipe.selection import RULE_FIGURE, beats_by_rule, pick_by_rule
+from deftpipe.selection import RULE_FIGURE
 from deftpipe.spec import load_spec, spec_to_dict
+
+USER_SPEC = "user_spec"
 
 
 def _candidate(label: str, it: dict[str, Any]) -> dict[str, Any]:
     return {"label": label, "far_pct": it.get("far_pct"), "checkpoint": it.get("best_ckpt_path"),
             "threshold": it.get("threshold"), "inference_csv": it.get("inference_csv"),
             "spec": it.get("train_spec") or it.get("spec_path"), "source": it.get("source")}
+
+
+def _choose(state: dict[str, Any]) -> tuple[Candidate, Candidate, list[dict[str, Any]], str] | None:
+    """(chosen, loop's best, every decision, the reason in words), or None before any KPI figure."""
+    loop = loop_best(state)
+    if loop is None:
+        return None
+    chosen, decisions = loop.kept, list(loop.decisions)
+    note = f"best DEFT iteration ({chosen.label}): each iteration replaced the one in hand only when better " \
+           f"beyond the noise of the KPI set (paired bootstrap of {RULE_FIGURE})"
+    final = state["iterations"].get("final_automl")
+    if final and final.get("far_pct") is not None:
+        d = decide(chosen, Candidate("final_automl", final))
+        decisions.append(d)
+        if d["replaces"]:
+            chosen, note = Candidate("final_automl", final), "final_automl beat the loop's best beyond the noise"
+        else:
+            note = f"final_automl did not beat the loop's best ({chosen.label}) beyond the noise; the loop's best is kept"
+    user = state.get(USER_SPEC)
+    if user and user.get("far_pct") is not None:
+        d = decide(Candidate(USER_SPEC, user), chosen)
+        decisions.append(d)
+        if d.get("how") == "the same checkpoint":
+            note += f"; {chosen.label} is the user's spec trained once (Phase 1's winner did not beat it)"
+        elif not d["replaces"]:
+            note = (f"nothing beat the user's spec trained once beyond the noise of the KPI set ({chosen.label}: "
+                    f"{d.get('why')}): the run delivers the user's spec")
+            chosen = Candidate(USER_SPEC, user)
+    return chosen, loop.kept, decisions, note
 
 
 def write_best_model(results_dir: str | Path) -> dict[str, Any] | None:
@@ -42,19 +76,17 @@ def write_best_model(results_dir: str | Path) -> dict[str, Any] | None:
     results_dir = Path(results_dir)
     state = _state.load_state(results_dir)
     its = state["iterations"]
-    loop = sorted(((lb, it) for lb, it in its.items()
-                   if (lb == "baseline" or lb.startswith("iter")) and it.get("far_pct") is not None),
-                  key=lambda p: 0 if p[0] == "baseline" else int(p[0].removeprefix("iter")))
-    best = pick_by_rule(loop, lambda p: p[1])
-    if best is None:
+    picked = _choose(state)
+    if picked is None:
         return None
-    loop_best = _candidate(*best)
+    chosen_c, loop_c, decisions, note = picked
+    chosen, loop_best_d = _candidate(chosen_c.label, chosen_c.record), _candidate(loop_c.label, loop_c.record)
     final = its.get("final_automl")
     final_c = _candidate("final_automl", final) if final and final.get("far_pct") is not None else None
-    chosen = final_c if final_c and beats_by_rule(final, best[1]) else loop_best
-    note = ("final_automl improves on the loop's best" if chosen is final_c else
-            "final_automl did not beat the loop's best; the loop's best is kept" if final_c else
-            f"best DEFT iteration by the selection rule (KPI {RULE_FIGURE}, lowest; ties to the earlier)")
+    loop = [c for c in ("baseline", *sorted((lb for lb in its if lb.startswith("iter")
+                                              and lb.removeprefix("iter").isdigit()),
+                                             key=lambda lb: int(lb.removeprefix("iter"))))
+            if c in its and its[c].get("far_pct") is not None]
     spec_path = chosen["spec"] or state["config"]["spec"]
     spec = spec_to_dict(load_spec(spec_path))
     spec["train"]["pretrained_model_path"] = chosen["checkpoint"]
@@ -77,8 +109,10 @@ def write_best_model(results_dir: str | Path) -> dict[str, Any] | None:
            "kpi_far_pct_at_threshold": kpi_far_at,
            "selection_set": "KPI set: chooses the gate, the best iteration, Phase 3 vs the loop and the threshold",
            "inference_csv": chosen["inference_csv"],
-           "inference_spec": str(spec_yaml), "reason": note, "loop_best": loop_best, "final_automl": final_c,
-           "candidates": [{"label": lb, "far_pct": it["far_pct"]} for lb, it in loop]}
+           "inference_spec": str(spec_yaml), "reason": note, "loop_best": loop_best_d, "final_automl": final_c,
+           "user_spec": _candidate(USER_SPEC, state[USER_SPEC]) if state.get(USER_SPEC) else None,
+           "delivers_user_spec": chosen["label"] == USER_SPEC, "choices": decisions,
+           "candidates": [{"label": lb, "far_pct": its[lb]["far_pct"]} for lb in loop]}
     path = results_dir / "best_model.json"
     old = _read(path)
     if old and old.get("audit") and (old.get("checkpoint"), old.get("threshold")) == (out["checkpoint"], shipped):
@@ -146,6 +180,30 @@ def preseed_baseline(results_dir: str | Path, *, workspace: str | Path, config, 
     return state
 
 
+def record_user_spec(results_dir: str | Path, *, checkpoint: str | Path, inference_csv: str | Path,
+                     metrics: dict[str, Any], spec_path: str | Path, rec_id: str | None = None) -> dict[str, Any]:
+    """Record the user's spec trained once (Phase 1's first trial) as ``user_spec``: the candidate every
+    deliverable must beat beyond the noise of the KPI set, else the run delivers it.
+
+    Raises:
+        CheckpointError: ``checkpoint`` or ``inference_csv`` missing.
+    """
+    from deftpipe.deft._context import jsonable
+    from deftpipe.deft._model_stages import pick_metrics
+
+    results_dir = Path(results_dir)
+    for what, p in (("checkpoint", checkpoint), ("KPI scores", inference_csv)):
+        if not Path(p).is_file():
+            raise CheckpointError(f"the user's spec's {what} {p} is missing; rerun `deftpipe run WS` to redo Phase 1")
+    state = _state.load_state(results_dir)
+    state[USER_SPEC] = {**pick_metrics(jsonable(dict(metrics))), "best_ckpt_path": str(Path(checkpoint).resolve()),
+                        "inference_csv": str(Path(inference_csv).resolve()),
+                        "spec_path": str(Path(spec_path).resolve()), "rec_id": rec_id,
+                        "source": "the user's spec trained once (Phase 1's first trial)"}
+    _state.save_state(results_dir, state)
+    return state
+
+
 def record_final_automl(results_dir: str | Path, *, checkpoint: str | Path, metrics: dict[str, Any],
                         inference_csv: str | Path, best_rec_path: str | Path, source: str = "automl_phase3",
                         spec_path: str | Path | None = None) -> dict[str, Any]:
@@ -169,4 +227,5 @@ def record_final_automl(results_dir: str | Path, *, checkpoint: str | Path, metr
     return state
 
 
-__all__ = ["kpi_pass_scores", "preseed_baseline", "record_final_automl", "write_best_model"]
+__all__ = ["USER_SPEC", "kpi_pass_scores", "preseed_baseline", "record_final_automl", "record_user_spec",
+           "write_best_model"]

@@ -2,7 +2,7 @@
 
 Each step is ``step(run, label) -> StageOutcome``; only the driver (:mod:`._loop`) commits. The
 "current model" of iteration N is iteration N-1's checkpoint (the one RCA analysed); training
-warm-starts from the best checkpoint so far by the selection rule (:mod:`deftpipe.selection`), or
+warm-starts from the best checkpoint so far (:mod:`deftpipe.deft._choice`), or
 from that analysed model with ``deft.warm_start_from: analysed``.
 """
 
@@ -18,11 +18,11 @@ import pandas as pd
 from deftpipe._fs import atomic_write_json
 from deftpipe.data import identity_keys, read_dataset
 from deftpipe.deft import _merge, _mining, _rca, _routing, _sdg
+from deftpipe.deft._choice import loop_best
 from deftpipe.deft._context import LoopContext
 from deftpipe.deft._evaluator import run_evaluator
 from deftpipe.deft._model_stages import evaluate_scores, pick_metrics, run_inference, train_model
 from deftpipe.deft._progress import LoopProgress, far_summary
-from deftpipe.selection import pick_by_rule
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,9 @@ def evaluated(state: dict[str, Any], before: str | None = None) -> list[str]:
 
 
 def best_so_far(state: dict[str, Any], before: str) -> str:
-    """The best iteration before ``before`` by the selection rule."""
-    return pick_by_rule(evaluated(state, before), lambda lb: state["iterations"][lb])
+    """The best iteration before ``before`` (the chain of :mod:`deftpipe.deft._choice`)."""
+    choice = loop_best(state, before=before)
+    return choice.kept.label if choice else prev_label(before)
 
 
 def warm_start_label(state: dict[str, Any], label: str, mode: str = "best") -> str:

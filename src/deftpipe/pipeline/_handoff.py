@@ -22,7 +22,6 @@ from deftpipe._fs import atomic_path, atomic_write_text
 from deftpipe._yaml import load_yaml_file
 from deftpipe.config import PipelineConfig
 from deftpipe.errors import CheckpointError, StateError
-from deftpipe.selection import pick_by_rule
 from deftpipe.spec import deep_merge, dump_spec, spec_from_dict
 
 MERGED_SPEC_NAME = "baseline_spec_automl.yaml"
@@ -93,8 +92,9 @@ def copy_checkpoint(src: str | Path, dest_dir: Path, epoch: int, step: int) -> P
 
 
 def handoff_1_to_2(ws: Path, cfg: PipelineConfig, results_dir: Path, best_rec: dict[str, Any],
-                   winner: dict[str, Any]) -> dict[str, Any]:
-    """Merged spec → copied checkpoint → pre-seeded ``deft_state.json`` (skipped when already there)."""
+                   winner: dict[str, Any], reference: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Merged spec → copied checkpoint → pre-seeded ``deft_state.json`` (skipped when already there)
+    → the user's spec trained once (``reference``) recorded as the candidate every deliverable must beat."""
     from deftpipe import deft
 
     spec_path = merge_winner_spec(ws, cfg, winner, results_dir / "automl" / "phase1" / MERGED_SPEC_NAME)
@@ -107,8 +107,13 @@ def handoff_1_to_2(ws: Path, cfg: PipelineConfig, results_dir: Path, best_rec: d
     if not _already_preseeded(results_dir, ckpt):
         deft.preseed_baseline(results_dir, workspace=ws, config=cfg, spec_path=spec_path, checkpoint=ckpt,
                               train_metric=train_metric, source="automl_phase1")
+    if reference:
+        deft.record_user_spec(results_dir, checkpoint=reference["checkpoint"],
+                              inference_csv=reference["inference_csv"], metrics=reference,
+                              spec_path=cfg.path(ws, cfg.data.spec), rec_id=reference.get("rec_id"))
     fault_point("handoff12.preseeded")
-    return {"spec": str(spec_path), "workspace_spec": str(cfg.path(ws, cfg.data.spec).parent / MERGED_SPEC_NAME),
+    return {"user_spec_handed_over": bool(winner.get("user_spec")),
+            "spec": str(spec_path), "workspace_spec": str(cfg.path(ws, cfg.data.spec).parent / MERGED_SPEC_NAME),
             "checkpoint": str(ckpt), "checkpoint_bytes": ckpt.stat().st_size, "train_metric": train_metric}
 
 
@@ -127,14 +132,14 @@ def _iter_number(label: str) -> int | None:
 
 
 def best_iteration(state: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The loop's best iteration (baseline or iter<N>; never ``final_automl``) by the selection rule.
+    """The loop's best iteration (baseline or iter<N>; never ``final_automl``): ``deft.loop_best``.
 
     Raises StateError when no iteration was evaluated.
     """
-    labels = sorted((lb for lb, it in state["iterations"].items()
-                     if lb != "final_automl" and it.get("best_ckpt_path")),
-                    key=lambda lb: 0 if lb == "baseline" else (_iter_number(lb) or 10**6))
-    label = pick_by_rule(labels, lambda lb: state["iterations"][lb])
+    from deftpipe import deft
+
+    choice = deft.loop_best(state)
+    label = choice.kept.label if choice else None
     if label is None:
         raise StateError("the loop's state has no evaluated iteration with a checkpoint; Phase 3 needs the "
                          "loop's best checkpoint — rerun `deftpipe run WS` to finish Phase 2")

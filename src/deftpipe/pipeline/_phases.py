@@ -23,7 +23,7 @@ from deftpipe.errors import SweepError
 from deftpipe.pipeline._budget import sweep_stop_reason
 from deftpipe.pipeline._handoff import checkpoint_epoch_step, copy_checkpoint
 from deftpipe.pipeline._preflight import PHASE1_DIR, PHASE3_DIR
-from deftpipe.selection import rank, selection_metrics
+from deftpipe.selection import TAIL_K, rank, selection_metrics
 
 QUALITY_NAME = "quality_check.json"
 UNTRAINED_ROWS = 32
@@ -129,6 +129,11 @@ def run_phase1(ws: Path, cfg: PipelineConfig, results_dir: Path, *, show_progres
     qc = quality_check(best_rec, untrained=untrained)
     qc["best_rec_path"] = str(out / "best_rec.json")
     qc["reference"] = evaluate_reference(ws, cfg, results_dir, best_rec, spec)
+    qc["handoff_choice"] = challenge_user_spec(ws, cfg, results_dir, qc)
+    if qc["handoff_choice"] and not qc["handoff_choice"]["replaces"]:
+        qc["winner"] = _user_spec_rec(best_rec, qc["reference"])
+        qc["notes"].append(f"Phase 1's winner did not beat the user's spec beyond the noise of the KPI set "
+                           f"({qc['handoff_choice']['why']}): the user's spec is handed to the loop")
     qc["stop_reason"] = sweep_stop_reason(best_rec, cfg.automl.phase1.max_recommendations, cfg, "phase1")
     atomic_write_json(out / QUALITY_NAME, qc)
     return qc
@@ -136,7 +141,40 @@ def run_phase1(ws: Path, cfg: PipelineConfig, results_dir: Path, *, show_progres
 
 REFERENCE_DIR = "reference"
 REFERENCE_KEYS = ("far_pct", "far_ci_low", "far_ci_high", "threshold", "auroc", "far_pct_at_99", "n_defects",
-                  "n_pass", "boot_mean", "far_pct_at_995")
+                  "n_pass", "boot_mean", f"tail_{TAIL_K}", "far_pct_at_995", "recall")
+WINNER_KPI_NAME = "winner_inference_kpi.csv"
+
+
+def challenge_user_spec(ws: Path, cfg: PipelineConfig, results_dir: Path, qc: dict[str, Any]) -> dict[str, Any] | None:
+    """Phase 1's winner challenges the user's spec trained once on the KPI set (paired bootstrap).
+
+    The sweep ranked its trials on the validation set, where one or two defects separate them; the
+    hand-off takes the winner only when it is better than the user's spec beyond the noise of the
+    KPI set (:func:`deftpipe.deft.decide`). None when there is nothing to compare (no reference, or
+    the winner is the user's spec itself).
+    """
+    from deftpipe import deft
+    from deftpipe.model import get_adapter
+
+    ref, winner = qc.get("reference"), qc["winner"]
+    if not ref or winner.get("rec_id") == ref.get("rec_id"):
+        return None
+    csv = results_dir / PHASE1_DIR / WINNER_KPI_NAME
+    ckpt = Path(str(winner["checkpoint_uri"]).removeprefix("file://"))
+    if not csv.is_file():
+        get_adapter(cfg.path(ws, cfg.data.spec)).infer(ckpt, cfg.path(ws, cfg.data.kpi_csv), csv)
+    user = deft.Candidate(deft.USER_SPEC, {**ref, "best_ckpt_path": ref["checkpoint"]})
+    challenger = deft.Candidate(f"phase1 winner {winner.get('rec_id')}",
+                                {**kpi_metrics(csv), "best_ckpt_path": str(ckpt), "inference_csv": str(csv)})
+    return deft.decide(user, challenger)
+
+
+def _user_spec_rec(best_rec: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
+    """The user's spec's trial record, handed over with its kept checkpoint copy (``reference/train``)."""
+    rec = next(r for r in best_rec["all_recs"] if r.get("rec_id") == ref["rec_id"])
+    epoch, step = checkpoint_epoch_step({"checkpoint_uri": ref["checkpoint"]})
+    return {"observed_budget": best_rec["best"].get("observed_budget"), **rec, "checkpoint_uri": ref["checkpoint"],
+            "checkpoint_epoch": epoch, "checkpoint_step": step, "user_spec": True}
 
 
 def evaluate_reference(ws: Path, cfg: PipelineConfig, results_dir: Path, best_rec: dict[str, Any],

@@ -19,8 +19,7 @@ from rich.console import Console
 
 from deftpipe._faults import fault_point
 from deftpipe._fs import atomic_write_text, run_lock
-from deftpipe.audit import audit_run
-from deftpipe.audit._render import audit_line
+from deftpipe.audit import audit_line, audit_run, holdout_headline
 from deftpipe.config import PipelineConfig, load_config
 from deftpipe.errors import DeftpipeError, StateError
 from deftpipe.pipeline import _budget as budget
@@ -191,7 +190,8 @@ def run_pipeline(ws: str | Path, *, yes: bool = False, new: bool = False, show_p
             else:
                 rec.start("handoff12")
                 best_rec = json.loads(Path(qc["best_rec_path"]).read_text(encoding="utf-8"))
-                info = _guard(rec, "handoff12", lambda: handoff_1_to_2(ws, cfg, results_dir, best_rec, qc["winner"]))
+                info = _guard(rec, "handoff12", lambda: handoff_1_to_2(ws, cfg, results_dir, best_rec, qc["winner"],
+                                                                          qc.get("reference")))
                 rec.done("handoff12", summary=f"baseline pre-seeded from {Path(info['checkpoint']).name}", **info)
         spec = Path(rec.phase("handoff12").get("spec") or cfg.path(ws, cfg.data.spec))
 
@@ -254,6 +254,9 @@ def run_pipeline(ws: str | Path, *, yes: bool = False, new: bool = False, show_p
     bm_path = results_dir / "best_model.json"
     gain = improvement(points, json.loads(bm_path.read_text(encoding="utf-8")).get("best_iteration")
                        if bm_path.is_file() else None)
+    first = holdout_headline(json.loads(bm_path.read_text(encoding="utf-8"))) if bm_path.is_file() else None
+    if first:
+        console.print(first, highlight=False)
     if gain:
         console.print(headline(gain), highlight=False)
     if p3_info:
@@ -294,7 +297,12 @@ def _render_report(results_dir: Path, points: list[dict[str, Any]], cost: dict[s
              + f" on the {p['set']} set" for p in points]
     notes += [f"{c['phase']}: estimated {fmt_range(c['low'], c['high'])}, took {c['actual']:.0f} s"
               for c in (cost or {}).get("phases", [])]
+    bm_path = results_dir / "best_model.json"
+    bm = json.loads(bm_path.read_text(encoding="utf-8")) if bm_path.is_file() else {}
+    gain = improvement(points, bm.get("best_iteration"))
+    headlines = [h for h in (holdout_headline(bm) if bm else None, headline(gain) if gain else None) if h]
     deft.render_report(results_dir, extra={"trajectory": chart, "notes": notes, "comparison": table,
+                                           "headlines": headlines,
                                            "title": f"deftpipe pipeline report — {results_dir.name}"})
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from deftpipe._fs import atomic_write_json, atomic_write_text
+from deftpipe.audit import holdout_headline
 from deftpipe.metrics import fmt_value
 
 SUMMARY_NAME = "pipeline_summary.md"
@@ -79,7 +80,7 @@ def improvement(points: list[dict[str, Any]], deliverable: str | None) -> dict[s
     kpi = {p["label"]: p for p in points if p["set"] == "KPI test" and p["value"] is not None}
     phase1_ran = any(p["label"] == "phase1" for p in points)
     ref = kpi.get("reference") if phase1_ran else kpi.get("baseline")
-    got = kpi.get(deliverable or "")
+    got = kpi.get("reference" if deliverable == "user_spec" else deliverable or "")
     if ref is None or got is None:
         return None
     r, d = float(ref["value"]), float(got["value"])
@@ -99,7 +100,7 @@ def headline(gain: dict[str, Any]) -> str:
     tail = {"gain": f"{gain['relative_reduction_pct']:.1f} % lower, intervals apart: a gain",
             "worse": "higher, intervals apart: worse than the spec trained once",
             "no gain": "intervals overlap: no gain"}[gain["verdict"]]
-    return (f"KPI FAR@100%R: user spec trained once {fig(gain['reference'], gain['reference_ci'])} → deliverable "
+    return (f"Selection figures (KPI set, which chose the model): FAR@100%R user spec trained once {fig(gain['reference'], gain['reference_ci'])} → deliverable "
             f"({gain['deliverable_step']}) {fig(gain['deliverable'], gain['deliverable_ci'])} — {tail}")
 
 
@@ -162,6 +163,9 @@ def write_summary(results_dir: Path, *, record: dict[str, Any], points: list[dic
                      f"{fmt_value(p.get('auroc')) if p.get('auroc') is not None else ''} | {p.get('train_rows') or ''} | "
                      f"{p.get('note', '')} |")
     lines += ["", "## Outcome", ""]
+    first = holdout_headline(bm) if bm else None
+    lines.append(f"- **{first}.**" if first else "- **No audit was done**: no holdout figure to compare the "
+                 "deliverable with the user's spec; the figures below are selection figures.")
     if gain:
         lines.append(f"- {headline(gain)}.")
     if state:
