@@ -1,0 +1,267 @@
+"""The value of the three phases at full size and the product's defaults, against fair controls (issue 28).
+
+    DEFTPIPE_NUM_THREADS=1 OMP_NUM_THREADS=1 nice -n 10 python bench/bench_value.py \
+        --deeppcb ../shared/deeppcb [--arms a,d,k,l,b,c] [--folds v1,v2,v3] [--seeds 42,43] \
+        [--work /tmp/deftpipe_value] [--smoke]
+
+Three leave-board-groups-out folds of DeepPCB, imported as the product imports them (context 2, every
+row: no subsetting), each with two board groups held out (used nowhere else in that fold), one as the
+KPI set, one as validation, one as the mining pool and three to train (>= 20,000 training rows).
+Every arm runs at the product's defaults (``pipeline.yaml`` as ``init --from-deeppcb`` writes it;
+only the seed is set), and every deliverable is shipped by the product's threshold rule on the KPI
+set and audited once on the holdout:
+
+* ``default_spec`` (a) — the user's spec trained once;
+* ``full_pipeline`` (d) — ``deftpipe run``: Phase 1 → loop → Phase 3;
+* ``compute_matched`` (k) — the user's spec given the training row-epochs the full pipeline of the
+  same fold and seed used (more epochs at the same rows; the adapter's best-epoch rule);
+* ``data_matched`` (l) — the user's spec trained on the training set plus the whole labelled mining
+  pool (the rows the loop mines from);
+* ``phase1_only`` (b) — the full pipeline's hand-off (its loop baseline), read from the (d) run;
+* ``deft_only`` (c) — the loop from the user's spec (Phase 1 and Phase 3 off).
+
+Each finished cell is written to ``bench/results/value.json`` at once (atomically, under a file
+lock), so a stopped bench resumes at the next cell; the claims let two processes share the plan.
+Scoring, audit and cell bookkeeping are bench_ablation's (the same code the earlier ablation used).
+Not run in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from filelock import FileLock
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_ablation as ab  # noqa: E402  (the bench folder is not a package)
+
+from deftpipe.config import load_config  # noqa: E402
+from deftpipe.data import import_deeppcb, read_dataset, write_dataset  # noqa: E402
+
+OUT = Path(os.environ.get("BENCH_OUT") or Path(__file__).resolve().parent / "results" / "value.json")
+CONTEXT = 2  # the importer's default (data/_deeppcb.DEFAULT_CONTEXT)
+#: holdout / KPI / validation / pool board groups per fold; the three other groups train.
+FOLDS: dict[str, dict[str, list[str]]] = {
+    "v1": {"holdout": ["12100", "44000"], "kpi": ["13000"], "val": ["12300"], "pool": ["12000"]},
+    "v2": {"holdout": ["00041", "12300"], "kpi": ["44000"], "val": ["77000"], "pool": ["12100"]},
+    "v3": {"holdout": ["13000", "77000"], "kpi": ["12100"], "val": ["12000"], "pool": ["44000"]},
+}
+ARMS = ["default_spec", "full_pipeline", "compute_matched", "data_matched", "phase1_only", "deft_only"]
+ALIASES = {"a": "default_spec", "d": "full_pipeline", "k": "compute_matched", "l": "data_matched",
+           "b": "phase1_only", "c": "deft_only"}
+OVERRIDES: dict[str, dict[str, Any]] = {
+    "full_pipeline": {},
+    "deft_only": {"automl.phase1.enabled": False, "automl.phase3.enabled": False},
+}
+SMOKE_ROWS: dict[str, int] | None = None  # --smoke: rows kept per split (else every row)
+
+
+def build_fold(src: Path, work: Path, fold: str) -> Path:
+    """The fold's base workspace: DeepPCB imported at the product's defaults, the holdout split off."""
+    ws = work / fold / "base"
+    if (ws / "holdout" / "holdout_set.csv").is_file():
+        return ws
+    f = FOLDS[fold]
+    ab.log(f"{fold}: importing DeepPCB (holdout {f['holdout']}, KPI {f['kpi']}, val {f['val']}, pool {f['pool']})")
+    import_deeppcb(src, ws, kpi_groups=f["kpi"] + f["holdout"], val_groups=f["val"], pool_groups=f["pool"],
+                   context=CONTEXT)
+    cfg = load_config(ws)
+    kpi = read_dataset(cfg.path(ws, cfg.data.kpi_csv))
+    held = kpi["boardname"].astype(str).isin(f["holdout"])
+    (ws / "holdout").mkdir(exist_ok=True)
+    if SMOKE_ROWS:
+        write_dataset(ab._subset(kpi[~held], max_pass=SMOKE_ROWS["kpi_pass"]), cfg.path(ws, cfg.data.kpi_csv))
+        write_dataset(ab._subset(kpi[held], max_pass=SMOKE_ROWS["holdout_pass"]), ws / "holdout" / "holdout_set.csv")
+        for key in ("train_csv", "val_csv", "pool_csv"):
+            path = cfg.path(ws, getattr(cfg.data, key))
+            write_dataset(ab._subset(read_dataset(path), SMOKE_ROWS[key.removesuffix("_csv")]), path)
+    else:
+        write_dataset(kpi[~held], cfg.path(ws, cfg.data.kpi_csv))
+        write_dataset(kpi[held], ws / "holdout" / "holdout_set.csv")
+    ab.prune_images(ws)
+    return ws
+
+
+def _rows(csv: Path) -> int:
+    return len(read_dataset(csv))
+
+
+def row_epochs(run_dir: Path, ws: Path) -> int:
+    """The training row-epochs a pipeline run spent: every sweep trial and every loop training."""
+    cfg = load_config(ws)
+    total = 0
+    for folder, csv in (("automl/phase1", cfg.path(ws, cfg.data.train_csv)), ("final_automl", None)):
+        br = run_dir / folder / "best_rec.json"
+        if not br.is_file():
+            continue
+        rec = json.loads(br.read_text(encoding="utf-8"))
+        rows = _rows(csv) if csv else _rows(Path(json.loads((run_dir / "pipeline_state.json").read_text(
+            encoding="utf-8"))["phases"]["phase3"]["handoff"]["train_csv"]))
+        total += sum(rows * int(r.get("epochs_run") or 0) for r in rec["all_recs"])
+    state = json.loads((run_dir / "deft_state.json").read_text(encoding="utf-8"))
+    for label, it in state["iterations"].items():
+        if label == "final_automl" or it.get("source") != "deft":
+            continue
+        csv = it.get("combined_training_csv") if label != "baseline" else str(cfg.path(ws, cfg.data.train_csv))
+        total += _rows(Path(csv)) * int(it.get("epochs_run") or 0)
+    return total
+
+
+def _train_spec(ws: Path, train_csv: Path, out: Path, epochs: int | None) -> tuple[Path, dict[str, Any]]:
+    from deftpipe.model import get_adapter
+    from deftpipe.spec import load_spec
+
+    cfg = load_config(ws)
+    spec = load_spec(cfg.path(ws, cfg.data.spec))
+    if epochs is not None:
+        spec.train.num_epochs = epochs
+    res = get_adapter(spec).train(spec, train_csv, cfg.path(ws, cfg.data.val_csv), out)
+    return Path(res.best_checkpoint), {"val_far_pct": res.metrics.get("far_pct"), "epochs": spec.train.num_epochs,
+                                       "epochs_run": res.epochs_run}
+
+
+def _spec_cell(ws: Path, tmp: Path, train_csv: Path, epochs: int | None, label: str) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    ckpt, info = _train_spec(ws, train_csv, ws / "results" / label, epochs)
+    cfg = load_config(ws)
+    kpi = ab.kpi_figures(ckpt, cfg.path(ws, cfg.data.kpi_csv), tmp)
+    return {"deliverable": label, "checkpoint": str(ckpt), "kpi": kpi, **info, "train_rows": _rows(train_csv),
+            "holdout": ab.audit(ckpt, float(kpi["threshold"]), ws, tmp),
+            "minutes": round((time.perf_counter() - t0) / 60.0, 2)}
+
+
+def run_cell(arm: str, fold: str, seed: int, src: Path, work: Path, done: dict[str, Any]) -> dict[str, Any]:
+    work.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(work / f"{fold}.build.lock")):
+        base = build_fold(src, work, fold)
+    tmp = work / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    full = done.get(f"full_pipeline|{fold}|{seed}")
+    if arm in ("phase1_only", "compute_matched") and not full:
+        raise RuntimeError(f"{arm} is built from the full_pipeline cell of the same fold and seed; run it first")
+    if arm == "phase1_only":
+        ws, run_dir = Path(full["workspace"]), Path(full["run_dir"])
+        return {**ab.cell_from_best(run_dir, ws, tmp, label="baseline"), "workspace": str(ws)}
+    ws = work / fold / f"{arm}_s{seed}"
+    resumable = arm in OVERRIDES and (ws / "pipeline.yaml").is_file() and any((ws / "results").glob("run_*"))
+    if not resumable:
+        _arm_workspace(base, ws, seed, OVERRIDES.get(arm, {}))
+    cfg = load_config(ws)
+    train_csv = cfg.path(ws, cfg.data.train_csv)
+    if arm == "default_spec":
+        cell = _spec_cell(ws, tmp, train_csv, None, "default_spec")
+    elif arm == "compute_matched":
+        rows = _rows(train_csv)
+        epochs = max(1, round(full["row_epochs"] / rows))
+        cell = {**_spec_cell(ws, tmp, train_csv, epochs, "compute_matched"), "row_epochs_matched": full["row_epochs"]}
+    elif arm == "data_matched":
+        both = ws / "train" / "train_plus_pool.csv"
+        df = read_dataset(train_csv)
+        pool = read_dataset(cfg.path(ws, cfg.data.pool_csv))
+        write_dataset(pd.concat([df, pool], ignore_index=True), both)
+        cell = _spec_cell(ws, tmp, both, None, "data_matched")
+    else:
+        run_dir, minutes = ab.run_pipeline_arm(ws)
+        cell = {**ab.cell_from_best(run_dir, ws, tmp), "minutes": round(minutes, 2), "run_dir": str(run_dir),
+                "row_epochs": row_epochs(run_dir, ws), "train_rows": _rows(train_csv)}
+        bm = json.loads((run_dir / "best_model.json").read_text(encoding="utf-8"))
+        cell["delivers_user_spec"] = bool(bm.get("delivers_user_spec"))
+        cell["choices"] = bm.get("choices")
+    cell["workspace"] = str(ws)
+    return cell
+
+
+def _arm_workspace(base: Path, dest: Path, seed: int, overrides: dict[str, Any]) -> Path:
+    """bench_ablation's hard-linked copy with the seed set, at the product's default budgets."""
+    saved = dict(ab.BUDGET)
+    ab.BUDGET.clear()
+    try:
+        return ab.arm_workspace(base, dest, seed, overrides)
+    finally:
+        ab.BUDGET.update(saved)
+
+
+def summarise(cells: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for arm in ARMS:
+        mine = sorted((v for k, v in cells.items() if k.split("|")[0] == arm and "holdout" in v),
+                      key=lambda c: (c["fold"], c["seed"]))
+        h = [c["holdout"] for c in mine]
+        out[arm] = {
+            "far_pct_mean": float(np.mean([x["far_pct"] for x in h])) if h else None,
+            "recall_at_threshold_min": min((x["recall_at_threshold_pct"] for x in h), default=None),
+            "far_at_threshold_mean": float(np.mean([x["far_at_threshold_pct"] for x in h])) if h else None,
+            "cells_done": len(h),
+            "cells": [{"fold": c["fold"], "seed": c["seed"], "far_pct": c["holdout"]["far_pct"],
+                       "far_ci_low": c["holdout"]["far_ci"][0], "far_ci_high": c["holdout"]["far_ci"][1],
+                       "recall_at_threshold_pct": c["holdout"]["recall_at_threshold_pct"],
+                       "far_at_threshold_pct": c["holdout"]["far_at_threshold_pct"],
+                       "escapes": c["holdout"]["escapes"], "hardest": c["holdout"].get("hardest", [])[:3],
+                       "kpi_far_pct": c["kpi"]["far_pct"], "minutes": c.get("minutes"),
+                       "deliverable": c.get("deliverable")} for c in mine],
+        }
+    return out
+
+
+def main() -> None:
+    global OUT, SMOKE_ROWS
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--deeppcb", type=Path, required=True)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/deftpipe_value"))
+    ap.add_argument("--arms", default="a,d,k,l,b,c", help="letters or arm names, in the order to run")
+    ap.add_argument("--folds", default=",".join(FOLDS))
+    ap.add_argument("--seeds", default="42,43")
+    ap.add_argument("--smoke", action="store_true", help="a few hundred rows per split, results to value_smoke.json")
+    args = ap.parse_args()
+    if args.smoke:
+        OUT = OUT.with_name("value_smoke.json")
+        SMOKE_ROWS = {"train": 300, "val": 200, "pool": 200, "kpi_pass": 200, "holdout_pass": 200}
+        ab.BUDGET.clear()
+    arms = [ALIASES.get(a, a) for a in args.arms.split(",")]
+    if unknown := [a for a in arms if a not in ARMS]:
+        raise SystemExit(f"not an arm: {', '.join(unknown)} (arms: {', '.join(ARMS)})")
+    folds, seeds = args.folds.split(","), [int(s) for s in args.seeds.split(",")]
+    lock = FileLock(str(OUT) + ".lock")
+    for arm, fold, seed in [(a, f, s) for a in arms for f in folds for s in seeds]:
+        key = f"{arm}|{fold}|{seed}"
+        with lock:
+            results = json.loads(OUT.read_text(encoding="utf-8")) if OUT.is_file() else {}
+        if key in results.get("cells", {}):
+            continue
+        claim = args.work / "claims" / key.replace("|", "_")
+        if not ab.take_claim(claim):
+            continue
+        ab.log(f"cell {key}: start")
+        try:
+            cell = run_cell(arm, fold, seed, args.deeppcb, args.work, results.get("cells", {}))
+        except Exception:  # noqa: BLE001 - one failed cell must not stop the others; retried next time
+            ab.log(f"cell {key}: FAILED\n{traceback.format_exc()}")
+            claim.unlink(missing_ok=True)
+            continue
+        cell.update(arm=arm, fold=fold, seed=seed, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        with lock:
+            results = json.loads(OUT.read_text(encoding="utf-8")) if OUT.is_file() else {}
+            results.setdefault("cells", {})[key] = cell
+            rows = [c["train_rows"] for c in results["cells"].values() if c.get("train_rows")]
+            results["setup"] = {"context": CONTEXT, "train_rows_min": min(rows, default=0), "folds": FOLDS,
+                                "smoke_rows": SMOKE_ROWS, "defaults": "pipeline.yaml as init --from-deeppcb writes it",
+                                "cpus": os.cpu_count(), "torch_threads": os.environ.get("DEFTPIPE_NUM_THREADS", "all")}
+            results["value"] = summarise(results["cells"])
+            ab.atomic_write_json(OUT, results)
+        h = cell["holdout"]
+        ab.log(f"cell {key}: holdout FAR@100%R {h['far_pct']:.2f} [{h['far_ci'][0]:.2f}, {h['far_ci'][1]:.2f}], "
+               f"recall@thr {h['recall_at_threshold_pct']:.2f} % ({h['escapes']} escapes), "
+               f"FAR@thr {h['far_at_threshold_pct']:.2f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
