@@ -16,8 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from deftpipe.errors import SpecError
-
 #: Called after every epoch with (epoch, metrics); returning True stops training early
 #: (used by the sweeps for pruning). Metrics hold at least ``val_loss`` and ``far_pct``.
 EpochCallback = Callable[[int, dict[str, Any]], bool | None]
@@ -101,49 +99,3 @@ class ModelAdapter(ABC):
         """The scores ``checkpoint`` got on ``csv`` when training selected it, if the adapter
         kept them (one per row, in order); None means "run :meth:`infer`". Optional."""
         return None
-
-
-#: backends outside this package, by ``adapter.kind`` (``register_backend``); the built-in ones are below
-_BACKENDS: dict[str, Callable[..., ModelAdapter]] = {}
-
-
-def register_backend(kind: str, factory: Callable[..., ModelAdapter]) -> None:
-    """Make ``get_adapter`` build ``factory(spec, progress=...)`` for specs with ``adapter.kind == kind``.
-
-    A second backend (``deftpipe.tao``) registers itself when imported, so this package never imports
-    it: the model part stays below the backends that implement its interface.
-    """
-    _BACKENDS[kind] = factory
-
-
-def known_kinds() -> list[str]:
-    return sorted({"torch", "command", *_BACKENDS})
-
-
-def get_adapter(spec: Any = None, *, progress: Any = None, images_dir: str | Path | None = None) -> ModelAdapter:
-    """The adapter a spec asks for (``adapter.kind``: ``torch`` (default), ``command`` or ``tao``).
-
-    ``progress`` (optional) receives training progress: ``start(epochs, steps_per_epoch)``,
-    ``batch(epoch, step_in_epoch, loss)``, ``epoch_end(epoch, metrics)``, ``close()``.
-    ``images_dir`` (built-in model): the image root of the CSVs it evaluates, infers or embeds.
-    """
-    kind = "torch"
-    if spec is not None and not isinstance(spec, (str, Path)):
-        kind = spec["adapter"]["kind"] if isinstance(spec, dict) and "adapter" in spec else getattr(
-            getattr(spec, "adapter", None), "kind", "torch")
-    elif isinstance(spec, (str, Path)):
-        from deftpipe.spec import load_spec
-
-        kind = load_spec(spec).adapter.kind
-    if kind in _BACKENDS:  # a second backend that registered itself (deftpipe.tao: kind "tao")
-        return _BACKENDS[kind](spec, progress=progress)
-    if kind == "command":
-        from deftpipe.model._command import CommandAdapter
-
-        return CommandAdapter(spec, progress=progress)
-    if kind != "torch":
-        raise SpecError(f"adapter.kind {kind!r} has no backend loaded (known: {', '.join(known_kinds())}); "
-                        f"'tao' needs deftpipe's TAO package: import deftpipe.tao (the deftpipe command does)")
-    from deftpipe.model._torch_adapter import TorchAdapter
-
-    return TorchAdapter(progress=progress, images_dir=images_dir)

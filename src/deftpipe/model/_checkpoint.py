@@ -13,33 +13,25 @@ build a different model; a warm start whose spec asks for another shape is a Che
 from __future__ import annotations
 
 import io
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from deftpipe import __version__
 from deftpipe._fs import atomic_write_bytes
 from deftpipe._redact import scrub_clip
 from deftpipe.errors import CheckpointError, DeftpipeError
+from deftpipe.model._checkpoint_names import FORMAT, NAME_RE, VERSION, checkpoint_name
 from deftpipe.model._network import NetConfig, SiameseChangeNet
 from deftpipe.spec import Spec, spec_from_dict, spec_to_dict
 
-FORMAT = "deftpipe.siamese"
-VERSION = 1
 REQUIRED_KEYS = ("format", "version", "state_dict", "spec", "metrics", "epoch", "step")
-NAME_RE = re.compile(r"model_epoch_(\d{3,})_step_(\d{3,})\.pth$")
-
-
-def checkpoint_name(epoch: int, step: int) -> str:
-    return f"model_epoch_{epoch:03d}_step_{step:03d}.pth"
 
 
 def save_checkpoint(path: Path, model: SiameseChangeNet, spec: Spec, metrics: dict[str, Any],
                     *, epoch: int, step: int) -> Path:
     """Write a checkpoint atomically (a crash never leaves half a file under the final name)."""
-    from deftpipe import __version__
-
     payload = {
         "format": FORMAT,
         "version": VERSION,

@@ -44,6 +44,7 @@ from deftpipe._fs import atomic_path
 from deftpipe.errors import CheckpointError, DataError, SpecError, TrainingError
 from deftpipe.metrics import FAIL, PASS, compute_metrics
 from deftpipe.model._adapter import EpochCallback, ModelAdapter, TrainResult
+from deftpipe.model._checkpoint_names import NAME_RE
 from deftpipe.spec import Spec, dump_spec, load_spec, spec_from_dict, spec_to_dict
 
 #: Every placeholder a template may use (pre-flight refuses any other before a run starts).
@@ -133,8 +134,6 @@ class CommandAdapter(ModelAdapter):
                 if epoch_callback(int(m.get("epoch", 1)), m):
                     stopped = True
                     break
-        from deftpipe.model._checkpoint import NAME_RE
-
         match = NAME_RE.search(best_ckpt.name)
         epoch, step = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
         return TrainResult(best_checkpoint=best_ckpt, best_epoch=epoch, best_step=step, metrics=metrics,

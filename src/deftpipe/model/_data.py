@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from deftpipe.config import find_workspace
+from deftpipe.config import find_workspace, load_config
 from deftpipe.data import PASS, ImageLayout, is_defect, load_pairs, read_dataset
 from deftpipe.errors import DataError, SpecError
 
@@ -60,8 +60,6 @@ def resolve_layout(spec, csv: Path, images_dir: str | Path | None = None) -> Ima
     layout = ImageLayout.from_spec(spec)
     ws = find_workspace(csv.resolve().parent)
     if ws is not None and find_workspace(layout.images_dir) != ws:
-        from deftpipe.config import load_config
-
         cfg = load_config(ws)
         own = cfg.path(ws, cfg.data.images_dir)
         if not own.is_dir():
