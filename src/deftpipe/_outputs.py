@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from deftpipe.config import CONFIG_NAME, DataPaths, find_workspace, load_config
 from deftpipe.errors import DataError
 
 
@@ -22,8 +23,6 @@ def _same(a: Path, b: Path) -> bool:
 
 def workspace_dataset_files(path: Path) -> tuple[Path | None, list[Path], Path | None]:
     """The workspace holding ``path`` (or None), its dataset files and its images folder."""
-    from deftpipe.config import CONFIG_NAME, DataPaths, find_workspace, load_config
-
     ws = find_workspace(path.parent if not path.exists() else path)
     if ws is None:
         return None, [], None

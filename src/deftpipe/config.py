@@ -13,7 +13,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
+from deftpipe._fs import atomic_write_text
 from deftpipe._tao_schema import AdapterChoice
+from deftpipe._yaml import load_yaml_file
 from deftpipe.errors import SpecError
 from deftpipe.spec import MAX_SEED, StrictSection, describe_validation_error
 
@@ -170,7 +172,6 @@ def load_config(workspace: str | Path) -> PipelineConfig:
             f"{path} not found: {workspace} is not a deftpipe workspace; "
             "create one with `deftpipe init --synthetic DIR` or `deftpipe init --from-deeppcb PATH DIR`"
         )
-    from deftpipe._yaml import load_yaml_file
 
     data = load_yaml_file(path, "workspace config")
     if not isinstance(data, dict):
@@ -182,8 +183,6 @@ def load_config(workspace: str | Path) -> PipelineConfig:
 
 
 def dump_config(cfg: PipelineConfig, workspace: str | Path) -> Path:
-    from deftpipe._fs import atomic_write_text
-
     data: dict[str, Any] = cfg.model_dump(mode="json")
     return atomic_write_text(Path(workspace) / CONFIG_NAME, yaml.safe_dump(data, sort_keys=False))
 

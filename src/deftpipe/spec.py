@@ -20,7 +20,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from deftpipe._fs import atomic_write_text
 from deftpipe._tao_schema import TaoSection, TaoSettings
+from deftpipe._yaml import load_yaml_file
 from deftpipe.errors import SpecError, clip
 
 SPEC_VERSION = 1
@@ -215,8 +217,6 @@ def load_spec(path: str | Path) -> Spec:
     Raises:
         SpecError: missing or empty file, YAML syntax error, unknown key or out-of-range value.
     """
-    from deftpipe._yaml import load_yaml_file
-
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"spec file {path} does not exist; pass an existing YAML with --spec")
@@ -235,8 +235,6 @@ def spec_to_dict(spec: Spec) -> dict[str, Any]:
 
 def dump_spec(spec: Spec | dict[str, Any], path: str | Path) -> Path:
     """Write a spec as YAML atomically (paths are absolute after loading)."""
-    from deftpipe._fs import atomic_write_text
-
     data = spec_to_dict(spec) if isinstance(spec, Spec) else spec
     return atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
 

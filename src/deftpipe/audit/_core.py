@@ -16,7 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from deftpipe.data import is_defect, read_dataset
 from deftpipe.errors import DataError
+from deftpipe.metrics import compute_metrics
+from deftpipe.model import get_adapter
 
 SCHEMA = "deftpipe.audit/1"
 INFERENCE_NAME = "inference_holdout.csv"
@@ -35,8 +38,6 @@ def _row(df: pd.DataFrame, i: int, scores: np.ndarray) -> dict[str, Any]:
 
 def _figures(is_defect: np.ndarray, scores: np.ndarray, labels: np.ndarray, threshold: float,
              seed: int) -> dict[str, Any]:
-    from deftpipe.metrics import compute_metrics
-
     m = compute_metrics(is_defect, scores, labels=labels, threshold=threshold, seed=seed)
     return {"n_defects": m["n_defects"], "n_pass": m["n_pass"],
             # at the shipped threshold: what the line would see
@@ -60,8 +61,6 @@ def audit_scores(df: pd.DataFrame, scores: np.ndarray, threshold: float, *, seed
         ``escaped`` lists every defect scored below ``threshold`` and ``threshold_setters`` the
         defects with the lowest scores (the ones that set the holdout's FAR@100%R threshold).
     """
-    from deftpipe.data import is_defect
-
     y = is_defect(df["label"]).to_numpy()
     labels = df["label"].astype(str).to_numpy()
     whole = _figures(y, scores, labels, threshold, seed)
@@ -98,9 +97,6 @@ def audit_checkpoint(checkpoint: str | Path, threshold: float, csv: str | Path, 
         DataError: the CSV is missing or empty, or its scores are unusable; CheckpointError etc.
             from the adapter.
     """
-    from deftpipe.data import is_defect, read_dataset
-    from deftpipe.model import get_adapter
-
     csv = Path(csv)
     if not csv.is_file():
         raise DataError(f"holdout CSV {csv} not found; pass the holdout (e.g. holdout/holdout_set.csv) with --csv")

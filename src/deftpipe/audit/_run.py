@@ -14,7 +14,11 @@ from typing import Any
 
 from deftpipe._fs import atomic_write_json
 from deftpipe.audit._core import FIGURES, audit_checkpoint
+from deftpipe.config import load_config
+from deftpipe.deft._best import kpi_pass_scores
 from deftpipe.errors import StateError
+from deftpipe.metrics import ThresholdRule
+from deftpipe.model import get_adapter
 
 AUDIT_DIR = "audit"
 AUDIT_NAME = "audit.json"
@@ -38,8 +42,6 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def holdout_csv(results_dir: Path) -> Path:
     """The holdout CSV of the workspace a run belongs to (``data.holdout_csv`` of its pipeline.yaml)."""
-    from deftpipe.config import load_config
-
     state = _read_json(results_dir / "deft_state.json")
     ws = Path(state["workspace"])
     cfg = load_config(ws)
@@ -68,7 +70,6 @@ def reference_models(results_dir: Path) -> dict[str, dict[str, Any]]:
 def _kpi_scores(results_dir: Path, ref: dict[str, Any], spec: Any) -> tuple[float | None, Path]:
     """A reference model's KPI 100 %-recall threshold and its KPI inference CSV (scored here, as
     Phase 3's winner is, when the run did not record them)."""
-    from deftpipe.model import get_adapter
     from deftpipe.pipeline._phases import kpi_metrics
 
     recorded = ref.get("kpi_inference_csv")
@@ -98,9 +99,6 @@ def audit_run(results_dir: str | Path, *, seed: int = 0) -> dict[str, Any]:
     Raises:
         StateError: the run has no ``best_model.json`` (no deliverable yet) or no ``deft_state.json``.
     """
-    from deftpipe.deft._best import kpi_pass_scores
-    from deftpipe.metrics import ThresholdRule
-
     results_dir = Path(results_dir).resolve()
     best = _read_json(results_dir / BEST_MODEL)
     csv = holdout_csv(results_dir)

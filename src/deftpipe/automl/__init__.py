@@ -8,6 +8,7 @@ from deftpipe.automl._algorithms import (
     ALGORITHMS,
     Algorithm,
     SweepContext,
+    describe_algorithms,
     get_algorithm,
     make_sampler_pruner,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "Param",
     "SearchSpace",
     "SweepContext",
+    "describe_algorithms",
     "get_algorithm",
     "load_search_space",
     "make_sampler_pruner",

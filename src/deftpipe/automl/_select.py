@@ -25,6 +25,7 @@ from deftpipe.automl._records import collapsed, ranked, rec_id, retried_by, to_r
 from deftpipe.automl._settings import SweepSettings
 from deftpipe.automl._trial import ABORT_ERRORS, build_spec, tuned_specs
 from deftpipe.errors import SweepError
+from deftpipe.model import get_adapter
 
 RERUN_SEED_OFFSET = 1000  # fresh seed of a verification re-run = spec seed + offset
 
@@ -47,7 +48,6 @@ def rerun_with_fresh_seed(study: optuna.Study, settings: SweepSettings, t: Froze
     cached = study.user_attrs.get(key)
     if cached:
         return cached
-    from deftpipe.model import get_adapter
 
     seed = int(settings.spec.get("train", {}).get("seed", 0)) + RERUN_SEED_OFFSET
     spec = build_spec(settings, dict(t.params), seed=seed)

@@ -25,6 +25,7 @@ from deftpipe.automl._settings import SweepSettings
 from deftpipe.automl._space import BUDGET_KEYS
 from deftpipe.errors import CheckpointError, DataError, SpecError
 from deftpipe.metrics import is_collapsed
+from deftpipe.model import get_adapter
 from deftpipe.spec import Spec, deep_merge, spec_from_dict, unflatten
 
 #: Metrics copied from the adapter's result into each trial's record.
@@ -92,8 +93,6 @@ class TrialObjective:
         self.on_epoch = on_epoch  # progress hook: (trial number, epoch, metric value)
 
     def __call__(self, trial: optuna.Trial) -> float:
-        from deftpipe.model import get_adapter
-
         t0 = time.perf_counter()
         s = self.settings
         values = self.space.suggest(trial)

@@ -12,6 +12,15 @@ import threading
 
 import typer
 
+from deftpipe._cores import env_threads
+from deftpipe._fs import DISK_ERRNOS
+from deftpipe._redact import scrub, scrub_clip
+from deftpipe.cli import audit as audit_cli
+from deftpipe.cli import automl as automl_cli
+from deftpipe.cli import data as data_cli
+from deftpipe.cli import deft as deft_cli
+from deftpipe.cli import model as model_cli
+from deftpipe.cli import pipeline as pipeline_cli
 from deftpipe.errors import DeftpipeError, clip
 
 app = typer.Typer(
@@ -26,12 +35,6 @@ app = typer.Typer(
 
 def _register() -> None:
     import deftpipe.tao  # noqa: F401  (registers adapter.kind "tao" and the TAO spec format)
-    from deftpipe.cli import audit as audit_cli
-    from deftpipe.cli import automl as automl_cli
-    from deftpipe.cli import data as data_cli
-    from deftpipe.cli import deft as deft_cli
-    from deftpipe.cli import model as model_cli
-    from deftpipe.cli import pipeline as pipeline_cli
 
     for mod in (data_cli, model_cli, automl_cli, deft_cli, pipeline_cli, audit_cli):
         mod.register(app)
@@ -46,7 +49,6 @@ def _thread_error(args) -> None:
     if os.environ.get("DEFTPIPE_DEBUG"):
         threading.__excepthook__(args)
         return
-    from deftpipe._redact import scrub_clip
 
     name = args.thread.name if args.thread is not None else "thread"
     print(f"warning: background {name} stopped: {type(args.exc_value).__name__}: "
@@ -56,13 +58,9 @@ def _thread_error(args) -> None:
 def main() -> None:
     threading.excepthook = _thread_error
     try:
-        from deftpipe._cores import env_threads
-
         env_threads()  # a wrong DEFTPIPE_NUM_THREADS is one error before any command starts
         rc = app(standalone_mode=False)
     except DeftpipeError as e:
-        from deftpipe._redact import scrub
-
         print(f"error: {scrub(str(e))}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
@@ -93,7 +91,6 @@ def _usage_or_internal(e: Exception) -> None:
         where = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
         print(f"error: {clip(e.format_message())}{where}", file=sys.stderr)
         sys.exit(e.exit_code)
-    from deftpipe._fs import DISK_ERRNOS
 
     if isinstance(e, OSError) and e.errno in DISK_ERRNOS:  # full or read-only disk: expected, not internal
         print(f"error: cannot write {e.filename or 'a file'}: {e.strerror}; free space or make the folder writable, "
@@ -101,7 +98,6 @@ def _usage_or_internal(e: Exception) -> None:
         sys.exit(1)
     if os.environ.get("DEFTPIPE_DEBUG"):
         raise e
-    from deftpipe._redact import scrub_clip
 
     print(f"internal error: {kind}: {scrub_clip(str(e))} (set DEFTPIPE_DEBUG=1 for the traceback)", file=sys.stderr)
     sys.exit(1)

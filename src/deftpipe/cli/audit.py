@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from deftpipe.audit import audit_checkpoint, audit_run
+from deftpipe.audit._render import audit_markdown
 from deftpipe.cli._util import out, print_json, probability
 
 
@@ -30,9 +32,6 @@ def audit_cmd(
       deftpipe audit demo_ws/results/run_20260101_120000
       deftpipe audit --checkpoint model.pth --threshold 0.12 --csv ws/holdout/holdout_set.csv --json
     """
-    from deftpipe.audit import audit_checkpoint, audit_run
-    from deftpipe.audit._render import audit_markdown
-
     direct = (checkpoint, threshold, csv)
     if run_dir is not None and any(v is not None for v in direct):
         raise typer.BadParameter("give either RUN_DIR or --checkpoint/--threshold/--csv, not both")

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import typer
 
+from deftpipe._cores import ENV_THREADS
+from deftpipe._outputs import check_output
+from deftpipe.automl import describe_algorithms, run_sweep, run_worker
 from deftpipe.cli._util import finite, out, print_json
 
 automl_app = typer.Typer(
@@ -52,9 +55,6 @@ def run(
     --val ws/train/base/validation_set.csv --metric far_pct --algorithm hyperband --max-recommendations 12
     --epochs 3 --out ws/automl/phase1
     """
-    from deftpipe._outputs import check_output
-    from deftpipe.automl import run_sweep
-
     check_output(out_dir, inputs=[spec, train_csv, val_csv, pretrained, search_space, *(enqueue_spec or [])],
                  folder=True)
     claim_threads(threads)
@@ -82,8 +82,6 @@ def worker(
 
     Example: deftpipe automl worker --storage postgresql://user@db-host:5432/optuna --study phase1 --threads 1
     """
-    from deftpipe.automl import run_worker
-
     claim_threads(threads)
     summary = run_worker(storage, study, out_dir=out_dir, show_progress=not quiet, heartbeat_interval=heartbeat)
     if as_json:
@@ -98,8 +96,6 @@ def claim_threads(threads: int) -> None:
     if threads:
         import os
 
-        from deftpipe._cores import ENV_THREADS
-
         os.environ[ENV_THREADS] = str(threads)
 
 
@@ -108,8 +104,6 @@ def algorithms(as_json: bool = typer.Option(False, "--json", help="print as JSON
 
     Example: deftpipe automl algorithms
     """
-    from deftpipe.automl._algorithms import describe_algorithms
-
     table = describe_algorithms()
     if as_json:
         print_json(table)

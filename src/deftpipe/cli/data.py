@@ -6,7 +6,10 @@ from pathlib import Path
 
 import typer
 
+from deftpipe import data
+from deftpipe._bars import counting_bar
 from deftpipe.cli._util import err, finite, out, print_json
+from deftpipe.tao import adopt_tao_workspace
 
 data_app = typer.Typer(
     help="Check dataset CSVs: validate, stats, leakage.\n\nExample: deftpipe data stats ws/kpi/testing_set.csv",
@@ -50,14 +53,11 @@ def init(
       deftpipe init --from-deeppcb ../shared/deeppcb dp_ws --kpi-groups 44000 --holdout-groups 12000,12100
       deftpipe init --from-tao experiment.yaml tao_ws --kpi-csv kpi.csv --pool-csv pool.csv
     """
-    from deftpipe import data
-
     if synthetic + (from_deeppcb is not None) + (from_tao is not None) != 1:
         raise typer.BadParameter("give exactly one of --synthetic, --from-deeppcb PATH or --from-tao SPEC")
     if from_tao is not None:
         _init_from_tao(from_tao, dest, kpi_csv, pool_csv, platform)
         return
-    from deftpipe._bars import counting_bar
 
     if synthetic:
         if size not in data.SYNTHETIC_SIZES:
@@ -82,8 +82,6 @@ def init(
 
 
 def _init_from_tao(spec: Path, dest: Path, kpi_csv: Path | None, pool_csv: Path | None, platform: str) -> None:
-    from deftpipe.tao import adopt_tao_workspace
-
     if kpi_csv is None or pool_csv is None:
         raise typer.BadParameter("--from-tao needs --kpi-csv CSV and --pool-csv CSV")
     ws = adopt_tao_workspace(spec, dest, kpi_csv=kpi_csv, pool_csv=pool_csv, platform=platform, log=err.print)
@@ -108,10 +106,7 @@ def validate(
 
     Example: deftpipe data validate ws/train/base/training_set.csv
     """
-    from deftpipe import data
-    from deftpipe.data._layout import workspace_input_size
-
-    df = data.validate_dataset(csv, images_dir=images_dir, input_size=workspace_input_size(csv))
+    df = data.validate_dataset(csv, images_dir=images_dir, input_size=data.workspace_input_size(csv))
     if as_json:
         print_json({"csv": str(csv), "rows": len(df), "valid": True})
     else:
@@ -127,8 +122,6 @@ def stats(
 
     Example: deftpipe data stats ws/kpi/testing_set.csv --json
     """
-    from deftpipe import data
-
     s = data.dataset_stats(csv)
     if as_json:
         print_json(s)
@@ -149,8 +142,6 @@ def leakage(
 
     Example: deftpipe data leakage ws/train/base/training_set.csv ws/kpi/testing_set.csv
     """
-    from deftpipe import data
-
     if len(csvs) < 2:
         raise typer.BadParameter("give at least two CSVs to compare")
     report = data.find_leaks(csvs, images_dir=images_dir)

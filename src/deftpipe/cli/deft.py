@@ -9,6 +9,9 @@ from rich.table import Table
 from rich.text import Text
 
 from deftpipe.cli._util import err, out, print_json
+from deftpipe.config import load_config
+from deftpipe.deft import _runs, run_loop
+from deftpipe.errors import StateError
 
 deft_app = typer.Typer(
     help="The DEFT data-improvement loop.\n\nExample: deftpipe deft run ws --yes --max-iterations 2",
@@ -48,9 +51,6 @@ def run_cmd(
 
     Example: deftpipe deft run ws --yes --max-iterations 2
     """
-    from deftpipe.config import load_config
-    from deftpipe.deft import _runs, run_loop
-
     cfg = load_config(workspace)
     folder = None if new else _runs.latest_unfinished(workspace)
     n = max_iterations if max_iterations is not None else cfg.deft.max_iterations
@@ -90,9 +90,6 @@ def status_cmd(
 
     Example: deftpipe status ws
     """
-    from deftpipe.deft import _runs
-    from deftpipe.errors import StateError
-
     folders = _runs.run_folders(workspace)
     if not folders:
         raise StateError(f"no runs in {workspace}/results/; start one with `deftpipe run {workspace}` "

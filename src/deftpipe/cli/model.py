@@ -8,7 +8,12 @@ from typing import Any
 
 import typer
 
+from deftpipe._fs import atomic_path
+from deftpipe._outputs import check_output
 from deftpipe.cli._util import err, out, print_json, probability
+from deftpipe.errors import StateError
+from deftpipe.model import get_adapter
+from deftpipe.spec import load_spec
 
 model_app = typer.Typer(help="Train, evaluate, run and embed the golden/test change classifier.",
                         no_args_is_help=True)
@@ -69,15 +74,9 @@ def train(
     Example: deftpipe model train --spec ws/specs/baseline_spec.yaml --train ws/train/base/training_set.csv
     --val ws/train/base/validation_set.csv --out runs/m1 --epochs 5
     """
-    from deftpipe._outputs import check_output
-    from deftpipe.model import get_adapter
-    from deftpipe.spec import load_spec
-
     check_output(out_dir, inputs=[spec, train_csv, val_csv, pretrained], folder=True)
     if out_dir.exists() and (not out_dir.is_dir() or (out_dir / "metrics.json").exists()
                              or any(out_dir.glob("model_epoch_*.pth"))):
-        from deftpipe.errors import StateError
-
         raise StateError(f"--out {out_dir} holds an earlier training (metrics.json, checkpoints) that this one would "
                          "delete, or is a file; pass a new folder, or delete this one first")
     s = load_spec(spec)
@@ -108,8 +107,6 @@ def evaluate(
     Example: deftpipe model evaluate --checkpoint runs/m1/model_epoch_005_step_130.pth
     --csv ws/kpi/testing_set.csv --json
     """
-    from deftpipe.model import get_adapter
-
     with err.status("evaluating…"):
         m = get_adapter(spec, images_dir=images_dir).evaluate(checkpoint, csv, threshold=threshold)
     if as_json:
@@ -134,9 +131,6 @@ def infer(
     Example: deftpipe model infer --checkpoint runs/m1/model_epoch_005_step_130.pth
     --csv ws/kpi/testing_set.csv --out runs/m1/inference.csv
     """
-    from deftpipe._outputs import check_output
-    from deftpipe.model import get_adapter
-
     check_output(out_csv, inputs=[checkpoint, csv, spec, images_dir])
     with err.status("scoring…"):
         path = get_adapter(spec, images_dir=images_dir).infer(checkpoint, csv, out_csv, threshold=threshold)
@@ -157,10 +151,6 @@ def embed(
     --csv ws/mining/mining_pool.csv --out pool.npy
     """
     import numpy as np
-
-    from deftpipe._fs import atomic_path
-    from deftpipe._outputs import check_output
-    from deftpipe.model import get_adapter
 
     check_output(out_npy, inputs=[checkpoint, csv, spec, images_dir])
     with err.status("embedding…"):

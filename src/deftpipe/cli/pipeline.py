@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from deftpipe.cli._util import err, out, print_json
+from deftpipe.pipeline import preflight, render_preflight, run_demo, run_pipeline
 
 
 def preflight_cmd(
@@ -19,9 +20,6 @@ def preflight_cmd(
 
     Example: deftpipe preflight demo_ws --json
     """
-    from deftpipe.pipeline import preflight
-    from deftpipe.pipeline._view import render_preflight
-
     report = preflight(workspace, new=new, measure=not no_dry_run)
     if json_out:
         print_json(report)
@@ -43,8 +41,6 @@ def run_cmd(
 
     Example: deftpipe run my_ws --yes
     """
-    from deftpipe.pipeline import run_pipeline
-
     result = run_pipeline(workspace, yes=yes, new=new, console=out)
     if result["status"] == "stopped":
         err.print(f"error: Phase 2 hard-stopped ({result['hard_stop']}); Phase 3 skipped — see "
@@ -60,8 +56,6 @@ def demo_cmd(
 
     Example: deftpipe demo demo_ws
     """
-    from deftpipe.pipeline import run_demo
-
     run_demo(directory, console=out)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from deftpipe._fs import atomic_path
+from deftpipe.config import find_workspace
 from deftpipe.errors import DataError, clip
 
 REQUIRED_COLUMNS = ("input_path", "golden_path", "label", "object_name")
@@ -156,8 +157,6 @@ class ImageLayout:
 
     @classmethod
     def create(cls, images_dir: str | Path, image_ext: str = ".png", lights=()) -> ImageLayout:
-        from deftpipe.config import find_workspace
-
         images_dir = Path(images_dir).resolve()
         ws = find_workspace(images_dir) if images_dir.exists() else None
         ext = image_ext if image_ext.startswith(".") else "." + image_ext

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from deftpipe.config import find_workspace, load_config
 from deftpipe.data._csv import ImageLayout
 from deftpipe.errors import DataError
+from deftpipe.spec import Spec, load_spec
 
 
 def _workspace_spec(start: str | Path):
     """(workspace or None, its spec or None) for the workspace enclosing ``start``."""
-    from deftpipe.config import find_workspace, load_config
-    from deftpipe.spec import load_spec
-
     ws = find_workspace(start)
     if ws is None:
         return None, None
@@ -27,9 +26,6 @@ def _workspace_spec(start: str | Path):
 
 def workspace_image_settings(start: str | Path) -> tuple[Path | None, str, tuple[str, ...]]:
     """(images dir, image_ext, lights) of the workspace enclosing ``start`` (None, defaults if none)."""
-    from deftpipe.config import load_config
-    from deftpipe.spec import Spec
-
     ws, spec = _workspace_spec(start)
     spec = spec or Spec()
     if ws is None:

@@ -13,6 +13,7 @@ import numpy as np
 from deftpipe.config import KpiConfig
 from deftpipe.data import ImageLayout
 from deftpipe.errors import DataError
+from deftpipe.model import get_adapter
 from deftpipe.spec import Spec, load_spec
 
 
@@ -86,8 +87,6 @@ class LoopContext:
         return self.results_dir / label / stage
 
     def adapter(self):
-        from deftpipe.model import get_adapter
-
         return get_adapter(self.spec)
 
 

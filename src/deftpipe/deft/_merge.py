@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from deftpipe._fs import atomic_write_json
+from deftpipe._fs import atomic_path, atomic_write_json
 from deftpipe.data import (
     DEFECT_CLASSES,
     PASS,
@@ -163,8 +163,6 @@ def merge(*, previous_csv: Path, previous_is_base: bool, previous_provenance: Pa
 
 
 def _write_plain(df: pd.DataFrame, path: Path) -> Path:
-    from deftpipe._fs import atomic_path
-
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
     return path

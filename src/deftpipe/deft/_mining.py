@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from deftpipe._cores import fair_threads, registered
 from deftpipe._fs import atomic_path, atomic_write_json
 from deftpipe.data import identity_keys, is_defect, read_dataset, write_dataset
 from deftpipe.deft._context import HardStop, jsonable
@@ -138,8 +139,6 @@ def nearest(queries: np.ndarray, base: np.ndarray, k: int) -> tuple[np.ndarray, 
     """Cosine similarities and indices of the ``k`` nearest ``base`` rows for each query (FAISS's exact
     brute-force ``knn``: no index is built, so the base is not copied a second time)."""
     import faiss
-
-    from deftpipe._cores import fair_threads, registered
 
     with registered():
         faiss.cvar.distance_compute_blas_threshold = BLAS_FROM_QUERIES

@@ -19,6 +19,7 @@ from deftpipe._fs import atomic_write_json
 from deftpipe.data import is_defect
 from deftpipe.deft._context import LoopContext, jsonable
 from deftpipe.errors import DataError
+from deftpipe.metrics import compute_metrics
 from deftpipe.selection import TAIL_K, selection_metrics
 from deftpipe.spec import dump_spec, spec_from_dict, spec_to_dict
 
@@ -92,8 +93,6 @@ def run_inference(ctx: LoopContext, *, checkpoint: Path, out_dir: Path) -> Path:
 
 def evaluate_scores(inference_csv: Path, out_dir: Path, *, seed: int = 0) -> EvalOutput:
     """FAR @ 100 % recall and the other metrics of an inference CSV → ``out_dir/metrics.json``."""
-    from deftpipe.metrics import compute_metrics
-
     df = pd.read_csv(inference_csv, dtype=str, keep_default_na=False)
     if "score" not in df.columns:
         raise DataError(f"{inference_csv} has no 'score' column; the adapter's infer() must add one")

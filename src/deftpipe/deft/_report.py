@@ -21,9 +21,11 @@ from markupsafe import Markup
 from PIL import Image
 
 from deftpipe._fs import atomic_write_json, atomic_write_text
+from deftpipe.data import ImageLayout
 from deftpipe.deft import _state
 from deftpipe.errors import DataError
 from deftpipe.metrics import fmt_value
+from deftpipe.spec import load_spec
 
 THUMB_PX = 56
 MAX_RCA_REPORTS = 3
@@ -92,9 +94,6 @@ def _spec_layout(spec: str | None) -> Any:
         return None
     if key not in _LAYOUT_MEMO:
         try:
-            from deftpipe.data import ImageLayout
-            from deftpipe.spec import load_spec
-
             _LAYOUT_MEMO[key] = ImageLayout.from_spec(load_spec(spec))
         except Exception:  # noqa: BLE001
             _LAYOUT_MEMO[key] = None

@@ -18,6 +18,7 @@ from typing import Any
 
 from deftpipe._faults import die_after_commit
 from deftpipe._fs import atomic_write_json
+from deftpipe.config import find_workspace
 from deftpipe.errors import StateError, clip
 from deftpipe.metrics import ThresholdRule
 
@@ -249,8 +250,6 @@ def verify_state_artefacts(state: dict[str, Any], results_dir: str | Path, works
     Raises:
         StateError: naming the iteration, field and path, and how to recover.
     """
-    from deftpipe.config import find_workspace
-
     roots = [os.path.realpath(r) for r in (results_dir, workspace, find_workspace(results_dir)) if r is not None]
     for label, it in state["iterations"].items():
         for key in ARTEFACT_FIELDS:

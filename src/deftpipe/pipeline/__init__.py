@@ -11,6 +11,7 @@ from deftpipe.pipeline._preflight import preflight
 from deftpipe.pipeline._record import RECORD_NAME, PipelineRecord, latest_unfinished, list_runs
 from deftpipe.pipeline._run import PreflightError, run_pipeline
 from deftpipe.pipeline._trajectory import build_trajectory, improvement
+from deftpipe.pipeline._view import render_preflight
 
 __all__ = [
     "DEMO_OVERRIDES",
@@ -26,6 +27,7 @@ __all__ = [
     "list_runs",
     "merge_winner_spec",
     "preflight",
+    "render_preflight",
     "run_demo",
     "run_pipeline",
     "strip_budget",

@@ -17,9 +17,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from deftpipe import data
+from deftpipe._argv import unknown_placeholders
 from deftpipe._redact import scrub_clip
+from deftpipe.automl import get_algorithm, load_search_space
 from deftpipe.config import PipelineConfig, SweepConfig
+from deftpipe.deft._evaluator import PLACEHOLDERS as EVALUATOR_PLACEHOLDERS
 from deftpipe.errors import DeftpipeError
+from deftpipe.model import COMMAND_PLACEHOLDERS as ADAPTER_PLACEHOLDERS
 from deftpipe.spec import Spec
 
 _ENV_REF = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
@@ -170,12 +175,7 @@ def settings_blockers(ws: Path, cfg: PipelineConfig, spec: Spec | None, blockers
     """What the run would otherwise only find out after training started: an unknown algorithm or
     metric, a search space that does not parse, a placeholder no template knows, a device the
     installed torch cannot use."""
-    from deftpipe._argv import unknown_placeholders
-    from deftpipe.automl import load_search_space
-    from deftpipe.automl._algorithms import get_algorithm
-    from deftpipe.deft._evaluator import PLACEHOLDERS as EVALUATOR_PLACEHOLDERS
-    from deftpipe.model._command import PLACEHOLDERS as ADAPTER_PLACEHOLDERS
-    from deftpipe.model._train import device_problem
+    from deftpipe.model import device_problem  # late: imports torch
 
     for key, sweep in (("phase1", cfg.automl.phase1), ("phase3", cfg.automl.phase3)):
         if not sweep.enabled:
@@ -256,8 +256,6 @@ NO_HOLDOUT = "no holdout: the run will end without an audit (no estimate on boar
 def dataset_section(ws: Path, cfg: PipelineConfig, spec: Spec | None, blockers: list[str],
                     warnings: list[str]) -> dict[str, Any]:
     """Counts per split, label distribution, validation and the leakage check."""
-    from deftpipe import data
-
     layout = data.ImageLayout.from_spec(spec) if spec is not None else None
     rows, csvs, labels = [], [], set()
     for split, key in SPLITS:

@@ -16,7 +16,9 @@ from typing import Any
 from rich.console import Console
 
 from deftpipe._bars import counting_bar
-from deftpipe.config import CONFIG_NAME, dump_config, load_config
+from deftpipe.config import CONFIG_NAME, PipelineConfig, dump_config, load_config
+from deftpipe.data import make_synthetic_workspace
+from deftpipe.pipeline._run import run_pipeline
 from deftpipe.spec import set_dotted
 
 DEFAULT_DIR = "deftpipe_demo"
@@ -35,7 +37,6 @@ def apply_overrides(ws: Path, overrides: dict[str, Any]) -> None:
     """Set dotted keys in ``<ws>/pipeline.yaml`` (validated by loading it back)."""
     if not overrides:
         return
-    from deftpipe.config import PipelineConfig
 
     data = load_config(ws).model_dump(mode="json")
     for key, value in overrides.items():
@@ -46,9 +47,6 @@ def apply_overrides(ws: Path, overrides: dict[str, Any]) -> None:
 def run_demo(dest: str | Path = DEFAULT_DIR, *, console: Console | None = None, size: str = "small",
              seed: int = 0, show_progress: bool = True) -> dict[str, Any]:
     """Create the synthetic workspace in ``dest`` (unless one is there) and run the pipeline approved."""
-    from deftpipe.data import make_synthetic_workspace
-    from deftpipe.pipeline._run import run_pipeline
-
     console = console or Console()
     dest = Path(dest)
     if not (dest / CONFIG_NAME).is_file():

@@ -23,8 +23,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from deftpipe import data
 from deftpipe.config import PipelineConfig
 from deftpipe.errors import DeftpipeError
+from deftpipe.model import get_adapter
+from deftpipe.spec import load_spec
 
 TRAIN_SIZES = (64, 768)  # rows of the two timed 1-epoch training jobs (far apart: the slope is a difference)
 EVAL_SIZES = (32, 192)  # rows of the two timed evaluations
@@ -73,8 +76,6 @@ def _subsample(csv: Path, n: int, out: Path) -> int:
     """Write up to ``n`` rows of ``csv`` to ``out``, keeping defects and PASS rows both present."""
     import pandas as pd
 
-    from deftpipe import data
-
     df = data.read_dataset(csv)
     if len(df) > n:
         defect = data.is_defect(df["label"])
@@ -87,8 +88,6 @@ def _subsample(csv: Path, n: int, out: Path) -> int:
 
 def _csv_seconds_per_row(csvs: list[Path]) -> float:
     """Read + validate every given CSV once: seconds per row of the loop's data stages' CSV work."""
-    from deftpipe import data
-
     t0, n = time.perf_counter(), 0
     for csv in csvs:
         n += len(data.read_dataset(csv, require_rows=False))
@@ -96,8 +95,6 @@ def _csv_seconds_per_row(csvs: list[Path]) -> float:
 
 
 def _decode_seconds_per_pair(csv: Path, spec) -> float:
-    from deftpipe import data
-
     layout = data.ImageLayout.from_spec(spec)
     df = data.read_dataset(csv)
     try:
@@ -112,9 +109,6 @@ def _decode_seconds_per_pair(csv: Path, spec) -> float:
 
 def measure(ws: Path, cfg: PipelineConfig) -> Rates:
     """Run the dry run on the workspace's training and validation sets; see the module docstring."""
-    from deftpipe.model import get_adapter
-    from deftpipe.spec import load_spec
-
     spec = load_spec(cfg.path(ws, cfg.data.spec))
     spec.train.num_epochs = 1
     if cfg.automl.phase1.batch_size:

@@ -13,11 +13,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from deftpipe import data
 from deftpipe._fs import atomic_write_json
 from deftpipe.config import PipelineConfig
 from deftpipe.errors import DeftpipeError
 from deftpipe.pipeline import _cost_model as cm
 from deftpipe.pipeline import _dry_run
+from deftpipe.spec import load_spec
 
 CALIBRATION_NAME = "cost_calibration.json"  # under results/
 RATIO_MIN, RATIO_MAX = 0.2, 5.0
@@ -53,9 +55,6 @@ def load_ratios(ws: Path) -> dict[str, Any]:
 
 def _cached(ws: Path, cfg: PipelineConfig, splits: dict[str, str]) -> frozenset[str]:
     """The splits whose images already have a decode cache entry (their first decode is free)."""
-    from deftpipe import data
-    from deftpipe.spec import load_spec
-
     spec = load_spec(cfg.path(ws, cfg.data.spec))
     layout = data.ImageLayout.from_spec(spec)
     out = set()

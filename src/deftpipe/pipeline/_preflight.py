@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from deftpipe.automl import load_search_space
 from deftpipe.config import PipelineConfig, SweepConfig, load_config
 from deftpipe.errors import DeftpipeError
 from deftpipe.metrics import ThresholdRule
@@ -34,8 +35,6 @@ PHASE3_DIR = "final_automl"  # under RESULTS_DIR
 
 def search_space_names(ws: Path, sweep: SweepConfig) -> list[str]:
     """Names of the swept hyper-parameters, read by the sweep's own loader so the list matches the run."""
-    from deftpipe.automl import load_search_space
-
     space = load_search_space(PipelineConfig().path(ws, sweep.search_space) if sweep.search_space else None)
     return list(space.names)
 
