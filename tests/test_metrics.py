@@ -1,4 +1,4 @@
-"""The metric contract (DESIGN §5) and its edge cases."""
+"""The metric contract (docs/contracts.md §5) and its edge cases."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``pipeline.yaml`` (DESIGN §2, §7–§9): one Pydantic model per section, each field commented.
+"""``pipeline.yaml`` (docs/contracts.md §2, §7–§9): one Pydantic model per section, each field commented.
 
 Paths are relative to the workspace (the folder holding ``pipeline.yaml``). Unknown keys and
 out-of-range values are errors. Each part reads only its own section: ``automl.phase1`` /
@@ -32,7 +32,7 @@ class DataPaths(_Strict):
     val_csv: str = "train/base/validation_set.csv"  # validation set for both sweeps and RCA
     kpi_csv: str = "kpi/testing_set.csv"  # KPI test set: read only by the DEFT evaluate stage
     pool_csv: str = "mining/mining_pool.csv"  # labelled pool for mining
-    # holdout (boards used nowhere else): read only by the audit, never for a choice (DESIGN §11);
+    # holdout (boards used nowhere else): read only by the audit, never for a choice (docs/contracts.md §11);
     # a workspace without this file runs without an audit
     holdout_csv: str = "holdout/holdout_set.csv"
     images_dir: str = "images"  # image root the CSV paths are relative to

@@ -1,4 +1,4 @@
-"""The metric contract (DESIGN §5): FAR at 100 % recall and what a user needs to trust it.
+"""The metric contract (docs/contracts.md §5): FAR at 100 % recall and what a user needs to trust it.
 
 ``far_pct`` hangs on the single hardest defect, so :func:`compute_metrics` reports beside it the
 numbers it rests on (``n_defects``, ``n_pass``), ``far_pct_at_99`` (one escape in a hundred

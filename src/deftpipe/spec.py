@@ -1,4 +1,4 @@
-"""The model spec (DESIGN §4): a TAO-like YAML file validated by Pydantic.
+"""The model spec (docs/contracts.md §4): a TAO-like YAML file validated by Pydantic.
 
 Sections: ``model`` (architecture), ``dataset.classify`` (where images live), ``train`` (epochs,
 batch size, optimiser, augmentation, warm start, seed) and ``adapter`` (the built-in PyTorch model

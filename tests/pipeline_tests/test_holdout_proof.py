@@ -1,4 +1,4 @@
-"""Proof that nothing but the audit reads the holdout (DESIGN §11).
+"""Proof that nothing but the audit reads the holdout (docs/contracts.md §11).
 
 Two full runs of the pipeline on the same workspace, the second after the holdout's labels and images
 were changed: every artefact written before the audit is byte-identical (clock fields aside), and

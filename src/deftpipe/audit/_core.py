@@ -1,4 +1,4 @@
-"""The audit (DESIGN §11): a fixed model and threshold scored once on the holdout.
+"""The audit (docs/contracts.md §11): a fixed model and threshold scored once on the holdout.
 
 The holdout holds boards that no split, pool or choice has touched, so these are the only numbers
 in a run that estimate the line. Nothing here chooses anything: the checkpoint and the threshold

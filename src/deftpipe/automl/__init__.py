@@ -1,4 +1,4 @@
-"""AutoML on Optuna (DESIGN §5, §6): sweeps scored on the validation set, best_rec.json, workers.
+"""AutoML on Optuna (docs/contracts.md §5, §6): sweeps scored on the validation set, best_rec.json, workers.
 
 Front doors: :func:`run_sweep` (create/resume a study, write ``best_rec.json``) and
 :func:`run_worker` (join a study from its storage). See docs/automl.md.

@@ -1,4 +1,4 @@
-"""best_rec.json (DESIGN §6): the JSON schema, and writing it (validated, atomically)."""
+"""best_rec.json (docs/contracts.md §6): the JSON schema, and writing it (validated, atomically)."""
 
 from __future__ import annotations
 

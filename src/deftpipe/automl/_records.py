@@ -83,7 +83,7 @@ def _checkpoint(t: FrozenTrial) -> str | None:
 
 
 def to_rec(t: FrozenTrial, settings: SweepSettings, retries: dict[int, int]) -> dict[str, Any]:
-    """One all_recs row (DESIGN §6 plus what a reviewer needs to trust it)."""
+    """One all_recs row (docs/contracts.md §6 plus what a reviewer needs to trust it)."""
     score = trial_score(t)
     history = t.system_attrs.get("retry_history") or []
     return {

@@ -180,7 +180,7 @@ def run_sweep(*, spec: Spec | dict[str, Any] | str | Path, train_csv: str | Path
         deadline: wall-clock time (``time.time()``) after which no new trial starts once one is done
             (a time budget; the running trial finishes).
     Returns:
-        The best_rec.json content (DESIGN §6).
+        The best_rec.json content (docs/contracts.md §6).
     Raises:
         SpecError, DataError, CheckpointError, SweepError.
     """

@@ -1,4 +1,4 @@
-"""`deftpipe audit`: a thin shell over :mod:`deftpipe.audit` (DESIGN §10, §11)."""
+"""`deftpipe audit`: a thin shell over :mod:`deftpipe.audit` (docs/contracts.md §10, §11)."""
 
 from __future__ import annotations
 

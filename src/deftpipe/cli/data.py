@@ -45,7 +45,7 @@ def init(
     align: bool = typer.Option(False, "--align/--no-align",
                                help="DeepPCB: cut each test crop where it lines up with its template locally."),
 ) -> None:
-    """Create a workspace (DESIGN §2) from the synthetic generator or a DeepPCB checkout.
+    """Create a workspace (docs/contracts.md §2) from the synthetic generator or a DeepPCB checkout.
 
     Examples:
       deftpipe init --synthetic demo_ws --seed 0 --size small

@@ -1,4 +1,4 @@
-"""The dataset CSV contract (DESIGN §3): read, normalise, write, and locate images.
+"""The dataset CSV contract (docs/contracts.md §3): read, normalise, write, and locate images.
 
 A dataset is a pandas DataFrame of strings with at least ``input_path, golden_path, label,
 object_name``; ``boardname`` and ``source`` are optional and every extra column is kept.

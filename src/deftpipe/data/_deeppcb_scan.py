@@ -126,7 +126,7 @@ def assign_groups(groups: dict[str, list[Pair]], *, seed: int = 0, kpi: list[str
                   holdout: list[str] | None = None) -> dict[str, list[str]]:
     """Board groups per split. Given flags are kept; other held-out splits are filled greedily.
 
-    The holdout (the audit's data, DESIGN §11) holds exactly the ``holdout`` groups — never a
+    The holdout (the audit's data, docs/contracts.md §11) holds exactly the ``holdout`` groups — never a
     default, never images carved out of other groups — and they are removed before anything else
     is assigned, so the other splits are what they would be on a checkout without those groups.
 

@@ -2,7 +2,7 @@
 
 Boards are drawn procedurally (see ``_draw``); every split gets its own boards, so no board —
 and no pixel — is shared between training, validation, KPI test, mining pool and holdout (the
-audit's data, DESIGN §11). PASS pairs carry
+audit's data, docs/contracts.md §11). PASS pairs carry
 capture nuisances only (misregistration, noise, brightness); FAIL pairs carry one defect of the six
 DeepPCB classes plus the same nuisances. Defect classes are balanced in validation, KPI and pool,
 but ``short`` and ``pin-hole`` are rare in the base training set — as on a real line — so the DEFT
@@ -182,7 +182,7 @@ def pipeline_config(size: str) -> PipelineConfig:
 
 def make_synthetic_workspace(dest: str | Path, *, seed: int = 0, size: str = "small",
                              progress: Callable[[int, int], None] | None = None) -> Path:
-    """Write a complete synthetic AOI workspace (DESIGN §2) to ``dest``.
+    """Write a complete synthetic AOI workspace (docs/contracts.md §2) to ``dest``.
 
     Args:
         dest: new (or empty) folder.

@@ -1,4 +1,4 @@
-"""Dataset validation at the boundary (DESIGN §3): one DataError listing every problem class.
+"""Dataset validation at the boundary (docs/contracts.md §3): one DataError listing every problem class.
 
 Checked: required columns, empty cells, known labels, both PASS and defect rows present, duplicate
 rows, image files present / inside the dataset root / decodable to 8-bit gray (``_pixels``) / of one

@@ -1,6 +1,6 @@
-"""Writing a complete workspace (DESIGN §2): the split CSVs, the baseline spec, pipeline.yaml.
+"""Writing a complete workspace (docs/contracts.md §2): the split CSVs, the baseline spec, pipeline.yaml.
 
-The holdout (``holdout/holdout_set.csv``, DESIGN §11) is optional: a builder that has no boards
+The holdout (``holdout/holdout_set.csv``, docs/contracts.md §11) is optional: a builder that has no boards
 left for it simply passes no ``holdout`` split, and the workspace runs without an audit.
 
 Both workspace builders (synthetic generator, DeepPCB importer) draw their images into a temporary

@@ -1,4 +1,4 @@
-"""The optional custom KPI evaluator (``kpi.evaluator_command`` in ``pipeline.yaml``, DESIGN §5).
+"""The optional custom KPI evaluator (``kpi.evaluator_command`` in ``pipeline.yaml``, docs/contracts.md §5).
 
 An argv list run after the built-in metrics; each item may use the placeholders
 ``{inference_csv}`` (the KPI scores the loop just wrote: the KPI CSV's columns + ``score``),

@@ -1,4 +1,4 @@
-"""The DEFT loop driver (DESIGN §8): a table of stages, a KPI gate, resume from the state.
+"""The DEFT loop driver (docs/contracts.md §8): a table of stages, a KPI gate, resume from the state.
 
     baseline:  train → inference → evaluate → [gate] → rca
     iter<N>:   routing → sdg → mining → data_merge → train → inference → evaluate → [gate] → rca
@@ -57,7 +57,7 @@ ITERATION_STAGES = {
     "evaluate": step_evaluate,
     "rca": step_rca,
 }
-STAGE_FOLDER = {"data_merge": "dataset"}  # DESIGN §2 names the merge stage's folder "dataset"
+STAGE_FOLDER = {"data_merge": "dataset"}  # docs/contracts.md §2 names the merge stage's folder "dataset"
 
 
 def run_loop(workspace: str | Path, *, results_dir: str | Path, config: PipelineConfig | None = None,

@@ -23,7 +23,7 @@ from deftpipe.metrics import compute_metrics
 from deftpipe.selection import TAIL_K, selection_metrics
 from deftpipe.spec import dump_spec, spec_from_dict, spec_to_dict
 
-#: Metrics copied from ``compute_metrics`` into ``iterations.<label>`` (DESIGN §5).
+#: Metrics copied from ``compute_metrics`` into ``iterations.<label>`` (docs/contracts.md §5).
 METRIC_KEYS = ("far_pct", "threshold", "recall", "auroc", "n_defects", "n_pass", "far_pct_at_99",
                "far_ci_low", "far_ci_high", "pred_counts", "escapes", "val_loss",
                "boot_mean", f"tail_{TAIL_K}", "far_pct_at_995")  # the selection figures (deftpipe.selection)

@@ -1,4 +1,4 @@
-"""``deft_state.json`` (DESIGN §7): the loop's single source of truth, owned by this module only.
+"""``deft_state.json`` (docs/contracts.md §7): the loop's single source of truth, owned by this module only.
 
 Every state change is one :func:`commit`: check that the stage's artefacts exist, record them,
 append an event, write the file atomically (temp + fsync + rename), then refresh the report. A
@@ -24,7 +24,7 @@ from deftpipe.metrics import ThresholdRule
 
 STATE_NAME = "deft_state.json"
 STATE_VERSION = 1
-#: Every value ``stage_completed`` may take (DESIGN §7).
+#: Every value ``stage_completed`` may take (docs/contracts.md §7).
 STAGES = ("train", "inference", "evaluate", "rca", "routing", "sdg", "mining", "data_merge", "loop_stop")
 #: Iteration fields that name files; a completed stage's files must exist on resume.
 ARTEFACT_FIELDS = ("best_ckpt_path", "train_spec", "inference_csv", "metrics_json", "rca_gaps", "rca_summary",

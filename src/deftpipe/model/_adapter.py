@@ -47,7 +47,7 @@ class TrainResult:
 
 
 class ModelAdapter(ABC):
-    """Train / evaluate / infer / embed on dataset CSVs (DESIGN §3–§5)."""
+    """Train / evaluate / infer / embed on dataset CSVs (docs/contracts.md §3–§5)."""
 
     @abstractmethod
     def train(
@@ -71,7 +71,7 @@ class ModelAdapter(ABC):
 
     @abstractmethod
     def evaluate(self, checkpoint: str | Path, csv: str | Path, *, threshold: float | None = None) -> dict[str, Any]:
-        """Metrics of ``checkpoint`` on ``csv`` (DESIGN §5)."""
+        """Metrics of ``checkpoint`` on ``csv`` (docs/contracts.md §5)."""
 
     @abstractmethod
     def infer(self, checkpoint: str | Path, csv: str | Path, out_csv: str | Path,

@@ -1,4 +1,4 @@
-"""The consolidated pre-flight (DESIGN §9): every read-only check of both parts, in nine sections.
+"""The consolidated pre-flight (docs/contracts.md §9): every read-only check of both parts, in nine sections.
 
 1 workspace/host/platform · 2 credentials (SET/UNSET) · 3 artefacts (PRESENT/MISSING) · 4 datasets
 and leakage · 5 Phase 1 · 6 Phase 2 (with the pre-seeded baseline source, approved by this gate) ·
@@ -93,7 +93,7 @@ def phase_sections(ws: Path, cfg: PipelineConfig, warnings: list[str]) -> list[d
         ]
         if p1.enabled and (p3.metric != p1.metric or p3.algorithm != p1.algorithm):
             warnings.append(f"Phase 3 uses metric {p3.metric}/algorithm {p3.algorithm} but Phase 1 uses "
-                            f"{p1.metric}/{p1.algorithm}; DESIGN §9 expects the same — set automl.phase3 "
+                            f"{p1.metric}/{p1.algorithm}; docs/contracts.md §9 expects the same — set automl.phase3 "
                             "to match unless intended")
     return [
         {"name": "phase1", "title": "Phase 1 — AutoML baseline", "items": _sweep_items(ws, p1, PHASE1_DIR,
