@@ -61,6 +61,10 @@ def test_a_worse_phase1_winner_hands_over_the_users_spec(tiny_ws, monkeypatch):
     base = Path(state["iterations"]["baseline"]["best_ckpt_path"])
     assert filecmp.cmp(base, ref["checkpoint"], shallow=False)
     assert state[USER_SPEC]["rec_id"] == ref["rec_id"]
+    # the user's spec's KPI scores were computed once: the loop's baseline inference is a copy of them
+    base_inf = Path(state["iterations"]["baseline"]["inference_csv"])
+    assert filecmp.cmp(base_inf, ref["inference_csv"], shallow=False)
+    assert [e["stage"] for e in state["events"] if e["iter"] == "baseline"][:2] == ["train", "inference"]
     record = json.loads((run / "pipeline_state.json").read_text())
     assert record["phases"]["handoff12"]["user_spec_handed_over"] is True
     assert record["phases"]["phase1"]["winner"] == ref["rec_id"]

@@ -14,6 +14,7 @@ from the chosen model's KPI scores). An ``audit`` already in
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from deftpipe._fs import atomic_write_json, atomic_write_text
+from deftpipe._fs import atomic_path, atomic_write_json, atomic_write_text
 from deftpipe.deft import _state
 from deftpipe.deft._choice import Candidate, decide, loop_best
 from deftpipe.errors import CheckpointError, StateError
@@ -146,10 +147,13 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 def preseed_baseline(results_dir: str | Path, *, workspace: str | Path, config, spec_path: str | Path,
                      checkpoint: str | Path, train_metric: float | None,
-                     source: str = "automl_phase1") -> dict[str, Any]:
+                     source: str = "automl_phase1", kpi_scores: str | Path | None = None) -> dict[str, Any]:
     """Record an externally trained baseline (Phase 1's winner): ``stage_completed = train``.
 
-    The loop then skips its own baseline train. Creates the state when absent.
+    The loop then skips its own baseline train. Creates the state when absent. With ``kpi_scores``
+    (the checkpoint's KPI inference CSV, already computed by the hand-off) it is copied to
+    ``baseline/inference/inference.csv`` and the inference stage is recorded too: a model's scores on
+    a set are computed once.
 
     Raises:
         CheckpointError: ``checkpoint`` missing or empty.
@@ -177,6 +181,14 @@ def preseed_baseline(results_dir: str | Path, *, workspace: str | Path, config, 
                   summary=f"pre-seeded from {source}: {checkpoint.name} ({shown})",
                   updates={"train_metric": train_metric, "source": source, "spec_path": str(Path(spec_path).resolve())},
                   artefacts={"best_ckpt_path": checkpoint})
+    if kpi_scores is not None and Path(kpi_scores).is_file():
+        dest = results_dir / "baseline" / "inference" / "inference.csv"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(kpi_scores, tmp)
+        _state.commit(results_dir, state, label="baseline", stage="inference", duration_sec=0.0,
+                      summary=f"KPI scores of {checkpoint.name} from the hand-off ({Path(kpi_scores).name})",
+                      artefacts={"inference_csv": dest})
     return state
 
 

@@ -106,7 +106,8 @@ def handoff_1_to_2(ws: Path, cfg: PipelineConfig, results_dir: Path, best_rec: d
     train_metric = float(score) if score is not None else None  # the winner's validation metric
     if not _already_preseeded(results_dir, ckpt):
         deft.preseed_baseline(results_dir, workspace=ws, config=cfg, spec_path=spec_path, checkpoint=ckpt,
-                              train_metric=train_metric, source="automl_phase1")
+                              train_metric=train_metric, source="automl_phase1",
+                              kpi_scores=winner.get("kpi_inference_csv"))
     if reference:
         deft.record_user_spec(results_dir, checkpoint=reference["checkpoint"],
                               inference_csv=reference["inference_csv"], metrics=reference,

@@ -134,6 +134,11 @@ def run_phase1(ws: Path, cfg: PipelineConfig, results_dir: Path, *, show_progres
         qc["winner"] = _user_spec_rec(best_rec, qc["reference"])
         qc["notes"].append(f"Phase 1's winner did not beat the user's spec beyond the noise of the KPI set "
                            f"({qc['handoff_choice']['why']}): the user's spec is handed to the loop")
+    # the handed-over model's KPI scores, computed once above, are the loop's baseline inference
+    if qc["reference"] and qc["winner"].get("rec_id") == qc["reference"]["rec_id"]:
+        qc["winner"]["kpi_inference_csv"] = qc["reference"]["inference_csv"]
+    elif qc["handoff_choice"]:
+        qc["winner"]["kpi_inference_csv"] = str(results_dir / PHASE1_DIR / WINNER_KPI_NAME)
     qc["stop_reason"] = sweep_stop_reason(best_rec, cfg.automl.phase1.max_recommendations, cfg, "phase1")
     atomic_write_json(out / QUALITY_NAME, qc)
     return qc
