@@ -1,0 +1,80 @@
+"""Which validation figure ranks a sweep's trials the way the holdout does (issue 28, item 2).
+
+    python bench/sweep_objective.py     # reads bench/results/ablation.json, writes sweep_objective.json
+
+The candidates are the trials of each pipeline run's sweeps (Phase 1 and Phase 3 separately: the
+trials one sweep ranks), scored by ``bench_ablation.py --score-candidates`` on the fold's validation
+set, KPI set and holdout. Per sweep and per figure: Spearman rank correlation with the holdout's
+FAR@100%R, the regret (holdout FAR@100%R of the trial the figure picks minus the best trial's), and
+how often the pick is worse on the holdout than the sweep's first trial (the user's spec in Phase 1,
+Phase 1's winner in Phase 3) beyond nothing at all. Lower is better for every figure (AUROC enters as
+1 - AUROC). Measured at the ablation's size (3,000 training rows, context 1, 2 epochs), not at full
+size: the full-size data does not exist yet (bench_value.py).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from deftpipe._fs import atomic_write_json
+from deftpipe.selection import TAIL_K
+
+RESULTS = Path(__file__).resolve().parent / "results"
+FIGURES = {
+    "val far_pct (today's objective)": ("val", "far_pct"),
+    "val boot_mean": ("val", "boot_mean"),
+    f"val tail_{TAIL_K}": ("val", f"tail_{TAIL_K}"),
+    "val far@99.5%R": ("val", "far_pct_at_995"),
+    "val 1-AUROC": ("val", "auroc"),
+    f"kpi+val tail_{TAIL_K}": ("kpi_val", f"tail_{TAIL_K}"),
+}
+
+
+def value(c: dict[str, Any], where: str, name: str) -> float | None:
+    v = ((c.get("figures") or {}).get(where) or {}).get(name)
+    if v is None:
+        return None
+    return 1.0 - v if name == "auroc" else float(v)
+
+
+def main() -> None:
+    cells = json.loads((RESULTS / "ablation.json").read_text(encoding="utf-8"))["cells"]
+    sweeps = []
+    for key, cell in sorted(cells.items()):
+        for phase in ("phase1", "phase3"):
+            cands = [c for c in cell.get("candidates", []) if c.get("kind") == phase and c.get("figures")]
+            if len(cands) >= 2 and all(value(c, "holdout", "far_pct") is not None for c in cands):
+                sweeps.append((f"{key}|{phase}", cands))
+    out: dict[str, Any] = {"n_sweeps": len(sweeps), "size": "ablation cells: 3,000 training rows, context 1, 2 epochs",
+                           "figures": {}}
+    for label, (where, name) in FIGURES.items():
+        rho, regret, worse_than_first = [], [], 0
+        for _, cands in sweeps:
+            v = [value(c, where, name) for c in cands]
+            if any(x is None for x in v):
+                continue
+            h = [value(c, "holdout", "far_pct") for c in cands]
+            if len(set(v)) > 1 and len(set(h)) > 1:
+                rho.append(float(spearmanr(v, h).statistic))
+            pick = int(np.argmin(v))  # ties: the earliest
+            regret.append(h[pick] - min(h))
+            worse_than_first += h[pick] > h[0]
+        out["figures"][label] = {"spearman_mean": float(np.mean(rho)) if rho else None, "regret_mean": float(np.mean(regret)),
+                                 "regret_max": float(np.max(regret)), "pick_worse_than_first_trial": worse_than_first,
+                                 "n": len(regret)}
+    atomic_write_json(RESULTS / "sweep_objective.json", out)
+    print(f"{out['n_sweeps']} sweeps ({out['size']})")
+    print("| figure | Spearman vs holdout (mean) | regret mean / max (holdout FAR pts) | pick worse than the first trial |")
+    print("|---|---|---|---|")
+    for label, f in out["figures"].items():
+        print(f"| {label} | {f['spearman_mean']:.3f} | {f['regret_mean']:.2f} / {f['regret_max']:.2f} | "
+              f"{f['pick_worse_than_first_trial']} of {f['n']} |")
+
+
+if __name__ == "__main__":
+    main()
