@@ -57,6 +57,18 @@ def _resized(bad, side: int, kinds=("test",)) -> Path:
     return bad.train
 
 
+def _bomb(w: int, h: int) -> bytes:
+    """A valid 100-byte PNG whose header claims ``w`` x ``h`` 8-bit gray pixels (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
 REFUSED = {
     "zero_bytes": (lambda b: _write(b, b""), r"unreadable image \(1\): row 1 test .*unreadable"),
     "truncated_png": (lambda b: _write(b, _row_image(b).read_bytes()[:60]), r"unreadable image.*row 1 test"),
@@ -70,6 +82,8 @@ REFUSED = {
     "float_tiff": (lambda b: _save(b, Image.fromarray(_gray(b).astype(np.float32)), fmt="TIFF"), r"floating-point"),
     "golden_test_sizes_differ": (lambda b: _resized(b, 40), r"golden and test of different sizes \(1\): row 1"),
     "size_spec_cannot_take": (lambda b: _resized(b, 40, ("test", "golden")), r"size the spec cannot take.*40x40"),
+    "header_claims_100000x100000": (lambda b: _write(b, _bomb(100_000, 100_000)), r"claims 100000x100000 pixels"),
+    "golden_header_claims_huge": (lambda b: _write(b, _bomb(70_000, 70_000), "golden"), r"row 1 golden.*claims"),
 }
 
 
@@ -115,3 +129,36 @@ def test_sixteen_bit_png_is_not_white(bad):
     _write(bad, buf.getvalue())
     got = decode_image(_row_image(bad), 32)
     assert got.mean() == pytest.approx(g.mean(), abs=0.5) and got.max() < 255 or got.min() < 250
+
+
+#: EXIF orientation -> how a camera stored the upright picture (the inverse of what a viewer applies).
+STORED = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+          5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE,
+          8: Image.Transpose.ROTATE_270}
+
+
+@pytest.mark.parametrize("orientation", sorted(STORED))
+def test_exif_orientation_is_applied_wherever_images_are_decoded(bad, orientation):
+    from deftpipe.data._open import open_image
+    from deftpipe.data._validate import _decode
+
+    g = _gray(bad)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = replace_file(_row_image(bad))
+    Image.fromarray(g).transpose(STORED[orientation]).save(path, format="PNG", exif=exif)
+    r = bad.cli("data", "validate", bad.train)
+    assert r.code == 0 and "valid" in r.out, r.err
+    np.testing.assert_array_equal(decode_image(path, g.shape[0]), g)  # training and inference
+    assert _decode(str(path)) == (None, (g.shape[1], g.shape[0]))  # data validate
+    with open_image(path) as im:  # report thumbnails, DeepPCB importer, near-duplicate hashes
+        np.testing.assert_array_equal(np.asarray(im.convert("L")), g)
+
+
+def test_exif_rotated_non_square_image_is_checked_upright(bad):
+    g = _gray(bad)[:, :20]  # 32 high, 20 wide, stored lying on its side
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = replace_file(_row_image(bad))
+    Image.fromarray(g).transpose(STORED[6]).save(path, format="PNG", exif=exif)
+    bad.refused("data", "validate", bad.train, match=r"20x32", one_line=False)

@@ -29,6 +29,7 @@ from PIL import Image, UnidentifiedImageError
 from deftpipe._fs import atomic_path
 from deftpipe.data import _file_memo
 from deftpipe.data._csv import ImageLayout
+from deftpipe.data._open import open_image
 from deftpipe.data._pixels import gray8
 from deftpipe.errors import DataError
 
@@ -41,7 +42,7 @@ _MEMO_MAX = 200_000
 DECODE_THREADS = 1
 #: Part of every cache key: bump it when decoding changes, so no entry written by the old decoder
 #: is served (v2: 16-bit images scaled instead of clipped to white, see ``_pixels``).
-DECODER_VERSION = "decode-v2"
+DECODER_VERSION = "decode-v3"  # v3: EXIF orientation applied (_open)
 
 
 def cache_dir_for(layout: ImageLayout) -> Path:
@@ -71,8 +72,7 @@ def decode_image(path: Path, size: int | None = None, *, resize: bool = False) -
 
 def _decode(source: Path | io.BytesIO, path: Path, size: int | None, resize: bool) -> np.ndarray:
     try:
-        with Image.open(source) as im:
-            im.load()
+        with open_image(source, path) as im:
             arr = gray8(im, path)
         if size is not None and arr.shape != (size, size):
             if not resize:

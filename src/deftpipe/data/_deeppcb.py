@@ -51,6 +51,7 @@ from deftpipe.data._deeppcb_scan import (
     parse_annotation,
     split_pairs,
 )
+from deftpipe.data._open import open_image
 from deftpipe.data._register import MAX_SHIFT, local_shift
 from deftpipe.data._workspace import baseline_spec, build_workspace, write_workspace_files
 from deftpipe.errors import DataError
@@ -72,7 +73,7 @@ def _png(img: np.ndarray) -> bytes:
 
 def _decode(path: Path) -> np.ndarray:
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             return np.asarray(im.convert("L"))
     except OSError as e:
         raise DataError(f"cannot decode DeepPCB image {path}: {e}; restore the file") from None

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
 from deftpipe.data._cache import DECODE_THREADS
 from deftpipe.data._csv import (
@@ -26,6 +26,7 @@ from deftpipe.data._csv import (
 )
 from deftpipe.data._file_memo import map_files
 from deftpipe.data._layout import resolve_layout
+from deftpipe.data._open import open_image
 from deftpipe.data._pixels import gray8
 from deftpipe.errors import DataError, clip
 
@@ -55,8 +56,7 @@ class _Problems:
 def _decode(path: str) -> tuple[str | None, tuple[int, int] | None]:
     """(None, (width, height)) if ``path`` decodes to 8-bit gray as training would, else (why not, None)."""
     try:
-        with Image.open(path) as im:
-            im.load()
+        with open_image(path) as im:
             h, w = gray8(im, path).shape
     except DataError as e:
         return str(e).replace(f"image {path} ", "", 1), None

@@ -22,6 +22,7 @@ from PIL import Image
 
 from deftpipe._fs import atomic_write_json, atomic_write_text
 from deftpipe.data import ImageLayout
+from deftpipe.data._open import open_image
 from deftpipe.deft import _state
 from deftpipe.errors import DataError
 from deftpipe.metrics import fmt_value
@@ -116,8 +117,11 @@ class _Thumbs:
             return None
         if key not in _THUMB_MEMO:  # the report is rebuilt after every stage: encode each pair once
             try:
-                ims = [Image.open(goldens[0]).convert("L"), Image.open(tests[0]).convert("L")]
-            except OSError:
+                ims = []
+                for p in (goldens[0], tests[0]):
+                    with open_image(p) as im:
+                        ims.append(im.convert("L"))
+            except (OSError, DataError):
                 return None
             canvas = Image.new("L", (THUMB_PX * 2 + 2, THUMB_PX), 255)
             for i, im in enumerate(ims):
