@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from deftpipe._fs import atomic_write_json
+from deftpipe._stored_paths import check_stored_paths
 from deftpipe.audit._core import FIGURES, audit_checkpoint
 from deftpipe.config import load_config
 from deftpipe.deft._best import kpi_pass_scores
@@ -32,7 +33,7 @@ MAX_LISTED = 20  # escapes / threshold setters copied into best_model.json (all 
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return check_stored_paths(json.loads(path.read_text(encoding="utf-8")), path)
     except FileNotFoundError:
         raise StateError(f"{path} not found: {path.parent} has no deliverable to audit yet; finish the run "
                          "(`deftpipe run WS`) or audit a model with --checkpoint/--threshold/--csv") from None

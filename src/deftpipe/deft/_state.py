@@ -18,6 +18,7 @@ from typing import Any
 
 from deftpipe._faults import die_after_commit
 from deftpipe._fs import atomic_write_json
+from deftpipe._stored_paths import check_stored_paths
 from deftpipe.config import find_workspace
 from deftpipe.errors import StateError, clip
 from deftpipe.metrics import ThresholdRule
@@ -84,7 +85,7 @@ def load_state(results_dir: str | Path) -> dict[str, Any]:
         if done is not None and done not in STAGES:
             raise StateError(f"{path}: iterations.{clip(label, 40)}.stage_completed = {clip(repr(done), 60)} is not a stage "
                              f"(expected one of {', '.join(STAGES)})")
-    return state
+    return check_stored_paths(state, path)
 
 
 def save_state(results_dir: str | Path, state: dict[str, Any]) -> Path:

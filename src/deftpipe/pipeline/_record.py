@@ -20,6 +20,7 @@ from typing import Any
 
 from deftpipe._fs import atomic_write_json
 from deftpipe._redact import scrub
+from deftpipe._stored_paths import check_stored_paths
 from deftpipe.errors import StateError
 
 RECORD_NAME = "pipeline_state.json"
@@ -116,7 +117,7 @@ class PipelineRecord:
                 data["phases"].setdefault(name, {"status": "pending"})
         if not isinstance(data, dict) or set(PHASES) - set(data.get("phases", {})):
             raise StateError(f"{path} lacks the phases {', '.join(PHASES)}; start a fresh run with --new")
-        return cls(results_dir, data)
+        return cls(results_dir, check_stored_paths(data, path))
 
     # --- reading -------------------------------------------------------------------------------
     @property
