@@ -45,7 +45,7 @@ def test_rebuild_reuses_sections_until_an_artefact_is_rewritten(finished_run, tm
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)
     state = json.loads((run / "deft_state.json").read_text())
-    alloc_path = tmp_path / "allocation.json"
+    alloc_path = run / "allocation_edited.json"  # inside the run: stored paths never lead out
     alloc = json.loads(Path(state["iterations"]["iter1"]["sdg_allocation"]).read_text())
     alloc_path.write_text(json.dumps(alloc))
     state["iterations"]["iter1"]["sdg_allocation"] = str(alloc_path)
