@@ -131,3 +131,58 @@ def test_status_tells_a_live_run(bad):
 ])
 def test_bad_audit_flag_is_one_line_exit_2(bad, argv, match):
     bad.refused(*argv, code=2, match=match)
+
+
+def test_status_of_a_folder_that_does_not_exist_says_so(bad):
+    r = bad.refused("status", bad.root / "no_such_ws", match=r"no_such_ws does not exist")
+    assert "start one" not in r.err
+
+
+def test_status_of_a_file_says_it_is_not_a_folder(bad):
+    bad.refused("status", bad.train, match=r"does not exist \(it is a file\)")
+
+
+def test_audit_of_a_workspace_without_a_finished_run_says_which_folder_to_give(bad):
+    bad.refused("audit", bad.ws, match=r"is a workspace with no finished run.*give a run folder")
+
+
+def test_audit_of_a_workspace_audits_its_latest_finished_run(bad):
+    for stamp in ("20260101_000000", "20260102_000000"):
+        run = bad.ws / "results" / f"run_{stamp}"
+        run.mkdir(parents=True)
+        (run / "best_model.json").write_text("{}")
+    (bad.ws / "results" / "run_20260103_000000").mkdir()  # unfinished: no deliverable
+    r = bad.refused("audit", bad.ws, match=r"latest finished run: .*run_20260102_000000", one_line=False)
+    assert r.code == 1 and "run_20260102_000000/deft_state.json not found" in r.err
+
+
+def test_audit_of_a_missing_folder_says_so(bad):
+    bad.refused("audit", bad.root / "gone", match=r"gone does not exist; give a run folder")
+
+
+def _images_dir(bad, value: str):
+    cfg = bad.ws / "pipeline.yaml"
+    cfg.write_text(cfg.read_text().replace("images_dir: images", f"images_dir: {value}", 1))
+
+
+def test_a_wrong_data_images_dir_is_a_preflight_blocker(bad):
+    _images_dir(bad, "imgs_typo")
+    r = bad.refused("preflight", bad.ws, "--no-dry-run", "--json", match=r"images folder .*imgs_typo is missing",
+                    one_line=False)
+    assert any("imgs_typo" in b for b in json.loads(r.out)["blockers"])
+
+
+def test_data_validate_and_model_commands_read_the_same_images_dir(bad, template_ckpt):
+    _images_dir(bad, "imgs_typo")
+    bad.refused("data", "validate", bad.train, match=r"imgs_typo does not exist")
+    bad.refused("model", "evaluate", "--checkpoint", template_ckpt, "--csv", bad.val, match=r"imgs_typo.* does not exist")
+
+
+def test_a_moved_images_folder_named_in_pipeline_yaml_is_used_by_every_command(bad, template_ckpt):
+    (bad.ws / "images").rename(bad.ws / "pictures")
+    _images_dir(bad, "pictures")  # the spec still says ../images
+    assert bad.cli("data", "validate", bad.train).code == 0
+    r = bad.cli("model", "evaluate", "--checkpoint", template_ckpt, "--csv", bad.val, "--json")
+    assert r.code == 0, r.err
+    r = bad.cli("preflight", bad.ws, "--no-dry-run", "--json")
+    assert not [b for b in json.loads(r.out)["blockers"] if "images" in b], r.out

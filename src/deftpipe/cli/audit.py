@@ -13,7 +13,8 @@ from deftpipe.cli._util import out, print_json, probability
 
 def audit_cmd(
     run_dir: Path | None = typer.Argument(None, metavar="[RUN_DIR]",
-                                          help="A run folder (results/run_<stamp>) holding best_model.json."),
+                                          help="A run folder (results/run_<stamp>) holding best_model.json, or a "
+                                               "workspace (its latest finished run)."),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Audit this checkpoint instead of a run."),
     threshold: float | None = typer.Option(None, "--threshold", callback=probability,
                                            help="Its fixed operating threshold."),
@@ -40,11 +41,29 @@ def audit_cmd(
             raise typer.BadParameter("give RUN_DIR, or all of --checkpoint C --threshold T --csv H")
         result = audit_checkpoint(checkpoint, threshold, csv, spec=spec, seed=seed)
     else:
-        result = audit_run(run_dir, seed=seed)
+        result = audit_run(_run_folder(run_dir), seed=seed)
     if json_out:
         print_json(result)
     else:
         out.print("\n".join(audit_markdown(result, heading="#")), highlight=False, markup=False)
+
+
+def _run_folder(path: Path) -> Path:
+    """``path`` itself, or — a workspace — its newest run folder that holds a deliverable."""
+    from deftpipe.errors import StateError
+
+    if not path.is_dir():
+        raise StateError(f"{path} does not exist; give a run folder (WS/results/run_<stamp>) or a workspace")
+    if not (path / "pipeline.yaml").is_file():
+        return path
+    runs = sorted(p for p in (path / "results").glob("run_*") if (p / "best_model.json").is_file())
+    if not runs:
+        raise StateError(f"{path} is a workspace with no finished run (no results/run_*/best_model.json); finish a run "
+                         f"with `deftpipe run {path}`, or give a run folder (WS/results/run_<stamp>)")
+    from deftpipe.cli._util import err
+
+    err.print(f"auditing the workspace's latest finished run: {runs[-1]}", markup=False, highlight=False)
+    return runs[-1]
 
 
 def register(app: typer.Typer) -> None:

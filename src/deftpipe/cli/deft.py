@@ -90,6 +90,9 @@ def status_cmd(
 
     Example: deftpipe status ws
     """
+    if not workspace.is_dir():
+        raise StateError(f"{workspace} does not exist" + (" (it is a file)" if workspace.exists() else "")
+                         + "; give the workspace folder (the one holding pipeline.yaml)")
     folders = _runs.run_folders(workspace)
     if not folders:
         raise StateError(f"no runs in {workspace}/results/; start one with `deftpipe run {workspace}` "

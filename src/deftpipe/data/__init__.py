@@ -14,7 +14,7 @@ from deftpipe.data._csv import (
     write_dataset,
 )
 from deftpipe.data._deeppcb import import_deeppcb
-from deftpipe.data._layout import resolve_layout, workspace_input_size
+from deftpipe.data._layout import layout_for, resolve_layout, workspace_input_size
 from deftpipe.data._leakage import LeakReport, PairLeak, content_hashes, find_leaks
 from deftpipe.data._stats import dataset_stats, stats_table, workspace_table
 from deftpipe.data._synthetic import SIZES as SYNTHETIC_SIZES
@@ -46,6 +46,7 @@ __all__ = [
     "make_synthetic_workspace",
     "normalize_label",
     "read_dataset",
+    "layout_for",
     "resolve_layout",
     "stats_table",
     "validate_dataset",

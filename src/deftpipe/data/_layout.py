@@ -41,6 +41,20 @@ def workspace_input_size(csv: str | Path) -> int | None:
     return spec.model.input_size if spec is not None and spec.adapter.kind == "torch" else None
 
 
+def layout_for(spec, start: str | Path | None) -> ImageLayout:
+    """The one image-root rule of every command: inside a workspace (the folder of ``pipeline.yaml``
+    above ``start``), its ``data.images_dir``; outside any, the spec's ``dataset.classify.images_dir``.
+    The spec always gives the image extension and the lighting names."""
+    from deftpipe.config import find_workspace, load_config
+
+    ext, lights = spec.dataset.classify.image_ext, spec.lights
+    ws = find_workspace(start) if start is not None else None
+    if ws is None:
+        return ImageLayout.create(spec.images_dir, ext, lights)
+    cfg = load_config(ws)
+    return ImageLayout.create(cfg.path(ws, cfg.data.images_dir), ext, lights)
+
+
 def resolve_layout(csv: str | Path, images_dir: str | Path | None = None) -> ImageLayout:
     """The :class:`ImageLayout` of ``csv``: ``images_dir`` if given, else its workspace's.
 
@@ -60,4 +74,4 @@ def resolve_layout(csv: str | Path, images_dir: str | Path | None = None) -> Ima
     return ImageLayout.create(images_dir, ext, lights)
 
 
-__all__ = ["resolve_layout", "workspace_image_settings", "workspace_input_size"]
+__all__ = ["layout_for", "resolve_layout", "workspace_image_settings", "workspace_input_size"]

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from deftpipe.config import KpiConfig
-from deftpipe.data import ImageLayout
+from deftpipe.data import ImageLayout, layout_for
 from deftpipe.errors import DataError
 from deftpipe.model import get_adapter
 from deftpipe.spec import Spec, load_spec
@@ -58,7 +58,7 @@ class LoopContext:
             results_dir=Path(state["results_dir"]),
             spec_path=Path(c["spec"]),
             spec=spec,
-            layout=ImageLayout.from_spec(spec),
+            layout=layout_for(spec, state["workspace"]),
             train_csv=Path(c["train_csv"]),
             val_csv=Path(c["val_csv"]),
             kpi_csv=Path(c["kpi_csv"]),

@@ -21,7 +21,7 @@ from markupsafe import Markup
 from PIL import Image
 
 from deftpipe._fs import atomic_write_json, atomic_write_text
-from deftpipe.data import ImageLayout
+from deftpipe.data import layout_for
 from deftpipe.data._open import open_image
 from deftpipe.deft import _state
 from deftpipe.errors import DataError
@@ -95,7 +95,7 @@ def _spec_layout(spec: str | None) -> Any:
         return None
     if key not in _LAYOUT_MEMO:
         try:
-            _LAYOUT_MEMO[key] = ImageLayout.from_spec(load_spec(spec))
+            _LAYOUT_MEMO[key] = layout_for(load_spec(spec), Path(spec).resolve().parent)
         except Exception:  # noqa: BLE001
             _LAYOUT_MEMO[key] = None
     return _LAYOUT_MEMO[key]

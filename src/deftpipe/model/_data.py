@@ -14,8 +14,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from deftpipe.config import find_workspace, load_config
-from deftpipe.data import PASS, ImageLayout, is_defect, load_pairs, read_dataset
+from deftpipe.config import find_workspace
+from deftpipe.data import PASS, ImageLayout, is_defect, layout_for, load_pairs, read_dataset
 from deftpipe.errors import DataError, SpecError
 
 
@@ -48,24 +48,22 @@ def class_names(spec) -> list[str]:
 
 def resolve_layout(spec, csv: Path, images_dir: str | Path | None = None) -> ImageLayout:
     """Where ``csv``'s images are: ``images_dir`` when given; else, for a CSV inside a workspace, that
-    workspace's ``data.images_dir`` unless the spec's ``images_dir`` lies in the same workspace (the
-    loop's generated images under ``results/`` need the spec's); else the spec's. A spec stored in a
-    checkpoint never decides where another workspace's CSV reads its images from."""
+    workspace's ``data.images_dir`` (:func:`deftpipe.data._layout.layout_for`, the rule every command
+    uses); else the spec's. A spec stored in a checkpoint never decides where another workspace's CSV
+    reads its images from."""
     ext, lights = spec.dataset.classify.image_ext, spec.lights
     if images_dir is not None:
         if not Path(images_dir).is_dir():
             raise DataError(f"images folder {images_dir} (--images-dir) does not exist; pass the folder the "
                             f"paths in {csv} are relative to")
         return ImageLayout.create(images_dir, ext, lights)
-    layout = ImageLayout.from_spec(spec)
+    layout = layout_for(spec, csv.resolve().parent)
     ws = find_workspace(csv.resolve().parent)
-    if ws is not None and find_workspace(layout.images_dir) != ws:
-        cfg = load_config(ws)
-        own = cfg.path(ws, cfg.data.images_dir)
-        if not own.is_dir():
-            raise DataError(f"images folder {own} of the workspace holding {csv} does not exist; fix data.images_dir "
-                            f"in {ws / 'pipeline.yaml'} or pass the image folder with --images-dir")
-        return ImageLayout.create(own, ext, lights)
+    if ws is not None:
+        if not layout.images_dir.is_dir():
+            raise DataError(f"images folder {layout.images_dir} of the workspace holding {csv} does not exist; fix "
+                            f"data.images_dir in {ws / 'pipeline.yaml'} or pass the image folder with --images-dir")
+        return layout
     if layout.images_dir.is_dir():
         return layout
     raise DataError(f"images folder {layout.images_dir} (dataset.classify.images_dir) does not exist; "

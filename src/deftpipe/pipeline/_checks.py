@@ -214,8 +214,11 @@ def _file_item(name: str, path: Path, blockers: list[str], fix: str) -> dict[str
 def artefacts_section(ws: Path, cfg: PipelineConfig, spec: Spec | None, blockers: list[str]) -> dict[str, Any]:
     items = [_file_item("model spec", cfg.path(ws, cfg.data.spec), blockers, "fix data.spec in pipeline.yaml")]
     if spec is not None:
-        items.append(_file_item("images folder", spec.images_dir, blockers,
-                                "fix dataset.classify.images_dir in the spec"))
+        images = cfg.path(ws, cfg.data.images_dir)  # the rule of every command (data._layout.layout_for)
+        items.append(_file_item("images folder", images, blockers, "fix data.images_dir in pipeline.yaml"))
+        if spec.adapter.kind == "torch" and spec.images_dir.resolve() != images.resolve():
+            items.append(item("spec images_dir", f"{spec.images_dir} is not used: inside a workspace every command "
+                              f"reads images from data.images_dir ({images})", "note"))
         pre = spec.train.pretrained_model_path
         if pre:
             items.append(_file_item("pretrained weights", Path(pre), blockers,
@@ -256,7 +259,7 @@ NO_HOLDOUT = "no holdout: the run will end without an audit (no estimate on boar
 def dataset_section(ws: Path, cfg: PipelineConfig, spec: Spec | None, blockers: list[str],
                     warnings: list[str]) -> dict[str, Any]:
     """Counts per split, label distribution, validation and the leakage check."""
-    layout = data.ImageLayout.from_spec(spec) if spec is not None else None
+    layout = data.layout_for(spec, ws) if spec is not None else None
     rows, csvs, labels = [], [], set()
     for split, key in SPLITS:
         csv = cfg.path(ws, getattr(cfg.data, key))

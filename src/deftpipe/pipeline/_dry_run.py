@@ -95,7 +95,7 @@ def _csv_seconds_per_row(csvs: list[Path]) -> float:
 
 
 def _decode_seconds_per_pair(csv: Path, spec) -> float:
-    layout = data.ImageLayout.from_spec(spec)
+    layout = data.layout_for(spec, Path(csv).resolve().parent)
     df = data.read_dataset(csv)
     try:
         t0 = time.perf_counter()

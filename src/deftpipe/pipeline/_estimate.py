@@ -56,7 +56,7 @@ def load_ratios(ws: Path) -> dict[str, Any]:
 def _cached(ws: Path, cfg: PipelineConfig, splits: dict[str, str]) -> frozenset[str]:
     """The splits whose images already have a decode cache entry (their first decode is free)."""
     spec = load_spec(cfg.path(ws, cfg.data.spec))
-    layout = data.ImageLayout.from_spec(spec)
+    layout = data.layout_for(spec, ws)
     out = set()
     for name, rel in splits.items():
         csv = cfg.path(ws, rel)
