@@ -170,6 +170,15 @@ def lock_is_held(lock_path: str | os.PathLike) -> bool:
         os.close(fd)
 
 
+#: What a user can do about a held lock, by what holds it (the advice must fit the command refused).
+LOCK_HINTS = {
+    "training": "wait for it to finish, or pass another --out folder",
+    "pipeline run": "a run of this workspace is in progress (`deftpipe status WS` shows it); wait for it to "
+                    "finish — a workspace runs one pipeline at a time, with or without --new",
+    "DEFT loop": "a loop is in progress in this run folder (`deftpipe status WS` shows it); wait for it to finish",
+}
+
+
 @contextlib.contextmanager
 def run_lock(folder: str | os.PathLike, *, what: str = "run", name: str = ".lock") -> Iterator[Path]:
     """Hold ``<folder>/<name>`` (default ``.lock``) for the duration of a long run.
@@ -185,10 +194,8 @@ def run_lock(folder: str | os.PathLike, *, what: str = "run", name: str = ".lock
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise LockedError(
-            f"another deftpipe {what} is already writing {folder} (lock {lock_path} is held); "
-            "wait for it to finish, or use a different results folder (e.g. `deftpipe run WS --new`)"
-        ) from None
+        raise LockedError(f"another deftpipe {what} is already writing {folder} (lock {lock_path} is held); "
+                          f"{LOCK_HINTS.get(what, 'wait for it to finish')}") from None
     try:
         yield lock_path
     finally:

@@ -6,7 +6,9 @@ exit 2 (Typer/Click); Ctrl-C exits 130 with a hint to resume.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 import threading
 
@@ -55,8 +57,24 @@ def _thread_error(args) -> None:
           f"{scrub_clip(' '.join(str(args.exc_value).split()), 200)}", file=sys.stderr)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's or `kill`'s stop): unwound like Ctrl-C, so every record says
+    "interrupted" and the same command resumes."""
+
+
+_terminated = threading.Event()  # Click re-raises Ctrl-C as Abort: the flag survives the translation
+
+
+def _on_sigterm(signum, frame) -> None:
+    _terminated.set()
+    raise Terminated()
+
+
 def main() -> None:
     threading.excepthook = _thread_error
+    _terminated.clear()
+    with contextlib.suppress(ValueError):  # not the main thread (an embedding program): leave it alone
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         env_threads()  # a wrong DEFTPIPE_NUM_THREADS is one error before any command starts
         rc = app(standalone_mode=False)
@@ -73,6 +91,9 @@ def main() -> None:
 
 
 def _interrupted() -> None:
+    if _terminated.is_set():
+        print("terminated (SIGTERM): rerun the same command to resume where it stopped", file=sys.stderr)
+        sys.exit(143)
     print("interrupted: rerun the same command to resume where it stopped", file=sys.stderr)
     sys.exit(130)
 

@@ -171,11 +171,30 @@ def _check_storage(name: str, sweep: SweepConfig, blockers: list[str]) -> dict[s
         return item(f"{name} storage", f"{shown} (not reachable)", "MISSING")
 
 
+def read_only(folder: Path) -> str | None:
+    """Why the run could not write into ``folder`` (a read-only file system, or no write permission), else None."""
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return "it is on a read-only file system"
+    except OSError:
+        return None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return "this user may not write into it"
+    return None
+
+
 def settings_blockers(ws: Path, cfg: PipelineConfig, spec: Spec | None, blockers: list[str]) -> None:
-    """What the run would otherwise only find out after training started: an unknown algorithm or
-    metric, a search space that does not parse, a placeholder no template knows, a device the
-    installed torch cannot use."""
+    """What the run would otherwise only find out after training started: a workspace it cannot
+    write into, an unknown algorithm or metric, a search space that does not parse, a placeholder no
+    template knows, a device the installed torch cannot use."""
     from deftpipe.model import device_problem  # late: imports torch
+
+    for folder in (ws, ws / "results"):
+        why = folder.is_dir() and read_only(folder)
+        if why:
+            blockers.append(f"{folder} is read-only ({why}): the run writes its results, specs and sweeps into the "
+                            "workspace; make it writable, or copy the workspace somewhere writable")
+            break
 
     for key, sweep in (("phase1", cfg.automl.phase1), ("phase3", cfg.automl.phase3)):
         if not sweep.enabled:
