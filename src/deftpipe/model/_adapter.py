@@ -95,6 +95,12 @@ class ModelAdapter(ABC):
             scores = pd.read_csv(out, usecols=["score"])["score"].to_numpy(dtype=np.float64)
         return emb, scores
 
+    def scratch_dir(self) -> Path | None:
+        """Where a caller puts temporary inputs and outputs of this adapter's jobs (subsampled CSVs, a
+        throw-away training folder): a folder the jobs can reach, e.g. inside a container's mounts.
+        None = the system temp folder. Optional."""
+        return None
+
     def validation_scores(self, checkpoint: str | Path, csv: str | Path) -> np.ndarray | None:
         """The scores ``checkpoint`` got on ``csv`` when training selected it, if the adapter
         kept them (one per row, in order); None means "run :meth:`infer`". Optional."""

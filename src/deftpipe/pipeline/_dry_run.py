@@ -114,7 +114,8 @@ def measure(ws: Path, cfg: PipelineConfig) -> Rates:
     if cfg.automl.phase1.batch_size:
         spec.train.batch_size = cfg.automl.phase1.batch_size
     train_csv, val_csv = cfg.path(ws, cfg.data.train_csv), cfg.path(ws, cfg.data.val_csv)
-    tmp = Path(tempfile.mkdtemp(prefix="deftpipe_dryrun_"))
+    adapter = get_adapter(spec)
+    tmp = Path(tempfile.mkdtemp(prefix="deftpipe_dryrun_", dir=adapter.scratch_dir()))  # TAO: inside its mounts
     t_start = time.perf_counter()
     try:
         s_csv = _csv_seconds_per_row([train_csv, val_csv])
@@ -123,7 +124,6 @@ def measure(ws: Path, cfg: PipelineConfig) -> Rates:
         _subsample(train_csv, WARMUP_ROWS, tmp / "warmup.csv")
         s_decode = (_decode_seconds_per_pair(tmp / f"train_{TRAIN_SIZES[-1]}.csv", spec)
                     + _decode_seconds_per_pair(tmp / f"val_{EVAL_SIZES[-1]}.csv", spec)) / 2
-        adapter = get_adapter(spec)
         small_val = tmp / f"val_{EVAL_SIZES[0]}.csv"
         warm = adapter.train(spec, tmp / "warmup.csv", small_val, tmp / "warmup")  # one-time costs, untimed
         t_ev = [_best_of(lambda c=tmp / f"val_{n}.csv": adapter.evaluate(warm.best_checkpoint, c))

@@ -61,11 +61,11 @@ def untrained_metrics(spec: Path, train_csv: Path, val_csv: Path) -> dict[str, A
     s.train.num_epochs = 1
     s.train.optim.lr = 1e-12
     s.train.optim.warmup_epochs = 0.0
-    tmp = Path(tempfile.mkdtemp(prefix="deftpipe_untrained_"))
+    adapter = get_adapter(s)
+    tmp = Path(tempfile.mkdtemp(prefix="deftpipe_untrained_", dir=adapter.scratch_dir()))  # TAO: in its mounts
     try:
         df = read_dataset(train_csv)
         write_dataset(df.sample(min(len(df), UNTRAINED_ROWS), random_state=0), tmp / "train.csv")
-        adapter = get_adapter(s)
         result = adapter.train(s, tmp / "train.csv", val_csv, tmp / "out")
         return adapter.evaluate(result.best_checkpoint, val_csv)
     finally:

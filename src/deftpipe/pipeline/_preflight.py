@@ -143,7 +143,7 @@ def preflight(ws: str | Path, *, new: bool = False, measure: bool = True) -> dic
                 artefacts_section(ws, cfg, spec, blockers)]
     settings_blockers(ws, cfg, spec, blockers)
     if spec is not None and "tao" in (spec.adapter.kind, cfg.adapter.kind):
-        add_tao_checks(sections, cfg, spec, blockers, warnings)
+        add_tao_checks(sections, cfg, spec, blockers, warnings, ws=ws)
     datasets = dataset_section(ws, cfg, spec, blockers, warnings)
     sections.append(datasets)
     sections += phase_sections(ws, cfg, warnings)

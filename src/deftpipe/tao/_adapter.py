@@ -158,6 +158,13 @@ class TaoAdapter(ModelAdapter):
                            seconds=time.perf_counter() - t0)
 
     # -- scoring -----------------------------------------------------------------------------
+    def scratch_dir(self) -> Path:
+        """``<state_dir>/deftpipe_scratch``: the SDK's state folder is one the jobs see (a mount on the
+        container platforms, checked by the pre-flight), unlike the system temp folder."""
+        path = state_root(self.settings(self._spec())) / "deftpipe_scratch"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
     def _scores(self, checkpoint: str | Path, csv: str | Path) -> pd.DataFrame:
         """The rows of ``csv`` plus ``siamese_score`` from one (or a re-attached) inference job."""
         s = self._spec()

@@ -16,6 +16,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from deftpipe.tao._jobs import (
+    KUBERNETES_REFUSAL,
+    STANDIN,
+    platform_packages_missing,
+    script_path,
+    sdk_missing_message,
+    state_root,
+    venv_path,
+)
+
 
 def item(name: str, value: Any, status: str | None = None) -> dict[str, Any]:
     """One row of a pre-flight section (the same shape as the pipeline's own rows)."""
@@ -41,8 +51,10 @@ def _run(argv: list[str], timeout: float = 10) -> tuple[bool, str]:
         p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     except (OSError, subprocess.SubprocessError) as e:
         return False, str(e)
-    text = (p.stdout or p.stderr).strip()
-    return p.returncode == 0, text.splitlines()[0] if text else ""
+    # the first line of what the tool said: stdout, else stderr (`docker info` without a daemon
+    # prints a blank line to stdout and its reason to stderr)
+    text = p.stdout.strip() or p.stderr.strip()
+    return p.returncode == 0, text.splitlines()[0] if text else f"exit status {p.returncode}"
 
 
 def _is_set(var: str) -> bool:
@@ -76,8 +88,6 @@ def batch_rule_of_thumb(gib: float, size: int, lights: int) -> int:
 def _platform_items(s: Any, blockers: list[str], warnings: list[str]) -> list[dict[str, Any]]:
     items = []
     if s.platform == "virtualenv":
-        from deftpipe.tao._jobs import STANDIN, script_path, venv_path
-
         venv = venv_path(s)
         ok = (venv / "pyvenv.cfg").is_file()
         if not ok:
@@ -97,32 +107,61 @@ def _platform_items(s: Any, blockers: list[str], warnings: list[str]) -> list[di
             blockers.append(f"docker daemon not reachable ({msg}); start docker or choose another platform")
         items.append(item("TAO platform", f"docker {'daemon ' + msg if ok else '(' + msg + ')'}",
                           "ok" if ok else "MISSING"))
-        if ok:
-            from tao_sdk.preflight import check_nvidia_container_runtime
+        if ok and s.gpu_count == 0:
+            items.append(item("NVIDIA container runtime", "not needed (adapter.tao.gpu_count: 0 — CPU jobs)", "ok"))
+        elif ok:
+            try:
+                from tao_sdk.preflight import check_nvidia_container_runtime
 
-            r = check_nvidia_container_runtime()
-            if not r.ok:
-                blockers.append(f"{r.message}; install nvidia-container-toolkit")
-            items.append(item("NVIDIA container runtime", r.message, "ok" if r.ok else "MISSING"))
+                r = check_nvidia_container_runtime()
+                rok, rmsg = bool(r.ok), str(r.message)
+            except Exception as e:  # the SDK's own failure is a finding, never an internal error
+                rok, rmsg = False, f"the SDK's check failed: {type(e).__name__}: {e}"
+            if not rok:
+                blockers.append(f"{rmsg}; install nvidia-container-toolkit (or set adapter.tao.gpu_count: 0 to run "
+                                "TAO on CPU)")
+            items.append(item("NVIDIA container runtime", rmsg, "ok" if rok else "MISSING"))
     elif s.platform == "slurm":
-        host = os.environ.get("SLURM_HOSTNAME") or os.environ.get("SSH_HOST")
-        user = os.environ.get("SLURM_USER") or os.environ.get("SSH_USER")
-        found = shutil.which("ssh")
-        if found and host and user:
-            ok, msg = _run(["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", f"{user}@{host.split(',')[0]}",
-                            "sinfo", "--version"], timeout=15)
-        else:
-            ok, msg = False, "ssh not on PATH" if not found else "SLURM_HOSTNAME/SLURM_USER unset"
-        if not ok:
-            blockers.append(f"Slurm login host not reachable over ssh ({msg}); set SLURM_HOSTNAME/SLURM_USER "
-                            "and an ssh key (SSH_KEY_PATH or ssh-agent)")
-        items.append(item("TAO platform", f"slurm via ssh to the login host ({msg or 'ok'})", "ok" if ok else "MISSING"))
+        items.extend(_slurm_items(s, blockers))
     else:
-        found = shutil.which("kubectl")
-        ok, msg = _run(["kubectl", "config", "current-context"]) if found else (False, "kubectl not on PATH")
-        if not ok:
-            blockers.append(f"no kube context ({msg}); set KUBECONFIG / TAO_K8S_CONTEXT")
-        items.append(item("TAO platform", f"kubernetes context {msg}", "ok" if ok else "MISSING"))
+        blockers.append(KUBERNETES_REFUSAL)
+        items.append(item("TAO platform", "kubernetes (refused: the SDK cannot mount the workspace)", "MISSING"))
+    return items
+
+
+def _ssh(argv: list[str], timeout: float = 20) -> tuple[bool, str]:
+    """Run a command on the Slurm login host the way the SDK reaches it (its env, its key)."""
+    host = (os.environ.get("SLURM_HOSTNAME") or os.environ.get("SSH_HOST") or "").split(",")[0].strip()
+    user = os.environ.get("SLURM_USER") or os.environ.get("SSH_USER")
+    if not shutil.which("ssh"):
+        return False, "ssh not on PATH"
+    if not host or not user:
+        return False, "SLURM_HOSTNAME/SLURM_USER unset"
+    key = os.environ.get("SSH_KEY_PATH")
+    opts = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", *(["-i", key] if key else [])]
+    return _run(["ssh", *opts, f"{user}@{host}", *argv], timeout=timeout)
+
+
+def _slurm_items(s: Any, blockers: list[str]) -> list[dict[str, Any]]:
+    ok, msg = _ssh(["sinfo", "--version"])
+    if not ok:
+        blockers.append(f"Slurm login host not reachable over ssh ({msg}); set SLURM_HOSTNAME/SLURM_USER "
+                        "and an ssh key (SSH_KEY_PATH or ssh-agent)")
+    items = [item("TAO platform", f"slurm via ssh to the login host ({msg or 'ok'})", "ok" if ok else "MISSING")]
+    if not s.partition:
+        blockers.append("adapter.tao.partition is unset: nvidia-tao-sdk would submit to its own default "
+                        "partitions (polar,polar3,polar4,grizzly); set your cluster's partition")
+    elif ok:
+        pok, gres = _ssh(["sinfo", "-h", "-p", s.partition, "-o", "%G"])
+        if not pok or not gres:
+            blockers.append(f"Slurm partition '{s.partition}' not found on the cluster ({gres}); fix "
+                            "adapter.tao.partition")
+        elif s.gpu_count and "gpu" not in gres:
+            blockers.append(f"Slurm partition '{s.partition}' has no GPUs (gres: {gres}); choose a GPU partition "
+                            "or set adapter.tao.gpu_count: 0 to run TAO on CPU")
+        items.append(item("Slurm partition", f"{s.partition} (gres: {gres or '?'})", "ok" if pok and gres else
+                          "MISSING"))
     return items
 
 
@@ -139,8 +178,11 @@ def _image_item(s: Any, blockers: list[str]) -> dict[str, Any]:
 
 
 def add_tao_checks(sections: list[dict[str, Any]], cfg: Any, spec: Any, blockers: list[str],
-                   warnings: list[str]) -> None:
-    """Add the TAO items to sections 1 (host), 2 (credentials) and 3 (artefacts), in place."""
+                   warnings: list[str], ws: str | Path | None = None) -> None:
+    """Add the TAO items to sections 1 (host), 2 (credentials) and 3 (artefacts), in place.
+
+    ``ws`` (the workspace) lets the container platforms check that every path a job reads or writes
+    lies inside a mount."""
     from deftpipe._tao_schema import TaoSettings
 
     host, creds, arts = sections[0]["items"], sections[1]["items"], sections[2]["items"]
@@ -155,6 +197,9 @@ def add_tao_checks(sections: list[dict[str, Any]], cfg: Any, spec: Any, blockers
         blockers.append("nvidia-tao-sdk is not installed; pip install 'deftpipe[tao]'")
     host.append(item("model backend", f"TAO Visual ChangeNet ({spec.tao.model.backbone.type if spec.tao else '?'}) "
                      f"through {sdk or 'nvidia-tao-sdk (missing)'}", "ok" if sdk else "MISSING"))
+    missing = platform_packages_missing(s.platform)
+    if missing:
+        blockers.append(sdk_missing_message(s.platform, missing))
     host.extend(_platform_items(s, blockers, warnings))
     gpus = gpu_memory_gib()
     lights = spec.model.num_input
@@ -169,8 +214,13 @@ def add_tao_checks(sections: list[dict[str, Any]], cfg: Any, spec: Any, blockers
             warnings.append(f"batch size {spec.train.batch_size} is above the rule of thumb ({fit}) for "
                             f"{gib:.0f} GiB; TAO may run out of GPU memory")
     else:
+        if s.platform == "docker" and s.gpu_count:
+            blockers.append(f"no GPU visible here (nvidia-smi) but adapter.tao.gpu_count is {s.gpu_count}: the "
+                            "docker jobs would not start; run on a GPU host, or set adapter.tao.gpu_count: 0 to "
+                            "run TAO on CPU (slow)")
         host.append(item("TAO GPU", "none visible here" + (" (the cluster's GPUs are used)" if s.platform in
-                                                          ("slurm", "kubernetes") else ""), None))
+                                                          ("slurm", "kubernetes") else "") +
+                         (" — CPU jobs (adapter.tao.gpu_count: 0)" if not s.gpu_count else ""), None))
         host.append(item("batch size (rule of thumb)", f"~{batch_rule_of_thumb(16, size, lights)} pairs of "
                          f"{size}x{size}x{lights} per 16 GiB GPU (spec: {spec.train.batch_size})"))
     needed = CREDENTIALS[s.platform]
@@ -189,10 +239,46 @@ def add_tao_checks(sections: list[dict[str, Any]], cfg: Any, spec: Any, blockers
     if source:
         arts.append(item("TAO spec (adopted, unchanged)", source, "PRESENT" if Path(source).is_file() else "MISSING"))
     arts.append(_image_item(s, blockers))
-    from deftpipe.tao._jobs import state_root
+    if s.platform in ("docker", "slurm") and ws is not None:
+        arts.append(_mounts_item(s, job_paths(ws, cfg, spec, s), blockers))
 
     arts.append(item("TAO job store", f"{state_root(s)} (a resumed run re-attaches to its jobs here)"))
     arts.append(item("mining embedding", MINING_NOTE))
 
 
-__all__ = ["add_tao_checks", "batch_rule_of_thumb"]
+def job_paths(ws: str | Path, cfg: Any, spec: Any, s: Any) -> dict[str, Path]:
+    """Every path a TAO job reads or writes, by what it is: the workspace (results, combined CSVs),
+    the job store (inference results, scratch inputs), the datasets and the image root."""
+    paths = {"workspace (results)": Path(ws).resolve(), "TAO job store (adapter.tao.state_dir)": state_root(s)}
+    for name in ("train_csv", "val_csv", "kpi_csv", "pool_csv", "holdout_csv"):
+        p = cfg.path(ws, getattr(cfg.data, name))
+        if p.is_file():
+            paths[f"data.{name}"] = p
+    paths["images (data.images_dir)"] = cfg.path(ws, cfg.data.images_dir)
+    for name in ("train_csv", "val_csv"):
+        p = getattr(spec.dataset.classify, name, None)
+        if p:
+            paths[f"spec {name}"] = Path(p)
+    return {k: v.expanduser().resolve() for k, v in paths.items()}
+
+
+def uncovered(paths: dict[str, Path], mounts: list[dict[str, str]]) -> list[str]:
+    """The paths no same-path mount covers (deftpipe writes host paths into the TAO spec, so a mount
+    must put a host folder at the same path inside the container)."""
+    roots = [Path(m["host_path"]).expanduser().resolve() for m in mounts
+             if (m.get("container_path") or m["host_path"]) == m["host_path"]]
+    return [f"{what} {p}" for what, p in paths.items() if not any(p == r or r in p.parents for r in roots)]
+
+
+def _mounts_item(s: Any, paths: dict[str, Path], blockers: list[str]) -> dict[str, Any]:
+    bad = uncovered(paths, s.mounts)
+    if bad:
+        blockers.append(f"the TAO {s.platform} jobs could not see {len(bad)} path(s) outside adapter.tao.mounts: "
+                        + "; ".join(bad) + " — add {host_path: P, container_path: P} mounts (same path inside "
+                        "the container) covering them")
+    listed = ", ".join(f"{m['host_path']}->{m.get('container_path') or m['host_path']}" for m in s.mounts) or "none"
+    return item("TAO mounts", f"{listed} ({len(paths) - len(bad)}/{len(paths)} job paths covered)",
+                "ok" if not bad else "MISSING")
+
+
+__all__ = ["add_tao_checks", "batch_rule_of_thumb", "job_paths", "uncovered"]

@@ -43,10 +43,28 @@ _SDK_EXTRA = {"docker": "docker", "slurm": "slurm", "kubernetes": "kubernetes"}
 ORPHANED = ("launcher identity is unavailable", "launcher ended without a durable quiescence record")
 
 
-def sdk_missing_message(platform: str) -> str:
+#: the Python packages each container platform's SDK imports (nvidia-tao-sdk's extras; docker is
+#: not a dependency of nvidia-tao-sdk itself, and DockerSDK fails with a CredentialError without it)
+PLATFORM_PACKAGES = {"docker": ("docker",), "slurm": (), "virtualenv": ()}
+KUBERNETES_REFUSAL = (
+    "adapter.tao.platform 'kubernetes' is not supported: nvidia-tao-sdk 7.2.0's KubernetesSDK.create_job "
+    "takes no volumes, so the TAO pod could see neither the spec, the CSVs and images nor its results "
+    "folder; use docker or slurm (a later SDK that mounts a PVC or hostPath into the job would make it work)")
+
+
+def platform_packages_missing(platform: str) -> list[str]:
+    """The Python packages the platform's SDK needs that this interpreter cannot import."""
+    import importlib.util
+
+    return [m for m in PLATFORM_PACKAGES.get(platform, ()) if importlib.util.find_spec(m) is None]
+
+
+def sdk_missing_message(platform: str, missing: list[str] | None = None) -> str:
     extra = _SDK_EXTRA.get(platform)
     pkg = f"nvidia-tao-sdk[{extra}]" if extra else "nvidia-tao-sdk"
-    return f"the TAO backend needs {pkg} for platform '{platform}'; pip install 'deftpipe[tao]' '{pkg}'"
+    what = f" ({', '.join(missing)} not installed)" if missing else ""
+    return (f"the TAO backend needs {pkg} for platform '{platform}'{what}; "
+            f"pip install 'deftpipe[tao]' '{pkg}'")
 
 
 def state_root(settings: TaoSettings) -> Path:
@@ -68,8 +86,15 @@ def script_path(settings: TaoSettings) -> Path:
 
 
 def make_sdk(settings: TaoSettings) -> Any:
-    """The platform's SDK object, with its job store under :func:`state_root`."""
+    """The platform's SDK object, with its job store under :func:`state_root`.
+
+    Raises:
+        SpecError: the platform's Python packages are missing (the exact ``pip install``), or the SDK
+            refused to start (its own message: a missing credential, no daemon, ...).
+    """
     root = state_root(settings)
+    if settings.platform == "kubernetes":
+        raise SpecError(KUBERNETES_REFUSAL)
     try:
         if settings.platform == "virtualenv":
             from tao_sdk import VirtualEnvSDK
@@ -79,26 +104,53 @@ def make_sdk(settings: TaoSettings) -> Any:
                 raise SpecError(f"adapter.tao.venv {venv} is not a virtual environment (no pyvenv.cfg); "
                                 "point it at the venv that runs the TAO trainer script")
             return VirtualEnvSDK(venv, work_dir=root / "virtualenv", state_file=root / "virtualenv" / "tao_session.db")
+        missing = platform_packages_missing(settings.platform)
+        if missing:
+            raise SpecError(sdk_missing_message(settings.platform, missing))
         state_file = root / f"{settings.platform}_state.json"
         root.mkdir(parents=True, exist_ok=True)
         if settings.platform == "docker":
             from tao_sdk.platforms.docker import DockerSDK
 
             return DockerSDK(poll_interval=max(1, int(settings.poll_s)), state_file=state_file)
-        if settings.platform == "slurm":
-            from tao_sdk.platforms.slurm import SlurmSDK
+        import os
 
-            return SlurmSDK(poll_interval=max(1, int(settings.poll_s)), state_file=state_file)
-        from tao_sdk.platforms.kubernetes import KubernetesSDK
+        from tao_sdk.platforms.slurm import SlurmSDK
 
-        return KubernetesSDK(poll_interval=max(1, int(settings.poll_s)), state_file=state_file)
-    except ImportError:
-        raise SpecError(sdk_missing_message(settings.platform)) from None
+        if settings.account:  # SlurmSDK 7.2.0 ignores create_job(account=...): it reads SLURM_ACCOUNT
+            os.environ["SLURM_ACCOUNT"] = settings.account
+        return SlurmSDK(poll_interval=max(1, int(settings.poll_s)), state_file=state_file)
+    except SpecError:
+        raise
+    except ImportError as e:
+        raise SpecError(sdk_missing_message(settings.platform, [e.name or "nvidia-tao-sdk"])) from None
+    except Exception as e:  # the SDK's own errors (CredentialError, docker's DockerException, ...)
+        raise SpecError(f"nvidia-tao-sdk could not start its {settings.platform} platform: "
+                        f"{type(e).__name__}: {sdk_reason(e)}") from None
+
+
+def sdk_reason(e: BaseException) -> str:
+    """An SDK exception's message on one line (the daemon's own words, not a traceback)."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 400 else text[:397] + "..."
 
 
 def spec_digest(doc: dict[str, Any]) -> str:
     """Identity of a job's spec (JSON-normalised, as the SDK's job store keeps it)."""
     return hashlib.sha1(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def docker_mounts(mounts: list[dict[str, str]]) -> list[dict[str, str]] | None:
+    """``adapter.tao.mounts`` as DockerSDK reads them (``host_path``/``container_path``, ``mode``)."""
+    return [{"host_path": m["host_path"], "container_path": m.get("container_path") or m["host_path"],
+             "mode": m.get("mode", "rw")} for m in mounts] or None
+
+
+def slurm_mounts(mounts: list[dict[str, str]]) -> list[dict[str, str]] | None:
+    """``adapter.tao.mounts`` in SlurmSDK's own keys (``from_path`` -> ``mount_path``; its handler reads
+    ``from_path|source|src`` and ``mount_path|path|target`` and silently drops any other spelling)."""
+    return [{"from_path": m["host_path"], "mount_path": m.get("container_path") or m["host_path"]}
+            for m in mounts] or None
 
 
 def _container_command(action: str, spec_file: Path) -> str:
@@ -167,12 +219,16 @@ class TaoJobs:
             cmd = _container_command(action, spec_file)
             extra: dict[str, Any] = {}
             if s.platform == "docker":
-                extra = {"mounts": s.mounts or None, "shm_size": s.shm_size}
-            elif s.platform == "slurm":
-                extra = {"partition": s.partition, "account": s.account, "mounts": s.mounts or None}
-            elif s.namespace:
-                extra = {"namespace": s.namespace}
-            job = self.sdk.create_job(image=s.image, command=cmd, gpu_count=s.gpu_count, **extra)
+                # run_as_user: the container runs as this process's UID:GID, so what TAO writes (train/,
+                # status.json) belongs to the user who ran deftpipe, whatever user the image names
+                extra = {"mounts": docker_mounts(s.mounts), "shm_size": s.shm_size, "run_as_user": True}
+            else:
+                extra = {"partition": s.partition, "account": s.account, "mounts": slurm_mounts(s.mounts)}
+            try:
+                job = self.sdk.create_job(image=s.image, command=cmd, gpu_count=s.gpu_count, **extra)
+            except Exception as e:  # the daemon's / cluster's refusal, in its own words
+                raise TrainingError(f"TAO {action} job could not be launched on {s.platform}: "
+                                    f"{type(e).__name__}: {sdk_reason(e)}") from None
         self._write_ledger(results_dir, str(job.id), action, doc)
         return str(job.id)
 
@@ -217,5 +273,6 @@ class TaoJobs:
         return results_dir / action
 
 
-__all__ = ["LEDGER", "STANDIN", "TaoJobs", "make_sdk", "script_path", "sdk_missing_message", "state_root",
+__all__ = ["KUBERNETES_REFUSAL", "LEDGER", "STANDIN", "TaoJobs", "docker_mounts", "make_sdk",
+           "platform_packages_missing", "script_path", "sdk_missing_message", "sdk_reason", "slurm_mounts", "state_root",
            "venv_path"]

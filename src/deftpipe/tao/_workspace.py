@@ -16,6 +16,7 @@ The checks read files and stat images only (no image is decoded, so no cache is 
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -80,10 +81,13 @@ def adopt_tao_workspace(tao_spec: str | Path, dest: str | Path, *, kpi_csv: str 
     from deftpipe.config import PipelineConfig, SweepConfig, dump_config
     from deftpipe.data import build_workspace
     from deftpipe.spec import dump_spec
+    from deftpipe.tao._jobs import KUBERNETES_REFUSAL
     from deftpipe.tao._spec import spec_from_tao, unknown_keys
 
     if platform not in PLATFORMS:
         raise SpecError(f"--platform must be one of {', '.join(PLATFORMS)} (got '{platform}')")
+    if platform == "kubernetes":
+        raise SpecError(KUBERNETES_REFUSAL)
     tao_spec = Path(tao_spec).resolve()
     doc = read_tao_spec(tao_spec)
     dest = Path(dest).resolve()
@@ -102,6 +106,10 @@ def adopt_tao_workspace(tao_spec: str | Path, dest: str | Path, *, kpi_csv: str 
     for name, csv in splits.items():
         log(f"{name}: {csv} ({check_split(name, csv, spec)} rows, adopted in place)")
     c.test_csv = None  # the KPI set is read only by the DEFT evaluate stage, through pipeline.yaml
+    if platform in ("docker", "slurm"):  # the jobs see the workspace and the TAO data at the same paths
+        data = Path(os.path.commonpath([str(p.parent) for p in splits.values()] + [str(spec.images_dir)]))
+        settings.mounts = [{"host_path": str(p), "container_path": str(p)} for p in (dest, data)]
+        spec.adapter.tao = settings
     space = SweepConfig().model_copy(update={"search_space": SPACE_NAME})
     cfg = PipelineConfig.model_validate({"name": f"tao-{tao_spec.stem}"})
     cfg.data = cfg.data.model_copy(update={
