@@ -62,8 +62,8 @@ def test_tao_sdk_errors_are_blockers_never_internal_errors(monkeypatch, tmp_path
         make_sdk(TaoSettings(platform="slurm", state_dir=str(tmp_path)))
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "docker" else real(name, *a))
-    with pytest.raises(SpecError, match=r"\(docker not installed\); pip install 'deftpipe\[tao\]' "
-                                        r"'nvidia-tao-sdk\[docker\]'"):
+    with pytest.raises(SpecError, match=r"needs nvidia-tao-sdk\[docker\] for platform 'docker' \(docker not "
+                                        r"installed\); pip install 'deftpipe\[tao\]'$"):
         make_sdk(TaoSettings(platform="docker", state_dir=str(tmp_path)))
 
 

@@ -141,3 +141,29 @@ def test_tao_platform_killed_run_reattaches_to_its_running_job(platform, tao_src
     assert _backend_jobs(platform, {train_jobs[0]["job_id"]}) == 1  # never a second container / batch job
     assert result.best_epoch == 4 and result.best_checkpoint.is_file()
     assert _owned_by_me(out) == []
+
+
+@pytest.mark.tao_docker
+def test_tao_docker_dry_run_is_one_job_of_each_kind_inside_the_mounts(tao_src, tmp_path, monkeypatch):
+    """The pre-flight's estimate on a container platform: one training job (+ its validation scoring) and
+    one scoring job, their inputs under the job store (a mount), nothing under the system temp folder."""
+    import glob
+    import tempfile
+
+    from deftpipe.pipeline import preflight
+
+    image = platform_image("docker")
+    ws = tmp_path / "ws"
+    platform_env("docker", ws, monkeypatch)
+    adopt("docker", tao_src, ws, image)
+    before = set(glob.glob(f"{tempfile.gettempdir()}/deftpipe_dryrun_*"))
+    report = preflight(ws, measure=True)
+    assert report["ok"], report["blockers"]
+    est = next(s for s in report["sections"] if s["name"] == "estimate")
+    assert est["rates"]["source"] == "one real job of each kind"
+    assert "-row training job" in est["assumes"] and "per-job cost" in est["assumes"]
+    jobs = make_sdk(load_spec(ws / "specs" / "baseline_spec.yaml").adapter.tao).list_jobs()
+    assert len(jobs) == 3  # the training job, its validation scoring, one scoring job
+    assert all(j["status"] == "Complete" and j["backend_type"] == "docker" for j in jobs)
+    assert set(glob.glob(f"{tempfile.gettempdir()}/deftpipe_dryrun_*")) == before
+    assert not (ws / "results").exists() or not any((ws / "results").iterdir())  # nothing before approval

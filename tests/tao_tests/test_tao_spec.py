@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import re
 
 import pytest
 import yaml
@@ -23,7 +24,7 @@ from deftpipe.tao._spec import (
     unknown_keys,
 )
 
-from ._tao_ws import experiment
+from ._tao_ws import SPLIT_CSVS, experiment
 
 # The keys issue 15 names, each checked against the pinned list. The list itself was generated from the
 # nvidia-tao-core 7.3.0 wheel (PyPI), nvidia_tao_core/config/visual_changenet/default_config.py,
@@ -135,6 +136,7 @@ def test_tao_round_trip_keeps_user_keys_and_writes_tuned_values_back(tao_src, tm
     spec.train.optim.lr = 0.0003
     spec.train.optim.optimizer = "sgd"
     spec.tao.train.optim.policy = "step"
+    spec.train.num_epochs = 3  # TAO's StepLR needs 3+ (test below)
     spec.train.batch_size = 8
     out = tao_experiment(spec, results_dir=tmp_path / "r", train_csv=tmp_path / "t.csv", val_csv=tmp_path / "v.csv")
     assert get_dotted(out, "train.optim.lr") == 0.0003 and get_dotted(out, "train.optim.optim") == "sgd"
@@ -193,3 +195,63 @@ def test_tao_search_space_names_tao_keys():
 def test_tao_spec_fixture_is_a_valid_experiment(tao_src):
     doc = experiment(tao_src[0], tao_src[0] / "r")
     assert unknown_keys(doc) == []
+
+
+# -- TAO's own limits (nvidia_tao_pytorch/cv/visual_changenet/classification/models/cn_pl_model.py) --------
+_OK = {"policy": "linear", "num_epochs": 2, "loss": "contrastive", "difference_module": "euclidean",
+       "cls_weight": [1.0, 10.0], "num_classes": 2}
+
+
+@pytest.mark.parametrize("change, found", [
+    ({"policy": "step", "num_epochs": 2}, "'step' needs train.num_epochs >= 3 .*step_size = num_epochs // 3 = 0"),
+    ({"loss": "contrastive", "difference_module": "learnable"}, "'contrastive' needs .*'euclidean'"),
+    ({"loss": "ce", "difference_module": "euclidean"}, "'ce' needs .*'learnable'"),
+    ({"loss": "ce", "difference_module": "learnable", "cls_weight": [1.0]}, "1 value.* for 2 classes"),
+])
+def test_tao_constraints_each_refuses_what_tao_refuses(change, found):
+    from deftpipe.tao._spec import tao_constraints
+
+    assert tao_constraints(**_OK) == []
+    assert tao_constraints(**{**_OK, "policy": "step", "num_epochs": 3}) == []  # step_size 1: TAO accepts
+    assert tao_constraints(**{**_OK, "loss": "ce", "difference_module": "learnable"}) == []
+    problems = tao_constraints(**{**_OK, **change})
+    assert len(problems) == 1 and re.search(found, problems[0])
+
+
+def test_tao_step_policy_below_three_epochs_never_reaches_a_job(tao_src, tmp_path):
+    spec = load_spec(tao_src[1])
+    spec.tao.train.optim.policy = "step"
+    spec.train.num_epochs = 2
+    with pytest.raises(SpecError, match="TAO cannot run this spec: .*'step' needs train.num_epochs >= 3"):
+        tao_experiment(spec, results_dir=tmp_path)
+    spec.train.num_epochs = 3
+    assert tao_experiment(spec, results_dir=tmp_path)["train"]["optim"]["policy"] == "step"
+
+
+def test_tao_spec_without_a_seed_keeps_taos_default(tao_src, tmp_path):
+    doc = experiment(tao_src[0], tmp_path)
+    del doc["train"]["seed"]
+    spec = spec_from_tao(doc)
+    assert "seed" not in tao_experiment(spec, results_dir=tmp_path)["train"]  # TAO's ExperimentConfig default
+    spec.train.seed = 5  # e.g. a sweep's fresh-seed re-run chose one
+    assert tao_experiment(spec, results_dir=tmp_path)["train"]["seed"] == 5
+    assert tao_experiment(spec_from_tao(experiment(tao_src[0], tmp_path)), results_dir=tmp_path)["train"]["seed"] == 7
+
+
+def test_tao_preflight_blocks_step_with_short_epoch_budgets(tao_src, tmp_path):
+    from typer.testing import CliRunner
+
+    from deftpipe.cli import app
+    from deftpipe.pipeline import preflight
+
+    src, spec = tao_src
+    ws = tmp_path / "ws"
+    res = CliRunner().invoke(app, ["init", "--from-tao", str(spec), str(ws), "--kpi-csv", str(src / SPLIT_CSVS["kpi"]),
+                                   "--pool-csv", str(src / SPLIT_CSVS["pool"])])
+    assert res.exit_code == 0, res.output
+    assert not [b for b in preflight(ws, measure=False)["blockers"] if "TAO" in b]  # init pins 3 epochs
+    cfg = yaml.safe_load((ws / "pipeline.yaml").read_text())
+    cfg["automl"]["phase3"]["num_epochs"] = 2
+    (ws / "pipeline.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    bad = [b for b in preflight(ws, measure=False)["blockers"] if "StepLR" in b]
+    assert len(bad) == 1 and "automl.phase3.num_epochs = 2" in bad[0] and "phase1" not in bad[0]

@@ -101,6 +101,11 @@ class ModelAdapter(ABC):
         None = the system temp folder. Optional."""
         return None
 
+    def short_dry_run(self) -> bool:
+        """True when every job is costly to start (a container, a batch job): the pre-flight's dry run
+        then times one training job and one scoring job instead of its two-size fit. Optional."""
+        return False
+
     def validation_scores(self, checkpoint: str | Path, csv: str | Path) -> np.ndarray | None:
         """The scores ``checkpoint`` got on ``csv`` when training selected it, if the adapter
         kept them (one per row, in order); None means "run :meth:`infer`". Optional."""

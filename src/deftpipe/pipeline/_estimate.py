@@ -89,6 +89,11 @@ def _assumptions(cfg: PipelineConfig, rates: dict[str, Any], calib: dict[str, An
     if calib["ratios"]:
         text.append("calibrated by the last finished run " + (calib["run"] or "") + " (actual/model: "
                     + ", ".join(f"{k} {v:.2f}" for k, v in calib["ratios"].items()) + ")")
+    if rates.get("source") == "one real job of each kind":
+        text.append(f"dry run: {rates['seconds']} s, one {rates['train_rows'][0]}-row training job "
+                    f"({rates['s_train_job']:.1f} s) and one {rates['eval_rows'][0]}-row scoring job "
+                    f"({rates['s_infer_job']:.1f} s) on the TAO platform, all counted as per-job cost: "
+                    "low for datasets much larger than that")
     if rates.get("source") == "measured dry run":
         text.append(f"dry run: {rates['seconds']} s; {rates['s_train_row_epoch'] * 1e3:.2f} ms per training "
                     f"row-epoch + {rates['s_train_job']:.2f} s per job-epoch, {rates['s_infer_row'] * 1e3:.2f} ms "

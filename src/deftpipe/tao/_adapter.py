@@ -165,6 +165,10 @@ class TaoAdapter(ModelAdapter):
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def short_dry_run(self) -> bool:
+        """Containers and batch jobs: one real job of each kind, not a stream of them."""
+        return self.settings(self._spec()).platform != "virtualenv"
+
     def _scores(self, checkpoint: str | Path, csv: str | Path) -> pd.DataFrame:
         """The rows of ``csv`` plus ``siamese_score`` from one (or a re-attached) inference job."""
         s = self._spec()

@@ -25,6 +25,7 @@ from deftpipe.tao._jobs import (
     state_root,
     venv_path,
 )
+from deftpipe.tao._spec import spec_constraints
 
 
 def item(name: str, value: Any, status: str | None = None) -> dict[str, Any]:
@@ -241,9 +242,49 @@ def add_tao_checks(sections: list[dict[str, Any]], cfg: Any, spec: Any, blockers
     arts.append(_image_item(s, blockers))
     if s.platform in ("docker", "slurm") and ws is not None:
         arts.append(_mounts_item(s, job_paths(ws, cfg, spec, s), blockers))
+    if ws is not None:
+        blockers.extend(budget_constraints(ws, cfg, spec))
 
     arts.append(item("TAO job store", f"{state_root(s)} (a resumed run re-attaches to its jobs here)"))
     arts.append(item("mining embedding", MINING_NOTE))
+
+
+def _space_policies(path: Path) -> set[str]:
+    """The ``train.optim.policy`` values a search-space file lets a sweep pick (either spelling)."""
+    from deftpipe._yaml import load_yaml_file
+
+    try:
+        doc = load_yaml_file(path, "search space") if path.is_file() else {}
+    except Exception:  # the sweep's own checks report a bad file
+        return set()
+    out: set[str] = set()
+    for key in ("train.optim.policy", "tao.train.optim.policy"):
+        p = doc.get(key) if isinstance(doc, dict) else None
+        if isinstance(p, dict):
+            out |= {str(c) for c in p.get("choices") or []} | ({str(p["value"])} if "value" in p else set())
+        elif isinstance(p, str):
+            out.add(p)
+    return out
+
+
+def budget_constraints(ws: str | Path, cfg: Any, spec: Any) -> list[str]:
+    """TAO's own limits (:func:`~deftpipe.tao._spec.tao_constraints`) on the spec and on every epoch
+    budget the run will use: Phase 1 and Phase 3 trials, DEFT retrains, with any policy a sweep can pick."""
+    policies = {spec.tao.train.optim.policy} if spec.tao else set()
+    for phase in (cfg.automl.phase1, cfg.automl.phase3):
+        if phase.search_space:
+            policies |= _space_policies(cfg.path(ws, phase.search_space))
+    budgets = {"automl.phase1.num_epochs": cfg.automl.phase1.num_epochs,
+               "automl.phase3.num_epochs": cfg.automl.phase3.num_epochs, "deft.num_epochs": cfg.deft.num_epochs}
+    out = [f"TAO: {p}" for p in spec_constraints(spec)]
+    if "step" in policies:
+        short = {k: v for k, v in budgets.items() if v < 3}
+        if short:
+            out.append("TAO: train.optim.policy 'step' (in the spec or a sweep's search space) needs >= 3 epochs "
+                       "(TAO's StepLR step_size = num_epochs // 3), but " + ", ".join(f"{k} = {v}" for k, v in
+                                                                               short.items())
+                       + "; pin 3+ epochs there or drop 'step' from the search space")
+    return out
 
 
 def job_paths(ws: str | Path, cfg: Any, spec: Any, s: Any) -> dict[str, Path]:
@@ -281,4 +322,4 @@ def _mounts_item(s: Any, paths: dict[str, Path], blockers: list[str]) -> dict[st
                 "ok" if not bad else "MISSING")
 
 
-__all__ = ["add_tao_checks", "batch_rule_of_thumb", "job_paths", "uncovered"]
+__all__ = ["add_tao_checks", "batch_rule_of_thumb", "budget_constraints", "job_paths", "uncovered"]

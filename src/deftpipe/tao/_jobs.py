@@ -63,8 +63,7 @@ def sdk_missing_message(platform: str, missing: list[str] | None = None) -> str:
     extra = _SDK_EXTRA.get(platform)
     pkg = f"nvidia-tao-sdk[{extra}]" if extra else "nvidia-tao-sdk"
     what = f" ({', '.join(missing)} not installed)" if missing else ""
-    return (f"the TAO backend needs {pkg} for platform '{platform}'{what}; "
-            f"pip install 'deftpipe[tao]' '{pkg}'")
+    return f"the TAO backend needs {pkg} for platform '{platform}'{what}; pip install 'deftpipe[tao]'"
 
 
 def state_root(settings: TaoSettings) -> Path:

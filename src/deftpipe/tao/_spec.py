@@ -195,6 +195,43 @@ def spec_from_tao(doc: dict[str, Any], *, source: str | Path | None = None, sett
     return spec_from_dict(out, base_dir=base, where=f"{where} (translated from TAO)")
 
 
+DEFTPIPE_DEFAULT_SEED = 42  # deftpipe's Spec.train.seed default (spec.py)
+
+
+def tao_constraints(*, policy: str, num_epochs: int, loss: str, difference_module: str,
+                    cls_weight: list[float], num_classes: int) -> list[str]:
+    """What TAO's Visual ChangeNet classify refuses or crashes on, one message each ([] = fine).
+
+    Read from nvidia_tao_pytorch/cv/visual_changenet/classification/models/cn_pl_model.py
+    (``ChangeNetPlModel``): ``configure_optimizers`` builds ``StepLR(step_size=max_epochs // 3)`` for
+    ``policy: step`` (0 below 3 epochs: PyTorch divides by it at the first scheduler step);
+    ``_build_criterion`` asserts contrastive <-> euclidean, ce <-> learnable, and one ``cls_weight``
+    per class for ce.
+    """
+    out = []
+    if policy == "step" and num_epochs // 3 < 1:
+        out.append(f"train.optim.policy 'step' needs train.num_epochs >= 3 (TAO's StepLR step_size = "
+                   f"num_epochs // 3 = {num_epochs // 3}); use policy 'linear' or pin 3+ epochs")
+    if loss == "contrastive" and difference_module != "euclidean":
+        out.append("train.classify.loss 'contrastive' needs model.classify.difference_module 'euclidean' (TAO asserts it)")
+    if loss == "ce" and difference_module != "learnable":
+        out.append("train.classify.loss 'ce' needs model.classify.difference_module 'learnable' (TAO asserts it)")
+    if loss == "ce" and len(cls_weight) != num_classes:
+        out.append(f"train.classify.cls_weight has {len(cls_weight)} value(s) for {num_classes} classes; TAO's ce "
+                   "loss needs one per class")
+    return out
+
+
+def spec_constraints(spec: Any, num_epochs: int | None = None) -> list[str]:
+    """:func:`tao_constraints` of a TAO-backed spec (``num_epochs`` overrides the spec's)."""
+    t = spec.tao
+    if t is None:
+        return []
+    return tao_constraints(policy=t.train.optim.policy, num_epochs=num_epochs or spec.train.num_epochs,
+                           loss=t.train.classify.loss, difference_module=t.model.classify.difference_module,
+                           cls_weight=list(t.train.classify.cls_weight), num_classes=spec.model.num_classes)
+
+
 def tao_experiment(spec: Any, *, results_dir: str | Path, train_csv: str | Path | None = None,
                    val_csv: str | Path | None = None, infer_csv: str | Path | None = None,
                    checkpoint: str | Path | None = None) -> dict[str, Any]:
@@ -206,14 +243,21 @@ def tao_experiment(spec: Any, *, results_dir: str | Path, train_csv: str | Path 
     from deftpipe.spec import spec_to_dict
 
     section = spec.tao or TaoSection()
+    problems = spec_constraints(spec)
+    if problems:  # TAO would refuse or crash on it inside the job: say so before launching one
+        raise SpecError("TAO cannot run this spec: " + "; ".join(problems))
     doc = copy.deepcopy(section.experiment) or {}
     flat = spec_to_dict(spec)
     doc["task"] = "classify"
     doc["results_dir"] = str(results_dir)
     for action in ("train", "evaluate", "inference"):
         _set(doc, f"{action}.results_dir", str(Path(results_dir) / action))
+    seed_given = get_dotted(section.experiment, "train.seed") is not None
     for tao_key, spec_key in SHARED_KEYS.items():
-        _set(doc, tao_key, get_dotted(flat, spec_key))
+        value = get_dotted(flat, spec_key)
+        if tao_key == "train.seed" and not seed_given and value == DEFTPIPE_DEFAULT_SEED:
+            continue  # the TAO spec had no seed and nothing chose one: TAO keeps its own default
+        _set(doc, tao_key, value)
     tao_flat = section.model_dump(mode="json")
     for key in TAO_SECTION_KEYS:
         _set(doc, key, get_dotted(tao_flat, key))
@@ -233,4 +277,4 @@ def tao_experiment(spec: Any, *, results_dir: str | Path, train_csv: str | Path 
 
 
 __all__ = ["SHARED_KEYS", "TAO_SECTION_KEYS", "get_dotted", "is_tao_document", "pinned_keys", "resolve_refs",
-           "search_key", "spec_from_tao", "tao_experiment", "unknown_keys"]
+           "search_key", "spec_constraints", "spec_from_tao", "tao_constraints", "tao_experiment", "unknown_keys"]

@@ -116,8 +116,9 @@ def adopt_tao_workspace(tao_spec: str | Path, dest: str | Path, *, kpi_csv: str 
         "train_csv": str(splits["training"]), "val_csv": str(splits["validation"]),
         "kpi_csv": str(splits["KPI test"]), "pool_csv": str(splits["mining pool"]),
         "images_dir": str(spec.images_dir)})
-    cfg.automl.phase1 = space.model_copy(update={"max_recommendations": 4})
-    cfg.automl.phase3 = space.model_copy(update={"max_recommendations": 3})
+    # 3 epochs per trial: the search space offers TAO's policy 'step', whose StepLR needs num_epochs >= 3
+    cfg.automl.phase1 = space.model_copy(update={"max_recommendations": 4, "num_epochs": max(3, space.num_epochs)})
+    cfg.automl.phase3 = space.model_copy(update={"max_recommendations": 3, "num_epochs": max(3, space.num_epochs)})
     cfg.adapter = AdapterChoice(kind="tao", tao=settings)
     # SDG would have to put its synthetic images inside the TAO images folder (every CSV path is
     # relative to it), and deftpipe never writes there: the loop mines real pool rows only.
