@@ -22,6 +22,7 @@ from ._tao_ws import SPLIT_CSVS
 MOUNTS = [{"host_path": "/data/tao", "container_path": "/data/tao"}, {"host_path": "/home/me/ws", "container_path": "/ws"}]
 
 
+@pytest.mark.tao_slurm
 def test_tao_slurm_mounts_reach_the_sdk_in_its_own_keys():
     """SlurmSDK reads from_path|source|src -> mount_path|path|target and silently drops other spellings:
     deftpipe's mounts must all survive its own translation (and the raw spelling would not)."""
@@ -33,6 +34,7 @@ def test_tao_slurm_mounts_reach_the_sdk_in_its_own_keys():
     assert h._container_mounts_from_kwargs({"mounts": MOUNTS}) == "/lustre"  # the drop this guards against
 
 
+@pytest.mark.tao_docker
 def test_tao_docker_mounts_reach_the_sdk_in_its_own_keys():
     from tao_sdk.platforms.docker.handler import DockerHandler
 

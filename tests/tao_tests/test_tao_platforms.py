@@ -156,7 +156,9 @@ def test_tao_docker_dry_run_is_one_job_of_each_kind_inside_the_mounts(tao_src, t
     ws = tmp_path / "ws"
     platform_env("docker", ws, monkeypatch)
     adopt("docker", tao_src, ws, image)
-    before = set(glob.glob(f"{tempfile.gettempdir()}/deftpipe_dryrun_*"))
+    systmp = tmp_path / "system_tmp"  # this process's temp folder, so other processes' files do not count
+    systmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(systmp))
     report = preflight(ws, measure=True)
     assert report["ok"], report["blockers"]
     est = next(s for s in report["sections"] if s["name"] == "estimate")
@@ -165,5 +167,5 @@ def test_tao_docker_dry_run_is_one_job_of_each_kind_inside_the_mounts(tao_src, t
     jobs = make_sdk(load_spec(ws / "specs" / "baseline_spec.yaml").adapter.tao).list_jobs()
     assert len(jobs) == 3  # the training job, its validation scoring, one scoring job
     assert all(j["status"] == "Complete" and j["backend_type"] == "docker" for j in jobs)
-    assert set(glob.glob(f"{tempfile.gettempdir()}/deftpipe_dryrun_*")) == before
+    assert glob.glob(f"{systmp}/deftpipe_*") == []  # the dry run's inputs were in the job store, not here
     assert not (ws / "results").exists() or not any((ws / "results").iterdir())  # nothing before approval
