@@ -95,7 +95,8 @@ def test_final_automl_replaces_the_loop_only_beyond_noise(finished_run, tmp_path
     results = Path(shutil.copytree(finished_run, tmp_path / "run"))
     state = load_state(results)
     chosen = json.loads((results / "best_model.json").read_text())
-    ckpt = tmp_path / "phase3.pth"
+    ckpt = results / "final_automl" / "phase3.pth"  # a run reads only paths inside its folder
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(chosen["checkpoint"], ckpt)
     same = state["iterations"][chosen["best_iteration"]]
     # Phase 3 scores the KPI set exactly as the loop's best did: a tie, the loop's best stays
@@ -105,7 +106,7 @@ def test_final_automl_replaces_the_loop_only_beyond_noise(finished_run, tmp_path
     assert best["best_iteration"] == chosen["best_iteration"]
     assert best["choices"][-1]["challenger"] == "final_automl" and not best["choices"][-1]["replaces"]
     # scores that separate every defect from every PASS row: beyond the noise, Phase 3 is delivered
-    csv = _rewrite_scores(chosen["inference_csv"], tmp_path / "p3.csv", better=True)
+    csv = _rewrite_scores(chosen["inference_csv"], ckpt.parent / "p3.csv", better=True)
     record_final_automl(results, checkpoint=ckpt, metrics={**same, "far_pct": 0.0}, inference_csv=csv,
                         best_rec_path=csv)
     best = write_best_model(results)
@@ -115,9 +116,10 @@ def test_final_automl_replaces_the_loop_only_beyond_noise(finished_run, tmp_path
 def test_the_user_spec_is_delivered_when_nothing_beats_it(finished_run, tmp_path):
     results = Path(shutil.copytree(finished_run, tmp_path / "run"))
     chosen = json.loads((results / "best_model.json").read_text())
-    user_ckpt = tmp_path / "user.pth"
+    user_ckpt = results / "reference" / "user.pth"
+    user_ckpt.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(chosen["checkpoint"], user_ckpt)
-    csv = _rewrite_scores(chosen["inference_csv"], tmp_path / "user.csv", better=True)
+    csv = _rewrite_scores(chosen["inference_csv"], user_ckpt.parent / "user.csv", better=True)
     metrics = {**load_state(results)["iterations"][chosen["best_iteration"]], "far_pct": 0.0}
     record_user_spec(results, checkpoint=user_ckpt, inference_csv=csv, metrics=metrics,
                      spec_path=load_state(results)["config"]["spec"], rec_id="rec_000")
@@ -127,7 +129,7 @@ def test_the_user_spec_is_delivered_when_nothing_beats_it(finished_run, tmp_path
     assert "delivers the user's spec" in best["reason"]
     assert best["choices"][-1]["incumbent"] == USER_SPEC and not best["choices"][-1]["replaces"]
     # a user's spec the loop beats beyond the noise is not delivered
-    worse = _rewrite_scores(chosen["inference_csv"], tmp_path / "user_worse.csv", better=False)
+    worse = _rewrite_scores(chosen["inference_csv"], user_ckpt.parent / "user_worse.csv", better=False)
     record_user_spec(results, checkpoint=user_ckpt, inference_csv=worse, metrics={**metrics, "far_pct": 100.0},
                      spec_path=load_state(results)["config"]["spec"])
     best = write_best_model(results)
