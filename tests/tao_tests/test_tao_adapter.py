@@ -168,3 +168,18 @@ def test_tao_orphaned_job_is_an_error_then_launched_again(tao_src, tao_spec, tmp
     (tmp_path / "r" / "train").mkdir(parents=True)
     assert jobs.run("train", {"x": 1}, tmp_path / "r") == (tmp_path / "r" / "train").resolve()
     assert launched == ["train"]  # the orphan was not waited for
+
+
+def test_tao_checkpoint_names_of_taos_own_lightning_module(tmp_path):
+    """tao_pytorch_backend's TAOLightningModule (core/lightning/tao_lightning_module.py) saves
+    ModelCheckpoint(filename='model_{epoch:03d}') with '_' as the equals sign and '.pth': model_epoch_000.pth,
+    plus a `<checkpoint_filename>_latest.pth` link; the stand-in (and other TAO versions) add _step_SSSSS."""
+    from deftpipe.tao import tao_checkpoints
+
+    for name in ("model_epoch_000.pth", "model_epoch_001.pth", "model_epoch_002_step_00021.pth", "notes.pth",
+                 "model_epoch_x.pth"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "changenet_model_classify_latest.pth").symlink_to(tmp_path / "model_epoch_001.pth")
+    (tmp_path / "model_epoch_009.pth").symlink_to(tmp_path / "model_epoch_001.pth")  # a link is never "the last"
+    assert [(e, s, p.name) for e, s, p in tao_checkpoints(tmp_path)] == [
+        (0, 0, "model_epoch_000.pth"), (1, 0, "model_epoch_001.pth"), (2, 21, "model_epoch_002_step_00021.pth")]

@@ -37,7 +37,11 @@ from deftpipe.spec import Spec, load_spec, spec_from_dict
 from deftpipe.tao._jobs import TaoJobs, spec_digest, state_root
 from deftpipe.tao._spec import tao_experiment
 
-TAO_CKPT_RE = re.compile(r"model_epoch_(\d{3,})_step_(\d{3,})\.pth$")
+#: TAO's checkpoint names. nvidia_tao_pytorch/core/lightning/tao_lightning_module.py (tao_pytorch_backend,
+#: commit 191babf) saves with ModelCheckpoint(filename='model_{epoch:03d}', CHECKPOINT_EQUALS_CHAR='_',
+#: FILE_EXTENSION='.pth') -> model_epoch_000.pth (+ a <name>_latest.pth link, ignored); other TAO versions
+#: (and deftpipe's stand-in) add the step: model_epoch_000_step_00012.pth. Both are read; no step = 0.
+TAO_CKPT_RE = re.compile(r"^model_epoch_(\d{3,})(?:_step_(\d{3,}))?\.pth$")
 SIDECAR = ".deftpipe.json"  # beside a checkpoint: the validation threshold training chose
 EMBED_GRID = 8
 
@@ -53,10 +57,10 @@ def _as_spec(spec: Any) -> Spec:
 def tao_checkpoints(folder: Path) -> list[tuple[int, int, Path]]:
     """(epoch0, step, path) of every TAO-named checkpoint in ``folder``, oldest first."""
     found = []
-    for p in folder.glob("model_epoch_*_step_*.pth"):
+    for p in folder.glob("model_epoch_*.pth"):
         m = TAO_CKPT_RE.search(p.name)
-        if m:
-            found.append((int(m.group(1)), int(m.group(2)), p))
+        if m and not p.is_symlink():
+            found.append((int(m.group(1)), int(m.group(2) or 0), p))
     return sorted(found)
 
 
@@ -136,7 +140,7 @@ class TaoAdapter(ModelAdapter):
         folder = TaoJobs(self.settings(s)).run("train", doc, out_dir / "tao")
         ckpts = tao_checkpoints(folder)
         if not ckpts:
-            raise TrainingError(f"the TAO train job finished but wrote no model_epoch_EEE_step_SSSSS.pth in {folder}")
+            raise TrainingError(f"the TAO train job finished but wrote no model_epoch_EEE[_step_SSSSS].pth in {folder}")
         epoch0, step, last = ckpts[-1]
         history = read_status(folder)
         metrics = self.evaluate(last, val_csv)
