@@ -136,22 +136,24 @@ def leakage(
                                            help="Image root (default: each CSV's workspace images dir)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
-    """Rows shared by any two CSVs, by identity key and by image content hash.
+    """Rows shared by any two CSVs, by identity key and by image content hash, and near-duplicates
+    (the same picture with a few pixels changed), per pair.
 
-    Ends with the line "<n> overlapping rows"; exits 1 when n > 0.
+    Ends with the lines "<m> near-duplicate rows" and "<n> overlapping rows"; exits 1 when either is > 0.
 
     Example: deftpipe data leakage ws/train/base/training_set.csv ws/kpi/testing_set.csv
     """
     if len(csvs) < 2:
         raise typer.BadParameter("give at least two CSVs to compare")
-    report = data.find_leaks(csvs, images_dir=images_dir)
+    report = data.find_leaks(csvs, images_dir=images_dir, near=True)
     if as_json:
         print_json(report.to_dict())
     else:
         for line in report.lines():
             print(line)
+        print(f"{report.n_near} near-duplicate rows")
         print(f"{report.n_overlapping} overlapping rows")
-    if report.n_overlapping:
+    if report.n_overlapping or report.n_near:
         raise typer.Exit(1)
 
 

@@ -1,8 +1,10 @@
-"""Leakage between splits: rows shared by identity key or by image content.
+"""Leakage between splits: rows shared by identity key or by image content, and near-duplicates.
 
 A row's content hash is the SHA-1 of its golden then its test image file bytes (every light), so
 a copied image pair under a new name or folder is still found. Rows whose images are missing get
-no content hash (identity is still compared) and are counted in ``unhashed``.
+no content hash (identity is still compared) and are counted in ``unhashed``. With ``near=True``
+the decoded pixels are compared too (:mod:`deftpipe.data._near_dup`): the same picture with a few
+pixels changed or re-encoded is reported per pair as a near-duplicate.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from deftpipe.data import _digest_store
+from deftpipe.data import _digest_store, _near_dup
 from deftpipe.data._cache import cache_dir_for
 from deftpipe.data._csv import ImageLayout, _real_file, identity_keys, read_dataset
 from deftpipe.data._file_memo import SHA1, map_files
@@ -31,6 +34,8 @@ class PairLeak:
     by_content: int  # rows of b whose image content hash is in a
     n_rows: int  # rows of b overlapping a by either
     examples: list[str] = field(default_factory=list)
+    near: int = 0  # other rows of b that are near-duplicates of a row of a (a few pixels changed)
+    near_examples: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -39,8 +44,12 @@ class LeakReport:
     pairs: list[PairLeak]
     unhashed: dict[str, int]  # CSV -> rows without a content hash (missing images)
 
+    @property
+    def n_near(self) -> int:
+        return sum(p.near for p in self.pairs)
+
     def to_dict(self) -> dict:
-        return {"n_overlapping": self.n_overlapping, "unhashed": self.unhashed,
+        return {"n_overlapping": self.n_overlapping, "n_near_duplicates": self.n_near, "unhashed": self.unhashed,
                 "pairs": [p.__dict__ for p in self.pairs]}
 
     def lines(self) -> list[str]:
@@ -49,6 +58,10 @@ class LeakReport:
             out.append(f"{p.a} <-> {p.b}: {p.n_rows} overlapping rows "
                        f"({p.by_identity} by identity, {p.by_content} by image content)")
             out += [f"    e.g. {e}" for e in p.examples]
+            if p.near:
+                out.append(f"{p.a} <-> {p.b}: {p.near} near-duplicate rows (the same picture with a few pixels "
+                           "changed or re-encoded)")
+                out += [f"    e.g. {e}" for e in p.near_examples]
         out += [f"warning: {n} rows of {c} have missing images and were compared by identity only"
                 for c, n in self.unhashed.items() if n]
         return out
@@ -110,6 +123,7 @@ def find_leaks(
     images_dir: str | Path | None = None,
     hash_images: bool = True,
     first_only: bool = False,
+    near: bool = False,
 ) -> LeakReport:
     """Compare every pair of CSVs by identity key and by image content hash.
 
@@ -120,18 +134,21 @@ def find_leaks(
         hash_images: also compare image content (off: identity keys only).
         first_only: compare the first CSV with each of the others, not the others among
             themselves (the DEFT merge checks only the rows it adds against validation and KPI).
+        near: also find near-duplicates from the decoded pixels (pre-flight, ``data leakage``).
 
     Raises:
         DataError: unreadable CSV, or no images folder can be found for a CSV.
     """
     layouts = list(layouts) if layouts is not None else [None] * len(csvs)
-    names, ids, hashes, unhashed = [], [], [], {}
+    names, ids, hashes, unhashed, prints = [], [], [], {}, []
     for csv, layout in zip(csvs, layouts, strict=True):
         df = read_dataset(csv, require_rows=False)
         names.append(str(csv))
         ids.append(identity_keys(df))
+        layout = layout or (resolve_layout(csv, images_dir) if hash_images or near else None)
+        prints.append(_near_dup.fingerprints(df, layout) if near else None)
         if hash_images:
-            h = content_hashes(df, layout or resolve_layout(csv, images_dir))
+            h = content_hashes(df, layout)
             unhashed[str(csv)] = int(h.isna().sum())
         else:
             h = pd.Series([None] * len(df), index=df.index, dtype=object)
@@ -145,7 +162,12 @@ def find_leaks(
             by_hash = hj.notna() & hj.isin(known)
             both = by_id | by_hash
             ex = [f"{names[j]} row {k + 1} ({objs[k]})" for k in both[both].index[:MAX_EXAMPLES]]
-            pairs.append(PairLeak(names[i], names[j], int(by_id.sum()), int(by_hash.sum()), int(both.sum()), ex))
+            close = (_near_dup.near_pairs(prints[i], prints[j], skip=set(np.flatnonzero(both.to_numpy())))
+                     if near else [])
+            near_ex = [f"{names[j]} row {b + 1} ({objs[b]}) ≈ {names[i]} row {a + 1} ({hashes[i][1][a]})"
+                       for a, b in close[:MAX_EXAMPLES]]
+            pairs.append(PairLeak(names[i], names[j], int(by_id.sum()), int(by_hash.sum()), int(both.sum()), ex,
+                                  len(close), near_ex))
     return LeakReport(sum(p.n_rows for p in pairs), pairs, unhashed)
 
 
