@@ -120,6 +120,7 @@ READERS = {
     "automl/_out_dir:_owner": "the sweep marker: study name and storage only",
     "automl/_sweep:_enqueue_values": "a spec/best_rec the user passed on the command line (not a stored path)",
     "deft/_runs:describe": "display only (status); follows no path",
+    "deft/_runs:_sweeps": "a sweep's progress.json: counts and names for status; follows no path",
     "deft/_best:_read": "best_model.json of the run being written; the audit re-reads it through _read_json",
     "deft/_report:_read_json": "artefact paths from a state load_state checked",
     "deft/_evaluator:run_evaluator": "the evaluator's stdout",

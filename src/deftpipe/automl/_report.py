@@ -1,7 +1,13 @@
-"""What the user sees on stderr: a Rich progress bar over trials, and the summary table."""
+"""What the user sees on stderr: a Rich progress bar over trials (on a terminal), one plain line per
+trial and per epoch of a long trial (when stderr is a log: nohup, CI, a scheduler), and the summary
+table; and ``progress.json`` in the sweep folder, which ``deftpipe status`` reads (trial n of N in
+progress, an estimate of what is left)."""
 
 from __future__ import annotations
 
+import contextlib
+import time
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -24,6 +30,89 @@ class NullProgress:
     def note(self, text: str) -> None:
         return None
 
+    def trial_start(self, rec: str, done: int) -> None:
+        return None
+
+    def epoch(self, rec: str, epoch: int, n_epochs: int, figure: str) -> None:
+        return None
+
+    def trial_end(self, rec: str, status: str, figure: str, seconds: float, done: int) -> None:
+        return None
+
+
+PROGRESS_FILE = "progress.json"
+LONG_TRIAL_S = 60.0  # a trial running longer prints a line per epoch on a log
+
+
+def _dur(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s}s" if s < 60 else f"{s // 60}m{s % 60:02d}s" if s < 3600 else f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+class ProgressRecord(NullProgress):
+    """Keeps ``OUT/progress.json`` (trial n of N, the running trial and epoch, mean trial time and an
+    estimate of what is left) and tells the display; never fails the sweep over a status file."""
+
+    def __init__(self, display: NullProgress, out_dir: str | Path | None, total: int, title: str) -> None:
+        self.display, self.total, self.title = display, total, title
+        self.path = Path(out_dir) / PROGRESS_FILE if out_dir is not None else None
+        self.durations: list[float] = []
+        self.data: dict[str, Any] = {"title": title, "total": total, "done": 0, "running": None, "epoch": None}
+
+    def __enter__(self) -> ProgressRecord:
+        self.display.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.data.update(running=None, epoch=None, finished=exc[0] is None if exc else True)
+        self._save()
+        self.display.__exit__(*exc)
+
+    def eta_s(self, done: int) -> float | None:
+        if not self.durations:
+            return None
+        mean = sum(self.durations) / len(self.durations)
+        started = self.data.get("trial_started_at")
+        running_left = max(mean - (time.time() - started), 0.0) if self.data.get("running") and started else 0.0
+        return mean * max(self.total - done - (1 if self.data.get("running") else 0), 0) + running_left
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        from deftpipe._fs import atomic_write_json
+
+        self.data.update(updated_at=time.time(), mean_trial_s=(sum(self.durations) / len(self.durations)
+                                                               if self.durations else None),
+                         eta_s=self.eta_s(int(self.data["done"])))
+        with contextlib.suppress(OSError):
+            atomic_write_json(self.path, self.data)
+
+    def update(self, done: int, text: str = "") -> None:
+        self.display.update(done, text)
+
+    def note(self, text: str) -> None:
+        self.display.note(text)
+
+    def trial_start(self, rec: str, done: int) -> None:
+        self.data.update(done=done, running=rec, epoch=None, trial_started_at=time.time())
+        self._save()
+        self.display.trial_start(rec, done)
+
+    def epoch(self, rec: str, epoch: int, n_epochs: int, figure: str) -> None:
+        self.data.update(running=rec, epoch=f"{epoch}/{n_epochs}", figure=figure)
+        self._save()
+        started = self.data.get("trial_started_at") or time.time()
+        if time.time() - started >= LONG_TRIAL_S:
+            self.display.epoch(rec, epoch, n_epochs, f"{figure} · {_dur(time.time() - started)} into the trial")
+
+    def trial_end(self, rec: str, status: str, figure: str, seconds: float, done: int) -> None:
+        self.durations.append(seconds)
+        self.data.update(done=done, running=None, epoch=None, last=f"{rec} {status} {figure}".strip())
+        self._save()
+        eta = self.eta_s(done)
+        left = f" · ~{_dur(eta)} left" if eta is not None and done < self.total else ""
+        self.display.trial_end(rec, status, f"{figure}{left}", seconds, done)
+
 
 class SweepProgress(NullProgress):
     """Progress over finished trials; the description shows the running trial and its epoch."""
@@ -36,6 +125,10 @@ class SweepProgress(NullProgress):
         self._task: Any = None
 
     def __enter__(self) -> SweepProgress:
+        self.plain = not self.console.is_terminal  # a log file: plain lines, a bar would stay silent
+        if self.plain:
+            self.console.print(f"{self.title}: {self.total} trials", markup=False, highlight=False, soft_wrap=True)
+            return self
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                   TimeElapsedColumn(), console=self.console, transient=False)
         self._progress.__enter__()
@@ -54,10 +147,25 @@ class SweepProgress(NullProgress):
     def note(self, text: str) -> None:
         if self._progress is not None:
             self._progress.console.print(text)
+        elif getattr(self, "plain", False):
+            self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def epoch(self, rec: str, epoch: int, n_epochs: int, figure: str) -> None:
+        if getattr(self, "plain", False):
+            self.console.print(f"{self.title}: {rec} epoch {epoch}/{n_epochs} {figure}", markup=False, soft_wrap=True,
+                               highlight=False)
+
+    def trial_end(self, rec: str, status: str, figure: str, seconds: float, done: int) -> None:
+        if getattr(self, "plain", False):
+            self.console.print(f"{self.title}: trial {done}/{self.total} {rec} {status} · {figure} · {_dur(seconds)}",
+                               markup=False, highlight=False, soft_wrap=True)
 
 
-def make_progress(show: bool, total: int, title: str) -> NullProgress:
-    return SweepProgress(total, title=title) if show else NullProgress()
+def make_progress(show: bool, total: int, title: str, out_dir: str | Path | None = None) -> NullProgress:
+    """The display (a bar on a terminal, plain lines on a log, nothing when not ``show``), wrapped in
+    the ``progress.json`` record of ``out_dir`` when given."""
+    display = SweepProgress(total, title=title) if show else NullProgress()
+    return ProgressRecord(display, out_dir, total, title) if out_dir is not None else display
 
 
 def _short(specs: dict[str, Any], prefix: str = "") -> list[str]:
@@ -103,4 +211,4 @@ def print_summary(best_rec: dict[str, Any], notes: list[str], console: Console |
         console.print(n)
 
 
-__all__ = ["NullProgress", "SweepProgress", "make_progress", "print_summary", "summary_table"]
+__all__ = ["PROGRESS_FILE", "NullProgress", "ProgressRecord", "SweepProgress", "make_progress", "print_summary", "summary_table"]

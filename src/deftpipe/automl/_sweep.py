@@ -105,9 +105,15 @@ def _drive(study: optuna.Study, settings: SweepSettings, space: SearchSpace, pro
         shown = "nan" if value is None else f"{value:.4g}"
         progress.update(state["done"], f"{rec_id(number)} epoch {epoch}/{settings.num_epochs} "
                                        f"{settings.metric}={shown}")
+        progress.epoch(rec_id(number), epoch, settings.num_epochs, f"{settings.metric}={shown}")
 
     def after_trial(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
         trials = study.get_trials(deepcopy=False)
+        done_now, _, _ = progress_counts(trials)
+        figure = f"{settings.metric}={t.value:.4g}" if t.value is not None else ""
+        seconds = (t.duration.total_seconds() if t.duration is not None
+                   else float(t.user_attrs.get("duration_s") or 0.0))
+        progress.trial_end(rec_id(t.number), t.state.name.lower(), figure, seconds, done_now)
         prune_checkpoints(trials, settings, keep=max(settings.keep_checkpoints, 2))
         if "fail_reason" in t.user_attrs:
             progress.note(f"{rec_id(t.number)} {t.state.name.lower()}: {t.user_attrs['fail_reason']}")
@@ -130,6 +136,7 @@ def _drive(study: optuna.Study, settings: SweepSettings, space: SearchSpace, pro
             progress.update(done, f"waiting for {running} running trial(s) of other workers")
             time.sleep(POLL_S)
             continue
+        progress.trial_start(rec_id(len(study.get_trials(deepcopy=False))), done)
         study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=[after_trial],
                        gc_after_trial=False, show_progress_bar=False)
         ran += 1
@@ -222,7 +229,8 @@ def run_sweep(*, spec: Spec | dict[str, Any] | str | Path, train_csv: str | Path
             check_resumable(stored, settings, name)
         study = _make_study(st, name, settings, space, seed_salt=0)
         write_settings(study, settings)  # also updates the target N, K and margin of a resumed study
-    with make_progress(show_progress, max_recommendations, f"automl {name} ({algorithm}, {metric})") as progress:
+    with make_progress(show_progress, max_recommendations, f"automl {name} ({algorithm}, {metric})",
+                       out) as progress:
         if not existed:
             progress.note(f"study '{name}' created in {redact(url)}")
             for path, values, skipped in enqueue:

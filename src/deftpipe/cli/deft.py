@@ -114,6 +114,8 @@ def status_cmd(
         out.print(t)
         if pipe.get("error"):
             out.print(Text(f"pipeline record: {pipe['error']}"))
+    for sweep in info.get("sweeps", []):
+        out.print(Text(_runs.sweep_line(sweep, live=info["live"])))
     state = info["deft"]
     running = (pipe or {}).get("status") in ("running", "in_progress") or (state or {}).get("status") == "in_progress"
     if info["live"]:

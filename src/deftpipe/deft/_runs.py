@@ -64,7 +64,43 @@ def describe(folder: Path) -> dict[str, Any]:
             info["pipeline"] = {"error": f"{record} has fields of the wrong type; it was left untouched"}
     # a run_lock is held by a live process only: a run that says "running" without one has died
     info["live"] = any(lock_is_held(folder / name) for name in (".lock", ".pipeline.lock"))
+    info["sweeps"] = _sweeps(folder)
     return info
+
+
+def _sweeps(folder: Path) -> list[dict[str, Any]]:
+    """The sweeps' ``progress.json`` records in the run folder (trial n of N, what is left)."""
+    found = []
+    for path in sorted(folder.glob("**/progress.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("total"), int) and isinstance(data.get("done"), int):
+            found.append({**data, "folder": str(path.parent.relative_to(folder))})
+    return found
+
+
+def sweep_line(p: dict[str, Any], *, live: bool, now: float | None = None) -> str:
+    """One line of ``deftpipe status`` for a sweep's progress record."""
+    import time
+
+    from deftpipe.deft._progress import fmt_duration
+
+    done, total = p["done"], p["total"]
+    head = f"sweep {p['folder']}: {done} of {total} trials done"
+    if p.get("running") and live:
+        epoch = f", epoch {p['epoch']}" if p.get("epoch") else ""
+        fig = f", {p['figure']}" if p.get("figure") else ""
+        head += f"; trial {min(done + 1, total)} of {total} in progress ({p['running']}{epoch}{fig})"
+    mean, eta = p.get("mean_trial_s"), p.get("eta_s")
+    if isinstance(mean, int | float):
+        head += f"; {fmt_duration(mean)} per trial"
+    if isinstance(eta, int | float) and done < total and live:
+        head += f", about {fmt_duration(eta)} left"
+    if isinstance(p.get("updated_at"), int | float):
+        head += f" (updated {fmt_duration((now or time.time()) - p['updated_at'])} ago)"
+    return head
 
 
 def _record_shape_ok(data: Any) -> bool:
@@ -73,4 +109,4 @@ def _record_shape_ok(data: Any) -> bool:
             and all(isinstance(v, dict) for v in phases.values()))
 
 
-__all__ = ["describe", "latest_unfinished", "new_run_folder", "run_folders"]
+__all__ = ["describe", "latest_unfinished", "new_run_folder", "run_folders", "sweep_line"]
