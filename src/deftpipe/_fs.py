@@ -57,12 +57,33 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+def user_umask() -> int:
+    """The process's umask, read without changing it (Linux: /proc), else by setting it back at once."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def file_mode(*, secret: bool = False, folder: bool = False) -> int:
+    """The mode of a file or folder deftpipe creates: the user's umask applied (a team reads each other's
+    results), except a file that holds a secret: 0600. ``mkstemp``/``mkdtemp`` alone would give 0600/0700."""
+    if secret:
+        return 0o700 if folder else 0o600
+    return (0o777 if folder else 0o666) & ~user_umask()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, secret: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename); the file
+    follows the user's umask unless ``secret`` (then 0600)."""
     path = Path(path)
     with _naming(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, file_mode(secret=secret))
         try:
             with os.fdopen(fd, "wb") as f:
                 disk_full(path)
@@ -78,24 +99,26 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | os.PathLike, text: str, *, secret: bool = False) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"), secret=secret)
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+def atomic_write_json(path: str | os.PathLike, obj: Any, *, secret: bool = False) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n", secret=secret)
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, secret: bool = False) -> Iterator[Path]:
     """Yield a temporary file path; on success it is fsynced and renamed to ``path``.
 
-    For writers that need a filename (``torch.save``, ``np.save``, ``DataFrame.to_csv``).
+    For writers that need a filename (``torch.save``, ``np.save``, ``DataFrame.to_csv``). The file
+    follows the user's umask unless ``secret`` (then 0600).
     """
     path = Path(path)
     with _naming(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+        os.fchmod(fd, file_mode(secret=secret))
         os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -125,6 +148,7 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
             raise FileExistsError(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    os.chmod(tmp, file_mode(folder=True))  # mkdtemp makes 0700: the finished folder follows the umask
     try:
         yield tmp
         if path.exists():
@@ -211,6 +235,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "file_mode",
     "lock_is_held",
     "new_folder_removed_on_error",
     "run_lock",
