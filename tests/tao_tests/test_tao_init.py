@@ -109,3 +109,17 @@ def test_tao_preflight_blocks_when_pipeline_and_spec_disagree(tao_ws):
     p.write_text(p.read_text().replace("platform: virtualenv", "platform: slurm"))
     report = preflight(tao_ws, measure=False)
     assert any("adapter section and the spec's adapter section differ" in b for b in report["blockers"])
+
+
+@pytest.mark.slow
+def test_tao_preflight_estimate_is_one_job_of_each_kind(tao_ws):
+    """No per-job times given: the dry run launches one training job (+ its validation scoring) and one
+    scoring job — never a best-of-two, whose repeat would re-attach to the first scoring (~0 s)."""
+    from deftpipe.tao import make_sdk
+
+    report = preflight(tao_ws, measure=True)
+    assert report["ok"], report["blockers"]
+    est = next(s for s in report["sections"] if s["name"] == "estimate")
+    assert est["rates"]["source"] == "one real job of each kind" and est["rates"]["s_infer_job"] > 0.5
+    jobs = make_sdk(load_spec(tao_ws / "specs" / "baseline_spec.yaml").adapter.tao).list_jobs()
+    assert sorted(j["action"] for j in jobs) == ["inference", "inference", "train"]
