@@ -183,3 +183,24 @@ def test_tao_checkpoint_names_of_taos_own_lightning_module(tmp_path):
     (tmp_path / "model_epoch_009.pth").symlink_to(tmp_path / "model_epoch_001.pth")  # a link is never "the last"
     assert [(e, s, p.name) for e, s, p in tao_checkpoints(tmp_path)] == [
         (0, 0, "model_epoch_000.pth"), (1, 0, "model_epoch_001.pth"), (2, 21, "model_epoch_002_step_00021.pth")]
+
+
+def test_tao_standin_answers_evaluate_with_overrides_like_taos_cli(tao_src, tao_trained, tmp_path):
+    """`visual_changenet evaluate -e SPEC key=value …`: the overrides win, TAO's test KPIs in status.json."""
+    import yaml
+
+    from deftpipe.tao import tao_experiment
+
+    spec, result, _, _ = tao_trained
+    doc = tao_experiment(spec, results_dir=tmp_path / "r", infer_csv=tao_src[0] / SPLIT_CSVS["kpi"],
+                         checkpoint=result.best_checkpoint)
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(doc))
+    res = subprocess.run([sys.executable, "-m", "deftpipe.tao.standin", "evaluate", "-e", str(tmp_path / "e.yaml"),
+                          f"evaluate.results_dir={tmp_path / 'ev'}", "model.classify.eval_margin=1000.0"],
+                         capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = [json.loads(x) for x in (tmp_path / "ev" / "status.json").read_text().splitlines()]
+    kpi = next(x["kpi"] for x in lines if "kpi" in x)
+    assert set(kpi) == {"test_acc", "test_fpr", "test_fnr", "defect_acc"}
+    assert kpi["test_fpr"] == 0.0 and kpi["test_fnr"] == 1.0  # margin 1000: nothing is flagged
+    assert lines[-1]["status"] == "SUCCESS" and not (tmp_path / "r" / "evaluate").exists()

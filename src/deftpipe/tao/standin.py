@@ -1,4 +1,4 @@
-"""A stand-in for ``visual_changenet train|inference -e spec.yaml`` that keeps TAO's file contract.
+"""A stand-in for ``visual_changenet train|evaluate|inference -e SPEC [key=value ...]``: TAO's file contract.
 
 It is what the ``virtualenv`` platform runs by default, so the TAO backend is tested end to end with
 no container and no GPU. It is **not** TAO's model: it trains deftpipe's built-in siamese CNN (real
@@ -15,7 +15,7 @@ PyTorch training on the spec's CSVs and images) and writes what TAO writes:
 The stand-in trains at the images' own size (TAO resizes to ``image_width``); TAO's backbone, loss,
 margins and augmentation keys are read but have no effect here.
 
-Usage: ``python standin.py train|inference -e SPEC.yaml``
+Usage: ``python -m deftpipe.tao.standin train|evaluate|inference -e SPEC.yaml [dotted.key=value ...]``
 """
 
 from __future__ import annotations
@@ -120,37 +120,77 @@ def train(doc: dict[str, Any], source: Path) -> None:
     _status(out, status="SUCCESS", verbosity="INFO", message="Training finished successfully")
 
 
-def inference(doc: dict[str, Any], source: Path) -> None:
+def _scores(doc: dict[str, Any], action: str, split: str) -> Any:
+    """The ``split`` CSV's rows + ``siamese_score`` from ``<action>.checkpoint``."""
     import pandas as pd
     import torch
 
     from deftpipe.model import TorchAdapter
 
-    out = Path(doc["inference"]["results_dir"])
-    out.mkdir(parents=True, exist_ok=True)
-    _status(out, status="STARTED", verbosity="INFO", message="Starting inference (stand-in)")
-    csv = doc["dataset"]["classify"]["infer_dataset"]["csv_path"]
+    csv = doc["dataset"]["classify"][split]["csv_path"]
     with tempfile.TemporaryDirectory(prefix="standin_") as tmp:
         ckpt = Path(tmp) / "model_epoch_001_step_001.pth"
-        torch.save(_from_lightning(doc["inference"]["checkpoint"]), ckpt)
+        torch.save(_from_lightning(doc[action]["checkpoint"]), ckpt)
         scored = pd.read_csv(TorchAdapter().infer(ckpt, csv, Path(tmp) / "scores.csv"), dtype=str,
                              keep_default_na=False)
     rows = pd.read_csv(csv, dtype=str, keep_default_na=False)
     rows["siamese_score"] = scored["score"].astype(float).to_numpy()
+    return rows
+
+
+def inference(doc: dict[str, Any], source: Path) -> None:
+    out = Path(doc["inference"]["results_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    _status(out, status="STARTED", verbosity="INFO", message="Starting inference (stand-in)")
+    rows = _scores(doc, "inference", "infer_dataset")
     tmp_csv = out / "inference.csv.tmp"
     rows.to_csv(tmp_csv, index=False)
     tmp_csv.replace(out / "inference.csv")
     _status(out, status="SUCCESS", verbosity="INFO", message="Inference finished successfully")
 
 
+def evaluate(doc: dict[str, Any], source: Path) -> None:
+    """TAO's evaluate: the test set at ``model.classify.eval_margin`` (a pair is flagged when its
+    siamese_score exceeds the margin), KPIs test_acc/test_fpr/test_fnr/defect_acc in status.json."""
+    out = Path(doc["evaluate"]["results_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    _status(out, status="STARTED", verbosity="INFO", message="Starting evaluation (stand-in)")
+    rows = _scores(doc, "evaluate", "test_dataset")
+    margin = float(doc.get("model", {}).get("classify", {}).get("eval_margin", 0.5))
+    flagged = rows["siamese_score"].astype(float) > margin
+    defect = rows["label"].str.strip().str.upper() != "PASS"
+    n_def, n_pass = int(defect.sum()), int((~defect).sum())
+    kpi = {"test_acc": float((flagged == defect).mean()),
+           "test_fpr": float((flagged & ~defect).sum() / max(n_pass, 1)),
+           "test_fnr": float((~flagged & defect).sum() / max(n_def, 1)),
+           "defect_acc": float((flagged & defect).sum() / max(n_def, 1))}
+    _status(out, status="RUNNING", verbosity="INFO", message="Test metrics generated.", kpi=kpi)
+    _status(out, status="SUCCESS", verbosity="INFO", message="Evaluation finished successfully")
+
+
+def _override(doc: dict[str, Any], assignment: str) -> None:
+    """A Hydra-style ``dotted.key=value`` override (TAO's CLI takes them after the spec)."""
+    key, sep, value = assignment.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"override {assignment!r} is not key=value")
+    node = doc
+    *parents, leaf = key.split(".")
+    for k in parents:
+        node = node.setdefault(k, {})
+    node[leaf] = yaml.safe_load(value)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("action", choices=["train", "inference"])
+    ap.add_argument("action", choices=["train", "evaluate", "inference"])
     ap.add_argument("-e", "--experiment_spec", required=True)
-    args = ap.parse_args(argv)
+    ap.add_argument("overrides", nargs="*", help="key=value overrides of the spec (as TAO's CLI)")
+    args = ap.parse_intermixed_args(argv)  # ACTION -e SPEC k=v …: positionals on both sides of -e
     spec_file = Path(args.experiment_spec)
     doc = yaml.safe_load(spec_file.read_text(encoding="utf-8"))
-    {"train": train, "inference": inference}[args.action](doc, spec_file)
+    for o in args.overrides:
+        _override(doc, o)
+    {"train": train, "evaluate": evaluate, "inference": inference}[args.action](doc, spec_file)
     return 0
 
 
