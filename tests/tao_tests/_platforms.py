@@ -84,6 +84,10 @@ def adopt(platform: str, tao_src: tuple[Path, Path], ws: Path, image: str) -> di
 
 def platform_image(platform: str) -> str:
     """The stand-in image tag, once the platform's services answer (skip or fail otherwise)."""
+    import importlib.util
+
+    require("docker-py", importlib.util.find_spec("docker") is not None,
+            "the docker Python package is missing: pip install -e '.[dev]'")
     require("docker", docker_up(), "no docker daemon answers `docker info`")
     if platform == "slurm":
         require("slurm", slurm_up(), f"no idle Slurm node, or no ssh key {SSH_KEY}")
