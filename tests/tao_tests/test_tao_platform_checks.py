@@ -124,3 +124,22 @@ def test_tao_preflight_slurm_needs_a_partition(tao_src, tmp_path, monkeypatch):
     assert any("adapter.tao.partition is unset" in b for b in blockers)
     ws2 = _platform_ws(tao_src, tmp_path / "p", "slurm", gpu_count=1, partition="gpu")
     assert not any("partition" in b for b in preflight(ws2, measure=False)["blockers"])
+
+
+def test_tao_sdk_failure_mid_run_is_one_clear_error():
+    """The daemon or cluster going away while a job is watched: one TrainingError in the SDK's words."""
+    from types import SimpleNamespace
+
+    from deftpipe.errors import TrainingError
+    from deftpipe.tao import TaoJobs
+
+    def gone(*_a, **_k):
+        raise ConnectionError("Error while fetching server API version: ('Connection aborted.')")
+
+    jobs = TaoJobs(TaoSettings(platform="docker", poll_s=0.01))
+    jobs._sdk_obj = SimpleNamespace(get_job_status=gone, list_jobs=gone, get_job=gone)
+    with pytest.raises(TrainingError, match=r"could not read the status of job j1 on docker: ConnectionError: "
+                                            r"Error while fetching .*rerun the same command"):
+        jobs.wait("j1")
+    with pytest.raises(TrainingError, match="could not list its jobs on docker"):
+        jobs.find("train", {"x": 1}, Path("/nonexistent"))

@@ -169,6 +169,16 @@ class TaoJobs:
             self._sdk_obj = make_sdk(self.settings)
         return self._sdk_obj
 
+    def _ask(self, what: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        """One SDK call; its failure (the daemon or cluster gone, ssh refused) is one clear error."""
+        fn = getattr(self.sdk, method)
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            raise TrainingError(f"nvidia-tao-sdk could not {what} on {self.settings.platform}: {type(e).__name__}: "
+                                f"{sdk_reason(e)}; once it answers again, rerun the same command (it re-attaches "
+                                "to its TAO jobs)") from None
+
     # -- finding a job that already exists ---------------------------------------------------
     def find(self, action: str, doc: dict[str, Any], results_dir: Path) -> str | None:
         """The SDK job id of ``action`` on this very ``doc`` for ``results_dir`` (the ledger, then the
@@ -178,11 +188,12 @@ class TaoJobs:
         if ledger.is_file():
             try:
                 rec = json.loads(ledger.read_text(encoding="utf-8"))
-                if rec.get("action") == action and rec.get("spec_sha1") == digest and self.sdk.get_job(rec["job_id"]):
+                if rec.get("action") == action and rec.get("spec_sha1") == digest and \
+                        self._ask("read its job store", "get_job", rec["job_id"]):
                     return str(rec["job_id"])
             except (OSError, ValueError, KeyError):
                 pass
-        for row in self.sdk.list_jobs():  # newest first: a job launched just before a crash, no ledger yet
+        for row in self._ask("list its jobs", "list_jobs"):  # newest first: a job launched just before a crash, no ledger yet
             try:
                 specs = json.loads(row.get("specs") or "{}")
             except ValueError:
@@ -199,7 +210,7 @@ class TaoJobs:
 
     def status(self, job_id: str) -> str:
         """The job's status; ``Orphaned`` for a job that reads Pending/Running but has no process."""
-        st = self.sdk.get_job_status(job_id)
+        st = self._ask(f"read the status of job {job_id}", "get_job_status", job_id)
         if st.status in ("Pending", "Running") and any(h in (st.message or "") for h in ORPHANED):
             return "Orphaned"
         return st.status
@@ -242,7 +253,7 @@ class TaoJobs:
                 raise TrainingError(f"TAO job {job_id} lost its process (its launcher was killed before the job "
                                     "started); rerun the same command to launch it again")
             if self.settings.timeout_s and time.monotonic() - t0 > self.settings.timeout_s:
-                self.sdk.cancel_job(job_id)
+                self._ask(f"cancel job {job_id}", "cancel_job", job_id)
                 raise TrainingError(f"TAO job {job_id} ran longer than adapter.tao.timeout_s "
                                     f"({self.settings.timeout_s:g} s) and was canceled")
             time.sleep(poll)
@@ -266,7 +277,7 @@ class TaoJobs:
             job_id = self.launch(action, doc, results_dir)
         status = self.wait(job_id)
         if status != "Complete":
-            tail = (self.sdk.get_job_logs(job_id, tail=15) or "").strip()
+            tail = (self._ask(f"read the log of job {job_id}", "get_job_logs", job_id, tail=15) or "").strip()
             raise TrainingError(f"TAO {action} job {job_id} ended {status} ({self.settings.platform}); "
                                 f"last log lines:\n{tail}")
         return results_dir / action
