@@ -16,7 +16,7 @@ need=()
 [[ $want == *slurm* ]] && ! command -v dockerd >/dev/null && need+=(docker.io)
 if ((${#need[@]})); then
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
 wait_for() {  # wait_for SECONDS WHAT CMD...
@@ -115,7 +115,7 @@ PidFile=/run/slurmdbd.pid"
   fi
   pgrep -x slurmdbd >/dev/null || slurmdbd
   wait_for 30 slurmdbd sacctmgr -n list cluster
-  sacctmgr -n list cluster format=cluster | grep -qw deftpipe-ci || sacctmgr -i add cluster deftpipe-ci >/dev/null
+  sacctmgr -nP list cluster format=cluster | grep -qx deftpipe-ci || sacctmgr -i add cluster deftpipe-ci >/dev/null
   pgrep -x slurmctld >/dev/null || slurmctld
   wait_for 30 slurmctld scontrol ping
   pgrep -x slurmd >/dev/null || slurmd
