@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +25,22 @@ from deftpipe.tao import TaoAdapter, make_sdk
 
 from ._platforms import adopt, platform_env, platform_image
 from ._tao_ws import SPLIT_CSVS
+
+
+@pytest.fixture(autouse=True)
+def _remove_finished_containers():
+    """The SDK keeps finished containers (its record of their exit); a test's are removed after it."""
+    def ours() -> set[str]:
+        res = subprocess.run(["docker", "ps", "-aq", "--filter", "label=tao-sdk-job-id", "--filter", "status=exited"],
+                             capture_output=True, text=True, check=False)
+        return set(res.stdout.split()) if res.returncode == 0 else set()
+
+    before = ours() if shutil.which("docker") else set()
+    yield
+    new = ours() - before if shutil.which("docker") else set()
+    if new:
+        subprocess.run(["docker", "rm", *sorted(new)], capture_output=True, check=False)
+
 
 PLATFORMS = [pytest.param("docker", marks=pytest.mark.tao_docker),
              pytest.param("slurm", marks=pytest.mark.tao_slurm)]
