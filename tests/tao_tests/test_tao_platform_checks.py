@@ -124,6 +124,8 @@ def test_tao_preflight_slurm_needs_a_partition(tao_src, tmp_path, monkeypatch):
     assert any("adapter.tao.partition is unset" in b for b in blockers)
     ws2 = _platform_ws(tao_src, tmp_path / "p", "slurm", gpu_count=1, partition="gpu")
     assert not any("partition" in b for b in preflight(ws2, measure=False)["blockers"])
+    ws3 = _platform_ws(tao_src, tmp_path / "c", "slurm", gpu_count=0, partition="gpu")
+    assert any("still asks Slurm for one GPU" in w for w in preflight(ws3, measure=False)["warnings"])
 
 
 def test_tao_sdk_failure_mid_run_is_one_clear_error():

@@ -124,6 +124,9 @@ def _platform_items(s: Any, blockers: list[str], warnings: list[str]) -> list[di
             items.append(item("NVIDIA container runtime", rmsg, "ok" if rok else "MISSING"))
     elif s.platform == "slurm":
         items.extend(_slurm_items(s, blockers))
+        if not s.gpu_count:
+            warnings.append("adapter.tao.gpu_count is 0 but nvidia-tao-sdk 7.2.0's SlurmSDK still asks Slurm for "
+                            "one GPU (--gres=gpu:1): the jobs need a partition with GPUs anyway")
     else:
         blockers.append(KUBERNETES_REFUSAL)
         items.append(item("TAO platform", "kubernetes (refused: the SDK cannot mount the workspace)", "MISSING"))
