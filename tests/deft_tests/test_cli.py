@@ -43,6 +43,9 @@ def test_status_shows_pipeline_phases(finished_run, tmp_path):
 
     run = tmp_path / "ws" / "results" / "run_20990101_000000"
     shutil.copytree(finished_run, run)
+    state = json.loads((run / "deft_state.json").read_text())  # the copy names its own workspace and run
+    text = (run / "deft_state.json").read_text().replace(str(finished_run), str(run))
+    (run / "deft_state.json").write_text(text.replace(state["workspace"], str(tmp_path / "ws")))
     (run / "pipeline_state.json").write_text(json.dumps(
         {"status": "running", "phases": {"phase1": {"status": "done", "summary": "winner r3"},
                                          "phase2": {"status": "running"}}}))

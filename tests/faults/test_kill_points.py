@@ -39,7 +39,7 @@ SEQUENCE = [
     ("at", "handoff12.checkpoint"),
     ("at", "handoff12.preseeded"),
     ("at", "phase2.start"),
-    ("in", "baseline:inference"),
+    ("in", "baseline:evaluate"),  # the pipeline pre-seeds the baseline's KPI scores: no inference stage runs
     ("after", "baseline:evaluate"),
     ("in", "baseline:rca"),
     ("in", "iter1:routing"),
