@@ -28,9 +28,8 @@ def test_commit_records_artefacts_and_appends_events(tmp_path):
     ckpt.parent.mkdir(parents=True)
     ckpt.write_bytes(b"x")
     _state.commit(results, state, label="baseline", stage="train", summary="trained", duration_sec=1.5,
-                  artefacts={"best_ckpt_path": ckpt}, updates={"train_metric": 12.0}, render=False)
-    _state.commit(results, state, label="baseline", stage="inference", summary="scored", duration_sec=0.5,
-                  render=False)
+                  artefacts={"best_ckpt_path": ckpt}, updates={"train_metric": 12.0})
+    _state.commit(results, state, label="baseline", stage="inference", summary="scored", duration_sec=0.5)
     on_disk = load_state(results)
     assert on_disk["status"] == "in_progress"
     assert on_disk["iterations"]["baseline"]["stage_completed"] == "inference"
@@ -45,7 +44,7 @@ def test_commit_refuses_a_missing_artefact(tmp_path):
     before = (results / "deft_state.json").read_bytes()
     with pytest.raises(StateError, match="claims artefact best_ckpt_path = .* which does not exist"):
         _state.commit(results, state, label="baseline", stage="train", summary="", duration_sec=0,
-                      artefacts={"best_ckpt_path": results / "nope.pth"}, render=False)
+                      artefacts={"best_ckpt_path": results / "nope.pth"})
     assert (results / "deft_state.json").read_bytes() == before
 
 

@@ -99,7 +99,8 @@ def test_hard_stopped_loop_skips_phase3_and_says_why(tiny_ws):
 
     from deftpipe.cli import app
     from deftpipe.config import load_config
-    from deftpipe.deft._state import mark_run, new_state
+    from deftpipe.deft._commit import mark_run
+    from deftpipe.deft._state import new_state
     from deftpipe.pipeline import PipelineRecord
     from deftpipe.pipeline._record import new_run_dir
 

@@ -26,6 +26,7 @@ import yaml
 from deftpipe._fs import atomic_path, atomic_write_json, atomic_write_text
 from deftpipe.deft import _state
 from deftpipe.deft._choice import Candidate, decide, loop_best
+from deftpipe.deft._commit import commit, refresh_report
 from deftpipe.errors import CheckpointError, StateError
 from deftpipe.metrics import ThresholdRule
 from deftpipe.selection import RULE_FIGURE
@@ -177,18 +178,18 @@ def preseed_baseline(results_dir: str | Path, *, workspace: str | Path, config, 
                                  spec_path=Path(spec_path), max_iterations=config.deft.max_iterations)
     shown = (f"{train_metric.get('metric', 'metric')} {train_metric.get('value')}" if isinstance(train_metric, dict)
              else f"val metric {train_metric}")
-    _state.commit(results_dir, state, label="baseline", stage="train", duration_sec=0.0,
-                  summary=f"pre-seeded from {source}: {checkpoint.name} ({shown})",
-                  updates={"train_metric": train_metric, "source": source, "spec_path": str(Path(spec_path).resolve())},
-                  artefacts={"best_ckpt_path": checkpoint})
+    commit(results_dir, state, label="baseline", stage="train", duration_sec=0.0,
+           summary=f"pre-seeded from {source}: {checkpoint.name} ({shown})",
+           updates={"train_metric": train_metric, "source": source, "spec_path": str(Path(spec_path).resolve())},
+           artefacts={"best_ckpt_path": checkpoint})
     if kpi_scores is not None and Path(kpi_scores).is_file():
         dest = results_dir / "baseline" / "inference" / "inference.csv"
         dest.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(dest) as tmp:
             shutil.copyfile(kpi_scores, tmp)
-        _state.commit(results_dir, state, label="baseline", stage="inference", duration_sec=0.0,
-                      summary=f"KPI scores of {checkpoint.name} from the hand-off ({Path(kpi_scores).name})",
-                      artefacts={"inference_csv": dest})
+        commit(results_dir, state, label="baseline", stage="inference", duration_sec=0.0,
+               summary=f"KPI scores of {checkpoint.name} from the hand-off ({Path(kpi_scores).name})",
+               artefacts={"inference_csv": dest})
     return state
 
 
@@ -230,12 +231,12 @@ def record_final_automl(results_dir: str | Path, *, checkpoint: str | Path, metr
     if spec_path:
         updates["spec_path"] = str(Path(spec_path).resolve())
     far = updates.get("far_pct")
-    _state.commit(results_dir, state, label="final_automl", stage="evaluate", duration_sec=time.monotonic() - t0,
-                  summary=f"Phase 3 winner recorded ({source}): KPI FAR@100%R {far}%", updates=updates,
-                  artefacts={"best_ckpt_path": checkpoint, "inference_csv": inference_csv,
-                             "best_rec_path": best_rec_path}, iteration_status="complete")
+    commit(results_dir, state, label="final_automl", stage="evaluate", duration_sec=time.monotonic() - t0,
+           summary=f"Phase 3 winner recorded ({source}): KPI FAR@100%R {far}%", updates=updates,
+           artefacts={"best_ckpt_path": checkpoint, "inference_csv": inference_csv,
+                      "best_rec_path": best_rec_path}, iteration_status="complete")
     write_best_model(results_dir)
-    _state.refresh_report(results_dir)
+    refresh_report(results_dir)
     return state
 
 

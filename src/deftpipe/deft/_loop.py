@@ -24,6 +24,7 @@ from deftpipe._redact import scrub
 from deftpipe.config import PipelineConfig, load_config
 from deftpipe.deft import _state
 from deftpipe.deft._best import write_best_model
+from deftpipe.deft._commit import commit, refresh_report
 from deftpipe.deft._context import HardStop, LoopContext
 from deftpipe.deft._progress import LoopProgress, fmt_pct
 from deftpipe.deft._steps import (
@@ -170,10 +171,10 @@ def run_stage(run: Run, label: str, stage: str, fn, next_stage: str | None, *, l
     with die_mid_stage(label, stage, folder):  # test hook (DEFTPIPE_FAULT_IN); a no-op otherwise
         outcome = fn(run, label)
     seconds = time.monotonic() - t0
-    _state.commit(run.ctx.results_dir, run.state, label=label, stage=stage, summary=outcome.summary,
-                  duration_sec=seconds, updates={**outcome.updates, f"seconds_{stage}": round(seconds, 3)},
-                  artefacts=outcome.artefacts, status=outcome.status,
-                  iteration_status="complete" if last else "in_progress")
+    commit(run.ctx.results_dir, run.state, label=label, stage=stage, summary=outcome.summary,
+           duration_sec=seconds, updates={**outcome.updates, f"seconds_{stage}": round(seconds, 3)},
+           artefacts=outcome.artefacts, status=outcome.status,
+           iteration_status="complete" if last else "in_progress")
     if stage == "evaluate":
         write_best_model(run.ctx.results_dir)
         stop = gate(run, label)
@@ -213,8 +214,8 @@ def drive(run: Run) -> dict[str, Any]:
 
 
 def finish(run: Run, label: str, status: str, reason: str, hard: bool) -> dict[str, Any]:
-    _state.commit(run.ctx.results_dir, run.state, label=label, stage="loop_stop", summary=reason, duration_sec=0.0,
-                  iteration_status="complete", status=status, run_status=status, reason=reason, hard_stop=hard)
+    commit(run.ctx.results_dir, run.state, label=label, stage="loop_stop", summary=reason, duration_sec=0.0,
+           iteration_status="complete", status=status, run_status=status, reason=reason, hard_stop=hard)
     best = write_best_model(run.ctx.results_dir)
     done = evaluated(run.state)
     trail = " → ".join(f"{lb} {fmt_pct(run.it(lb)['far_pct'])}" for lb in done)
@@ -231,7 +232,7 @@ def fail(run: Run, label: str, stage: str, reason: str, *, hard: bool = False) -
         run.state["hard_stop"] = hard
         _state.add_event(run.state, label=label, stage=stage, status="failed", summary=reason, duration_sec=0.0)
         _state.save_state(run.ctx.results_dir, run.state)
-        _state.refresh_report(run.ctx.results_dir)
+        refresh_report(run.ctx.results_dir)
 
 
 __all__ = ["BASELINE_STAGES", "ITERATION_STAGES", "gate", "run_loop"]

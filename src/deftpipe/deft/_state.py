@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from deftpipe._faults import die_after_commit
 from deftpipe._fs import atomic_write_json
 from deftpipe._stored_paths import check_stored_paths
 from deftpipe.config import find_workspace
@@ -188,9 +187,12 @@ def check_artefacts(paths: dict[str, Any], *, label: str, stage: str) -> None:
 
 def commit(results_dir: str | Path, state: dict[str, Any], *, label: str, stage: str, summary: str,
            duration_sec: float, updates: dict[str, Any] | None = None, artefacts: dict[str, Any] | None = None,
-           iteration_status: str = "in_progress", status: str = "ok", render: bool = True,
+           iteration_status: str = "in_progress", status: str = "ok",
            run_status: str | None = None, reason: str | None = None, hard_stop: bool = False) -> dict[str, Any]:
     """Record that ``stage`` of iteration ``label`` finished: one atomic state write + one event.
+
+    The state renders nothing: the loop driver rebuilds the report after it commits
+    (:func:`deftpipe.deft._commit.commit`).
 
     Args:
         updates: plain values to store in ``iterations.<label>`` (metrics, counts).
@@ -214,34 +216,7 @@ def commit(results_dir: str | Path, state: dict[str, Any], *, label: str, stage:
         state["status"], state["reason"], state["hard_stop"] = run_status, reason, bool(hard_stop)
     add_event(state, label=label, stage=stage, status=status, summary=summary, duration_sec=duration_sec)
     save_state(results_dir, state)
-    if render:
-        refresh_report(results_dir)
-    die_after_commit(label, stage)  # test hook (deftpipe._faults); a no-op otherwise
     return state
-
-
-def mark_run(results_dir: str | Path, state: dict[str, Any], *, status: str, reason: str | None = None,
-             label: str = "run", stage: str = "loop_stop", summary: str = "", hard_stop: bool = False) -> None:
-    """Set the run's status (``complete`` / ``failed``) with its reason, as one commit."""
-    state["status"] = status
-    state["reason"] = reason
-    state["hard_stop"] = bool(hard_stop)
-    add_event(state, label=label, stage=stage, status=status, summary=summary or (reason or status),
-              duration_sec=0.0)
-    save_state(results_dir, state)
-    refresh_report(results_dir)
-
-
-def refresh_report(results_dir: str | Path) -> None:
-    """Rebuild report.html; a report failure never stops the loop (it is logged as a warning)."""
-    from deftpipe.deft._report import render_report
-
-    try:
-        render_report(results_dir)
-    except Exception as exc:  # noqa: BLE001 - the report is a view, the state is what matters
-        import warnings
-
-        warnings.warn(f"report.html could not be rebuilt: {type(exc).__name__}: {exc}", stacklevel=2)
 
 
 def verify_state_artefacts(state: dict[str, Any], results_dir: str | Path, workspace: str | Path | None = None) -> None:
@@ -278,7 +253,6 @@ __all__ = [
     "commit",
     "iteration",
     "load_state",
-    "mark_run",
     "new_state",
     "save_state",
     "state_path",
