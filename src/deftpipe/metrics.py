@@ -92,6 +92,22 @@ def _bootstrap_far(defect_scores: np.ndarray, pass_scores: np.ndarray, *, n_boot
     return float(np.percentile(fars, 100 * alpha / 2)), float(np.percentile(fars, 100 * (1 - alpha / 2)))
 
 
+def _prediction_counts(flagged: np.ndarray, true_names: list[str], predictions: Sequence[str] | None
+                       ) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    """(predicted-class counts, true class -> predicted class -> count); binary PASS/FAIL from
+    ``flagged`` unless ``predictions`` names the classes."""
+    pred_names = [str(p) for p in predictions] if predictions is not None else [
+        FAIL if f else PASS for f in flagged]
+    pred_counts = dict(Counter(pred_names))
+    if predictions is None:
+        pred_counts = {PASS: pred_counts.get(PASS, 0), FAIL: pred_counts.get(FAIL, 0)}
+    by_class: dict[str, dict[str, int]] = {}
+    for t, p in zip(true_names, pred_names, strict=True):
+        by_class.setdefault(t, {}).setdefault(p, 0)
+        by_class[t][p] += 1
+    return pred_counts, by_class
+
+
 def compute_metrics(
     is_defect: Sequence[bool] | np.ndarray,
     scores: Sequence[float] | np.ndarray,
@@ -140,15 +156,7 @@ def compute_metrics(
     operating = float(threshold) if threshold is not None else far_threshold
     flagged = s >= operating if operating is not None else np.zeros(len(s), dtype=bool)
     recall = float(flagged[y].mean()) if n_def else None
-    pred_names = [str(p) for p in predictions] if predictions is not None else [
-        FAIL if f else PASS for f in flagged]
-    pred_counts = dict(Counter(pred_names))
-    if predictions is None:
-        pred_counts = {PASS: pred_counts.get(PASS, 0), FAIL: pred_counts.get(FAIL, 0)}
-    by_class: dict[str, dict[str, int]] = {}
-    for t, p in zip(true_names, pred_names, strict=True):
-        by_class.setdefault(t, {}).setdefault(p, 0)
-        by_class[t][p] += 1
+    pred_counts, by_class = _prediction_counts(flagged, true_names, predictions)
 
     escape_t = float(threshold) if threshold is not None else DEFAULT_ESCAPE_THRESHOLD
     escaped = y & (s < escape_t)

@@ -156,6 +156,37 @@ def _quiet_optuna() -> Iterator[None]:
         logger.setLevel(level)
 
 
+def _checked_settings(*, spec: Spec | dict[str, Any] | str | Path, train_csv: str | Path, val_csv: str | Path,
+                      out_dir: str | Path, metric: str, algorithm: str, max_recommendations: int,
+                      pretrained: str | Path | None, search_space: str | Path | dict | None,
+                      num_epochs: int | None, batch_size: int | None, seed: int, keep_checkpoints: int,
+                      rerun_margin: float) -> tuple[SweepSettings, SearchSpace]:
+    """:func:`run_sweep`'s arguments checked (before any study is touched) and resolved into the
+    settings every trial and worker reads."""
+    if metric not in METRICS:
+        raise SweepError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)} (pass one with --metric)")
+    get_algorithm(algorithm)
+    _positive_int(max_recommendations, "max_recommendations (--max-recommendations)")
+    _positive_int(keep_checkpoints, "keep_checkpoints (--keep-checkpoints)")
+    if rerun_margin < 0:
+        raise SweepError(f"rerun_margin must be >= 0, got {rerun_margin}")
+    base = _as_spec(spec)
+    space = load_search_space(search_space)
+    epochs = _positive_int(num_epochs or space.pinned.get("train.num_epochs") or base.train.num_epochs,
+                           "num_epochs (--epochs)")
+    batch = _positive_int(batch_size or space.pinned.get("train.batch_size") or base.train.batch_size,
+                          "batch_size (--batch-size)")
+    if pretrained is not None:
+        pretrained = _existing_file(pretrained, "--pretrained checkpoint", CheckpointError)
+    settings = SweepSettings(
+        spec=spec_to_dict(base), train_csv=_existing_file(train_csv, "--train", DataError),
+        val_csv=_existing_file(val_csv, "--val", DataError), out_dir=str(Path(out_dir).resolve()), metric=metric,
+        algorithm=algorithm, seed=int(seed), num_epochs=epochs, batch_size=batch, space=space.to_dict(),
+        space_hash=space.hash, pretrained=pretrained, max_recommendations=max_recommendations,
+        keep_checkpoints=keep_checkpoints, rerun_margin=float(rerun_margin))
+    return settings, space
+
+
 @_quiet_optuna()
 def run_sweep(*, spec: Spec | dict[str, Any] | str | Path, train_csv: str | Path, val_csv: str | Path,
               out_dir: str | Path, metric: str = "far_pct", algorithm: str = "tpe", max_recommendations: int = 4,
@@ -191,30 +222,14 @@ def run_sweep(*, spec: Spec | dict[str, Any] | str | Path, train_csv: str | Path
     Raises:
         SpecError, DataError, CheckpointError, SweepError.
     """
-    if metric not in METRICS:
-        raise SweepError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)} (pass one with --metric)")
-    get_algorithm(algorithm)
-    _positive_int(max_recommendations, "max_recommendations (--max-recommendations)")
-    _positive_int(keep_checkpoints, "keep_checkpoints (--keep-checkpoints)")
-    if rerun_margin < 0:
-        raise SweepError(f"rerun_margin must be >= 0, got {rerun_margin}")
-    base = _as_spec(spec)
-    space = load_search_space(search_space)
-    epochs = _positive_int(num_epochs or space.pinned.get("train.num_epochs") or base.train.num_epochs,
-                           "num_epochs (--epochs)")
-    batch = _positive_int(batch_size or space.pinned.get("train.batch_size") or base.train.batch_size,
-                          "batch_size (--batch-size)")
-    if pretrained is not None:
-        pretrained = _existing_file(pretrained, "--pretrained checkpoint", CheckpointError)
+    settings, space = _checked_settings(
+        spec=spec, train_csv=train_csv, val_csv=val_csv, out_dir=out_dir, metric=metric, algorithm=algorithm,
+        max_recommendations=max_recommendations, pretrained=pretrained, search_space=search_space,
+        num_epochs=num_epochs,
+        batch_size=batch_size, seed=seed, keep_checkpoints=keep_checkpoints, rerun_margin=rerun_margin)
     sources = enqueue_spec if isinstance(enqueue_spec, (list, tuple)) else [enqueue_spec] if enqueue_spec else []
     enqueue = [(Path(e), *_enqueue_values(space, e)) for e in sources]
-    out = Path(out_dir).resolve()
-    settings = SweepSettings(
-        spec=spec_to_dict(base), train_csv=_existing_file(train_csv, "--train", DataError),
-        val_csv=_existing_file(val_csv, "--val", DataError), out_dir=str(out), metric=metric, algorithm=algorithm,
-        seed=int(seed), num_epochs=epochs, batch_size=batch, space=space.to_dict(), space_hash=space.hash,
-        pretrained=pretrained, max_recommendations=max_recommendations, keep_checkpoints=keep_checkpoints,
-        rerun_margin=float(rerun_margin))
+    out = Path(settings.out_dir)
     name = study_name or DEFAULT_STUDY
     with new_folder_removed_on_error(out):
         url = storage_url(storage, out)

@@ -215,6 +215,31 @@ def pipeline_config(name: str) -> PipelineConfig:
     return cfg
 
 
+def _unique_splits(rows_by_split: dict[str, list[dict]], per_split: dict[str, list], images: Path,
+                   src: str | Path, log: Callable[[str], None]) -> dict[str, pd.DataFrame]:
+    """The crops of each split as a table, a crop whose content an earlier one already has dropped
+    (with its files): identical content twice would read as a leak, so the first is kept."""
+    splits: dict[str, pd.DataFrame] = {}
+    seen: set[str] = set()
+    for split in SPLITS:
+        if split == "holdout" and not per_split[split]:
+            continue  # no --holdout-groups: a workspace without a holdout
+        keep = []
+        for r in rows_by_split[split]:
+            if r["_hash"] in seen:
+                for kind in ("golden", "test"):
+                    (images / r["boardname"] / kind / f"{r['object_name']}.png").unlink()
+                continue
+            seen.add(r.pop("_hash"))
+            keep.append(r)
+        splits[split] = pd.DataFrame(keep)
+        if splits[split].empty:
+            raise DataError(f"the {split} split of {src} has no crops; choose other groups for it")
+        log(f"  {split}: {len(per_split[split])} images -> {len(keep)} crops "
+            f"({int((splits[split]['label'] != PASS).sum())} FAIL)")
+    return splits
+
+
 def import_deeppcb(
     src: str | Path,
     dest: str | Path,
@@ -282,24 +307,7 @@ def import_deeppcb(
         rows_by_split: dict[str, list[dict]] = {s: [] for s in SPLITS}
         for (split, _), rows in zip(order, results, strict=True):
             rows_by_split[split] += rows
-        splits: dict[str, pd.DataFrame] = {}
-        seen: set[str] = set()
-        for split in SPLITS:
-            if split == "holdout" and not per_split[split]:
-                continue  # no --holdout-groups: a workspace without a holdout
-            keep = []
-            for r in rows_by_split[split]:  # identical content twice would read as a leak: keep the first
-                if r["_hash"] in seen:
-                    for kind in ("golden", "test"):
-                        (images / r["boardname"] / kind / f"{r['object_name']}.png").unlink()
-                    continue
-                seen.add(r.pop("_hash"))
-                keep.append(r)
-            splits[split] = pd.DataFrame(keep)
-            if splits[split].empty:
-                raise DataError(f"the {split} split of {src} has no crops; choose other groups for it")
-            log(f"  {split}: {len(per_split[split])} images -> {len(keep)} crops "
-                f"({int((splits[split]['label'] != PASS).sum())} FAIL)")
+        splits = _unique_splits(rows_by_split, per_split, images, src, log)
         spec = baseline_spec(crop_size * context)
         spec.model.context = context
         spec.model.flip_tta = True  # measured on leave-board-groups-out folds (docs/model.md)

@@ -79,6 +79,26 @@ def _checked_before(previous_validation: Path | None, fingerprints: dict[str, st
     return (old.get("leakage") or {}).get("n_overlapping") == 0 and old.get("fingerprints") == fingerprints
 
 
+def _provenance(prev: pd.DataFrame, added: pd.DataFrame, combined: pd.DataFrame, iter_label: str,
+                previous_provenance: Path | None) -> pd.DataFrame:
+    """One row per combined row: where it came from and in which iteration it was added (the
+    previous provenance file carries the earlier rows' history; without one they are the base set)."""
+    if previous_provenance is None or not Path(previous_provenance).is_file():
+        prov_prev = pd.DataFrame({"source": "base_train", "added_in": "base", "first_source": "base_train"},
+                                 index=range(len(prev)))
+    else:
+        old = pd.read_csv(previous_provenance, dtype=str, keep_default_na=False)
+        prov_prev = pd.DataFrame({"source": "previous_iter_train", "added_in": old["added_in"],
+                                  "first_source": old["first_source"]})
+    prov_new = pd.DataFrame({"source": added["source"].to_numpy(), "added_in": iter_label,
+                             "first_source": added["source"].to_numpy()})
+    prov = pd.concat([prov_prev, prov_new], ignore_index=True)
+    prov.insert(0, "row", range(1, len(prov) + 1))
+    prov["object_name"] = combined["object_name"].to_numpy()
+    prov["label"] = combined["label"].to_numpy()
+    return prov
+
+
 def merge(*, previous_csv: Path, previous_is_base: bool, previous_provenance: Path | None, sdg_csv: Path | None,
           mined_csv: Path | None, val_csv: Path, kpi_csv: Path, layout: ImageLayout, out_dir: Path,
           iter_label: str, previous_validation: Path | None = None) -> MergeResult:
@@ -106,19 +126,8 @@ def merge(*, previous_csv: Path, previous_is_base: bool, previous_provenance: Pa
     combined_csv = _write(combined, out_dir / f"train_combined_{iter_label}.csv")
     added_csv = _write(added, out_dir / f"train_added_{iter_label}.csv")
 
-    if previous_is_base or previous_provenance is None or not Path(previous_provenance).is_file():
-        prov_prev = pd.DataFrame({"source": "base_train", "added_in": "base", "first_source": "base_train"},
-                                 index=range(len(prev)))
-    else:
-        old = pd.read_csv(previous_provenance, dtype=str, keep_default_na=False)
-        prov_prev = pd.DataFrame({"source": "previous_iter_train", "added_in": old["added_in"],
-                                  "first_source": old["first_source"]})
-    prov_new = pd.DataFrame({"source": added["source"].to_numpy(), "added_in": iter_label,
-                             "first_source": added["source"].to_numpy()})
-    prov = pd.concat([prov_prev, prov_new], ignore_index=True)
-    prov.insert(0, "row", range(1, len(prov) + 1))
-    prov["object_name"] = combined["object_name"].to_numpy()
-    prov["label"] = combined["label"].to_numpy()
+    prov = _provenance(prev, added, combined, iter_label,
+                       None if previous_is_base else previous_provenance)
     provenance_csv = _write_plain(prov, out_dir / f"train_combined_{iter_label}_provenance.csv")
 
     report = {"combined_csv": str(combined_csv), "n_rows": len(combined), "n_previous": len(prev),
