@@ -16,7 +16,7 @@ from deftpipe._fs import atomic_write_json
 from deftpipe._stored_paths import check_stored_paths
 from deftpipe.audit._core import FIGURES, audit_checkpoint
 from deftpipe.config import load_config
-from deftpipe.deft._best import kpi_pass_scores
+from deftpipe.deft import kpi_pass_scores
 from deftpipe.errors import StateError
 from deftpipe.metrics import ThresholdRule
 from deftpipe.model import get_adapter

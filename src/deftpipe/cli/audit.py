@@ -6,8 +6,7 @@ from pathlib import Path
 
 import typer
 
-from deftpipe.audit import audit_checkpoint, audit_run
-from deftpipe.audit._render import audit_markdown
+from deftpipe.audit import audit_checkpoint, audit_markdown, audit_run
 from deftpipe.cli._util import out, print_json, probability
 
 

@@ -10,7 +10,7 @@ from rich.text import Text
 
 from deftpipe.cli._util import err, out, print_json
 from deftpipe.config import load_config
-from deftpipe.deft import _runs, run_loop
+from deftpipe.deft import describe_run, latest_unfinished, new_run_folder, run_folders, run_loop
 from deftpipe.errors import StateError
 
 deft_app = typer.Typer(
@@ -52,7 +52,7 @@ def run_cmd(
     Example: deftpipe deft run ws --yes --max-iterations 2
     """
     cfg = load_config(workspace)
-    folder = None if new else _runs.latest_unfinished(workspace)
+    folder = None if new else latest_unfinished(workspace)
     n = max_iterations if max_iterations is not None else cfg.deft.max_iterations
     err.print(_summary(workspace.resolve(), cfg, folder, n))
     if not yes:
@@ -63,7 +63,7 @@ def run_cmd(
         if not ok:
             err.print("aborted; nothing was written")
             raise typer.Exit(1)
-    folder = folder or _runs.new_run_folder(workspace)
+    folder = folder or new_run_folder(workspace)
     err.print(f"results: {folder}")
     state = run_loop(workspace, results_dir=folder, config=cfg, max_iterations=max_iterations,
                      show_progress=not quiet)
@@ -93,11 +93,11 @@ def status_cmd(
     if not workspace.is_dir():
         raise StateError(f"{workspace} does not exist" + (" (it is a file)" if workspace.exists() else "")
                          + "; give the workspace folder (the one holding pipeline.yaml)")
-    folders = _runs.run_folders(workspace)
+    folders = run_folders(workspace)
     if not folders:
         raise StateError(f"no runs in {workspace}/results/; start one with `deftpipe run {workspace}` "
                          f"or `deftpipe deft run {workspace}`")
-    info = _runs.describe(folders[-1])
+    info = describe_run(folders[-1])
     if json_out:
         print_json(info)
         return

@@ -22,7 +22,7 @@ from deftpipe._argv import unknown_placeholders
 from deftpipe._redact import scrub_clip
 from deftpipe.automl import get_algorithm, load_search_space
 from deftpipe.config import PipelineConfig, SweepConfig
-from deftpipe.deft._evaluator import PLACEHOLDERS as EVALUATOR_PLACEHOLDERS
+from deftpipe.deft import EVALUATOR_PLACEHOLDERS
 from deftpipe.errors import DeftpipeError
 from deftpipe.model import COMMAND_PLACEHOLDERS as ADAPTER_PLACEHOLDERS
 from deftpipe.spec import Spec

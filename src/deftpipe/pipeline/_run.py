@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
+from deftpipe import deft
 from deftpipe._faults import fault_point
 from deftpipe._fs import atomic_write_text, run_lock
 from deftpipe.audit import audit_line, audit_run, holdout_headline
@@ -87,8 +88,6 @@ def _guard(rec: PipelineRecord, name: str, fn: Callable[[], Any]) -> Any:
 def _run_loop(ws: Path, cfg: PipelineConfig, results_dir: Path, show_progress: bool,
               deadline: float | None) -> tuple[dict, str | None]:
     """Phase 2. Returns (final state, hard-stop reason or None)."""
-    from deftpipe import deft
-
     try:
         state = deft.run_loop(ws, results_dir=results_dir, config=cfg, show_progress=show_progress, deadline=deadline)
     except DeftpipeError as e:
@@ -138,8 +137,6 @@ def run_pipeline(ws: str | Path, *, yes: bool = False, new: bool = False, show_p
         StateError: another run holds the results folder.
         DeftpipeError: a phase failed (recorded in pipeline_state.json; rerun to resume).
     """
-    from deftpipe import deft
-
     console = console or Console()
     ws = Path(ws).resolve()
     report = preflight(ws, new=new)
@@ -288,8 +285,6 @@ def _render_report(results_dir: Path, points: list[dict[str, Any]], cost: dict[s
                    table: dict[str, Any] | None) -> None:
     """Hand the trajectory (its first chart), the estimate vs actual time per phase and the selection
     vs audit table to the loop's report."""
-    from deftpipe import deft
-
     chart = [{"label": p["step"], "far_pct": p["value"], "kind": p["label"]}
              for p in points if p["metric"] == "far_pct"]
     notes = [f"{p['step']}: {p['metric']} {fmt_value(p['value'])}"

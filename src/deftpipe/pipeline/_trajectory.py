@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from deftpipe._fs import atomic_write_json, atomic_write_text
-from deftpipe.audit import holdout_headline
+from deftpipe.audit import audit_markdown, holdout_headline, side_by_side, side_by_side_markdown
 from deftpipe.metrics import fmt_value
 
 SUMMARY_NAME = "pipeline_summary.md"
@@ -106,8 +106,6 @@ def headline(gain: dict[str, Any]) -> str:
 
 def comparison(results_dir: Path, state: dict[str, Any] | None) -> dict[str, Any] | None:
     """Selection (KPI set) beside audit (holdout) of the run's deliverable; None without one."""
-    from deftpipe.audit._compare import side_by_side
-
     path = results_dir / "best_model.json"
     if not path.is_file():
         return None
@@ -117,9 +115,6 @@ def comparison(results_dir: Path, state: dict[str, Any] | None) -> dict[str, Any
 
 
 def comparison_markdown(results_dir: Path, state: dict[str, Any] | None) -> list[str]:
-    from deftpipe.audit._compare import side_by_side_markdown
-    from deftpipe.audit._render import audit_markdown
-
     table = comparison(results_dir, state)
     if table is None:
         return []
