@@ -86,7 +86,7 @@ def _artefacts(run: Path) -> dict[str, object]:
 
 
 def _run_once(ws: Path, monkeypatch) -> Path:
-    monkeypatch.setattr(_run, "new_run_dir", lambda w: Path(w).resolve() / "results" / "run_fixed")
+    monkeypatch.setattr(_run, "new_run_folder", lambda w, create=False: Path(w).resolve() / "results" / "run_fixed")
     return Path(run_pipeline(ws, yes=True, show_progress=False)["results_dir"])
 
 

@@ -97,12 +97,12 @@ def test_hard_stopped_loop_skips_phase3_and_says_why(tiny_ws):
     """A run whose loop hard-stopped (here: a state left so by the regression gate) ends `stopped`."""
     from typer.testing import CliRunner
 
+    from deftpipe._clock import new_run_folder
     from deftpipe.cli import app
     from deftpipe.config import load_config
     from deftpipe.deft._commit import mark_run
     from deftpipe.deft._state import new_state
     from deftpipe.pipeline import PipelineRecord
-    from deftpipe.pipeline._record import new_run_dir
 
     cfg_path = tiny_ws / "pipeline.yaml"
     raw = yaml.safe_load(cfg_path.read_text())
@@ -111,7 +111,7 @@ def test_hard_stopped_loop_skips_phase3_and_says_why(tiny_ws):
     raw["automl"]["phase3"]["per_trial_seconds"] = 1.0
     cfg_path.write_text(yaml.safe_dump(raw))
     cfg = load_config(tiny_ws)
-    run = new_run_dir(tiny_ws)
+    run = new_run_folder(tiny_ws, create=False)
     PipelineRecord.create(run, workspace=tiny_ws)
     state = new_state(workspace=tiny_ws, results_dir=run, config=cfg, spec_path=tiny_ws / "specs" /
                       "baseline_spec.yaml", max_iterations=1)

@@ -11,19 +11,19 @@ import textwrap
 import pytest
 import yaml
 
+from deftpipe._clock import new_run_folder
 from deftpipe._faults import FAULT_POINTS
 from deftpipe.config import load_config
 from deftpipe.errors import CheckpointError, StateError
 from deftpipe.pipeline import PipelineRecord, best_iteration, latest_unfinished, strip_budget
 from deftpipe.pipeline._handoff import copy_checkpoint, final_training_csv, merge_winner_spec
-from deftpipe.pipeline._record import new_run_dir
 from deftpipe.spec import load_spec
 
 
 def test_record_phases_and_latest_unfinished(tmp_path):
     ws = tmp_path
     assert latest_unfinished(ws) is None
-    run = new_run_dir(ws)
+    run = new_run_folder(ws, create=False)
     assert run.name.startswith("run_") and not run.exists()
     rec = PipelineRecord.create(run, workspace=ws)
     rec.begin_attempt()
@@ -36,7 +36,7 @@ def test_record_phases_and_latest_unfinished(tmp_path):
     again.skip("phase3", "disabled")
     again.finish("complete")
     assert latest_unfinished(ws) is None
-    second = new_run_dir(ws)
+    second = new_run_folder(ws, create=False)
     second.mkdir(parents=True)
     assert second != run  # a clash within the same second gets a suffix
     assert [e["status"] for e in again.data["events"]] == ["started", "started", "done", "skipped", "complete"]

@@ -8,16 +8,9 @@ from collections.abc import Callable, Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from deftpipe._clock import fmt_duration
+
 _OPS = {"<=": "≤", ">=": "≥", "<": "<", ">": ">"}
-
-
-def fmt_duration(seconds: float) -> str:
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
 def fmt_pct(v) -> str:
@@ -76,4 +69,4 @@ class LoopProgress:
             yield advance
 
 
-__all__ = ["LoopProgress", "far_summary", "fmt_duration", "fmt_pct", "stage_tag"]
+__all__ = ["LoopProgress", "far_summary", "fmt_pct", "stage_tag"]

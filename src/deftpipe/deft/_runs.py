@@ -1,4 +1,5 @@
-"""Run folders of a workspace: ``<ws>/results/run_<YYYYMMDD_HHMMSS>/``; pick, create, describe.
+"""Which run folder the DEFT loop resumes, and what ``deftpipe status`` shows of one (the folders
+themselves are named and made by :mod:`deftpipe._clock`).
 
 ``deftpipe deft run WS`` resumes the newest run folder whose ``deft_state.json`` is unfinished
 (``pending`` / ``in_progress``, or ``failed`` without a hard stop — e.g. after a crash or a
@@ -9,18 +10,12 @@ never touched.
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from deftpipe._clock import new_run_folder, run_folders
 from deftpipe._fs import lock_is_held
 from deftpipe.deft._state import STATE_NAME, load_state
-
-
-def run_folders(workspace: str | Path) -> list[Path]:
-    """Run folders, oldest first."""
-    root = Path(workspace) / "results"
-    return sorted(p for p in root.glob("run_*") if p.is_dir()) if root.is_dir() else []
 
 
 def resumable(folder: Path) -> bool:
@@ -36,17 +31,6 @@ def latest_unfinished(workspace: str | Path) -> Path | None:
         if (folder / STATE_NAME).is_file():
             return folder if resumable(folder) else None
     return None
-
-
-def new_run_folder(workspace: str | Path) -> Path:
-    root = Path(workspace).resolve() / "results"
-    stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
-    folder, n = root / f"run_{stamp}", 1
-    while folder.exists():  # two runs in the same second
-        n += 1
-        folder = root / f"run_{stamp}_{n}"
-    folder.mkdir(parents=True)
-    return folder
 
 
 def describe(folder: Path) -> dict[str, Any]:

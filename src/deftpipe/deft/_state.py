@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from deftpipe._clock import now_iso
 from deftpipe._fs import atomic_write_json
 from deftpipe._stored_paths import check_stored_paths
 from deftpipe.config import find_workspace
@@ -31,10 +31,6 @@ ARTEFACT_FIELDS = ("best_ckpt_path", "train_spec", "inference_csv", "metrics_jso
                    "rca_embeddings", "routing_json", "sdg_csv", "sdg_allocation", "mined_csv", "mining_report",
                    "combined_training_csv", "provenance_csv", "merge_validation")
 RUN_STATUSES = ("pending", "in_progress", "complete", "failed")
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def state_path(results_dir: str | Path) -> Path:

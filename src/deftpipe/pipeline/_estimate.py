@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from deftpipe import data
+from deftpipe._clock import fmt_range
 from deftpipe._fs import atomic_write_json
 from deftpipe.config import PipelineConfig
 from deftpipe.errors import DeftpipeError
@@ -23,19 +24,6 @@ from deftpipe.spec import load_spec
 
 CALIBRATION_NAME = "cost_calibration.json"  # under results/
 RATIO_MIN, RATIO_MAX = 0.2, 5.0
-
-
-def _fmt(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 90:
-        return f"{seconds} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def fmt_range(low: float, high: float) -> str:
-    return f"{_fmt(low)} – {_fmt(high)}"
 
 
 def calibration_path(ws: Path) -> Path:
@@ -154,4 +142,4 @@ def record_actuals(ws: Path, results_dir: Path, est: dict[str, Any] | None, phas
     return {"phases": rows, "ratios": ratios}
 
 
-__all__ = ["CALIBRATION_NAME", "calibration_path", "estimate", "fmt_range", "load_ratios", "record_actuals"]
+__all__ = ["CALIBRATION_NAME", "calibration_path", "estimate", "load_ratios", "record_actuals"]

@@ -14,18 +14,16 @@ from __future__ import annotations
 import json
 import resource
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from deftpipe._clock import now_iso, run_folders
 from deftpipe._fs import atomic_write_json
 from deftpipe._redact import scrub
 from deftpipe._stored_paths import check_stored_paths
 from deftpipe.errors import StateError
 
 RECORD_NAME = "pipeline_state.json"
-RESULTS = "results"
-RUN_PREFIX = "run_"
 RECORD_VERSION = 1
 #: The bridge's steps in order: two sweeps, the loop, the hand-off steps between them, the audit of
 #: the fixed deliverable on the holdout (the first and only reader of it), and the summary.
@@ -34,21 +32,9 @@ ADDED_PHASES = ("audit",)  # a record written before these existed gets them as 
 FINISHED = ("complete", "stopped")
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def list_runs(workspace: Path) -> list[Path]:
-    """Run folders ``results/run_*`` of a workspace, oldest first (names sort by time)."""
-    root = Path(workspace) / RESULTS
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(RUN_PREFIX))
-
-
 def latest_unfinished(workspace: Path) -> Path | None:
     """The newest pipeline run that is not complete (a folder without a record is not ours)."""
-    for run in reversed(list_runs(workspace)):
+    for run in reversed(run_folders(workspace)):
         path = run / RECORD_NAME
         if not path.is_file():
             continue
@@ -58,16 +44,6 @@ def latest_unfinished(workspace: Path) -> Path | None:
             status = "running"  # unreadable: let PipelineRecord.load say what is wrong
         return None if status in FINISHED else run
     return None
-
-
-def new_run_dir(workspace: Path) -> Path:
-    """``results/run_<YYYYMMDD_HHMMSS>`` (not created); a clash within one second gets ``_2``, ``_3``…"""
-    stamp = datetime.now(UTC).strftime("%Y%m%d_%H%M%S")
-    base = Path(workspace).resolve() / RESULTS / f"{RUN_PREFIX}{stamp}"
-    path, n = base, 2
-    while path.exists():
-        path, n = base.with_name(f"{base.name}_{n}"), n + 1
-    return path
 
 
 def peak_rss_mib() -> float:
@@ -190,4 +166,4 @@ class PipelineRecord:
         self.save()
 
 
-__all__ = ["PHASES", "RECORD_NAME", "PipelineRecord", "latest_unfinished", "list_runs", "new_run_dir"]
+__all__ = ["PHASES", "RECORD_NAME", "PipelineRecord", "latest_unfinished"]

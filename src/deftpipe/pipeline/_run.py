@@ -18,17 +18,18 @@ import yaml
 from rich.console import Console
 
 from deftpipe import deft
+from deftpipe._clock import fmt_range, new_run_folder
 from deftpipe._faults import fault_point
 from deftpipe._fs import atomic_write_text, run_lock
 from deftpipe.audit import audit_line, audit_run, holdout_headline
 from deftpipe.config import PipelineConfig, load_config
 from deftpipe.errors import DeftpipeError, StateError
 from deftpipe.pipeline import _budget as budget
-from deftpipe.pipeline._estimate import fmt_range, record_actuals
+from deftpipe.pipeline._estimate import record_actuals
 from deftpipe.pipeline._handoff import handoff_1_to_2, handoff_2_to_3
 from deftpipe.pipeline._phases import load_phase1, run_phase1, run_phase3
 from deftpipe.pipeline._preflight import preflight
-from deftpipe.pipeline._record import PipelineRecord, new_run_dir
+from deftpipe.pipeline._record import PipelineRecord
 from deftpipe.pipeline._trajectory import (
     build_trajectory,
     comparison,
@@ -68,7 +69,7 @@ def _locked_run_dir(ws: Path, target: dict[str, Any]) -> Iterator[Path]:
     taken first, so two `deftpipe run` on one workspace never both start: the second is refused
     (even when both would have created a new run folder at the same instant)."""
     with run_lock(ws / "results", what="pipeline run", name=LOCK_NAME):
-        results_dir = Path(target["results_dir"]) if target["mode"] == "resume" else new_run_dir(ws)
+        results_dir = Path(target["results_dir"]) if target["mode"] == "resume" else new_run_folder(ws, create=False)
         with run_lock(results_dir, what="pipeline run", name=LOCK_NAME):
             yield results_dir
 
