@@ -30,7 +30,7 @@ def _stores(tmp: Path, raw: str) -> list[str]:
     """Every text the project stores or prints from an error message ``raw``."""
     from deftpipe.deft._loop import fail
     from deftpipe.model._train import _record_failure
-    from deftpipe.pipeline._record import PipelineRecord
+    from deftpipe.pipeline._pipeline_state import PipelineRecord
 
     texts = [scrub_clip(raw, 200), scrub_clip(raw, 600)]
     run = SimpleNamespace(ctx=SimpleNamespace(results_dir=tmp / "nowhere"), state={"events": []})

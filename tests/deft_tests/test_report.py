@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from deftpipe.deft import render_report
-from deftpipe.deft._report import svg_chart
+from deftpipe.deft._html_report import svg_chart
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

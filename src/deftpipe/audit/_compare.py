@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from deftpipe.audit._run import AUDIT_LABEL, SELECTION_LABEL
+from deftpipe.audit._run_audit import AUDIT_LABEL, SELECTION_LABEL
 from deftpipe.metrics import ThresholdRule, fmt_value
 
 

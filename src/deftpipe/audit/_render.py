@@ -31,7 +31,7 @@ def _listed(title: str, rows: list[dict[str, Any]]) -> list[str]:
 
 def audit_markdown(audit: dict[str, Any] | None, *, heading: str = "##") -> list[str]:
     """Markdown of a run's ``audit`` object (or of :func:`audit_checkpoint`'s result)."""
-    from deftpipe.audit._run import AUDIT_LABEL
+    from deftpipe.audit._run_audit import AUDIT_LABEL
 
     lines = [f"{heading} {AUDIT_LABEL}", ""]
     if not audit:

@@ -21,8 +21,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from deftpipe._redact import scrub_clip
 from deftpipe.automl._best_rec import BEST_REC_SCHEMA_VERSION
-from deftpipe.automl._records import collapsed, ranked, rec_id, retried_by, to_rec
 from deftpipe.automl._settings import SweepSettings
+from deftpipe.automl._study_reader import collapsed, ranked, rec_id, retried_by, to_rec
 from deftpipe.automl._trial import ABORT_ERRORS, build_spec, tuned_specs
 from deftpipe.errors import SweepError
 from deftpipe.model import get_adapter

@@ -21,9 +21,8 @@ from optuna.storages import RDBStorage, fail_stale_trials
 from deftpipe._fs import new_folder_removed_on_error
 from deftpipe.automl._algorithms import SweepContext, get_algorithm, make_sampler_pruner
 from deftpipe.automl._best_rec import write_best_rec
+from deftpipe.automl._console import NullProgress, make_progress, print_summary
 from deftpipe.automl._out_dir import claim_out_dir, refuse_other_owner
-from deftpipe.automl._records import progress_counts, prune_checkpoints, rec_id
-from deftpipe.automl._report import NullProgress, make_progress, print_summary
 from deftpipe.automl._select import select_and_build
 from deftpipe.automl._settings import METRICS, SweepSettings, check_resumable, read_settings, write_settings
 from deftpipe.automl._space import SearchSpace, load_search_space, parse_search_space
@@ -35,6 +34,7 @@ from deftpipe.automl._storage import (
     storage_url,
     study_names,
 )
+from deftpipe.automl._study_reader import progress_counts, prune_checkpoints, rec_id
 from deftpipe.automl._trial import TrialFailed, TrialObjective
 from deftpipe.errors import CheckpointError, DataError, SpecError, SweepError
 from deftpipe.spec import Spec, load_spec, spec_from_dict, spec_to_dict

@@ -11,8 +11,8 @@ from deftpipe.deft._best import (
 )
 from deftpipe.deft._choice import Candidate, Choice, decide, keep, loop_best
 from deftpipe.deft._evaluator import PLACEHOLDERS as EVALUATOR_PLACEHOLDERS
+from deftpipe.deft._html_report import render_report
 from deftpipe.deft._loop import run_loop
-from deftpipe.deft._report import render_report
 from deftpipe.deft._runs import describe as describe_run
 from deftpipe.deft._runs import latest_unfinished, new_run_folder, run_folders
 from deftpipe.deft._state import STAGES, STATE_NAME, load_state

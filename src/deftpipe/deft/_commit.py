@@ -13,7 +13,7 @@ from typing import Any
 
 from deftpipe._faults import die_after_commit
 from deftpipe.deft import _state
-from deftpipe.deft._report import render_report
+from deftpipe.deft._html_report import render_report
 
 
 def refresh_report(results_dir: str | Path) -> None:

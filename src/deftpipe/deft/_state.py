@@ -1,11 +1,9 @@
 """``deft_state.json`` (docs/contracts.md §7): the loop's single source of truth, owned by this module only.
 
 Every state change is one :func:`commit`: check that the stage's artefacts exist, record them,
-append an event, write the file atomically (temp + fsync + rename), then refresh the report. A
-corrupt file is never overwritten: :func:`load_state` raises :class:`StateError` and leaves it as
-it is.
-
-Test hook: ``DEFTPIPE_FAULT_AFTER`` (:mod:`deftpipe._faults`) kills the process right after a commit.
+append an event, write the file atomically (temp + fsync + rename). The loop driver then rebuilds
+the report (:mod:`deftpipe.deft._commit`, which also holds the ``DEFTPIPE_FAULT_AFTER`` test hook). A
+corrupt file is never overwritten: :func:`load_state` raises :class:`StateError` and leaves it as it is.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ Phase 1 → 2 → 3, resumable) and :func:`run_demo`. See docs/pipeline.md.
 from deftpipe._faults import FAULT_ENV, FAULT_POINTS
 from deftpipe.pipeline._demo import DEMO_OVERRIDES, run_demo
 from deftpipe.pipeline._handoff import best_iteration, merge_winner_spec, strip_budget
+from deftpipe.pipeline._pipeline_state import RECORD_NAME, PipelineRecord, latest_unfinished
 from deftpipe.pipeline._preflight import preflight
-from deftpipe.pipeline._record import RECORD_NAME, PipelineRecord, latest_unfinished
 from deftpipe.pipeline._run import PreflightError, run_pipeline
 from deftpipe.pipeline._trajectory import build_trajectory, improvement
 from deftpipe.pipeline._view import render_preflight

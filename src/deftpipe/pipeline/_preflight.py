@@ -25,7 +25,7 @@ from deftpipe.pipeline._checks import (
     settings_blockers,
 )
 from deftpipe.pipeline._estimate import estimate
-from deftpipe.pipeline._record import RECORD_NAME, PipelineRecord, latest_unfinished
+from deftpipe.pipeline._pipeline_state import RECORD_NAME, PipelineRecord, latest_unfinished
 from deftpipe.spec import Spec, load_spec
 from deftpipe.tao import add_tao_checks
 

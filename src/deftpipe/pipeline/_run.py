@@ -28,8 +28,8 @@ from deftpipe.pipeline import _budget as budget
 from deftpipe.pipeline._estimate import record_actuals
 from deftpipe.pipeline._handoff import handoff_1_to_2, handoff_2_to_3
 from deftpipe.pipeline._phases import load_phase1, run_phase1, run_phase3
+from deftpipe.pipeline._pipeline_state import PipelineRecord
 from deftpipe.pipeline._preflight import preflight
-from deftpipe.pipeline._record import PipelineRecord
 from deftpipe.pipeline._trajectory import (
     build_trajectory,
     comparison,
