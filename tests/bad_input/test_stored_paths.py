@@ -36,7 +36,7 @@ def _run(tmp: Path) -> tuple[Path, Path]:
 
 def _docs(ws: Path, run: Path) -> dict[str, dict]:
     from deftpipe.deft._state import STATE_VERSION
-    from deftpipe.pipeline._record import PHASES
+    from deftpipe.pipeline._pipeline_state import PHASES
 
     return {
         "deft_state.json": {"version": STATE_VERSION, "status": "in_progress", "results_dir": str(run),
@@ -50,9 +50,9 @@ def _docs(ws: Path, run: Path) -> dict[str, dict]:
 
 
 def _readers(run: Path):
-    from deftpipe.audit._run import _read_json
+    from deftpipe.audit._run_audit import _read_json
     from deftpipe.deft._state import load_state
-    from deftpipe.pipeline._record import PipelineRecord
+    from deftpipe.pipeline._pipeline_state import PipelineRecord
 
     return {"deft_state.json": [lambda: load_state(run), lambda: _read_json(run / "deft_state.json")],
             "pipeline_state.json": [lambda: PipelineRecord.load(run), lambda: _read_json(run / "pipeline_state.json")],
@@ -111,9 +111,9 @@ def test_a_dataset_path_pipeline_yaml_names_outside_the_workspace_is_allowed(tmp
 READERS = {
     "_stored_paths:read_run_json": "the resolver itself",
     "deft/_state:load_state": "check_stored_paths",
-    "pipeline/_record:load": "check_stored_paths",
-    "audit/_run:_read_json": "check_stored_paths",
-    "pipeline/_record:latest_unfinished": "reads only the status field",
+    "pipeline/_pipeline_state:load": "check_stored_paths",
+    "audit/_run_audit:_read_json": "check_stored_paths",
+    "pipeline/_pipeline_state:latest_unfinished": "reads only the status field",
     "model/_train:_record_failure": "metrics.json of the folder being written; follows no path",
     "model/_command:train": "the external trainer's metrics; numbers only",
     "model/_command:evaluate": "the external evaluator's stdout; numbers only",
@@ -122,7 +122,7 @@ READERS = {
     "deft/_runs:describe": "display only (status); follows no path",
     "deft/_runs:_sweeps": "a sweep's progress.json: counts and names for status; follows no path",
     "deft/_best:_read": "best_model.json of the run being written; the audit re-reads it through _read_json",
-    "deft/_report:_read_json": "artefact paths from a state load_state checked",
+    "deft/_html_report:_read_json": "artefact paths from a state load_state checked",
     "deft/_evaluator:run_evaluator": "the evaluator's stdout",
     "deft/_steps:_targets": "routing_json, an artefact path load_state checked",
     "deft/_steps:step_mining": "routing_json, an artefact path load_state checked",

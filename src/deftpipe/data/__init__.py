@@ -16,6 +16,7 @@ from deftpipe.data._csv import (
 from deftpipe.data._deeppcb import import_deeppcb
 from deftpipe.data._layout import layout_for, resolve_layout, workspace_input_size
 from deftpipe.data._leakage import LeakReport, PairLeak, content_hashes, find_leaks
+from deftpipe.data._open import open_image
 from deftpipe.data._stats import dataset_stats, stats_table, workspace_table
 from deftpipe.data._synthetic import SIZES as SYNTHETIC_SIZES
 from deftpipe.data._synthetic import make_synthetic_workspace
@@ -45,6 +46,7 @@ __all__ = [
     "load_pairs",
     "make_synthetic_workspace",
     "normalize_label",
+    "open_image",
     "read_dataset",
     "layout_for",
     "resolve_layout",

@@ -21,8 +21,7 @@ from markupsafe import Markup
 from PIL import Image
 
 from deftpipe._fs import atomic_write_json, atomic_write_text
-from deftpipe.data import layout_for
-from deftpipe.data._open import open_image
+from deftpipe.data import layout_for, open_image
 from deftpipe.deft import _state
 from deftpipe.errors import DataError
 from deftpipe.metrics import fmt_value
