@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from deftpipe.config import CONFIG_NAME, find_workspace, load_config
 from deftpipe.errors import StateError, clip
 
 #: Fields whose value is a path deftpipe will read or write (any depth of the document).
@@ -42,8 +43,6 @@ def run_folder(path: Path) -> Path:
 
 def allowed_roots(source: Path, data: Any = None) -> list[str]:
     """Real paths a file's paths may lie in: its run folder, the workspace and its dataset paths."""
-    from deftpipe.config import CONFIG_NAME, find_workspace, load_config
-
     run = run_folder(source)
     ws = find_workspace(run)
     if ws is None and run.parent.name == "results":  # WS/results/run_*: WS by the layout (DESIGN §2)

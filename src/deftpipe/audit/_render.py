@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from deftpipe.audit._run_audit import AUDIT_LABEL
 from deftpipe.metrics import fmt_value
 
 _HEAD = ("| set | defects | PASS | recall @ shipped thr. | escapes | FAR @ shipped thr. | FAR@100%R [95 % CI] "
@@ -31,8 +32,6 @@ def _listed(title: str, rows: list[dict[str, Any]]) -> list[str]:
 
 def audit_markdown(audit: dict[str, Any] | None, *, heading: str = "##") -> list[str]:
     """Markdown of a run's ``audit`` object (or of :func:`audit_checkpoint`'s result)."""
-    from deftpipe.audit._run_audit import AUDIT_LABEL
-
     lines = [f"{heading} {AUDIT_LABEL}", ""]
     if not audit:
         return lines + ["No audit recorded for this run.", ""]

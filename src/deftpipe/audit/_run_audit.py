@@ -16,7 +16,7 @@ from deftpipe._fs import atomic_write_json
 from deftpipe._stored_paths import check_stored_paths
 from deftpipe.audit._core import FIGURES, audit_checkpoint
 from deftpipe.config import load_config
-from deftpipe.deft import kpi_pass_scores
+from deftpipe.deft import kpi_metrics, kpi_pass_scores
 from deftpipe.errors import StateError
 from deftpipe.metrics import ThresholdRule
 from deftpipe.model import get_adapter
@@ -71,8 +71,6 @@ def reference_models(results_dir: Path) -> dict[str, dict[str, Any]]:
 def _kpi_scores(results_dir: Path, ref: dict[str, Any], spec: Any) -> tuple[float | None, Path]:
     """A reference model's KPI 100 %-recall threshold and its KPI inference CSV (scored here, as
     Phase 3's winner is, when the run did not record them)."""
-    from deftpipe.pipeline._phases import kpi_metrics
-
     recorded = ref.get("kpi_inference_csv")
     if ref.get("kpi_threshold") is not None and recorded and Path(recorded).is_file():
         return ref["kpi_threshold"], Path(recorded)

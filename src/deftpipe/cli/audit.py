@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 
 from deftpipe.audit import audit_checkpoint, audit_markdown, audit_run
-from deftpipe.cli._util import out, print_json, probability
+from deftpipe.cli._util import err, out, print_json, probability
+from deftpipe.errors import StateError
 
 
 def audit_cmd(
@@ -49,8 +50,6 @@ def audit_cmd(
 
 def _run_folder(path: Path) -> Path:
     """``path`` itself, or — a workspace — its newest run folder that holds a deliverable."""
-    from deftpipe.errors import StateError
-
     if not path.is_dir():
         raise StateError(f"{path} does not exist; give a run folder (WS/results/run_<stamp>) or a workspace")
     if not (path / "pipeline.yaml").is_file():
@@ -59,7 +58,6 @@ def _run_folder(path: Path) -> Path:
     if not runs:
         raise StateError(f"{path} is a workspace with no finished run (no results/run_*/best_model.json); finish a run "
                          f"with `deftpipe run {path}`, or give a run folder (WS/results/run_<stamp>)")
-    from deftpipe.cli._util import err
 
     err.print(f"auditing the workspace's latest finished run: {runs[-1]}", markup=False, highlight=False)
     return runs[-1]

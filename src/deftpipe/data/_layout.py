@@ -45,8 +45,6 @@ def layout_for(spec, start: str | Path | None) -> ImageLayout:
     """The one image-root rule of every command: inside a workspace (the folder of ``pipeline.yaml``
     above ``start``), its ``data.images_dir``; outside any, the spec's ``dataset.classify.images_dir``.
     The spec always gives the image extension and the lighting names."""
-    from deftpipe.config import find_workspace, load_config
-
     ext, lights = spec.dataset.classify.image_ext, spec.lights
     ws = find_workspace(start) if start is not None else None
     if ws is None:

@@ -13,6 +13,7 @@ from deftpipe.deft._choice import Candidate, Choice, decide, keep, loop_best
 from deftpipe.deft._evaluator import PLACEHOLDERS as EVALUATOR_PLACEHOLDERS
 from deftpipe.deft._html_report import render_report
 from deftpipe.deft._loop import run_loop
+from deftpipe.deft._model_stages import kpi_metrics
 from deftpipe.deft._runs import describe as describe_run
 from deftpipe.deft._runs import latest_unfinished, new_run_folder, run_folders
 from deftpipe.deft._state import STAGES, STATE_NAME, load_state
@@ -20,6 +21,7 @@ from deftpipe.deft._state import STAGES, STATE_NAME, load_state
 __all__ = [
     "EVALUATOR_PLACEHOLDERS",
     "describe_run",
+    "kpi_metrics",
     "kpi_pass_scores",
     "latest_unfinished",
     "new_run_folder",

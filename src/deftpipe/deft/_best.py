@@ -24,9 +24,13 @@ import pandas as pd
 import yaml
 
 from deftpipe._fs import atomic_path, atomic_write_json, atomic_write_text
+from deftpipe.config import load_config
+from deftpipe.data import is_defect
 from deftpipe.deft import _state
 from deftpipe.deft._choice import Candidate, decide, loop_best
 from deftpipe.deft._commit import commit, refresh_report
+from deftpipe.deft._context import jsonable
+from deftpipe.deft._model_stages import pick_metrics
 from deftpipe.errors import CheckpointError, StateError
 from deftpipe.metrics import ThresholdRule
 from deftpipe.selection import RULE_FIGURE
@@ -129,8 +133,6 @@ def kpi_pass_scores(inference_csv: str | Path | None) -> np.ndarray:
     Raises:
         StateError: the CSV is missing or has no ``label``/``score`` columns (rerun the evaluation).
     """
-    from deftpipe.data import is_defect
-
     try:
         df = pd.read_csv(inference_csv, usecols=["label", "score"], dtype={"label": str})
     except (OSError, ValueError, TypeError) as e:
@@ -160,8 +162,6 @@ def preseed_baseline(results_dir: str | Path, *, workspace: str | Path, config, 
         CheckpointError: ``checkpoint`` missing or empty.
         StateError: the state already has a baseline beyond its train stage.
     """
-    from deftpipe.config import load_config
-
     results_dir, checkpoint = Path(results_dir).resolve(), Path(checkpoint).resolve()
     if not checkpoint.is_file() or checkpoint.stat().st_size == 0:
         raise CheckpointError(f"pre-seed checkpoint {checkpoint} is missing or empty; copy the Phase 1 winner first")
@@ -201,9 +201,6 @@ def record_user_spec(results_dir: str | Path, *, checkpoint: str | Path, inferen
     Raises:
         CheckpointError: ``checkpoint`` or ``inference_csv`` missing.
     """
-    from deftpipe.deft._context import jsonable
-    from deftpipe.deft._model_stages import pick_metrics
-
     results_dir = Path(results_dir)
     for what, p in (("checkpoint", checkpoint), ("KPI scores", inference_csv)):
         if not Path(p).is_file():
@@ -221,9 +218,6 @@ def record_final_automl(results_dir: str | Path, *, checkpoint: str | Path, metr
                         inference_csv: str | Path, best_rec_path: str | Path, source: str = "automl_phase3",
                         spec_path: str | Path | None = None) -> dict[str, Any]:
     """Record Phase 3's winner as ``iterations.final_automl`` and recompute the best model."""
-    from deftpipe.deft._context import jsonable
-    from deftpipe.deft._model_stages import pick_metrics
-
     t0 = time.monotonic()
     results_dir = Path(results_dir)
     state = _state.load_state(results_dir)

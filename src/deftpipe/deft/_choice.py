@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from deftpipe.data import identity_keys, is_defect
 from deftpipe.selection import Challenge, beats_by_rule, challenge, rule_figure
 
 
@@ -45,8 +46,6 @@ class Choice:
 
 @lru_cache(maxsize=32)
 def _scores(csv: str, mtime_ns: int) -> pd.DataFrame:
-    from deftpipe.data import identity_keys, is_defect
-
     df = pd.read_csv(csv, dtype=str, keep_default_na=False)
     out = pd.DataFrame({"key": identity_keys(df).to_numpy(), "defect": is_defect(df["label"]).to_numpy(),
                         "score": pd.to_numeric(df["score"], errors="coerce").to_numpy(dtype=float)})

@@ -6,6 +6,7 @@ from it.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from deftpipe._fs import atomic_write_json
-from deftpipe.data import is_defect
+from deftpipe.data import is_defect, read_dataset
 from deftpipe.deft._context import LoopContext, jsonable
 from deftpipe.errors import DataError
 from deftpipe.metrics import compute_metrics
@@ -107,8 +108,23 @@ def evaluate_scores(inference_csv: Path, out_dir: Path, *, seed: int = 0) -> Eva
     return EvalOutput(metrics=metrics, metrics_json=path)
 
 
+def kpi_metrics(inference_csv: Path) -> dict[str, Any]:
+    """The KPI metrics of an inference CSV, computed exactly as the loop's evaluate stage does
+    (:func:`deftpipe.metrics.compute_metrics` on ``score`` with the row labels, seed 0), so Phase 3's
+    number (and the audit's reference models') is comparable with the loop's iterations."""
+    df = read_dataset(inference_csv)
+    scores = pd.to_numeric(df["score"], errors="coerce").to_numpy(dtype=float)
+    y = is_defect(df["label"]).to_numpy()
+    metrics = {**compute_metrics(y, scores, labels=df["label"].to_numpy(), seed=0), **selection_metrics(y, scores)}
+    return json.loads(json.dumps(metrics, default=_plain))
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else str(v)
+
+
 def pick_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: metrics[k] for k in METRIC_KEYS if k in metrics}
 
 
-__all__ = ["EvalOutput", "TrainOutput", "evaluate_scores", "pick_metrics", "run_inference", "train_model"]
+__all__ = ["EvalOutput", "TrainOutput", "evaluate_scores", "kpi_metrics", "pick_metrics", "run_inference", "train_model"]

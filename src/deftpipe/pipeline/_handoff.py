@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from deftpipe import deft
 from deftpipe._faults import fault_point
 from deftpipe._fs import atomic_path, atomic_write_text
 from deftpipe._yaml import load_yaml_file
@@ -95,8 +96,6 @@ def handoff_1_to_2(ws: Path, cfg: PipelineConfig, results_dir: Path, best_rec: d
                    winner: dict[str, Any], reference: dict[str, Any] | None = None) -> dict[str, Any]:
     """Merged spec → copied checkpoint → pre-seeded ``deft_state.json`` (skipped when already there)
     → the user's spec trained once (``reference``) recorded as the candidate every deliverable must beat."""
-    from deftpipe import deft
-
     spec_path = merge_winner_spec(ws, cfg, winner, results_dir / "automl" / "phase1" / MERGED_SPEC_NAME)
     fault_point("handoff12.spec")
     epoch, step = checkpoint_epoch_step(winner)
@@ -119,8 +118,6 @@ def handoff_1_to_2(ws: Path, cfg: PipelineConfig, results_dir: Path, best_rec: d
 
 
 def _already_preseeded(results_dir: Path, ckpt: Path) -> bool:
-    from deftpipe import deft
-
     if not (results_dir / "deft_state.json").is_file():
         return False
     base = deft.load_state(results_dir)["iterations"].get("baseline", {})
@@ -137,8 +134,6 @@ def best_iteration(state: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
     Raises StateError when no iteration was evaluated.
     """
-    from deftpipe import deft
-
     choice = deft.loop_best(state)
     label = choice.kept.label if choice else None
     if label is None:

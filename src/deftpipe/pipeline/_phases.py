@@ -14,16 +14,20 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
+from deftpipe import deft
 from deftpipe._faults import fault_point
 from deftpipe._fs import atomic_write_json
+from deftpipe.automl import run_sweep
 from deftpipe.config import PipelineConfig, SweepConfig
+from deftpipe.data import read_dataset, write_dataset
 from deftpipe.errors import SweepError
+from deftpipe.metrics import is_collapsed
+from deftpipe.model import get_adapter
 from deftpipe.pipeline._budget import sweep_stop_reason
 from deftpipe.pipeline._handoff import checkpoint_epoch_step, copy_checkpoint
 from deftpipe.pipeline._preflight import PHASE1_DIR, PHASE3_DIR
-from deftpipe.selection import TAIL_K, rank, selection_metrics
+from deftpipe.selection import TAIL_K, rank
+from deftpipe.spec import load_spec
 
 QUALITY_NAME = "quality_check.json"
 UNTRAINED_ROWS = 32
@@ -33,8 +37,6 @@ def sweep(ws: Path, cfg: PipelineConfig, sweep_cfg: SweepConfig, *, spec: Path, 
           pretrained: Path | None = None, enqueue_spec: Path | None = None, show_progress: bool = True,
           study_name: str | None = None, deadline: float | None = None) -> dict[str, Any]:
     """One call of run_sweep with a phase's settings (the same arguments on every resume)."""
-    from deftpipe.automl import run_sweep
-
     return run_sweep(
         spec=spec, train_csv=train_csv, val_csv=cfg.path(ws, cfg.data.val_csv), out_dir=out_dir,
         metric=sweep_cfg.metric, algorithm=sweep_cfg.algorithm, max_recommendations=sweep_cfg.max_recommendations,
@@ -53,10 +55,6 @@ def untrained_metrics(spec: Path, train_csv: Path, val_csv: Path) -> dict[str, A
     epoch on a few rows at a learning rate of 1e-12: the weights stay what initialisation (or the
     pretrained checkpoint) made them, and the adapter writes a checkpoint we can evaluate.
     """
-    from deftpipe.data import read_dataset, write_dataset
-    from deftpipe.model import get_adapter
-    from deftpipe.spec import load_spec
-
     s = load_spec(spec)
     s.train.num_epochs = 1
     s.train.optim.lr = 1e-12
@@ -79,8 +77,6 @@ def _rec_ckpt_ok(rec: dict[str, Any]) -> bool:
 
 def quality_check(best_rec: dict[str, Any], *, untrained: dict[str, Any] | None) -> dict[str, Any]:
     """Winner not collapsed (else the next best with a kept checkpoint) and better than untrained."""
-    from deftpipe.metrics import is_collapsed
-
     best = dict(best_rec["best"])
     sign = 1.0 if best_rec.get("direction", "minimize") == "minimize" else -1.0
     recs = {r.get("rec_id"): r for r in best_rec.get("all_recs", [])}
@@ -158,9 +154,6 @@ def challenge_user_spec(ws: Path, cfg: PipelineConfig, results_dir: Path, qc: di
     KPI set (:func:`deftpipe.deft.decide`). None when there is nothing to compare (no reference, or
     the winner is the user's spec itself).
     """
-    from deftpipe import deft
-    from deftpipe.model import get_adapter
-
     ref, winner = qc.get("reference"), qc["winner"]
     if not ref or winner.get("rec_id") == ref.get("rec_id"):
         return None
@@ -170,7 +163,7 @@ def challenge_user_spec(ws: Path, cfg: PipelineConfig, results_dir: Path, qc: di
         get_adapter(cfg.path(ws, cfg.data.spec)).infer(ckpt, cfg.path(ws, cfg.data.kpi_csv), csv)
     user = deft.Candidate(deft.USER_SPEC, {**ref, "best_ckpt_path": ref["checkpoint"]})
     challenger = deft.Candidate(f"phase1 winner {winner.get('rec_id')}",
-                                {**kpi_metrics(csv), "best_ckpt_path": str(ckpt), "inference_csv": str(csv)})
+                                {**deft.kpi_metrics(csv), "best_ckpt_path": str(ckpt), "inference_csv": str(csv)})
     return deft.decide(user, challenger)
 
 
@@ -190,8 +183,6 @@ def evaluate_reference(ws: Path, cfg: PipelineConfig, results_dir: Path, best_re
     retention does) and scored exactly as the loop scores its iterations, so the summary can compare
     the deliverable with it. Nothing is chosen with it. None when the trial left no checkpoint.
     """
-    from deftpipe.model import get_adapter
-
     ref = next((r for r in best_rec["all_recs"] if r.get("enqueued_from") and r.get("checkpoint_uri")), None)
     if ref is None:
         return None
@@ -201,7 +192,7 @@ def evaluate_reference(ws: Path, cfg: PipelineConfig, results_dir: Path, best_re
     inference_csv = out / "inference_kpi.csv"
     if not inference_csv.is_file():
         get_adapter(spec).infer(ckpt, cfg.path(ws, cfg.data.kpi_csv), inference_csv)
-    metrics = kpi_metrics(inference_csv)
+    metrics = deft.kpi_metrics(inference_csv)
     return {"rec_id": ref["rec_id"], "checkpoint": str(ckpt), "val_score": ref.get("score"),
             "inference_csv": str(inference_csv), **{k: metrics.get(k) for k in REFERENCE_KEYS}}
 
@@ -210,30 +201,9 @@ def load_phase1(results_dir: Path) -> dict[str, Any]:
     return json.loads((results_dir / PHASE1_DIR / QUALITY_NAME).read_text(encoding="utf-8"))
 
 
-def kpi_metrics(inference_csv: Path) -> dict[str, Any]:
-    """The KPI metrics of an inference CSV, computed exactly as the loop's evaluate stage does
-    (:func:`deftpipe.metrics.compute_metrics` on ``score`` with the row labels, seed 0), so Phase 3's
-    number is comparable with the loop's iterations."""
-    from deftpipe.data import is_defect, read_dataset
-    from deftpipe.metrics import compute_metrics
-
-    df = read_dataset(inference_csv)
-    scores = pd.to_numeric(df["score"], errors="coerce").to_numpy(dtype=float)
-    y = is_defect(df["label"]).to_numpy()
-    metrics = {**compute_metrics(y, scores, labels=df["label"].to_numpy(), seed=0), **selection_metrics(y, scores)}
-    return json.loads(json.dumps(metrics, default=_plain))
-
-
-def _plain(v: Any) -> Any:
-    return v.item() if hasattr(v, "item") else str(v)
-
-
 def run_phase3(ws: Path, cfg: PipelineConfig, results_dir: Path, *, spec: Path, handoff: dict[str, Any],
                enqueue_spec: Path | None, show_progress: bool, deadline: float | None = None) -> dict[str, Any]:
     """Warm-started sweep on the loop's data → KPI evaluation → ``iterations.final_automl`` → best model."""
-    from deftpipe import deft
-    from deftpipe.model import get_adapter
-
     out = results_dir / PHASE3_DIR
     try:
         best_rec = sweep(ws, cfg, cfg.automl.phase3, spec=spec, train_csv=Path(handoff["train_csv"]), out_dir=out,
@@ -252,7 +222,7 @@ def run_phase3(ws: Path, cfg: PipelineConfig, results_dir: Path, *, spec: Path, 
     ckpt = copy_checkpoint(best["checkpoint_uri"], out / "train", epoch, step)
     inference_csv = out / "inference" / "inference_kpi.csv"
     get_adapter(spec).infer(ckpt, cfg.path(ws, cfg.data.kpi_csv), inference_csv)
-    metrics = kpi_metrics(inference_csv)
+    metrics = deft.kpi_metrics(inference_csv)
     atomic_write_json(out / "kpi_metrics.json", metrics)
     fault_point("phase3.evaluated")
     state = deft.load_state(results_dir)
