@@ -132,6 +132,7 @@ READERS = {
     "pipeline/_estimate:*": "the calibration file: numbers only",
     "pipeline/_run:*": "best_model.json / best_rec of the record PipelineRecord.load checked",
     "audit/_core:audit_checkpoint": "json round-trip of a dict (no file)",
+    "deft/_model_stages:kpi_metrics": "json round-trip of a dict (no file)",
 }
 
 

@@ -14,6 +14,7 @@ import threading
 
 import typer
 
+import deftpipe.tao  # noqa: F401  (registers adapter.kind "tao" and the TAO spec format)
 from deftpipe._cores import env_threads
 from deftpipe._fs import DISK_ERRNOS
 from deftpipe._redact import scrub, scrub_clip
@@ -36,8 +37,6 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    import deftpipe.tao  # noqa: F401  (registers adapter.kind "tao" and the TAO spec format)
-
     for mod in (data_cli, model_cli, automl_cli, deft_cli, pipeline_cli, audit_cli):
         mod.register(app)
 
