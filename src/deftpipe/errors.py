@@ -49,11 +49,16 @@ class SweepError(DeftpipeError):
     """An AutoML study could not be created, resumed or completed."""
 
 
+class NoUsableTrial(SweepError):
+    """A sweep finished without a trial that can win (every one failed, was pruned or collapsed)."""
+
+
 __all__ = [
     "MAX_ECHO",
     "CheckpointError",
     "DataError",
     "DeftpipeError",
+    "NoUsableTrial",
     "SpecError",
     "StateError",
     "SweepError",

@@ -12,7 +12,13 @@ from deftpipe.automl._algorithms import (
     get_algorithm,
     make_sampler_pruner,
 )
-from deftpipe.automl._best_rec import BEST_REC_NAME, BEST_REC_SCHEMA, validate_best_rec, write_best_rec
+from deftpipe.automl._best_rec import (
+    BEST_REC_NAME,
+    BEST_REC_SCHEMA,
+    RecStatus,
+    validate_best_rec,
+    write_best_rec,
+)
 from deftpipe.automl._settings import METRICS
 from deftpipe.automl._space import Param, SearchSpace, load_search_space, parse_search_space
 from deftpipe.automl._storage import redact, storage_url
@@ -26,6 +32,7 @@ __all__ = [
     "DEFAULT_STUDY",
     "METRICS",
     "Param",
+    "RecStatus",
     "SearchSpace",
     "SweepContext",
     "describe_algorithms",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,31 @@ from deftpipe.errors import SweepError
 
 BEST_REC_NAME = "best_rec.json"
 BEST_REC_SCHEMA_VERSION = 1
+
+
+
+class RecStatus(StrEnum):
+    """The status of a trial's record (an ``all_recs`` row): Optuna's ``TrialState`` in lower case,
+    with a failed trial told apart as ``rejected`` (collapse guard), ``retried`` (its worker died and
+    the trial was re-enqueued) or ``failed``."""
+
+    COMPLETE = "complete"
+    PRUNED = "pruned"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    RETRIED = "retried"
+    RUNNING = "running"
+    WAITING = "waiting"
+
+    @classmethod
+    def of(cls, raw: Any) -> RecStatus | None:
+        """The status of a stored row (an upper-case spelling such as ``COMPLETE`` reads the same);
+        None when it is none of them."""
+        try:
+            return cls(str(raw).lower())
+        except ValueError:
+            return None
+
 
 _NUM_OR_NULL = {"type": ["number", "null"]}
 BEST_REC_SCHEMA: dict[str, Any] = {
@@ -54,8 +80,7 @@ BEST_REC_SCHEMA: dict[str, Any] = {
                 "properties": {
                     "rec_id": {"type": "string"},
                     "score": _NUM_OR_NULL,
-                    "status": {"enum": ["complete", "pruned", "failed", "rejected", "retried", "running",
-                                        "waiting"]},
+                    "status": {"enum": [s.value for s in RecStatus]},
                     "specs": {"type": "object"},
                     "pred_counts": {"type": ["object", "null"]},
                     "duration": _NUM_OR_NULL,
@@ -86,4 +111,4 @@ def write_best_rec(obj: dict[str, Any], out_dir: str | Path) -> Path:
     return atomic_write_json(Path(out_dir) / BEST_REC_NAME, obj)
 
 
-__all__ = ["BEST_REC_NAME", "BEST_REC_SCHEMA", "validate_best_rec", "write_best_rec"]
+__all__ = ["BEST_REC_NAME", "BEST_REC_SCHEMA", "RecStatus", "validate_best_rec", "write_best_rec"]

@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from deftpipe.automl._best_rec import RecStatus
+
 
 class NullProgress:
     """The "off" switch: same methods, does nothing."""
@@ -185,7 +187,7 @@ def summary_table(best_rec: dict[str, Any]) -> Table:
     metric = best_rec["metric_name"]
     reverse = best_rec["direction"] == "maximize"
     recs = best_rec["all_recs"]
-    scored = sorted((r for r in recs if r["status"] == "complete" and r["score"] is not None),
+    scored = sorted((r for r in recs if r["status"] == RecStatus.COMPLETE and r["score"] is not None),
                     key=lambda r: r["score"], reverse=reverse)
     rest = [r for r in recs if r not in scored]
     table = Table(title=f"AutoML {best_rec['experiment_id']}: {metric} ({best_rec['direction']})")

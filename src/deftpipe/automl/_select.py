@@ -24,7 +24,7 @@ from deftpipe.automl._best_rec import BEST_REC_SCHEMA_VERSION
 from deftpipe.automl._settings import SweepSettings
 from deftpipe.automl._study_reader import collapsed, ranked, rec_id, retried_by, to_rec
 from deftpipe.automl._trial import ABORT_ERRORS, build_spec, tuned_specs
-from deftpipe.errors import SweepError
+from deftpipe.errors import NoUsableTrial
 from deftpipe.model import get_adapter
 
 RERUN_SEED_OFFSET = 1000  # fresh seed of a verification re-run = spec seed + offset
@@ -69,13 +69,13 @@ def rerun_with_fresh_seed(study: optuna.Study, settings: SweepSettings, t: Froze
     return info
 
 
-def _no_winner(trials: list[FrozenTrial], recs: dict[int, dict[str, Any]]) -> SweepError:
+def _no_winner(trials: list[FrozenTrial], recs: dict[int, dict[str, Any]]) -> NoUsableTrial:
     counts: dict[str, int] = {}
     for r in recs.values():
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     reasons = [r["reason"] for r in recs.values() if r["reason"]]
     first = f"; first reason: {reasons[0]}" if reasons else ""
-    return SweepError(
+    return NoUsableTrial(
         f"no usable trial among {len(trials)} ({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}){first}; "
         "check the training data and the search space ranges (e.g. a lower train.optim.lr), then rerun"
     )

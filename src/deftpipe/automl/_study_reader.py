@@ -14,6 +14,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from deftpipe.automl._best_rec import RecStatus
 from deftpipe.automl._settings import SweepSettings
 from deftpipe.automl._trial import trial_dir, tuned_specs
 from deftpipe.metrics import is_collapsed
@@ -57,12 +58,12 @@ def trial_score(t: FrozenTrial) -> float | None:
     return None
 
 
-def trial_status(t: FrozenTrial, retries: dict[int, int]) -> str:
+def trial_status(t: FrozenTrial, retries: dict[int, int]) -> RecStatus:
     if t.state == TrialState.FAIL:
         if t.user_attrs.get("rejected"):
-            return "rejected"
-        return "failed" if "fail_reason" in t.user_attrs or t.number not in retries else "retried"
-    return t.state.name.lower()
+            return RecStatus.REJECTED
+        return RecStatus.FAILED if "fail_reason" in t.user_attrs or t.number not in retries else RecStatus.RETRIED
+    return RecStatus(t.state.name.lower())
 
 
 def _reason(t: FrozenTrial, retries: dict[int, int]) -> str | None:

@@ -16,9 +16,12 @@ from deftpipe.deft._loop import run_loop
 from deftpipe.deft._model_stages import kpi_metrics
 from deftpipe.deft._runs import describe as describe_run
 from deftpipe.deft._runs import latest_unfinished, new_run_folder, run_folders
-from deftpipe.deft._state import STAGES, STATE_NAME, load_state
+from deftpipe.deft._state import STAGES, STATE_NAME, IterationStatus, RunStatus, Stage, load_state
 
 __all__ = [
+    "IterationStatus",
+    "RunStatus",
+    "Stage",
     "EVALUATOR_PLACEHOLDERS",
     "describe_run",
     "kpi_metrics",

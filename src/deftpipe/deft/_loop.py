@@ -27,6 +27,7 @@ from deftpipe.deft._best import write_best_model
 from deftpipe.deft._commit import commit, refresh_report
 from deftpipe.deft._context import HardStop, LoopContext
 from deftpipe.deft._progress import LoopProgress, fmt_pct
+from deftpipe.deft._state import IterationStatus, RunStatus
 from deftpipe.deft._steps import (
     Run,
     evaluated,
@@ -86,7 +87,7 @@ def run_loop(workspace: str | Path, *, results_dir: str | Path, config: Pipeline
     guard = run_lock(results_dir, what="DEFT loop") if lock else contextlib.nullcontext()
     with guard:
         state = open_state(workspace, results_dir, config=config, max_iterations=max_iterations)
-        if state["status"] == "complete":
+        if state["status"] == RunStatus.COMPLETE:
             write_best_model(results_dir)  # idempotent: repairs a kill between the last commit and the hand-off
             return state
         ctx = LoopContext.from_state(state, show_progress=show_progress)
@@ -104,18 +105,18 @@ def open_state(workspace: Path, results_dir: Path, *, config: PipelineConfig | N
             raise StateError(f"{_state.state_path(results_dir)} belongs to the run in {recorded} (it was copied or "
                              "moved); resume that run where it is, or start a new one with "
                              "`deftpipe deft run WS --new`")
-        if state["status"] == "failed":
+        if state["status"] == RunStatus.FAILED:
             if state.get("hard_stop"):
                 raise StateError(f"the run in {results_dir} hard-stopped ({state.get('reason')}); it is not resumed "
                                  "— start a new run with `deftpipe deft run WS --new`")
             _state.add_event(state, label="run", stage="resume", status="ok", duration_sec=0.0,
                              summary=f"resuming after failure: {state.get('reason')}")
-            state["status"], state["reason"] = "in_progress", None
+            state["status"], state["reason"] = RunStatus.IN_PROGRESS, None
             changed = _state.refresh_resumable_settings(state, config or load_config(workspace))
             if changed:  # e.g. the evaluator command that failed, now fixed
                 _state.add_event(state, label="run", stage="resume", status="ok", duration_sec=0.0,
                                  summary=f"settings taken from pipeline.yaml on resume: {', '.join(changed)}")
-        if max_iterations is not None and max_iterations != state["max_iterations"] and state["status"] != "complete":
+        if max_iterations is not None and max_iterations != state["max_iterations"] and state["status"] != RunStatus.COMPLETE:
             _state.add_event(state, label="run", stage="resume", status="ok", duration_sec=0.0,
                              summary=f"max_iterations {state['max_iterations']} → {max_iterations}")
             state["max_iterations"] = int(max_iterations)
@@ -174,7 +175,7 @@ def run_stage(run: Run, label: str, stage: str, fn, next_stage: str | None, *, l
     commit(run.ctx.results_dir, run.state, label=label, stage=stage, summary=outcome.summary,
            duration_sec=seconds, updates={**outcome.updates, f"seconds_{stage}": round(seconds, 3)},
            artefacts=outcome.artefacts, status=outcome.status,
-           iteration_status="complete" if last else "in_progress")
+           iteration_status=IterationStatus.COMPLETE if last else IterationStatus.IN_PROGRESS)
     if stage == "evaluate":
         write_best_model(run.ctx.results_dir)
         stop = gate(run, label)
@@ -228,7 +229,7 @@ def fail(run: Run, label: str, stage: str, reason: str, *, hard: bool = False) -
     """Mark the run failed with its reason (never raises over the original error)."""
     reason = scrub(reason)  # an exception's text may quote a user program's output
     with contextlib.suppress(Exception):
-        run.state["status"], run.state["reason"] = "failed", f"{label}/{stage}: {reason}"
+        run.state["status"], run.state["reason"] = RunStatus.FAILED, f"{label}/{stage}: {reason}"
         run.state["hard_stop"] = hard
         _state.add_event(run.state, label=label, stage=stage, status="failed", summary=reason, duration_sec=0.0)
         _state.save_state(run.ctx.results_dir, run.state)

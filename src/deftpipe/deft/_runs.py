@@ -15,7 +15,7 @@ from typing import Any
 
 from deftpipe._clock import new_run_folder, run_folders
 from deftpipe._fs import lock_is_held
-from deftpipe.deft._state import STATE_NAME, load_state
+from deftpipe.deft._state import STATE_NAME, RunStatus, load_state
 
 
 def resumable(folder: Path) -> bool:
@@ -23,7 +23,8 @@ def resumable(folder: Path) -> bool:
     if not path.is_file():
         return False
     state = load_state(folder)  # a corrupt state is an error, not silently skipped
-    return state["status"] in ("pending", "in_progress") or (state["status"] == "failed" and not state.get("hard_stop"))
+    status = RunStatus(state["status"])  # load_state checked it is one
+    return status.is_unfinished() or (status is RunStatus.FAILED and not state.get("hard_stop"))
 
 
 def latest_unfinished(workspace: str | Path) -> Path | None:

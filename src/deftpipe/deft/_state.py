@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,48 @@ from deftpipe.metrics import ThresholdRule
 
 STATE_NAME = "deft_state.json"
 STATE_VERSION = 1
-#: Every value ``stage_completed`` may take (docs/contracts.md §7).
-STAGES = ("train", "inference", "evaluate", "rca", "routing", "sdg", "mining", "data_merge", "loop_stop")
+
+
+class RunStatus(StrEnum):
+    """``status`` of a DEFT run (the state's top level)."""
+
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    COMPLETE = "complete"
+    FAILED = "failed"
+
+    def is_unfinished(self) -> bool:
+        return self in (RunStatus.PENDING, RunStatus.IN_PROGRESS)
+
+
+class IterationStatus(StrEnum):
+    """``iterations.<label>.status``."""
+
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    COMPLETE = "complete"
+
+
+class Stage(StrEnum):
+    """Every value ``stage_completed`` may take (docs/contracts.md §7), in the order they run."""
+
+    TRAIN = "train"
+    INFERENCE = "inference"
+    EVALUATE = "evaluate"
+    RCA = "rca"
+    ROUTING = "routing"
+    SDG = "sdg"
+    MINING = "mining"
+    DATA_MERGE = "data_merge"
+    LOOP_STOP = "loop_stop"
+
+
+STAGES = tuple(s.value for s in Stage)
 #: Iteration fields that name files; a completed stage's files must exist on resume.
 ARTEFACT_FIELDS = ("best_ckpt_path", "train_spec", "inference_csv", "metrics_json", "rca_gaps", "rca_summary",
                    "rca_embeddings", "routing_json", "sdg_csv", "sdg_allocation", "mined_csv", "mining_report",
                    "combined_training_csv", "provenance_csv", "merge_validation")
-RUN_STATUSES = ("pending", "in_progress", "complete", "failed")
+RUN_STATUSES = tuple(s.value for s in RunStatus)
 
 
 def state_path(results_dir: str | Path) -> Path:
@@ -98,7 +134,7 @@ def new_state(*, workspace: Path, results_dir: Path, config, spec_path: Path,
         "version": STATE_VERSION,
         "started_at": now_iso(),
         "updated_at": now_iso(),
-        "status": "pending",
+        "status": RunStatus.PENDING,
         "reason": None,
         "kpi": {"metric": config.kpi.metric, "operator": config.kpi.operator, "target": config.kpi.target,
                 "evaluator_command": config.kpi.evaluator_command,
@@ -159,7 +195,7 @@ def refresh_resumable_settings(state: dict[str, Any], config) -> list[str]:
 
 def iteration(state: dict[str, Any], label: str) -> dict[str, Any]:
     """The entry ``iterations.<label>``, created empty (status pending) when absent."""
-    return state["iterations"].setdefault(label, {"status": "pending", "stage_completed": None})
+    return state["iterations"].setdefault(label, {"status": IterationStatus.PENDING, "stage_completed": None})
 
 
 def add_event(state: dict[str, Any], *, label: str, stage: str, status: str, summary: str,
@@ -204,8 +240,8 @@ def commit(results_dir: str | Path, state: dict[str, Any], *, label: str, stage:
     it.update(artefacts)
     it["stage_completed"] = stage
     it["status"] = iteration_status
-    if state["status"] == "pending":
-        state["status"] = "in_progress"
+    if state["status"] == RunStatus.PENDING:
+        state["status"] = RunStatus.IN_PROGRESS
     if run_status is not None:
         state["status"], state["reason"], state["hard_stop"] = run_status, reason, bool(hard_stop)
     add_event(state, label=label, stage=stage, status=status, summary=summary, duration_sec=duration_sec)
@@ -241,6 +277,9 @@ def verify_state_artefacts(state: dict[str, Any], results_dir: str | Path, works
 
 __all__ = [
     "ARTEFACT_FIELDS",
+    "IterationStatus",
+    "RunStatus",
+    "Stage",
     "STAGES",
     "STATE_NAME",
     "add_event",

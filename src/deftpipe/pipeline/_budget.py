@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from deftpipe.automl import RecStatus
 from deftpipe.config import PipelineConfig
 
 PHASES = ("phase1", "phase2", "phase3")
@@ -48,7 +49,7 @@ def limit_text(cfg: PipelineConfig, phase: str) -> str:
 
 
 def sweep_stop_reason(best_rec: dict[str, Any], planned: int, cfg: PipelineConfig, phase: str) -> str | None:
-    done = sum(1 for r in best_rec.get("all_recs", []) if r.get("status") in ("complete", "COMPLETE")
+    done = sum(1 for r in best_rec.get("all_recs", []) if RecStatus.of(r.get("status")) is RecStatus.COMPLETE
                and not r.get("retry_of"))
     if done >= planned or (getattr(cfg.budget, f"{phase}_seconds") is None and cfg.budget.run_seconds is None):
         return None

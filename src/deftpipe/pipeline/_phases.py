@@ -17,10 +17,10 @@ from typing import Any
 from deftpipe import deft
 from deftpipe._faults import fault_point
 from deftpipe._fs import atomic_write_json
-from deftpipe.automl import run_sweep
+from deftpipe.automl import RecStatus, run_sweep
 from deftpipe.config import PipelineConfig, SweepConfig
 from deftpipe.data import read_dataset, write_dataset
-from deftpipe.errors import SweepError
+from deftpipe.errors import NoUsableTrial, SweepError
 from deftpipe.metrics import is_collapsed
 from deftpipe.model import get_adapter
 from deftpipe.pipeline._budget import sweep_stop_reason
@@ -84,7 +84,7 @@ def quality_check(best_rec: dict[str, Any], *, untrained: dict[str, Any] | None)
     notes: list[str] = []
     winner = best
     if counts and is_collapsed(counts):
-        ranked = rank((r for r in recs.values() if r.get("status") in ("complete", "COMPLETE")
+        ranked = rank((r for r in recs.values() if RecStatus.of(r.get("status")) is RecStatus.COMPLETE
                        and r.get("score") is not None and r.get("rec_id") != best["rec_id"]
                        and not (r.get("pred_counts") and is_collapsed(r["pred_counts"])) and _rec_ckpt_ok(r)),
                       lambda r: sign * float(r["score"]))
@@ -210,9 +210,7 @@ def run_phase3(ws: Path, cfg: PipelineConfig, results_dir: Path, *, spec: Path, 
                          pretrained=Path(handoff["warm_start_checkpoint"]) if cfg.automl.phase3.warm_start else None,
                          enqueue_spec=enqueue_spec,
                          show_progress=show_progress, study_name=f"{results_dir.name}-phase3", deadline=deadline)
-    except SweepError as e:
-        if "no usable trial" not in str(e):
-            raise
+    except NoUsableTrial as e:
         # Phase 3 only refines: when every trial collapsed or failed, the loop's best stands.
         deft.write_best_model(results_dir)
         return {"no_winner": str(e), "kpi_far_pct": None, "checkpoint": None}
