@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,192 @@ def _phase3_verdict(results_dir: Path, p3: dict[str, Any], ho: dict[str, Any]) -
     return p3
 
 
+@dataclass
+class _Run:
+    """What the phase steps share: the workspace, the record, and what earlier phases left (in this
+    attempt or an earlier one)."""
+
+    ws: Path
+    cfg: PipelineConfig
+    results_dir: Path
+    rec: PipelineRecord
+    show_progress: bool
+    qc: dict[str, Any] | None = None  # Phase 1's winner and quality check
+    spec: Path | None = None  # the spec the loop and Phase 3 start from
+    state: dict[str, Any] = field(default_factory=dict)  # the loop's state after Phase 2
+    hard_stop: str | None = None  # why the loop hard-stopped, if it did
+    points: list[dict[str, Any]] = field(default_factory=list)  # the trajectory
+
+    def deadline(self, phase: str) -> float | None:
+        return budget.deadline(self.cfg, self.rec.data["phases"], phase)
+
+
+@dataclass(frozen=True)
+class _Done:
+    """A phase step's result: the record's summary line and the fields stored with it."""
+
+    summary: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _phase1_skip(run: _Run) -> str | None:
+    if not run.cfg.automl.phase1.enabled:
+        return "disabled in pipeline.yaml (automl.phase1.enabled: false)"
+    return None
+
+
+def _phase1(run: _Run) -> _Done:
+    """Phase 1: AutoML baseline on base train / validation."""
+    run.qc = qc = run_phase1(run.ws, run.cfg, run.results_dir, show_progress=run.show_progress,
+                             deadline=run.deadline("phase1"))
+    w = qc["winner"]
+    return _Done(f"winner {w.get('rec_id')} {qc['verdict']['metric']} {w.get('score')}",
+                 {"best_rec": qc["best_rec_path"], "winner": w.get("rec_id"), "score": w.get("score"),
+                  "reference": qc.get("reference"),
+                  "user_spec": _user_spec(qc.get("reference"), run.cfg.path(run.ws, run.cfg.data.spec)),
+                  "stop_reason": qc.get("stop_reason")})
+
+
+def _phase1_after(run: _Run) -> None:
+    if run.qc is None and run.rec.phase("phase1")["status"] == "done":
+        run.qc = load_phase1(run.results_dir)
+
+
+def _handoff12_skip(run: _Run) -> str | None:
+    return "Phase 1 skipped: the loop trains its own baseline" if run.qc is None else None
+
+
+def _handoff12(run: _Run) -> _Done:
+    """Hand-off 1 → 2: merged spec, copied checkpoint, pre-seeded loop state."""
+    best_rec = json.loads(Path(run.qc["best_rec_path"]).read_text(encoding="utf-8"))
+    info = handoff_1_to_2(run.ws, run.cfg, run.results_dir, best_rec, run.qc["winner"], run.qc.get("reference"))
+    return _Done(f"baseline pre-seeded from {Path(info['checkpoint']).name}", info)
+
+
+def _handoff12_after(run: _Run) -> None:
+    run.spec = Path(run.rec.phase("handoff12").get("spec") or run.cfg.path(run.ws, run.cfg.data.spec))
+
+
+def _phase2(run: _Run) -> _Done:
+    """Phase 2: the DEFT loop (starts at baseline inference when pre-seeded)."""
+    state, stop = _run_loop(run.ws, run.cfg, run.results_dir, run.show_progress, run.deadline("phase2"))
+    reason = state.get("reason") or ""
+    return _Done(f"hard stop: {stop}" if stop else f"loop {state.get('status')}",
+                 {"hard_stop": stop, "loop_status": state.get("status"),
+                  "stop_reason": reason if reason.startswith("time budget") else None})
+
+
+def _phase2_after(run: _Run) -> None:
+    run.state = deft.load_state(run.results_dir)
+    run.hard_stop = run.rec.phase("phase2").get("hard_stop")
+
+
+def _phase3_skip(run: _Run) -> str | None:
+    if run.hard_stop:
+        return f"Phase 2 hard-stopped ({run.hard_stop}); Phase 3 skipped"
+    if not run.cfg.automl.phase3.enabled:
+        return "disabled in pipeline.yaml (automl.phase3.enabled: false)"
+    if (budget.seconds_left(run.cfg, run.rec.data["phases"], "phase3") or 1.0) <= 0:
+        return "time budget spent before Phase 3 (budget.run_seconds)"
+    return None
+
+
+def _phase3(run: _Run) -> _Done:
+    """Hand-off 2 → 3 and Phase 3: warm-started refinement, KPI check, best-model hand-off."""
+    ho = handoff_2_to_3(run.state, run.cfg.path(run.ws, run.cfg.data.train_csv))
+    p3 = run_phase3(run.ws, run.cfg, run.results_dir, spec=run.spec, handoff=ho,
+                    enqueue_spec=run.spec if run.qc is not None else None, show_progress=run.show_progress,
+                    deadline=run.deadline("phase3"))
+    p3 = _phase3_verdict(run.results_dir, p3, ho)
+    return _Done(p3["verdict"], {"handoff": ho, **p3})
+
+
+def _audit_skip(run: _Run) -> str | None:
+    return None if (run.results_dir / "best_model.json").is_file() else "no deliverable (best_model.json) to audit"
+
+
+def _audit(run: _Run) -> _Done:
+    """Audit: the deliverable (checkpoint + threshold) is fixed; only now is the holdout read."""
+    audit = audit_run(run.results_dir)
+    return _Done(audit_line(audit), {"audited": audit["done"]})
+
+
+def _summary(run: _Run) -> _Done:
+    """Trajectory: terminal, pipeline_summary.md, first chart of report.html."""
+    rec, results_dir = run.rec, run.results_dir
+    state = deft.load_state(results_dir)
+    base_rows = _count_rows(run.cfg.path(run.ws, run.cfg.data.train_csv))
+    p3_info = rec.phase("phase3") if rec.phase("phase3")["status"] == "done" else None
+    run.points = build_trajectory(state, run.qc, base_rows, (p3_info or {}).get("handoff", {}).get("train_csv"))
+    rec.data["estimate_vs_actual"] = record_actuals(run.ws, results_dir, rec.data.get("estimate"), rec.data["phases"])
+    write_summary(results_dir, record=rec.data, points=run.points, state=state, phase1=run.qc, phase3=p3_info)
+    _render_report(results_dir, run.points, rec.data["estimate_vs_actual"], comparison(results_dir, state))
+    fault_point("summary")
+    return _Done("trajectory written")
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One row of the run: ``skip`` says why not (None: run it), ``run`` does it, ``after`` reads
+    what it left (also when an earlier attempt ran it). ``faults``: the ``<name>.start`` /
+    ``<name>.done`` kill points; ``always``: rerun even when recorded done, and ``guarded``: a failure
+    is recorded as the phase's (both False only for the summary, which is redone on every attempt)."""
+
+    name: str
+    run: Callable[[_Run], _Done]
+    skip: Callable[[_Run], str | None] = lambda _run: None
+    after: Callable[[_Run], None] = lambda _run: None
+    faults: bool = False
+    always: bool = False
+    guarded: bool = True
+
+
+#: The run, top to bottom: the three phases, the hand-offs between them, the audit, the summary.
+STEPS = (
+    _Step("phase1", _phase1, skip=_phase1_skip, after=_phase1_after, faults=True),
+    _Step("handoff12", _handoff12, skip=_handoff12_skip, after=_handoff12_after),
+    _Step("phase2", _phase2, after=_phase2_after, faults=True),
+    _Step("phase3", _phase3, skip=_phase3_skip, faults=True),
+    _Step("audit", _audit, skip=_audit_skip),
+    _Step("summary", _summary, always=True, guarded=False),
+)
+
+
+def _do_step(run: _Run, step: _Step) -> None:
+    """Run one step unless the record says it is finished, and commit its result (or its skip) to the
+    record: the one place a phase's outcome is written."""
+    rec = run.rec
+    if step.always or not rec.is_done(step.name):
+        reason = None if step.always else step.skip(run)
+        if reason is not None:
+            rec.skip(step.name, reason)
+        else:
+            rec.start(step.name)
+            if step.faults:
+                fault_point(f"{step.name}.start")
+            done = _guard(rec, step.name, lambda: step.run(run)) if step.guarded else step.run(run)
+            rec.done(step.name, summary=done.summary, **done.info)
+            if step.faults:
+                fault_point(f"{step.name}.done")
+    step.after(run)
+
+
+def _open_record(ws: Path, cfg: PipelineConfig, results_dir: Path, report: dict[str, Any]) -> PipelineRecord:
+    """The run's record: loaded on a resume, else created (with the resolved settings beside it)."""
+    try:
+        rec = PipelineRecord.load(results_dir)
+    except StateError:
+        if (results_dir / "pipeline_state.json").exists():
+            raise
+        atomic_write_text(results_dir / "pipeline_config.yaml",
+                          yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        rec = PipelineRecord.create(results_dir, workspace=ws)
+    if rec.status in ("complete", "stopped"):
+        raise StateError(f"{results_dir} is already {rec.status}; start another with `deftpipe run WS --new`")
+    rec.data.setdefault("estimate", next((s for s in report["sections"] if s["name"] == "estimate"), None))
+    return rec
+
+
 def run_pipeline(ws: str | Path, *, yes: bool = False, new: bool = False, show_progress: bool = True,
                  console: Console | None = None, ask: Callable[[str], str] | None = None) -> dict[str, Any]:
     """The three-phase run with one approval; resumable after Ctrl-C or ``kill -9``.
@@ -147,124 +334,48 @@ def run_pipeline(ws: str | Path, *, yes: bool = False, new: bool = False, show_p
     # --- approved: from here on we write under results/ -------------------------------------------
     cfg = load_config(ws)
     with _locked_run_dir(ws, report["target"]) as results_dir:
-        try:
-            rec = PipelineRecord.load(results_dir)
-        except StateError:
-            if (results_dir / "pipeline_state.json").exists():
-                raise
-            atomic_write_text(results_dir / "pipeline_config.yaml",
-                              yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-            rec = PipelineRecord.create(results_dir, workspace=ws)
-        if rec.status in ("complete", "stopped"):
-            raise StateError(f"{results_dir} is already {rec.status}; start another with `deftpipe run WS --new`")
-        rec.data.setdefault("estimate", next((s for s in report["sections"] if s["name"] == "estimate"), None))
+        rec = _open_record(ws, cfg, results_dir, report)
         rec.begin_attempt()
         console.print(f"results: {results_dir}", highlight=False)
         fault_point("approved")
+        run = _Run(ws=ws, cfg=cfg, results_dir=results_dir, rec=rec, show_progress=show_progress)
+        for step in STEPS:
+            _do_step(run, step)
+        status = "stopped" if run.hard_stop else "complete"
+        rec.finish(status, summary=run.hard_stop or "")
+    _print_outcome(run, console)
+    return {"results_dir": str(results_dir), "status": status, "trajectory": run.points,
+            "improvement": _gain(run), "hard_stop": run.hard_stop, "phases": rec.data["phases"]}
 
-        # Phase 1: AutoML baseline on base train / validation.
-        qc: dict[str, Any] | None = None
-        if rec.phase("phase1")["status"] == "done":
-            qc = load_phase1(results_dir)
-        elif rec.phase("phase1")["status"] != "skipped":
-            if not cfg.automl.phase1.enabled:
-                rec.skip("phase1", "disabled in pipeline.yaml (automl.phase1.enabled: false)")
-            else:
-                rec.start("phase1")
-                fault_point("phase1.start")
-                qc = _guard(rec, "phase1", lambda: run_phase1(ws, cfg, results_dir, show_progress=show_progress,
-                                                              deadline=budget.deadline(cfg, rec.data["phases"], "phase1")))
-                w = qc["winner"]
-                rec.done("phase1", summary=f"winner {w.get('rec_id')} {qc['verdict']['metric']} {w.get('score')}",
-                         best_rec=qc["best_rec_path"], winner=w.get("rec_id"), score=w.get("score"),
-                         reference=qc.get("reference"), user_spec=_user_spec(qc.get("reference"), cfg.path(ws, cfg.data.spec)),
-                         stop_reason=qc.get("stop_reason"))
-                fault_point("phase1.done")
 
-        # Hand-off 1 → 2: merged spec, copied checkpoint, pre-seeded loop state.
-        if not rec.is_done("handoff12"):
-            if qc is None:
-                rec.skip("handoff12", "Phase 1 skipped: the loop trains its own baseline")
-            else:
-                rec.start("handoff12")
-                best_rec = json.loads(Path(qc["best_rec_path"]).read_text(encoding="utf-8"))
-                info = _guard(rec, "handoff12", lambda: handoff_1_to_2(ws, cfg, results_dir, best_rec, qc["winner"],
-                                                                          qc.get("reference")))
-                rec.done("handoff12", summary=f"baseline pre-seeded from {Path(info['checkpoint']).name}", **info)
-        spec = Path(rec.phase("handoff12").get("spec") or cfg.path(ws, cfg.data.spec))
-
-        # Phase 2: the DEFT loop (starts at baseline inference when pre-seeded).
-        if not rec.is_done("phase2"):
-            rec.start("phase2")
-            fault_point("phase2.start")
-            state, stop = _guard(rec, "phase2", lambda: _run_loop(
-                ws, cfg, results_dir, show_progress, budget.deadline(cfg, rec.data["phases"], "phase2")))
-            reason = state.get("reason") or ""
-            rec.done("phase2", summary=f"hard stop: {stop}" if stop else f"loop {state.get('status')}",
-                     hard_stop=stop, loop_status=state.get("status"),
-                     stop_reason=reason if reason.startswith("time budget") else None)
-            fault_point("phase2.done")
-        state = deft.load_state(results_dir)
-        hard_stop = rec.phase("phase2").get("hard_stop")
-
-        # Hand-off 2 → 3 and Phase 3: warm-started refinement, KPI check, best-model hand-off.
-        if not rec.is_done("phase3"):
-            if hard_stop:
-                rec.skip("phase3", f"Phase 2 hard-stopped ({hard_stop}); Phase 3 skipped")
-            elif not cfg.automl.phase3.enabled:
-                rec.skip("phase3", "disabled in pipeline.yaml (automl.phase3.enabled: false)")
-            elif (budget.seconds_left(cfg, rec.data["phases"], "phase3") or 1.0) <= 0:
-                rec.skip("phase3", "time budget spent before Phase 3 (budget.run_seconds)")
-            else:
-                rec.start("phase3")
-                fault_point("phase3.start")
-                ho = _guard(rec, "phase3", lambda: handoff_2_to_3(state, cfg.path(ws, cfg.data.train_csv)))
-                p3 = _guard(rec, "phase3", lambda: run_phase3(
-                    ws, cfg, results_dir, spec=spec, handoff=ho, enqueue_spec=spec if qc is not None else None,
-                    show_progress=show_progress, deadline=budget.deadline(cfg, rec.data["phases"], "phase3")))
-                p3 = _phase3_verdict(results_dir, p3, ho)
-                rec.done("phase3", summary=p3["verdict"], handoff=ho, **p3)
-                fault_point("phase3.done")
-
-        # Audit: the deliverable (checkpoint + threshold) is fixed; only now is the holdout read.
-        if not rec.is_done("audit"):
-            if not (results_dir / "best_model.json").is_file():
-                rec.skip("audit", "no deliverable (best_model.json) to audit")
-            else:
-                rec.start("audit")
-                audit = _guard(rec, "audit", lambda: audit_run(results_dir))
-                rec.done("audit", summary=audit_line(audit), audited=audit["done"])
-
-        # Trajectory: terminal, pipeline_summary.md, first chart of report.html.
-        rec.start("summary")
-        state = deft.load_state(results_dir)
-        base_rows = _count_rows(cfg.path(ws, cfg.data.train_csv))
-        p3_info = rec.phase("phase3") if rec.phase("phase3")["status"] == "done" else None
-        points = build_trajectory(state, qc, base_rows, (p3_info or {}).get("handoff", {}).get("train_csv"))
-        rec.data["estimate_vs_actual"] = record_actuals(ws, results_dir, rec.data.get("estimate"), rec.data["phases"])
-        write_summary(results_dir, record=rec.data, points=points, state=state, phase1=qc, phase3=p3_info)
-        _render_report(results_dir, points, rec.data["estimate_vs_actual"], comparison(results_dir, state))
-        fault_point("summary")
-        rec.done("summary", summary="trajectory written")
-        status = "stopped" if hard_stop else "complete"
-        rec.finish(status, summary=hard_stop or "")
-    render_trajectory(points, console, title=f"Trajectory — {results_dir.name}")
+def _best_model(results_dir: Path) -> dict[str, Any] | None:
     bm_path = results_dir / "best_model.json"
-    gain = improvement(points, json.loads(bm_path.read_text(encoding="utf-8")).get("best_iteration")
-                       if bm_path.is_file() else None)
-    first = holdout_headline(json.loads(bm_path.read_text(encoding="utf-8"))) if bm_path.is_file() else None
+    return json.loads(bm_path.read_text(encoding="utf-8")) if bm_path.is_file() else None
+
+
+def _gain(run: _Run) -> dict[str, Any] | None:
+    bm = _best_model(run.results_dir)
+    return improvement(run.points, bm.get("best_iteration") if bm is not None else None)
+
+
+def _print_outcome(run: _Run, console: Console) -> None:
+    """The trajectory table and the run's headlines, in the terminal."""
+    rec, results_dir = run.rec, run.results_dir
+    render_trajectory(run.points, console, title=f"Trajectory — {results_dir.name}")
+    bm = _best_model(results_dir)
+    gain = _gain(run)
+    first = holdout_headline(bm) if bm is not None else None
     if first:
         console.print(first, highlight=False)
     if gain:
         console.print(headline(gain), highlight=False)
+    p3_info = rec.phase("phase3") if rec.phase("phase3")["status"] == "done" else None
     if p3_info:
         console.print(p3_info["verdict"], highlight=False)
     console.print(rec.phase("audit").get("summary") or rec.phase("audit").get("reason") or "", highlight=False)
-    if hard_stop:
-        console.print(f"[yellow]Phase 2 hard-stopped: {hard_stop}; Phase 3 skipped[/]", highlight=False)
+    if run.hard_stop:
+        console.print(f"[yellow]Phase 2 hard-stopped: {run.hard_stop}; Phase 3 skipped[/]", highlight=False)
     console.print(f"summary: {results_dir / 'pipeline_summary.md'}", highlight=False)
-    return {"results_dir": str(results_dir), "status": status, "trajectory": points, "improvement": gain,
-            "hard_stop": hard_stop, "phases": rec.data["phases"]}
 
 
 def _user_spec(reference: dict[str, Any] | None, spec: Path) -> dict[str, Any] | None:
