@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from deftpipe._fs import atomic_write_json
 from deftpipe.automl._best_rec import RecStatus
 
 
@@ -81,8 +82,6 @@ class ProgressRecord(NullProgress):
     def _save(self) -> None:
         if self.path is None:
             return
-        from deftpipe._fs import atomic_write_json
-
         self.data.update(updated_at=time.time(), mean_trial_s=(sum(self.durations) / len(self.durations)
                                                                if self.durations else None),
                          eta_s=self.eta_s(int(self.data["done"])))

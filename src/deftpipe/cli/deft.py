@@ -10,7 +10,7 @@ from rich.text import Text
 
 from deftpipe.cli._util import err, out, print_json
 from deftpipe.config import load_config
-from deftpipe.deft import describe_run, latest_unfinished, new_run_folder, run_folders, run_loop
+from deftpipe.deft import describe_run, latest_unfinished, new_run_folder, run_folders, run_loop, sweep_line
 from deftpipe.errors import StateError
 
 deft_app = typer.Typer(
@@ -115,7 +115,7 @@ def status_cmd(
         if pipe.get("error"):
             out.print(Text(f"pipeline record: {pipe['error']}"))
     for sweep in info.get("sweeps", []):
-        out.print(Text(_runs.sweep_line(sweep, live=info["live"])))
+        out.print(Text(sweep_line(sweep, live=info["live"])))
     state = info["deft"]
     running = (pipe or {}).get("status") in ("running", "in_progress") or (state or {}).get("status") == "in_progress"
     if info["live"]:

@@ -15,7 +15,7 @@ from deftpipe.deft._html_report import render_report
 from deftpipe.deft._loop import run_loop
 from deftpipe.deft._model_stages import kpi_metrics
 from deftpipe.deft._runs import describe as describe_run
-from deftpipe.deft._runs import latest_unfinished, new_run_folder, run_folders
+from deftpipe.deft._runs import latest_unfinished, new_run_folder, run_folders, sweep_line
 from deftpipe.deft._state import STAGES, STATE_NAME, IterationStatus, RunStatus, Stage, load_state
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "latest_unfinished",
     "new_run_folder",
     "run_folders",
+    "sweep_line",
     "STAGES",
     "USER_SPEC",
     "Candidate",

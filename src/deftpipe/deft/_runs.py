@@ -10,10 +10,11 @@ never touched.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
-from deftpipe._clock import new_run_folder, run_folders
+from deftpipe._clock import fmt_duration, new_run_folder, run_folders
 from deftpipe._fs import lock_is_held
 from deftpipe.deft._state import STATE_NAME, RunStatus, load_state
 
@@ -68,10 +69,6 @@ def _sweeps(folder: Path) -> list[dict[str, Any]]:
 
 def sweep_line(p: dict[str, Any], *, live: bool, now: float | None = None) -> str:
     """One line of ``deftpipe status`` for a sweep's progress record."""
-    import time
-
-    from deftpipe.deft._progress import fmt_duration
-
     done, total = p["done"], p["total"]
     head = f"sweep {p['folder']}: {done} of {total} trials done"
     if p.get("running") and live:
