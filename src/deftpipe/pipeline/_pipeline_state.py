@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import resource
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,28 @@ RECORD_VERSION = 1
 #: the fixed deliverable on the holdout (the first and only reader of it), and the summary.
 PHASES = ("phase1", "handoff12", "phase2", "phase3", "audit", "summary")
 ADDED_PHASES = ("audit",)  # a record written before these existed gets them as pending
-FINISHED = ("complete", "stopped")
+
+
+class RecordStatus(StrEnum):
+    """The run's ``status`` in the record."""
+
+    RUNNING = "running"  # unfinished: a rerun resumes it
+    FAILED = "failed"  # an error stopped it: a rerun resumes it
+    STOPPED = "stopped"  # finished: the loop hard-stopped, Phase 3 skipped
+    COMPLETE = "complete"  # finished
+
+
+class PhaseStatus(StrEnum):
+    """``phases.<name>.status``: ``pending`` → ``running`` → ``done`` | ``skipped`` | ``failed``."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+FINISHED = (RecordStatus.COMPLETE, RecordStatus.STOPPED)
 
 
 def latest_unfinished(workspace: Path) -> Path | None:
@@ -65,11 +87,11 @@ class PipelineRecord:
             "version": RECORD_VERSION,
             "workspace": str(Path(workspace).resolve()),
             "results_dir": str(Path(results_dir).resolve()),
-            "status": "running",
+            "status": RecordStatus.RUNNING,
             "created_at": now_iso(),
             "updated_at": now_iso(),
             "attempts": 0,
-            "phases": {p: {"status": "pending"} for p in PHASES},
+            "phases": {p: {"status": PhaseStatus.PENDING} for p in PHASES},
             "events": [],
         }
         rec = cls(results_dir, data)
@@ -90,7 +112,7 @@ class PipelineRecord:
             ) from None
         if isinstance(data, dict) and isinstance(data.get("phases"), dict):
             for name in ADDED_PHASES:
-                data["phases"].setdefault(name, {"status": "pending"})
+                data["phases"].setdefault(name, {"status": PhaseStatus.PENDING})
         if not isinstance(data, dict) or set(PHASES) - set(data.get("phases", {})):
             raise StateError(f"{path} lacks the phases {', '.join(PHASES)}; start a fresh run with --new")
         return cls(results_dir, check_stored_paths(data, path))
@@ -104,7 +126,7 @@ class PipelineRecord:
         return self.data["phases"][name]
 
     def is_done(self, name: str) -> bool:
-        return self.phase(name)["status"] in ("done", "skipped")
+        return self.phase(name)["status"] in (PhaseStatus.DONE, PhaseStatus.SKIPPED)
 
     # --- writing -------------------------------------------------------------------------------
     def save(self) -> None:
@@ -119,15 +141,15 @@ class PipelineRecord:
 
     def begin_attempt(self) -> None:
         self.data["attempts"] = int(self.data.get("attempts", 0)) + 1
-        self.data["status"] = "running"
+        self.data["status"] = RecordStatus.RUNNING
         self._event("run", "started" if self.data["attempts"] == 1 else "resumed",
                     f"attempt {self.data['attempts']}")
         self.save()
 
     def start(self, name: str) -> None:
         ph = self.phase(name)
-        resumed = ph["status"] in ("running", "failed")
-        ph.update(status="running", error=None)
+        resumed = ph["status"] in (PhaseStatus.RUNNING, PhaseStatus.FAILED)
+        ph.update(status=PhaseStatus.RUNNING, error=None)
         ph.setdefault("started_at", now_iso())
         ph["t_start_unix"] = time.time()
         self._event(name, "resumed" if resumed else "started")
@@ -136,7 +158,7 @@ class PipelineRecord:
     def done(self, name: str, summary: str = "", **info: Any) -> None:
         ph = self.phase(name)
         t0 = ph.pop("t_start_unix", None)
-        ph.update(status="done", finished_at=now_iso(), summary=summary, **info)
+        ph.update(status=PhaseStatus.DONE, finished_at=now_iso(), summary=summary, **info)
         if t0 is not None:
             ph["duration_sec"] = round(ph.get("duration_sec", 0.0) + time.time() - t0, 1)
             ph["peak_rss_mib"] = peak_rss_mib()
@@ -144,7 +166,7 @@ class PipelineRecord:
         self.save()
 
     def skip(self, name: str, reason: str) -> None:
-        self.phase(name).update(status="skipped", finished_at=now_iso(), reason=reason)
+        self.phase(name).update(status=PhaseStatus.SKIPPED, finished_at=now_iso(), reason=reason)
         self._event(name, "skipped", reason)
         self.save()
 
@@ -154,16 +176,16 @@ class PipelineRecord:
         t0 = ph.pop("t_start_unix", None)
         if t0 is not None:
             ph["duration_sec"] = round(ph.get("duration_sec", 0.0) + time.time() - t0, 1)
-        ph.update(status="failed", error=error)
-        self.data["status"] = "failed"
+        ph.update(status=PhaseStatus.FAILED, error=error)
+        self.data["status"] = RecordStatus.FAILED
         self._event(name, "failed", error)
         self.save()
 
-    def finish(self, status: str, summary: str = "") -> None:
+    def finish(self, status: RecordStatus, summary: str = "") -> None:
         self.data["status"] = status
         self.data["finished_at"] = now_iso()
         self._event("run", status, summary)
         self.save()
 
 
-__all__ = ["PHASES", "RECORD_NAME", "PipelineRecord", "latest_unfinished"]
+__all__ = ["PHASES", "RECORD_NAME", "PhaseStatus", "PipelineRecord", "RecordStatus", "latest_unfinished"]

@@ -29,7 +29,7 @@ from deftpipe.pipeline import _budget as budget
 from deftpipe.pipeline._estimate import record_actuals
 from deftpipe.pipeline._handoff import handoff_1_to_2, handoff_2_to_3
 from deftpipe.pipeline._phases import load_phase1, run_phase1, run_phase3
-from deftpipe.pipeline._pipeline_state import PipelineRecord
+from deftpipe.pipeline._pipeline_state import FINISHED, PhaseStatus, PipelineRecord, RecordStatus
 from deftpipe.pipeline._preflight import preflight
 from deftpipe.pipeline._trajectory import (
     build_trajectory,
@@ -168,7 +168,7 @@ def _phase1(run: _Run) -> _Done:
 
 
 def _phase1_after(run: _Run) -> None:
-    if run.qc is None and run.rec.phase("phase1")["status"] == "done":
+    if run.qc is None and run.rec.phase("phase1")["status"] == PhaseStatus.DONE:
         run.qc = load_phase1(run.results_dir)
 
 
@@ -236,7 +236,7 @@ def _summary(run: _Run) -> _Done:
     rec, results_dir = run.rec, run.results_dir
     state = deft.load_state(results_dir)
     base_rows = _count_rows(run.cfg.path(run.ws, run.cfg.data.train_csv))
-    p3_info = rec.phase("phase3") if rec.phase("phase3")["status"] == "done" else None
+    p3_info = rec.phase("phase3") if rec.phase("phase3")["status"] == PhaseStatus.DONE else None
     run.points = build_trajectory(state, run.qc, base_rows, (p3_info or {}).get("handoff", {}).get("train_csv"))
     rec.data["estimate_vs_actual"] = record_actuals(run.ws, results_dir, rec.data.get("estimate"), rec.data["phases"])
     write_summary(results_dir, record=rec.data, points=run.points, state=state, phase1=run.qc, phase3=p3_info)
@@ -301,7 +301,7 @@ def _open_record(ws: Path, cfg: PipelineConfig, results_dir: Path, report: dict[
         atomic_write_text(results_dir / "pipeline_config.yaml",
                           yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         rec = PipelineRecord.create(results_dir, workspace=ws)
-    if rec.status in ("complete", "stopped"):
+    if rec.status in FINISHED:
         raise StateError(f"{results_dir} is already {rec.status}; start another with `deftpipe run WS --new`")
     rec.data.setdefault("estimate", next((s for s in report["sections"] if s["name"] == "estimate"), None))
     return rec
@@ -341,7 +341,7 @@ def run_pipeline(ws: str | Path, *, yes: bool = False, new: bool = False, show_p
         run = _Run(ws=ws, cfg=cfg, results_dir=results_dir, rec=rec, show_progress=show_progress)
         for step in STEPS:
             _do_step(run, step)
-        status = "stopped" if run.hard_stop else "complete"
+        status = RecordStatus.STOPPED if run.hard_stop else RecordStatus.COMPLETE
         rec.finish(status, summary=run.hard_stop or "")
     _print_outcome(run, console)
     return {"results_dir": str(results_dir), "status": status, "trajectory": run.points,
@@ -369,7 +369,7 @@ def _print_outcome(run: _Run, console: Console) -> None:
         console.print(first, highlight=False)
     if gain:
         console.print(headline(gain), highlight=False)
-    p3_info = rec.phase("phase3") if rec.phase("phase3")["status"] == "done" else None
+    p3_info = rec.phase("phase3") if rec.phase("phase3")["status"] == PhaseStatus.DONE else None
     if p3_info:
         console.print(p3_info["verdict"], highlight=False)
     console.print(rec.phase("audit").get("summary") or rec.phase("audit").get("reason") or "", highlight=False)
