@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from deftpipe._fs import run_lock
-from deftpipe.automl import _report
+from deftpipe.automl import _console
 from deftpipe.data import make_synthetic_workspace
 
 CLI = [sys.executable, "-c", "from deftpipe.cli import main; main()"]
@@ -31,16 +31,16 @@ def test_a_sweep_logged_to_a_file_prints_a_line_per_trial(tmp_path):
     assert len(lines) == 2, r.stderr[-3000:]
     assert "trial 1/2 trial_000" in lines[0] and "complete" in lines[0] and "far_pct=" in lines[0]
     assert "left" in lines[0] and lines[1].rstrip().endswith("s")
-    rec = json.loads((out / _report.PROGRESS_FILE).read_text())
+    rec = json.loads((out / _console.PROGRESS_FILE).read_text())
     assert rec["done"] == 2 and rec["total"] == 2 and rec["running"] is None and rec["finished"] is True
 
 
 def test_a_long_trial_prints_a_line_per_epoch(monkeypatch, capsys, tmp_path):
     from rich.console import Console
 
-    monkeypatch.setattr(_report, "LONG_TRIAL_S", 0.0)
-    shown = _report.SweepProgress(3, title="automl s", console=Console(file=sys.stderr, force_terminal=False))
-    with _report.ProgressRecord(shown, tmp_path, 3, "automl s") as p:
+    monkeypatch.setattr(_console, "LONG_TRIAL_S", 0.0)
+    shown = _console.SweepProgress(3, title="automl s", console=Console(file=sys.stderr, force_terminal=False))
+    with _console.ProgressRecord(shown, tmp_path, 3, "automl s") as p:
         p.trial_start("rec_0000", 0)
         p.epoch("rec_0000", 1, 4, "far_pct=3.2")
         p.epoch("rec_0000", 2, 4, "far_pct=2.9")
