@@ -45,7 +45,7 @@ def allowed_roots(source: Path, data: Any = None) -> list[str]:
     """Real paths a file's paths may lie in: its run folder, the workspace and its dataset paths."""
     run = run_folder(source)
     ws = find_workspace(run)
-    if ws is None and run.parent.name == "results":  # WS/results/run_*: WS by the layout (DESIGN §2)
+    if ws is None and run.parent.name == "results":  # WS/results/run_*: WS by the layout (docs/contracts.md §2)
         ws = run.parent.parent
     if ws is None and isinstance(data, dict) and isinstance(data.get("workspace"), str):
         recorded = Path(data["workspace"])  # a run folder kept outside its workspace

@@ -1,4 +1,4 @@
-"""The two hand-offs of the three-phase run (DESIGN §9); each step is idempotent for resume.
+"""The two hand-offs of the three-phase run (docs/contracts.md §9); each step is idempotent for resume.
 
 Phase 1 → 2: the winner's tuned values are deep-merged onto the hand-written spec (the epoch budget
 stays the spec's own), its checkpoint is copied into ``RESULTS_DIR/baseline/train/`` and verified,
