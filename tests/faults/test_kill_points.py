@@ -93,7 +93,11 @@ def _files(run: Path) -> list[str]:
     """Every artefact's path in the run folder, except logs, locks and the per-trial folders (a killed
     trial is retried under a new number; the trials are compared by count below)."""
     skip_parts = {"trials"}
+    # Phase 1's winner is scored on the KPI set only when it is not the user's spec's trial; a killed
+    # and retried user's-spec trial gets a later number, so a tie can rank another trial first
+    optional = {"automl/phase1/winner_inference_kpi.csv"}
     return sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file()
+                  and str(p.relative_to(run)) not in optional
                   and not (set(p.relative_to(run).parts) & skip_parts)
                   and not p.name.endswith((".log", ".lock")) and p.name != "study.db-wal" and p.name != "study.db-shm")
 

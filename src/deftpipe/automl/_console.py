@@ -63,6 +63,10 @@ class ProgressRecord(NullProgress):
         self.data: dict[str, Any] = {"title": title, "total": total, "done": 0, "running": None, "epoch": None}
 
     def __enter__(self) -> ProgressRecord:
+        if self.path is not None:  # a write cut short by kill -9 leaves its temp file: a status file's, safe to drop
+            for stale in self.path.parent.glob(f".{PROGRESS_FILE}.*.tmp"):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
         self.display.__enter__()
         return self
 
