@@ -79,7 +79,9 @@ def _artefacts(run: Path) -> dict[str, object]:
     for p in sorted(run.rglob("*")):
         rel = p.relative_to(run)
         storage = ".db" in p.name  # the Optuna storage (+ -wal/-shm) holds timestamps; its trials are in best_rec.json
-        if not p.is_file() or rel.parts[0] in AFTER_AUDIT or storage or p.suffix == ".lock" or p.name.startswith("."):
+        status = p.name == "progress.json"  # a sweep's live status (trial n of N, times, an estimate): no outcome
+        if (not p.is_file() or rel.parts[0] in AFTER_AUDIT or storage or status or p.suffix == ".lock"
+                or p.name.startswith(".")):
             continue
         out[str(rel)] = _read(p)
     return out
