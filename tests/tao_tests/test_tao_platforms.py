@@ -26,6 +26,9 @@ from deftpipe.tao import TaoAdapter, make_sdk
 from ._platforms import adopt, platform_env, platform_image
 from ._tao_ws import SPLIT_CSVS
 
+#: one xdist worker runs this module: each test removes the finished containers it made, and a test
+#: on the other worker would otherwise see its containers removed mid-count
+pytestmark = pytest.mark.xdist_group("tao_platforms")
 
 @pytest.fixture(autouse=True)
 def _remove_finished_containers():

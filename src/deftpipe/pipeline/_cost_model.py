@@ -201,7 +201,8 @@ def ranges(costs: dict[str, PhaseCost], ratios: dict[str, float]) -> dict[str, A
         sec[f"{name}_high"] = round(RATE_HIGH * max(c.most, c.seconds) * ratio, 1)
     total = sum(sec[name] for name in costs)
     sec["total"] = round(total, 1)
-    sec["total_low"], sec["total_high"] = round(LOW * total, 1), round(HIGH * total, 1)
+    low = round(LOW * total, 1)
+    sec["total_low"], sec["total_high"] = low, min(round(HIGH * total, 1), 2 * low)  # rounding keeps it <= 2x
     return sec
 
 
