@@ -63,6 +63,10 @@ class KpiConfig(_Strict):
 
 
 class SweepConfig(_Strict):
+    """``automl.phase1`` / ``automl.phase3``: what the file says of a sweep. The pipeline turns it into
+    the sweep's one settings object, :class:`deftpipe.automl.SweepOptions`, in
+    :func:`deftpipe.pipeline.sweep_options` (adding the phase's spec, data and output folder)."""
+
     enabled: bool = True
     algorithm: str = "tpe"  # bayesian|tpe|random|grid|cmaes|hyperband|asha|bohb
     max_recommendations: int = Field(4, ge=1, le=10000)  # number of trials

@@ -1,6 +1,7 @@
 """AutoML on Optuna (docs/contracts.md §5, §6): sweeps scored on the validation set, best_rec.json, workers.
 
-Front doors: :func:`run_sweep` (create/resume a study, write ``best_rec.json``) and
+Front doors: :func:`run_sweep` (create/resume a study, write ``best_rec.json``; it takes one
+:class:`SweepOptions`, the sweep's settings, which ``pipeline.yaml`` and ``automl run`` both build) and
 :func:`run_worker` (join a study from its storage). See docs/automl.md.
 """
 
@@ -19,7 +20,7 @@ from deftpipe.automl._best_rec import (
     validate_best_rec,
     write_best_rec,
 )
-from deftpipe.automl._settings import METRICS
+from deftpipe.automl._settings import METRICS, SweepOptions
 from deftpipe.automl._space import Param, SearchSpace, load_search_space, parse_search_space
 from deftpipe.automl._storage import redact, storage_url
 from deftpipe.automl._sweep import DEFAULT_STUDY, run_sweep, run_worker
@@ -35,6 +36,7 @@ __all__ = [
     "RecStatus",
     "SearchSpace",
     "SweepContext",
+    "SweepOptions",
     "describe_algorithms",
     "get_algorithm",
     "load_search_space",

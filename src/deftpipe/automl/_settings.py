@@ -1,4 +1,10 @@
-"""Sweep settings stored in the study's user attributes.
+"""Sweep settings: what a sweep is asked to do (:class:`SweepOptions`) and what its study stores
+(:class:`SweepSettings`).
+
+:class:`SweepOptions` is the one settings object of a sweep. ``pipeline.yaml``'s ``automl.phase1`` /
+``automl.phase3`` become one in :func:`deftpipe.pipeline.sweep_options`, ``deftpipe automl run``'s
+options in the CLI's ``sweep_options``; :func:`deftpipe.automl.run_sweep` takes it, checks it and
+resolves it (spec loaded, paths absolute, the pinned budget filled in) into :class:`SweepSettings`.
 
 Optuna persists trials but not the sampler, the search space or our objective. Everything needed to
 rebuild the objective is written once into the study (``deftpipe_settings``), so that
@@ -12,11 +18,16 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from deftpipe.automl._storage import DEFAULT_HEARTBEAT_S
 from deftpipe.errors import SweepError
+
+if TYPE_CHECKING:  # types only: the spec module is not needed to build the options
+    from deftpipe.spec import Spec
 
 SETTINGS_ATTR = "deftpipe_settings"
 SETTINGS_VERSION = 1
@@ -27,8 +38,42 @@ FROZEN = ("metric", "algorithm", "seed", "space_hash", "num_epochs", "batch_size
           "val_csv", "spec_hash", "pretrained")
 
 
+@dataclass(frozen=True, kw_only=True)
+class SweepOptions:
+    """Everything one sweep is asked to do; :func:`deftpipe.automl.run_sweep` checks it.
+
+    ``None`` means the documented default. Running the same options again resumes the same study.
+    """
+
+    spec: Spec | dict[str, Any] | str | Path  # base model spec (Spec, mapping or YAML path)
+    train_csv: str | Path
+    val_csv: str | Path  # the only set trials are scored on
+    out_dir: str | Path  # study.db (unless ``storage``), trials/, best_rec.json
+    metric: str = "far_pct"  # far_pct (FAR @ 100 % recall) | val_loss (with a collapse guard); minimised
+    algorithm: str = "tpe"  # a name from deftpipe.automl.ALGORITHMS
+    max_recommendations: int = 4  # number of done trials the study is run to
+    storage: str | None = None  # SQLAlchemy URL or SQLite file; None = <out_dir>/study.db
+    study_name: str | None = None  # None = deftpipe-automl
+    pretrained: str | Path | None = None  # warm-start checkpoint of every trial
+    # spec YAML(s) or best_rec.json(s) whose swept values become the first trials (only when created)
+    enqueue_spec: str | Path | list[str | Path] | None = None
+    search_space: str | Path | dict[str, Any] | None = None  # YAML path or mapping; None = built-in
+    num_epochs: int | None = None  # pinned epochs per trial (None = space's pinned value, else the spec's)
+    batch_size: int | None = None  # pinned batch size (None = space's pinned value, else the spec's)
+    seed: int = 0  # sampler seed
+    keep_checkpoints: int = 3  # only the best K trials keep their checkpoints
+    rerun_margin: float = 5.0  # re-run a winner that beats the runner-up by more (percent)
+    heartbeat_interval: int = DEFAULT_HEARTBEAT_S  # seconds between trial heartbeats (0 = off)
+
+    def enqueue_sources(self) -> list[str | Path]:
+        e = self.enqueue_spec
+        return list(e) if isinstance(e, (list, tuple)) else [e] if e else []
+
+
 @dataclass(frozen=True)
 class SweepSettings:
+    """A :class:`SweepOptions` checked and resolved: what the study stores and every trial reads."""
+
     spec: dict[str, Any]  # the base spec, validated, absolute paths
     train_csv: str
     val_csv: str
@@ -87,4 +132,4 @@ def check_resumable(stored: SweepSettings, new: SweepSettings, study_name: str) 
         )
 
 
-__all__ = ["METRICS", "SETTINGS_ATTR", "SweepSettings", "check_resumable", "read_settings", "write_settings"]
+__all__ = ["METRICS", "SETTINGS_ATTR", "SweepOptions", "SweepSettings", "check_resumable", "read_settings", "write_settings"]

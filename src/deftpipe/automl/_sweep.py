@@ -24,7 +24,14 @@ from deftpipe.automl._best_rec import write_best_rec
 from deftpipe.automl._console import NullProgress, make_progress, print_summary
 from deftpipe.automl._out_dir import claim_out_dir, refuse_other_owner
 from deftpipe.automl._select import select_and_build
-from deftpipe.automl._settings import METRICS, SweepSettings, check_resumable, read_settings, write_settings
+from deftpipe.automl._settings import (
+    METRICS,
+    SweepOptions,
+    SweepSettings,
+    check_resumable,
+    read_settings,
+    write_settings,
+)
 from deftpipe.automl._space import SearchSpace, load_search_space, parse_search_space
 from deftpipe.automl._storage import (
     DEFAULT_HEARTBEAT_S,
@@ -156,83 +163,67 @@ def _quiet_optuna() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _checked_settings(*, spec: Spec | dict[str, Any] | str | Path, train_csv: str | Path, val_csv: str | Path,
-                      out_dir: str | Path, metric: str, algorithm: str, max_recommendations: int,
-                      pretrained: str | Path | None, search_space: str | Path | dict | None,
-                      num_epochs: int | None, batch_size: int | None, seed: int, keep_checkpoints: int,
-                      rerun_margin: float) -> tuple[SweepSettings, SearchSpace]:
-    """:func:`run_sweep`'s arguments checked (before any study is touched) and resolved into the
-    settings every trial and worker reads."""
-    if metric not in METRICS:
-        raise SweepError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)} (pass one with --metric)")
-    get_algorithm(algorithm)
-    _positive_int(max_recommendations, "max_recommendations (--max-recommendations)")
-    _positive_int(keep_checkpoints, "keep_checkpoints (--keep-checkpoints)")
-    if rerun_margin < 0:
-        raise SweepError(f"rerun_margin must be >= 0, got {rerun_margin}")
-    base = _as_spec(spec)
-    space = load_search_space(search_space)
-    epochs = _positive_int(num_epochs or space.pinned.get("train.num_epochs") or base.train.num_epochs,
+def _checked_settings(o: SweepOptions) -> tuple[SweepSettings, SearchSpace]:
+    """The options checked (before any study is touched) and resolved into the settings every trial
+    and worker reads."""
+    if o.metric not in METRICS:
+        raise SweepError(f"unknown metric {o.metric!r}; valid: {', '.join(METRICS)} (pass one with --metric)")
+    get_algorithm(o.algorithm)
+    _positive_int(o.max_recommendations, "max_recommendations (--max-recommendations)")
+    _positive_int(o.keep_checkpoints, "keep_checkpoints (--keep-checkpoints)")
+    if o.rerun_margin < 0:
+        raise SweepError(f"rerun_margin must be >= 0, got {o.rerun_margin}")
+    base = _as_spec(o.spec)
+    space = load_search_space(o.search_space)
+    epochs = _positive_int(o.num_epochs or space.pinned.get("train.num_epochs") or base.train.num_epochs,
                            "num_epochs (--epochs)")
-    batch = _positive_int(batch_size or space.pinned.get("train.batch_size") or base.train.batch_size,
+    batch = _positive_int(o.batch_size or space.pinned.get("train.batch_size") or base.train.batch_size,
                           "batch_size (--batch-size)")
-    if pretrained is not None:
-        pretrained = _existing_file(pretrained, "--pretrained checkpoint", CheckpointError)
+    pretrained = None if o.pretrained is None else _existing_file(o.pretrained, "--pretrained checkpoint",
+                                                                   CheckpointError)
     settings = SweepSettings(
-        spec=spec_to_dict(base), train_csv=_existing_file(train_csv, "--train", DataError),
-        val_csv=_existing_file(val_csv, "--val", DataError), out_dir=str(Path(out_dir).resolve()), metric=metric,
-        algorithm=algorithm, seed=int(seed), num_epochs=epochs, batch_size=batch, space=space.to_dict(),
-        space_hash=space.hash, pretrained=pretrained, max_recommendations=max_recommendations,
-        keep_checkpoints=keep_checkpoints, rerun_margin=float(rerun_margin))
+        spec=spec_to_dict(base), train_csv=_existing_file(o.train_csv, "--train", DataError),
+        val_csv=_existing_file(o.val_csv, "--val", DataError), out_dir=str(Path(o.out_dir).resolve()),
+        metric=o.metric, algorithm=o.algorithm, seed=int(o.seed), num_epochs=epochs, batch_size=batch,
+        space=space.to_dict(), space_hash=space.hash, pretrained=pretrained,
+        max_recommendations=o.max_recommendations, keep_checkpoints=o.keep_checkpoints,
+        rerun_margin=float(o.rerun_margin))
     return settings, space
 
 
 @_quiet_optuna()
-def run_sweep(*, spec: Spec | dict[str, Any] | str | Path, train_csv: str | Path, val_csv: str | Path,
-              out_dir: str | Path, metric: str = "far_pct", algorithm: str = "tpe", max_recommendations: int = 4,
-              storage: str | None = None, study_name: str | None = None, pretrained: str | Path | None = None,
-              enqueue_spec: str | Path | list[str | Path] | None = None, search_space: str | Path | dict | None = None,
-              num_epochs: int | None = None, batch_size: int | None = None, seed: int = 0,
-              keep_checkpoints: int = 3, rerun_margin: float = 5.0, show_progress: bool = True,
-              heartbeat_interval: int = DEFAULT_HEARTBEAT_S, deadline: float | None = None) -> dict[str, Any]:
+def run_sweep(options: SweepOptions | None = None, /, *, show_progress: bool = True, deadline: float | None = None,
+              **fields: Any) -> dict[str, Any]:
     """Run (or resume) an AutoML sweep and write ``<out_dir>/best_rec.json``.
 
-    Each trial trains ``spec`` with sampled overrides through the model adapter and is scored on
-    ``val_csv`` only. Calling again with the same arguments continues the same study up to
+    Each trial trains the options' spec with sampled overrides through the model adapter and is
+    scored on ``val_csv`` only. Calling again with the same options continues the same study up to
     ``max_recommendations`` done trials (a trial left RUNNING by a killed process is retried).
 
     Args:
-        spec: base model spec (Spec, mapping or YAML path).
-        metric: ``far_pct`` (FAR @ 100 % recall, minimised) or ``val_loss`` (with a collapse guard).
-        algorithm: a name from :data:`deftpipe.automl.ALGORITHMS`.
-        storage: SQLAlchemy URL or a SQLite file path; ``None`` = ``<out_dir>/study.db``.
-        study_name: ``None`` = ``deftpipe-automl``.
-        pretrained: warm-start checkpoint for every trial (``train.pretrained_model_path``).
-        enqueue_spec: a spec YAML or best_rec.json (or a list of them) whose swept values become the
-            first trial(s), in order; only when the study is created.
-        search_space: YAML path or mapping; ``None`` = the built-in default space.
-        num_epochs, batch_size: pinned budget (``None`` = space ``pinned`` value, else the spec's).
-        keep_checkpoints: only the best K trials keep their checkpoints.
-        rerun_margin: re-run a winner that beats the runner-up by more than this (percent).
-        heartbeat_interval: seconds between trial heartbeats; a trial is stale after 3 missed.
+        options: what to sweep (:class:`deftpipe.automl.SweepOptions`, whose fields say each
+            setting and its default). ``run_sweep(spec=..., train_csv=..., ...)`` with the same
+            fields as keywords is the short form.
+        show_progress: the progress bar and the summary table.
         deadline: wall-clock time (``time.time()``) after which no new trial starts once one is done
             (a time budget; the running trial finishes).
     Returns:
         The best_rec.json content (docs/contracts.md §6).
     Raises:
         SpecError, DataError, CheckpointError, SweepError.
+        TypeError: both ``options`` and keyword fields, or a keyword that is not a field.
     """
-    settings, space = _checked_settings(
-        spec=spec, train_csv=train_csv, val_csv=val_csv, out_dir=out_dir, metric=metric, algorithm=algorithm,
-        max_recommendations=max_recommendations, pretrained=pretrained, search_space=search_space,
-        num_epochs=num_epochs,
-        batch_size=batch_size, seed=seed, keep_checkpoints=keep_checkpoints, rerun_margin=rerun_margin)
-    sources = enqueue_spec if isinstance(enqueue_spec, (list, tuple)) else [enqueue_spec] if enqueue_spec else []
-    enqueue = [(Path(e), *_enqueue_values(space, e)) for e in sources]
+    if options is None:
+        options = SweepOptions(**fields)
+    elif fields:
+        raise TypeError(f"run_sweep takes SweepOptions or its fields as keywords, not both (got {', '.join(fields)})")
+    settings, space = _checked_settings(options)
+    enqueue = [(Path(e), *_enqueue_values(space, e)) for e in options.enqueue_sources()]
     out = Path(settings.out_dir)
-    name = study_name or DEFAULT_STUDY
+    name = options.study_name or DEFAULT_STUDY
+    heartbeat_interval = options.heartbeat_interval
     with new_folder_removed_on_error(out):
-        url = storage_url(storage, out)
+        url = storage_url(options.storage, out)
         refuse_other_owner(out, name, redact(url))
         st = open_storage(url, heartbeat_interval=heartbeat_interval)
         existed = name in study_names(st)
@@ -244,8 +235,8 @@ def run_sweep(*, spec: Spec | dict[str, Any] | str | Path, train_csv: str | Path
             check_resumable(stored, settings, name)
         study = _make_study(st, name, settings, space, seed_salt=0)
         write_settings(study, settings)  # also updates the target N, K and margin of a resumed study
-    with make_progress(show_progress, max_recommendations, f"automl {name} ({algorithm}, {metric})",
-                       out) as progress:
+    with make_progress(show_progress, settings.max_recommendations,
+                       f"automl {name} ({settings.algorithm}, {settings.metric})", out) as progress:
         if not existed:
             progress.note(f"study '{name}' created in {redact(url)}")
             for path, values, skipped in enqueue:

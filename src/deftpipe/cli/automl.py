@@ -8,7 +8,7 @@ import typer
 
 from deftpipe._cores import ENV_THREADS
 from deftpipe._outputs import check_output
-from deftpipe.automl import describe_algorithms, run_sweep, run_worker
+from deftpipe.automl import SweepOptions, describe_algorithms, run_sweep, run_worker
 from deftpipe.cli._util import finite, out, print_json
 
 automl_app = typer.Typer(
@@ -58,12 +58,12 @@ def run(
     check_output(out_dir, inputs=[spec, train_csv, val_csv, pretrained, search_space, *(enqueue_spec or [])],
                  folder=True)
     claim_threads(threads)
-    best_rec = run_sweep(
+    options = SweepOptions(  # the command's options are the sweep's settings, one to one
         spec=spec, train_csv=train_csv, val_csv=val_csv, out_dir=out_dir, metric=metric, algorithm=algorithm,
         max_recommendations=max_recommendations, storage=storage, study_name=study, pretrained=pretrained,
         enqueue_spec=enqueue_spec or None, search_space=search_space, num_epochs=epochs, batch_size=batch_size,
-        seed=seed, keep_checkpoints=keep_checkpoints, rerun_margin=rerun_margin, show_progress=not quiet,
-        heartbeat_interval=heartbeat)
+        seed=seed, keep_checkpoints=keep_checkpoints, rerun_margin=rerun_margin, heartbeat_interval=heartbeat)
+    best_rec = run_sweep(options, show_progress=not quiet)
     if as_json:
         print_json(best_rec)
 

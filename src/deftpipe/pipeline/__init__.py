@@ -7,6 +7,7 @@ Phase 1 → 2 → 3, resumable) and :func:`run_demo`. See docs/pipeline.md.
 from deftpipe._faults import FAULT_ENV, FAULT_POINTS
 from deftpipe.pipeline._demo import DEMO_OVERRIDES, run_demo
 from deftpipe.pipeline._handoff import best_iteration, merge_winner_spec, strip_budget
+from deftpipe.pipeline._phases import sweep_options
 from deftpipe.pipeline._pipeline_state import RECORD_NAME, PipelineRecord, latest_unfinished
 from deftpipe.pipeline._preflight import preflight
 from deftpipe.pipeline._run import PreflightError, run_pipeline
@@ -30,4 +31,5 @@ __all__ = [
     "run_demo",
     "run_pipeline",
     "strip_budget",
+    "sweep_options",
 ]

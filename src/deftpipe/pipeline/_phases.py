@@ -1,6 +1,7 @@
 """Phase 1 (AutoML baseline + quality check) and Phase 3 (warm-started refinement + KPI check).
 
-Both phases call the AutoML part's one front door, :func:`deftpipe.automl.run_sweep`, which is
+Both phases call the AutoML part's one front door, :func:`deftpipe.automl.run_sweep`, with the
+settings :func:`sweep_options` builds from ``pipeline.yaml``; a sweep is
 resumable by calling it again with the same arguments (its storage lives in the output folder
 unless ``pipeline.yaml`` names one), so a killed phase simply runs again. The bridge adds only what
 happens around a sweep: the Phase 1 quality check and the Phase 3 evaluation on the KPI set.
@@ -17,7 +18,7 @@ from typing import Any
 from deftpipe import deft
 from deftpipe._faults import fault_point
 from deftpipe._fs import atomic_write_json
-from deftpipe.automl import RecStatus, run_sweep
+from deftpipe.automl import RecStatus, SweepOptions, run_sweep
 from deftpipe.config import PipelineConfig, SweepConfig
 from deftpipe.data import read_dataset, write_dataset
 from deftpipe.errors import NoUsableTrial, SweepError
@@ -33,19 +34,23 @@ QUALITY_NAME = "quality_check.json"
 UNTRAINED_ROWS = 32
 
 
-def sweep(ws: Path, cfg: PipelineConfig, sweep_cfg: SweepConfig, *, spec: Path, train_csv: Path, out_dir: Path,
-          pretrained: Path | None = None, enqueue_spec: Path | None = None, show_progress: bool = True,
-          study_name: str | None = None, deadline: float | None = None) -> dict[str, Any]:
-    """One call of run_sweep with a phase's settings (the same arguments on every resume)."""
-    return run_sweep(
+def sweep_options(ws: Path, cfg: PipelineConfig, sweep_cfg: SweepConfig, *, spec: Path, train_csv: Path,
+                  out_dir: Path, study_name: str, pretrained: Path | None = None,
+                  enqueue_spec: Path | None = None) -> SweepOptions:
+    """A phase's sweep settings (``automl.phase1`` / ``automl.phase3`` of ``pipeline.yaml``) as the one
+    settings object :func:`deftpipe.automl.run_sweep` takes (the same on every resume).
+
+    The phase supplies what ``pipeline.yaml`` does not hold: the spec, the training set, the output
+    folder, the default study name and the warm start; every sweep scores on the validation set.
+    """
+    return SweepOptions(
         spec=spec, train_csv=train_csv, val_csv=cfg.path(ws, cfg.data.val_csv), out_dir=out_dir,
         metric=sweep_cfg.metric, algorithm=sweep_cfg.algorithm, max_recommendations=sweep_cfg.max_recommendations,
         storage=sweep_cfg.storage, study_name=sweep_cfg.study_name or study_name, pretrained=pretrained,
         enqueue_spec=enqueue_spec,
         search_space=cfg.path(ws, sweep_cfg.search_space) if sweep_cfg.search_space else None,
         num_epochs=sweep_cfg.num_epochs, batch_size=sweep_cfg.batch_size, seed=sweep_cfg.seed,
-        keep_checkpoints=sweep_cfg.keep_checkpoints, rerun_margin=sweep_cfg.rerun_margin,
-        show_progress=show_progress, deadline=deadline)
+        keep_checkpoints=sweep_cfg.keep_checkpoints, rerun_margin=sweep_cfg.rerun_margin)
 
 
 def untrained_metrics(spec: Path, train_csv: Path, val_csv: Path) -> dict[str, Any]:
@@ -118,8 +123,9 @@ def run_phase1(ws: Path, cfg: PipelineConfig, results_dir: Path, *, show_progres
     spec = cfg.path(ws, cfg.data.spec)
     train_csv = cfg.path(ws, cfg.data.train_csv)
     # the user's spec is the first trial: the reference every later step is compared with
-    best_rec = sweep(ws, cfg, cfg.automl.phase1, spec=spec, train_csv=train_csv, out_dir=out, enqueue_spec=spec,
-                     show_progress=show_progress, study_name=f"{results_dir.name}-phase1", deadline=deadline)
+    options = sweep_options(ws, cfg, cfg.automl.phase1, spec=spec, train_csv=train_csv, out_dir=out,
+                            enqueue_spec=spec, study_name=f"{results_dir.name}-phase1")
+    best_rec = run_sweep(options, show_progress=show_progress, deadline=deadline)
     fault_point("phase1.swept")
     untrained = untrained_metrics(spec, train_csv, cfg.path(ws, cfg.data.val_csv))
     qc = quality_check(best_rec, untrained=untrained)
@@ -206,10 +212,11 @@ def run_phase3(ws: Path, cfg: PipelineConfig, results_dir: Path, *, spec: Path, 
     """Warm-started sweep on the loop's data → KPI evaluation → ``iterations.final_automl`` → best model."""
     out = results_dir / PHASE3_DIR
     try:
-        best_rec = sweep(ws, cfg, cfg.automl.phase3, spec=spec, train_csv=Path(handoff["train_csv"]), out_dir=out,
-                         pretrained=Path(handoff["warm_start_checkpoint"]) if cfg.automl.phase3.warm_start else None,
-                         enqueue_spec=enqueue_spec,
-                         show_progress=show_progress, study_name=f"{results_dir.name}-phase3", deadline=deadline)
+        options = sweep_options(
+            ws, cfg, cfg.automl.phase3, spec=spec, train_csv=Path(handoff["train_csv"]), out_dir=out,
+            pretrained=Path(handoff["warm_start_checkpoint"]) if cfg.automl.phase3.warm_start else None,
+            enqueue_spec=enqueue_spec, study_name=f"{results_dir.name}-phase3")
+        best_rec = run_sweep(options, show_progress=show_progress, deadline=deadline)
     except NoUsableTrial as e:
         # Phase 3 only refines: when every trial collapsed or failed, the loop's best stands.
         deft.write_best_model(results_dir)
@@ -235,4 +242,5 @@ def run_phase3(ws: Path, cfg: PipelineConfig, results_dir: Path, *, spec: Path, 
             "stop_reason": sweep_stop_reason(best_rec, cfg.automl.phase3.max_recommendations, cfg, "phase3")}
 
 
-__all__ = ["evaluate_reference", "load_phase1", "quality_check", "run_phase1", "run_phase3", "untrained_metrics"]
+__all__ = ["evaluate_reference", "load_phase1", "quality_check", "run_phase1", "run_phase3", "sweep_options",
+           "untrained_metrics"]
