@@ -67,8 +67,8 @@ def test_a_pipeline_record_written_by_the_earlier_version_loads_and_resumes(tmp_
     text = _old("pipeline_state_v1_complete.json", run, ws)
     (run / "pipeline_state.json").write_text(text, encoding="utf-8")
     rec = PipelineRecord.load(run)
-    assert rec.status == "complete" and all(rec.is_done(p) for p in rec.data["phases"])
-    created = rec.data["created_at"]
+    assert rec.status == "complete" and all(rec.is_done(p) for p in rec.state.phases)
+    created = rec.state.created_at
     rec.begin_attempt()  # what a rerun does first
     again = json.loads((run / "pipeline_state.json").read_text(encoding="utf-8"))
     assert again["created_at"] == created == json.loads(text)["created_at"]  # old timestamps stay as written

@@ -8,12 +8,22 @@ adapter) and :func:`audit_run` (a finished run's ``best_model.json``, the last s
 from deftpipe.audit._compare import side_by_side, side_by_side_markdown
 from deftpipe.audit._core import FIGURES, audit_checkpoint, audit_scores
 from deftpipe.audit._render import audit_line, audit_markdown, holdout_headline
-from deftpipe.audit._run_audit import AUDIT_LABEL, SELECTION_LABEL, audit_run, holdout_csv, reference_models
+from deftpipe.audit._run_audit import (
+    AUDIT_LABEL,
+    SELECTION_LABEL,
+    AuditDetails,
+    AuditSummary,
+    audit_run,
+    holdout_csv,
+    reference_models,
+)
 
 __all__ = [
     "AUDIT_LABEL",
     "FIGURES",
     "SELECTION_LABEL",
+    "AuditDetails",
+    "AuditSummary",
     "audit_checkpoint",
     "audit_line",
     "audit_markdown",

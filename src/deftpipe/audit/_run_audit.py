@@ -3,27 +3,30 @@
 Writes ``RUN_DIR/audit/audit.json`` (every figure, every escape) and the holdout scores beside it,
 then puts the audit into ``best_model.json`` under ``audit``, beside the selection figures. The
 audit is the last reader of a run: it runs after the checkpoint and the threshold are fixed and
-changes neither.
+changes neither. Its records are typed: :class:`AuditSummary` (the ``audit`` object of
+``best_model.json``, read and written through :class:`deftpipe.deft.BestModel`) and
+:class:`AuditDetails` (``audit.json``).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from deftpipe._fs import atomic_write_json
+from pydantic import Field
+
+from deftpipe._pipeline_record import PipelineState
+from deftpipe._record_io import Number, PathText, Record
 from deftpipe._stored_paths import check_stored_paths
 from deftpipe.audit._core import FIGURES, audit_checkpoint
 from deftpipe.config import load_config
-from deftpipe.deft import kpi_metrics, kpi_pass_scores
-from deftpipe.errors import StateError
+from deftpipe.deft import BestModel, DeftState, kpi_metrics, kpi_pass_scores
 from deftpipe.metrics import ThresholdRule
 from deftpipe.model import get_adapter
 
 AUDIT_DIR = "audit"
 AUDIT_NAME = "audit.json"
-BEST_MODEL = "best_model.json"
+AUDIT_VERSION = 1  # audit.json written before the records were typed has no schema_version: read as 1
 SELECTION_LABEL = "selection (KPI set)"
 AUDIT_LABEL = "audit (holdout, never used for a choice)"
 NO_AUDIT = "no holdout in this workspace ({csv} not found), so no audit was done: no figure of this run " \
@@ -31,20 +34,38 @@ NO_AUDIT = "no holdout in this workspace ({csv} not found), so no audit was done
 MAX_LISTED = 20  # escapes / threshold setters copied into best_model.json (all of them in audit.json)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return check_stored_paths(json.loads(path.read_text(encoding="utf-8")), path)
-    except FileNotFoundError:
-        raise StateError(f"{path} not found: {path.parent} has no deliverable to audit yet; finish the run "
-                         "(`deftpipe run WS`) or audit a model with --checkpoint/--threshold/--csv") from None
-    except ValueError as e:
-        raise StateError(f"{path} is not valid JSON ({e}); rerun the pipeline to rewrite it") from None
+class AuditSummary(Record):
+    """The ``audit`` object of ``best_model.json`` (the figures of :data:`deftpipe.audit.FIGURES` and the
+    capped lists are kept under their own keys)."""
+
+    label: str = AUDIT_LABEL
+    done: bool = False
+    reason: str | None = None  # why no audit was done
+    threshold: Number | None = None
+    csv: PathText | None = None
+    checkpoint: PathText | None = None
+    details: str | None = None  # audit.json
+    references: dict[str, Any] = Field(default_factory=dict)
+
+
+class AuditDetails(Record):
+    """``RUN_DIR/audit/audit.json``: every figure and escape of the deliverable and its references."""
+
+    schema_version: int = AUDIT_VERSION
+    deliverable: dict[str, Any] = Field(default_factory=dict)
+    references: dict[str, Any] = Field(default_factory=dict)
+    best_iteration: str | None = None
+
+
+def _best_model(results_dir: Path) -> BestModel:
+    best = BestModel.load(results_dir)
+    check_stored_paths(best.to_json(), BestModel.path(results_dir))
+    return best
 
 
 def holdout_csv(results_dir: Path) -> Path:
     """The holdout CSV of the workspace a run belongs to (``data.holdout_csv`` of its pipeline.yaml)."""
-    state = _read_json(results_dir / "deft_state.json")
-    ws = Path(state["workspace"])
+    ws = Path(DeftState.load(results_dir).workspace)
     cfg = load_config(ws)
     return cfg.path(ws, cfg.data.holdout_csv)
 
@@ -57,10 +78,10 @@ def reference_models(results_dir: Path) -> dict[str, dict[str, Any]]:
     follows the deliverable's rule (:func:`deftpipe.metrics.shipped_threshold` on its KPI scores:
     ``user_spec.kpi_threshold`` and ``kpi_inference_csv`` when recorded, else measured here).
     """
-    path = results_dir / "pipeline_state.json"
-    if not path.is_file():
+    if not PipelineState.path(results_dir).is_file():
         return {}
-    user = (_read_json(path).get("phases", {}).get("phase1", {}) or {}).get("user_spec") or {}
+    phase1 = PipelineState.load(results_dir).phases.get("phase1")
+    user = (getattr(phase1, "user_spec", None) if phase1 else None) or {}
     ckpt = user.get("checkpoint")
     if not ckpt or not Path(ckpt).is_file():
         return {}
@@ -74,9 +95,9 @@ def _kpi_scores(results_dir: Path, ref: dict[str, Any], spec: Any) -> tuple[floa
     recorded = ref.get("kpi_inference_csv")
     if ref.get("kpi_threshold") is not None and recorded and Path(recorded).is_file():
         return ref["kpi_threshold"], Path(recorded)
-    state = _read_json(results_dir / "deft_state.json")
+    kpi_csv = DeftState.load(results_dir).config["kpi_csv"]
     out = results_dir / AUDIT_DIR / "reference_inference_kpi.csv"
-    get_adapter(spec).infer(ref["checkpoint"], state["config"]["kpi_csv"], out)
+    get_adapter(spec).infer(ref["checkpoint"], kpi_csv, out)
     return kpi_metrics(out).get("threshold"), out
 
 
@@ -99,19 +120,19 @@ def audit_run(results_dir: str | Path, *, seed: int = 0) -> dict[str, Any]:
         StateError: the run has no ``best_model.json`` (no deliverable yet) or no ``deft_state.json``.
     """
     results_dir = Path(results_dir).resolve()
-    best = _read_json(results_dir / BEST_MODEL)
+    best = _best_model(results_dir)
     csv = holdout_csv(results_dir)
     if not csv.is_file():
-        audit: dict[str, Any] = {"label": AUDIT_LABEL, "done": False, "reason": NO_AUDIT.format(csv=csv)}
-    elif best.get("threshold") is None:
-        audit = {"label": AUDIT_LABEL, "done": False,
-                 "reason": "the deliverable has no threshold (its KPI set has no defect), so no audit was done"}
+        audit = AuditSummary(label=AUDIT_LABEL, done=False, reason=NO_AUDIT.format(csv=csv))
+    elif best.threshold is None:
+        audit = AuditSummary(label=AUDIT_LABEL, done=False, reason="the deliverable has no threshold (its KPI set "
+                             "has no defect), so no audit was done")
     else:
         out = results_dir / AUDIT_DIR
-        spec = best.get("inference_spec")
-        full = audit_checkpoint(best["checkpoint"], best["threshold"], csv, spec=spec, seed=seed, out_dir=out)
+        spec = best.inference_spec
+        full = audit_checkpoint(best.checkpoint, best.threshold, csv, spec=spec, seed=seed, out_dir=out)
         references = {}
-        rule = ThresholdRule.of(best)
+        rule = ThresholdRule.of(best.to_json())
         for name, ref in reference_models(results_dir).items():  # shipped by the deliverable's rule
             kpi_t, kpi_csv = _kpi_scores(results_dir, ref, ref.get("spec") or spec)
             if kpi_t is None:
@@ -119,14 +140,14 @@ def audit_run(results_dir: str | Path, *, seed: int = 0) -> dict[str, Any]:
             t = rule.threshold(kpi_t, kpi_pass_scores(kpi_csv))
             references[name] = audit_checkpoint(ref["checkpoint"], t, csv, spec=ref.get("spec") or spec, seed=seed,
                                                 out_dir=out / name)
-        atomic_write_json(out / AUDIT_NAME, {"deliverable": full, "references": references,
-                                             "best_iteration": best.get("best_iteration")})
-        audit = {"label": AUDIT_LABEL, "done": True, **summarize(full),
-                 "details": str(out / AUDIT_NAME),
-                 "references": {n: summarize(r) for n, r in references.items()}}
-    best = _read_json(results_dir / BEST_MODEL)  # re-read: only the audit key is ours
-    atomic_write_json(results_dir / BEST_MODEL, {**best, "audit": audit})
-    return audit
+        AuditDetails(schema_version=AUDIT_VERSION, deliverable=full, references=references,
+                     best_iteration=best.best_iteration).write(out / AUDIT_NAME)
+        audit = AuditSummary(label=AUDIT_LABEL, done=True, **summarize(full), details=str(out / AUDIT_NAME),
+                             references={n: summarize(r) for n, r in references.items()})
+    best = _best_model(results_dir)  # re-read: only the audit key is ours
+    best.audit = audit.to_json()
+    best.save(results_dir)
+    return best.audit
 
 
-__all__ = ["AUDIT_LABEL", "SELECTION_LABEL", "audit_run", "holdout_csv", "reference_models", "summarize"]
+__all__ = ["AUDIT_LABEL", "SELECTION_LABEL", "AuditDetails", "AuditSummary", "audit_run", "holdout_csv", "reference_models", "summarize"]

@@ -14,11 +14,17 @@ from deftpipe.deft._evaluator import PLACEHOLDERS as EVALUATOR_PLACEHOLDERS
 from deftpipe.deft._html_report import render_report
 from deftpipe.deft._loop import run_loop
 from deftpipe.deft._model_stages import kpi_metrics
+from deftpipe.deft._records import BEST_MODEL_NAME, BestModel, DeftState, Event, IterationRecord
 from deftpipe.deft._runs import describe as describe_run
 from deftpipe.deft._runs import latest_unfinished, new_run_folder, run_folders, sweep_line
-from deftpipe.deft._state import STAGES, STATE_NAME, IterationStatus, RunStatus, Stage, load_state
+from deftpipe.deft._state import STAGES, STATE_NAME, IterationStatus, RunStatus, Stage, load_state, save_state
 
 __all__ = [
+    "BEST_MODEL_NAME",
+    "BestModel",
+    "DeftState",
+    "Event",
+    "IterationRecord",
     "IterationStatus",
     "RunStatus",
     "Stage",
@@ -40,6 +46,7 @@ __all__ = [
     "record_user_spec",
     "STATE_NAME",
     "load_state",
+    "save_state",
     "preseed_baseline",
     "record_final_automl",
     "render_report",

@@ -13,7 +13,6 @@ from the chosen model's KPI scores). An ``audit`` already in
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from deftpipe._fs import atomic_path, atomic_write_json, atomic_write_text
+from deftpipe._fs import atomic_path, atomic_write_text
 from deftpipe.config import load_config
 from deftpipe.data import is_defect
 from deftpipe.deft import _state
@@ -31,6 +30,7 @@ from deftpipe.deft._choice import Candidate, decide, loop_best
 from deftpipe.deft._commit import commit, refresh_report
 from deftpipe.deft._context import jsonable
 from deftpipe.deft._model_stages import pick_metrics
+from deftpipe.deft._records import BestModel
 from deftpipe.errors import CheckpointError, StateError
 from deftpipe.metrics import ThresholdRule
 from deftpipe.selection import RULE_FIGURE
@@ -75,7 +75,8 @@ def _choose(state: dict[str, Any]) -> tuple[Candidate, Candidate, list[dict[str,
 
 
 def write_best_model(results_dir: str | Path) -> dict[str, Any] | None:
-    """Recompute ``best_model.json`` and ``best_model_inference_spec.yaml`` from the state.
+    """Recompute ``best_model.json`` (:class:`deftpipe.deft.BestModel`) and
+    ``best_model_inference_spec.yaml`` from the state.
 
     Returns the best_model.json content, or None when no iteration has a KPI figure yet.
     """
@@ -119,12 +120,12 @@ def write_best_model(results_dir: str | Path) -> dict[str, Any] | None:
            "user_spec": _candidate(USER_SPEC, state[USER_SPEC]) if state.get(USER_SPEC) else None,
            "delivers_user_spec": chosen["label"] == USER_SPEC, "choices": decisions,
            "candidates": [{"label": lb, "far_pct": its[lb]["far_pct"]} for lb in loop]}
-    path = results_dir / "best_model.json"
-    old = _read(path)
-    if old and old.get("audit") and (old.get("checkpoint"), old.get("threshold")) == (out["checkpoint"], shipped):
-        out["audit"] = old["audit"]  # the same deliverable: its audit still holds
-    atomic_write_json(path, out)
-    return out
+    record = BestModel(**out)
+    old = BestModel.load_if_any(results_dir)
+    if old and old.audit and (old.checkpoint, old.threshold) == (record.checkpoint, record.threshold):
+        record.audit = old.audit  # the same deliverable: its audit still holds
+    record.save(results_dir)
+    return record.to_json()
 
 
 def kpi_pass_scores(inference_csv: str | Path | None) -> np.ndarray:
@@ -139,13 +140,6 @@ def kpi_pass_scores(inference_csv: str | Path | None) -> np.ndarray:
         raise StateError(f"the KPI scores of the chosen model ({inference_csv}) cannot be read ({e}); the shipped "
                          "threshold's FAR budget is counted on them: rerun the run to re-evaluate it") from None
     return pd.to_numeric(df["score"], errors="coerce").to_numpy(dtype=float)[~is_defect(df["label"]).to_numpy()]
-
-
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def preseed_baseline(results_dir: str | Path, *, workspace: str | Path, config, spec_path: str | Path,

@@ -23,6 +23,7 @@ from PIL import Image
 from deftpipe._fs import atomic_write_json, atomic_write_text
 from deftpipe.data import layout_for, open_image
 from deftpipe.deft import _state
+from deftpipe.deft._records import BestModel
 from deftpipe.errors import DataError
 from deftpipe.metrics import fmt_value
 from deftpipe.spec import load_spec
@@ -245,7 +246,7 @@ def render_report(results_dir: str | Path, extra: dict[str, Any] | None = None) 
             r["train_metric"] = r["train_metric"].get("value")
         if not isinstance(r["train_metric"], (int, float)):
             r["train_metric"] = None
-    best = _read_json(str(results_dir / "best_model.json"))
+    best = record.to_json() if (record := BestModel.load_if_any(results_dir)) else None
     audit = (best or {}).get("audit") or {}
     audit_rows = {k: [(r, thumbs.pair(r)) for r in audit.get(k) or []] for k in ("escaped", "threshold_setters")} \
         if audit.get("done") else None

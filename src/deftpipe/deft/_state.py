@@ -1,5 +1,9 @@
 """``deft_state.json`` (docs/contracts.md §7): the loop's single source of truth, owned by this module only.
 
+The file is read and written only through its typed record, :class:`deftpipe.deft.DeftState`
+(``deft/_records.py``); :func:`load_state` / :func:`save_state` are its mapping view for the stages
+that still pass the state around as a dict.
+
 Every state change is one :func:`commit`: check that the stage's artefacts exist, record them,
 append an event, write the file atomically (temp + fsync + rename). The loop driver then rebuilds
 the report (:mod:`deftpipe.deft._commit`, which also holds the ``DEFTPIPE_FAULT_AFTER`` test hook). A
@@ -8,63 +12,29 @@ corrupt file is never overwritten: :func:`load_state` raises :class:`StateError`
 
 from __future__ import annotations
 
-import json
 import os
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from deftpipe._clock import now_iso
-from deftpipe._fs import atomic_write_json
-from deftpipe._stored_paths import check_stored_paths
 from deftpipe.config import find_workspace
+from deftpipe.deft._records import (
+    RUN_STATUSES,
+    STAGES,
+    STATE_NAME,
+    STATE_VERSION,
+    DeftState,
+    IterationStatus,
+    RunStatus,
+    Stage,
+)
 from deftpipe.errors import StateError, clip
 from deftpipe.metrics import ThresholdRule
 
-STATE_NAME = "deft_state.json"
-STATE_VERSION = 1
-
-
-class RunStatus(StrEnum):
-    """``status`` of a DEFT run (the state's top level)."""
-
-    PENDING = "pending"
-    IN_PROGRESS = "in_progress"
-    COMPLETE = "complete"
-    FAILED = "failed"
-
-    def is_unfinished(self) -> bool:
-        return self in (RunStatus.PENDING, RunStatus.IN_PROGRESS)
-
-
-class IterationStatus(StrEnum):
-    """``iterations.<label>.status``."""
-
-    PENDING = "pending"
-    IN_PROGRESS = "in_progress"
-    COMPLETE = "complete"
-
-
-class Stage(StrEnum):
-    """Every value ``stage_completed`` may take (docs/contracts.md §7), in the order they run."""
-
-    TRAIN = "train"
-    INFERENCE = "inference"
-    EVALUATE = "evaluate"
-    RCA = "rca"
-    ROUTING = "routing"
-    SDG = "sdg"
-    MINING = "mining"
-    DATA_MERGE = "data_merge"
-    LOOP_STOP = "loop_stop"
-
-
-STAGES = tuple(s.value for s in Stage)
 #: Iteration fields that name files; a completed stage's files must exist on resume.
 ARTEFACT_FIELDS = ("best_ckpt_path", "train_spec", "inference_csv", "metrics_json", "rca_gaps", "rca_summary",
                    "rca_embeddings", "routing_json", "sdg_csv", "sdg_allocation", "mined_csv", "mining_report",
                    "combined_training_csv", "provenance_csv", "merge_validation")
-RUN_STATUSES = tuple(s.value for s in RunStatus)
 
 
 def state_path(results_dir: str | Path) -> Path:
@@ -72,54 +42,17 @@ def state_path(results_dir: str | Path) -> Path:
 
 
 def load_state(results_dir: str | Path) -> dict[str, Any]:
-    """Read and check ``RESULTS_DIR/deft_state.json``.
+    """Read and check ``RESULTS_DIR/deft_state.json`` (:meth:`DeftState.load`) as a mapping.
 
     Raises:
         StateError: the file is missing, not JSON, or not a deft state. The file is left untouched.
     """
-    path = state_path(results_dir)
-    if not path.is_file():
-        raise StateError(f"{path} does not exist; start a loop with `deftpipe deft run WS` first")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    try:
-        state = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise StateError(
-            f"{path} is corrupt (not valid JSON: {err.msg} at line {err.lineno} column {err.colno}); "
-            "it was left untouched — restore it from a backup, or start a new run with `deftpipe deft run WS --new`"
-        ) from None
-    keys = ("version", "status", "iterations", "events", "config", "results_dir")
-    missing = [k for k in keys if not isinstance(state, dict) or k not in state]
-    if missing:
-        raise StateError(f"{path} is not a deft state (missing key(s) {', '.join(missing)}); it was left "
-                         "untouched — start a new run with `deftpipe deft run WS --new`")
-    types = {"status": str, "iterations": dict, "events": list, "config": dict, "results_dir": str}
-    wrong = [f"{k} is {type(state[k]).__name__}, expected {t.__name__}" for k, t in types.items()
-             if not isinstance(state[k], t)]
-    if not wrong:
-        wrong += [f"iterations.{k} is {type(v).__name__}, expected dict" for k, v in state["iterations"].items()
-                  if not isinstance(v, dict)]
-    if not wrong and any(not isinstance(e, dict) for e in state["events"]):
-        wrong.append("events holds a non-object")
-    if wrong:
-        raise StateError(f"{path} has fields of the wrong type ({clip('; '.join(wrong))}); it was left untouched — "
-                         "restore it from a backup, or start a new run with `deftpipe deft run WS --new`")
-    if state["version"] != STATE_VERSION:
-        raise StateError(f"{path} has state version {clip(repr(state['version']), 40)}, this deftpipe reads version "
-                         f"{STATE_VERSION}; finish it with the deftpipe that wrote it, or start a new run")
-    if state["status"] not in RUN_STATUSES:
-        raise StateError(f"{path}: status {clip(repr(state['status']), 60)} is not one of {', '.join(RUN_STATUSES)}")
-    for label, it in state["iterations"].items():
-        done = it.get("stage_completed")
-        if done is not None and done not in STAGES:
-            raise StateError(f"{path}: iterations.{clip(label, 40)}.stage_completed = {clip(repr(done), 60)} is not a stage "
-                             f"(expected one of {', '.join(STAGES)})")
-    return check_stored_paths(state, path)
+    return DeftState.load(results_dir).to_json()
 
 
 def save_state(results_dir: str | Path, state: dict[str, Any]) -> Path:
-    state["updated_at"] = now_iso()
-    return atomic_write_json(state_path(results_dir), state)
+    """Write the mapping view of the state (:meth:`DeftState.save_mapping`; ``updated_at`` set)."""
+    return DeftState.save_mapping(results_dir, state)
 
 
 def new_state(*, workspace: Path, results_dir: Path, config, spec_path: Path,
@@ -130,20 +63,14 @@ def new_state(*, workspace: Path, results_dir: Path, config, spec_path: Path,
     this snapshot, so a resumed run behaves like the run that started it.
     """
     d, deft = config.data, config.deft
-    return {
-        "version": STATE_VERSION,
-        "started_at": now_iso(),
-        "updated_at": now_iso(),
-        "status": RunStatus.PENDING,
-        "reason": None,
-        "kpi": {"metric": config.kpi.metric, "operator": config.kpi.operator, "target": config.kpi.target,
-                "evaluator_command": config.kpi.evaluator_command,
-                **ThresholdRule.of(config.kpi).settings()},
-        "results_dir": str(Path(results_dir).resolve()),
-        "workspace": str(Path(workspace).resolve()),
-        "max_iterations": int(max_iterations),
-        "current_iteration": 0,
-        "config": {
+    now = now_iso()
+    return DeftState(
+        schema_version=STATE_VERSION, started_at=now, updated_at=now, status=RunStatus.PENDING, reason=None,
+        kpi={"metric": config.kpi.metric, "operator": config.kpi.operator, "target": config.kpi.target,
+             "evaluator_command": config.kpi.evaluator_command, **ThresholdRule.of(config.kpi).settings()},
+        results_dir=str(Path(results_dir).resolve()), workspace=str(Path(workspace).resolve()),
+        max_iterations=int(max_iterations), current_iteration=0,
+        config={
             "spec": str(Path(spec_path).resolve()),
             "train_csv": str(config.path(workspace, d.train_csv)),
             "val_csv": str(config.path(workspace, d.val_csv)),
@@ -162,9 +89,8 @@ def new_state(*, workspace: Path, results_dir: Path, config, spec_path: Path,
             "rca_max_groups": deft.rca_max_groups,
             "analysis_split": deft.analysis_split,
         },
-        "iterations": {},
-        "events": [],
-    }
+        iterations={}, events=[],
+    ).to_json()
 
 
 #: Settings a resumed run takes from the *current* pipeline.yaml (docs/deft.md, "Resuming"): each
@@ -277,6 +203,8 @@ def verify_state_artefacts(state: dict[str, Any], results_dir: str | Path, works
 
 __all__ = [
     "ARTEFACT_FIELDS",
+    "DeftState",
+    "RUN_STATUSES",
     "IterationStatus",
     "RunStatus",
     "Stage",

@@ -8,7 +8,7 @@ from deftpipe._faults import FAULT_ENV, FAULT_POINTS
 from deftpipe.pipeline._demo import DEMO_OVERRIDES, run_demo
 from deftpipe.pipeline._handoff import best_iteration, merge_winner_spec, strip_budget
 from deftpipe.pipeline._phases import sweep_options
-from deftpipe.pipeline._pipeline_state import RECORD_NAME, PipelineRecord, latest_unfinished
+from deftpipe.pipeline._pipeline_state import RECORD_NAME, PipelineRecord, PipelineState, latest_unfinished
 from deftpipe.pipeline._preflight import preflight
 from deftpipe.pipeline._run import PreflightError, run_pipeline
 from deftpipe.pipeline._trajectory import build_trajectory, improvement
@@ -20,6 +20,7 @@ __all__ = [
     "FAULT_POINTS",
     "RECORD_NAME",
     "PipelineRecord",
+    "PipelineState",
     "PreflightError",
     "best_iteration",
     "build_trajectory",

@@ -111,7 +111,7 @@ def run_target(ws: Path, new: bool) -> dict[str, Any]:
                 "text": "start a new run in results/run_<timestamp>/ (Phase 1 → 2 → 3)"}
     try:
         rec = PipelineRecord.load(resume)
-        nxt = next((p for p, v in rec.data["phases"].items() if v["status"] not in ("done", "skipped")), "summary")
+        nxt = next((p for p, ph in rec.state.phases.items() if not ph.is_done()), "summary")
     except DeftpipeError:
         nxt = "?"
     return {"mode": "resume", "results_dir": str(resume),

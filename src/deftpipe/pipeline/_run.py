@@ -107,9 +107,8 @@ def _run_loop(ws: Path, cfg: PipelineConfig, results_dir: Path, show_progress: b
 
 def _phase3_verdict(results_dir: Path, p3: dict[str, Any], ho: dict[str, Any]) -> dict[str, Any]:
     p3 = {**p3, "loop_best_iteration": ho["warm_start_iteration"], "loop_best_far_pct": ho["warm_start_far_pct"]}
-    bm_path = results_dir / "best_model.json"
-    kept = json.loads(bm_path.read_text(encoding="utf-8")) if bm_path.is_file() else {}
-    label = kept.get("best_iteration") or "?"
+    kept = deft.BestModel.read(results_dir)
+    label = (kept.best_iteration if kept else None) or "?"
     a, b = p3.get("kpi_far_pct"), ho["warm_start_far_pct"]
     if p3.get("no_winner"):
         p3["verdict"] = f"Phase 3 found no usable trial ({p3['no_winner']}); best model kept = {label}"
@@ -138,7 +137,7 @@ class _Run:
     points: list[dict[str, Any]] = field(default_factory=list)  # the trajectory
 
     def deadline(self, phase: str) -> float | None:
-        return budget.deadline(self.cfg, self.rec.data["phases"], phase)
+        return budget.deadline(self.cfg, self.rec.state.phases_json(), phase)
 
 
 @dataclass(frozen=True)
@@ -168,7 +167,7 @@ def _phase1(run: _Run) -> _Done:
 
 
 def _phase1_after(run: _Run) -> None:
-    if run.qc is None and run.rec.phase("phase1")["status"] == PhaseStatus.DONE:
+    if run.qc is None and run.rec.state.phases["phase1"].status == PhaseStatus.DONE:
         run.qc = load_phase1(run.results_dir)
 
 
@@ -206,7 +205,7 @@ def _phase3_skip(run: _Run) -> str | None:
         return f"Phase 2 hard-stopped ({run.hard_stop}); Phase 3 skipped"
     if not run.cfg.automl.phase3.enabled:
         return "disabled in pipeline.yaml (automl.phase3.enabled: false)"
-    if (budget.seconds_left(run.cfg, run.rec.data["phases"], "phase3") or 1.0) <= 0:
+    if (budget.seconds_left(run.cfg, run.rec.state.phases_json(), "phase3") or 1.0) <= 0:
         return "time budget spent before Phase 3 (budget.run_seconds)"
     return None
 
@@ -236,11 +235,12 @@ def _summary(run: _Run) -> _Done:
     rec, results_dir = run.rec, run.results_dir
     state = deft.load_state(results_dir)
     base_rows = _count_rows(run.cfg.path(run.ws, run.cfg.data.train_csv))
-    p3_info = rec.phase("phase3") if rec.phase("phase3")["status"] == PhaseStatus.DONE else None
+    p3_info = rec.phase("phase3") if rec.state.phases["phase3"].status == PhaseStatus.DONE else None
     run.points = build_trajectory(state, run.qc, base_rows, (p3_info or {}).get("handoff", {}).get("train_csv"))
-    rec.data["estimate_vs_actual"] = record_actuals(run.ws, results_dir, rec.data.get("estimate"), rec.data["phases"])
-    write_summary(results_dir, record=rec.data, points=run.points, state=state, phase1=run.qc, phase3=p3_info)
-    _render_report(results_dir, run.points, rec.data["estimate_vs_actual"], comparison(results_dir, state))
+    rec.state.estimate_vs_actual = record_actuals(run.ws, results_dir, rec.state.estimate, rec.state.phases_json())
+    write_summary(results_dir, record=rec.state.to_json(), points=run.points, state=state, phase1=run.qc,
+                  phase3=p3_info)
+    _render_report(results_dir, run.points, rec.state.estimate_vs_actual, comparison(results_dir, state))
     fault_point("summary")
     return _Done("trajectory written")
 
@@ -303,7 +303,8 @@ def _open_record(ws: Path, cfg: PipelineConfig, results_dir: Path, report: dict[
         rec = PipelineRecord.create(results_dir, workspace=ws)
     if rec.status in FINISHED:
         raise StateError(f"{results_dir} is already {rec.status}; start another with `deftpipe run WS --new`")
-    rec.data.setdefault("estimate", next((s for s in report["sections"] if s["name"] == "estimate"), None))
+    if "estimate" not in rec.state.model_fields_set:
+        rec.state.estimate = next((s for s in report["sections"] if s["name"] == "estimate"), None)
     return rec
 
 
@@ -345,12 +346,12 @@ def run_pipeline(ws: str | Path, *, yes: bool = False, new: bool = False, show_p
         rec.finish(status, summary=run.hard_stop or "")
     _print_outcome(run, console)
     return {"results_dir": str(results_dir), "status": status, "trajectory": run.points,
-            "improvement": _gain(run), "hard_stop": run.hard_stop, "phases": rec.data["phases"]}
+            "improvement": _gain(run), "hard_stop": run.hard_stop, "phases": rec.state.phases_json()}
 
 
 def _best_model(results_dir: Path) -> dict[str, Any] | None:
-    bm_path = results_dir / "best_model.json"
-    return json.loads(bm_path.read_text(encoding="utf-8")) if bm_path.is_file() else None
+    bm = deft.BestModel.read(results_dir)
+    return bm.to_json() if bm is not None else None
 
 
 def _gain(run: _Run) -> dict[str, Any] | None:
@@ -369,7 +370,7 @@ def _print_outcome(run: _Run, console: Console) -> None:
         console.print(first, highlight=False)
     if gain:
         console.print(headline(gain), highlight=False)
-    p3_info = rec.phase("phase3") if rec.phase("phase3")["status"] == PhaseStatus.DONE else None
+    p3_info = rec.phase("phase3") if rec.state.phases["phase3"].status == PhaseStatus.DONE else None
     if p3_info:
         console.print(p3_info["verdict"], highlight=False)
     console.print(rec.phase("audit").get("summary") or rec.phase("audit").get("reason") or "", highlight=False)
@@ -404,8 +405,7 @@ def _render_report(results_dir: Path, points: list[dict[str, Any]], cost: dict[s
              + f" on the {p['set']} set" for p in points]
     notes += [f"{c['phase']}: estimated {fmt_range(c['low'], c['high'])}, took {c['actual']:.0f} s"
               for c in (cost or {}).get("phases", [])]
-    bm_path = results_dir / "best_model.json"
-    bm = json.loads(bm_path.read_text(encoding="utf-8")) if bm_path.is_file() else {}
+    bm = _best_model(results_dir) or {}
     gain = improvement(points, bm.get("best_iteration"))
     headlines = [h for h in (holdout_headline(bm) if bm else None, headline(gain) if gain else None) if h]
     deft.render_report(results_dir, extra={"trajectory": chart, "notes": notes, "comparison": table,

@@ -7,13 +7,13 @@ loop's report so it becomes the first chart of ``report.html``.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from deftpipe._fs import atomic_write_json, atomic_write_text
 from deftpipe.audit import audit_markdown, holdout_headline, side_by_side, side_by_side_markdown
+from deftpipe.deft import BestModel
 from deftpipe.metrics import fmt_value
 
 SUMMARY_NAME = "pipeline_summary.md"
@@ -106,31 +106,29 @@ def headline(gain: dict[str, Any]) -> str:
 
 def comparison(results_dir: Path, state: dict[str, Any] | None) -> dict[str, Any] | None:
     """Selection (KPI set) beside audit (holdout) of the run's deliverable; None without one."""
-    path = results_dir / "best_model.json"
-    if not path.is_file():
+    best = BestModel.read(results_dir)
+    if best is None:
         return None
-    best = json.loads(path.read_text(encoding="utf-8"))
-    kpi = ((state or {}).get("iterations") or {}).get(best.get("best_iteration") or "", {})
-    return side_by_side(best, kpi)
+    kpi = ((state or {}).get("iterations") or {}).get(best.best_iteration or "", {})
+    return side_by_side(best.to_json(), kpi)
 
 
 def comparison_markdown(results_dir: Path, state: dict[str, Any] | None) -> list[str]:
     table = comparison(results_dir, state)
     if table is None:
         return []
-    best = json.loads((results_dir / "best_model.json").read_text(encoding="utf-8"))
+    best = BestModel.load(results_dir)
     lines = ["## The deliverable: selection (KPI set) vs audit (holdout, never used for a choice)", "",
              *side_by_side_markdown(table)]
-    return lines + audit_markdown(best.get("audit"), heading="###")
+    return lines + audit_markdown(best.audit, heading="###")
 
 
 def write_summary(results_dir: Path, *, record: dict[str, Any], points: list[dict[str, Any]],
                   state: dict[str, Any] | None, phase1: dict[str, Any] | None,
                   phase3: dict[str, Any] | None) -> Path:
     """``trajectory.json`` + ``pipeline_summary.md`` (atomic)."""
-    best_model = results_dir / "best_model.json"
-    bm = json.loads(best_model.read_text(encoding="utf-8")) if best_model.is_file() else {}
-    gain = improvement(points, bm.get("best_iteration"))
+    bm = BestModel.read(results_dir)
+    gain = improvement(points, bm.best_iteration if bm else None)
     atomic_write_json(results_dir / TRAJECTORY_NAME, {"points": points, "improvement": gain})
     lines = [f"# deftpipe pipeline summary — {results_dir.name}", "",
              f"Workspace: `{record['workspace']}`  ", f"Results: `{results_dir}`", "", "## Phases", "",
