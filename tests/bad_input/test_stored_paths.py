@@ -50,13 +50,13 @@ def _docs(ws: Path, run: Path) -> dict[str, dict]:
 
 
 def _readers(run: Path):
-    from deftpipe.audit._run_audit import _read_json
-    from deftpipe.deft._state import load_state
-    from deftpipe.pipeline._pipeline_state import PipelineRecord
+    from deftpipe.deft import BestModel, DeftState, load_state
+    from deftpipe.pipeline import PipelineRecord, PipelineState
 
-    return {"deft_state.json": [lambda: load_state(run), lambda: _read_json(run / "deft_state.json")],
-            "pipeline_state.json": [lambda: PipelineRecord.load(run), lambda: _read_json(run / "pipeline_state.json")],
-            "best_model.json": [lambda: _read_json(run / "best_model.json")]}
+    # the typed records are the files' only readers (the audit reads all three through them)
+    return {"deft_state.json": [lambda: load_state(run), lambda: DeftState.load(run)],
+            "pipeline_state.json": [lambda: PipelineRecord.load(run), lambda: PipelineState.load(run)],
+            "best_model.json": [lambda: BestModel.load(run), lambda: BestModel.read(run)]}
 
 
 def test_the_files_as_written_are_read(tmp_path):
@@ -110,10 +110,8 @@ def test_a_dataset_path_pipeline_yaml_names_outside_the_workspace_is_allowed(tmp
 #: Every JSON-from-a-file reader in the source, by "module:function", with how it keeps the rule.
 READERS = {
     "_stored_paths:read_run_json": "the resolver itself",
-    "deft/_state:load_state": "check_stored_paths",
-    "pipeline/_pipeline_state:load": "check_stored_paths",
-    "audit/_run_audit:_read_json": "check_stored_paths",
-    "pipeline/_pipeline_state:latest_unfinished": "reads only the status field",
+    "deft/_records:load": "check_stored_paths",  # DeftState.load, BestModel.load
+    "_pipeline_record:load": "check_stored_paths",  # PipelineState.load
     "model/_train:_record_failure": "metrics.json of the folder being written; follows no path",
     "model/_command:train": "the external trainer's metrics; numbers only",
     "model/_command:evaluate": "the external evaluator's stdout; numbers only",
@@ -121,7 +119,6 @@ READERS = {
     "automl/_sweep:_enqueue_values": "a spec/best_rec the user passed on the command line (not a stored path)",
     "deft/_runs:describe": "display only (status); follows no path",
     "deft/_runs:_sweeps": "a sweep's progress.json: counts and names for status; follows no path",
-    "deft/_best:_read": "best_model.json of the run being written; the audit re-reads it through _read_json",
     "deft/_html_report:_read_json": "artefact paths from a state load_state checked",
     "deft/_evaluator:run_evaluator": "the evaluator's stdout",
     "deft/_steps:_targets": "routing_json, an artefact path load_state checked",

@@ -17,7 +17,6 @@ from pydantic import Field
 
 from deftpipe._pipeline_record import PipelineState
 from deftpipe._record_io import Number, PathText, Record
-from deftpipe._stored_paths import check_stored_paths
 from deftpipe.audit._core import FIGURES, audit_checkpoint
 from deftpipe.config import load_config
 from deftpipe.deft import BestModel, DeftState, kpi_metrics, kpi_pass_scores
@@ -55,12 +54,6 @@ class AuditDetails(Record):
     deliverable: dict[str, Any] = Field(default_factory=dict)
     references: dict[str, Any] = Field(default_factory=dict)
     best_iteration: str | None = None
-
-
-def _best_model(results_dir: Path) -> BestModel:
-    best = BestModel.load(results_dir)
-    check_stored_paths(best.to_json(), BestModel.path(results_dir))
-    return best
 
 
 def holdout_csv(results_dir: Path) -> Path:
@@ -120,7 +113,7 @@ def audit_run(results_dir: str | Path, *, seed: int = 0) -> dict[str, Any]:
         StateError: the run has no ``best_model.json`` (no deliverable yet) or no ``deft_state.json``.
     """
     results_dir = Path(results_dir).resolve()
-    best = _best_model(results_dir)
+    best = BestModel.load(results_dir)
     csv = holdout_csv(results_dir)
     if not csv.is_file():
         audit = AuditSummary(label=AUDIT_LABEL, done=False, reason=NO_AUDIT.format(csv=csv))
@@ -144,7 +137,7 @@ def audit_run(results_dir: str | Path, *, seed: int = 0) -> dict[str, Any]:
                      best_iteration=best.best_iteration).write(out / AUDIT_NAME)
         audit = AuditSummary(label=AUDIT_LABEL, done=True, **summarize(full), details=str(out / AUDIT_NAME),
                              references={n: summarize(r) for n, r in references.items()})
-    best = _best_model(results_dir)  # re-read: only the audit key is ours
+    best = BestModel.load(results_dir)  # re-read: only the audit key is ours
     best.audit = audit.to_json()
     best.save(results_dir)
     return best.audit

@@ -227,7 +227,7 @@ class BestModel(Record):
             raise StateError(f"{path} is not valid JSON ({e}); rerun the pipeline to rewrite it") from None
         if not isinstance(data, dict):
             raise StateError(f"{path} is not a best-model record (a JSON object); rerun the pipeline to rewrite it")
-        return cls.from_json(data, where=path)
+        return cls.from_json(check_stored_paths(data, path), where=path)
 
     @classmethod
     def read(cls, results_dir: str | Path) -> BestModel | None:
