@@ -20,6 +20,7 @@ from deftpipe._record_io import Number, PathText, Record
 from deftpipe.audit._core import FIGURES, audit_checkpoint
 from deftpipe.config import load_config
 from deftpipe.deft import BestModel, DeftState, kpi_metrics, kpi_pass_scores
+from deftpipe.errors import StateError
 from deftpipe.metrics import ThresholdRule
 from deftpipe.model import get_adapter
 
@@ -56,9 +57,17 @@ class AuditDetails(Record):
     best_iteration: str | None = None
 
 
+def _deft_state(results_dir: Path) -> DeftState:
+    path = DeftState.path(results_dir)
+    if not path.is_file():
+        raise StateError(f"{path} not found: {path.parent} has no deliverable to audit yet; finish the run "
+                         "(`deftpipe run WS`) or audit a model with --checkpoint/--threshold/--csv")
+    return DeftState.load(results_dir)
+
+
 def holdout_csv(results_dir: Path) -> Path:
     """The holdout CSV of the workspace a run belongs to (``data.holdout_csv`` of its pipeline.yaml)."""
-    ws = Path(DeftState.load(results_dir).workspace)
+    ws = Path(_deft_state(results_dir).workspace)
     cfg = load_config(ws)
     return cfg.path(ws, cfg.data.holdout_csv)
 
@@ -88,7 +97,7 @@ def _kpi_scores(results_dir: Path, ref: dict[str, Any], spec: Any) -> tuple[floa
     recorded = ref.get("kpi_inference_csv")
     if ref.get("kpi_threshold") is not None and recorded and Path(recorded).is_file():
         return ref["kpi_threshold"], Path(recorded)
-    kpi_csv = DeftState.load(results_dir).config["kpi_csv"]
+    kpi_csv = _deft_state(results_dir).config["kpi_csv"]
     out = results_dir / AUDIT_DIR / "reference_inference_kpi.csv"
     get_adapter(spec).infer(ref["checkpoint"], kpi_csv, out)
     return kpi_metrics(out).get("threshold"), out

@@ -121,7 +121,7 @@ def write_best_model(results_dir: str | Path) -> dict[str, Any] | None:
            "delivers_user_spec": chosen["label"] == USER_SPEC, "choices": decisions,
            "candidates": [{"label": lb, "far_pct": its[lb]["far_pct"]} for lb in loop]}
     record = BestModel(**out)
-    old = BestModel.load_if_any(results_dir)
+    old = BestModel.load_if_any(results_dir, check_paths=False)
     if old and old.audit and (old.checkpoint, old.threshold) == (record.checkpoint, record.threshold):
         record.audit = old.audit  # the same deliverable: its audit still holds
     record.save(results_dir)

@@ -246,7 +246,7 @@ def render_report(results_dir: str | Path, extra: dict[str, Any] | None = None) 
             r["train_metric"] = r["train_metric"].get("value")
         if not isinstance(r["train_metric"], (int, float)):
             r["train_metric"] = None
-    best = record.to_json() if (record := BestModel.load_if_any(results_dir)) else None
+    best = record.to_json() if (record := BestModel.load_if_any(results_dir, check_paths=False)) else None
     audit = (best or {}).get("audit") or {}
     audit_rows = {k: [(r, thumbs.pair(r)) for r in audit.get(k) or []] for k in ("escaped", "threshold_setters")} \
         if audit.get("done") else None

@@ -210,8 +210,9 @@ class BestModel(Record):
         return Path(results_dir) / BEST_MODEL_NAME
 
     @classmethod
-    def load(cls, results_dir: str | Path) -> BestModel:
-        """Read ``RESULTS_DIR/best_model.json``.
+    def load(cls, results_dir: str | Path, *, check_paths: bool = True) -> BestModel:
+        """Read ``RESULTS_DIR/best_model.json``; ``check_paths=False`` for a reader of its figures only
+        (the summary, the report), which follows none of its paths.
 
         Raises:
             StateError: missing (no deliverable yet), not JSON, of the wrong types, or naming a path
@@ -227,22 +228,22 @@ class BestModel(Record):
             raise StateError(f"{path} is not valid JSON ({e}); rerun the pipeline to rewrite it") from None
         if not isinstance(data, dict):
             raise StateError(f"{path} is not a best-model record (a JSON object); rerun the pipeline to rewrite it")
-        return cls.from_json(check_stored_paths(data, path), where=path)
+        return cls.from_json(check_stored_paths(data, path) if check_paths else data, where=path)
 
     @classmethod
-    def read(cls, results_dir: str | Path) -> BestModel | None:
+    def read(cls, results_dir: str | Path, *, check_paths: bool = True) -> BestModel | None:
         """The record, or None when the run has none yet (no KPI figure so far).
 
         Raises:
             StateError: as :meth:`load`, for a file that exists.
         """
-        return cls.load(results_dir) if cls.path(results_dir).is_file() else None
+        return cls.load(results_dir, check_paths=check_paths) if cls.path(results_dir).is_file() else None
 
     @classmethod
-    def load_if_any(cls, results_dir: str | Path) -> BestModel | None:
+    def load_if_any(cls, results_dir: str | Path, *, check_paths: bool = True) -> BestModel | None:
         """The record, or None when there is none yet or it cannot be read (it is then written anew)."""
         try:
-            return cls.load(results_dir)
+            return cls.load(results_dir, check_paths=check_paths)
         except StateError:
             return None
 

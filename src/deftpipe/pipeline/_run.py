@@ -107,7 +107,7 @@ def _run_loop(ws: Path, cfg: PipelineConfig, results_dir: Path, show_progress: b
 
 def _phase3_verdict(results_dir: Path, p3: dict[str, Any], ho: dict[str, Any]) -> dict[str, Any]:
     p3 = {**p3, "loop_best_iteration": ho["warm_start_iteration"], "loop_best_far_pct": ho["warm_start_far_pct"]}
-    kept = deft.BestModel.read(results_dir)
+    kept = deft.BestModel.read(results_dir, check_paths=False)
     label = (kept.best_iteration if kept else None) or "?"
     a, b = p3.get("kpi_far_pct"), ho["warm_start_far_pct"]
     if p3.get("no_winner"):
@@ -350,7 +350,7 @@ def run_pipeline(ws: str | Path, *, yes: bool = False, new: bool = False, show_p
 
 
 def _best_model(results_dir: Path) -> dict[str, Any] | None:
-    bm = deft.BestModel.read(results_dir)
+    bm = deft.BestModel.read(results_dir, check_paths=False)
     return bm.to_json() if bm is not None else None
 
 

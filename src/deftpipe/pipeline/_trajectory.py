@@ -106,7 +106,7 @@ def headline(gain: dict[str, Any]) -> str:
 
 def comparison(results_dir: Path, state: dict[str, Any] | None) -> dict[str, Any] | None:
     """Selection (KPI set) beside audit (holdout) of the run's deliverable; None without one."""
-    best = BestModel.read(results_dir)
+    best = BestModel.read(results_dir, check_paths=False)
     if best is None:
         return None
     kpi = ((state or {}).get("iterations") or {}).get(best.best_iteration or "", {})
@@ -117,7 +117,7 @@ def comparison_markdown(results_dir: Path, state: dict[str, Any] | None) -> list
     table = comparison(results_dir, state)
     if table is None:
         return []
-    best = BestModel.load(results_dir)
+    best = BestModel.load(results_dir, check_paths=False)
     lines = ["## The deliverable: selection (KPI set) vs audit (holdout, never used for a choice)", "",
              *side_by_side_markdown(table)]
     return lines + audit_markdown(best.audit, heading="###")
@@ -127,7 +127,7 @@ def write_summary(results_dir: Path, *, record: dict[str, Any], points: list[dic
                   state: dict[str, Any] | None, phase1: dict[str, Any] | None,
                   phase3: dict[str, Any] | None) -> Path:
     """``trajectory.json`` + ``pipeline_summary.md`` (atomic)."""
-    bm = BestModel.read(results_dir)
+    bm = BestModel.read(results_dir, check_paths=False)
     gain = improvement(points, bm.best_iteration if bm else None)
     atomic_write_json(results_dir / TRAJECTORY_NAME, {"points": points, "improvement": gain})
     lines = [f"# deftpipe pipeline summary — {results_dir.name}", "",
