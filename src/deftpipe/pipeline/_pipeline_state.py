@@ -80,6 +80,11 @@ class PipelineRecord:
 
     # --- reading -------------------------------------------------------------------------------
     @property
+    def data(self) -> dict[str, Any]:
+        """The record as its JSON mapping (a copy, for reading: change it through the methods)."""
+        return self.state.to_json()
+
+    @property
     def status(self) -> RecordStatus:
         return self.state.status
 
@@ -154,7 +159,7 @@ class PipelineRecord:
         self.save()
 
     def finish(self, status: RecordStatus, summary: str = "") -> None:
-        self.state.status = status
+        self.state.status = RecordStatus(status)
         self.state.finished_at = now_iso()
         self._event("run", status, summary)
         self.save()
