@@ -36,6 +36,7 @@ from deftpipe.data._workspace import SPLIT_FILES
 from deftpipe.metrics import compute_metrics, shipped_threshold
 from deftpipe.model._checkpoint import load_model
 from deftpipe.model._data import class_names, load_pair_set, to_float
+from deftpipe.model._precision import autocast, resolve_precision
 from deftpipe.model._torch_adapter import TorchAdapter
 from deftpipe.model._train import EVAL_BATCH, torch_threads
 from deftpipe.spec import load_spec
@@ -175,9 +176,11 @@ def holdout_scores(ckpt: Path, csv: Path) -> tuple[pd.DataFrame, np.ndarray, np.
         model.eval()
         flips = [(), (-1,), (-2,), (-1, -2)]
         out = []
-        for i in range(0, len(data), EVAL_BATCH):
-            x = to_float(data.images[i:i + EVAL_BATCH])
-            out.append(torch.stack([model.defect_score(model(x.flip(f) if f else x)) for f in flips]))
+        cpu = torch.device("cpu")
+        with torch.inference_mode(), autocast(resolve_precision(spec.train.precision, cpu), cpu):
+            for i in range(0, len(data), EVAL_BATCH):
+                x = to_float(data.images[i:i + EVAL_BATCH])
+                out.append(torch.stack([model.defect_score(model(x.flip(f) if f else x)) for f in flips]))
     s = torch.cat(out, dim=1).numpy().astype(np.float64)
     return data.df, s[0], s.mean(0), saved["metrics"].get("threshold")
 

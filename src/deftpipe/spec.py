@@ -66,6 +66,9 @@ class ModelSection(_Strict):
     # the whole image downsampled k times, each through its own encoder (docs/model.md)
     context: int = Field(1, ge=1, le=4)
     flip_tta: bool = False  # score = mean P(defect) over the four flips of the pair (4x inference)
+    # each stage max-pools right after its conv, before BN and ReLU: the same weights, a quarter of
+    # the normalisation work (docs/model.md, "Speed")
+    pool_first: bool = False
     num_input: int = Field(1, ge=1, le=8)  # lighting channels per image (len of input_map)
     num_classes: int = Field(2, ge=2, le=64)  # 2 = binary PASS vs defect; >2 = multi-class
     classes: list[str] | None = None  # class names for multi-class, PASS first
@@ -128,6 +131,10 @@ class TrainSection(_Strict):
     # often as the others (sampling with replacement); 1 = plain epochs. Set by deft.added_rows_weight
     added_rows_weight: float = Field(1.0, ge=1.0, le=100.0)
     num_threads: int = Field(0, ge=0, le=1024)  # torch intra-op threads; 0 = all cores
+    # arithmetic of the convolutions: fp32, bf16 (autocast; the head and the loss stay fp32), or auto =
+    # bf16 where the device computes it natively (CPU with AMX or AVX512-BF16, a CUDA GPU with bf16),
+    # else fp32. The precision used is recorded in metrics.json (docs/model.md, "Speed")
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     keep_checkpoints: int = Field(1, ge=1, le=1000)  # epoch checkpoints kept besides the best
 

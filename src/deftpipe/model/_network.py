@@ -49,6 +49,7 @@ class NetConfig:
     shift_tolerance_px: int = 8  # misregistration the tolerant fusion forgives, in input pixels
     context: int = 1  # k > 1: centre 1/k at full resolution + whole image downsampled k times
     flip_tta: bool = False  # inference scores: mean over the four flips (see SiameseChangeNet.tta_score)
+    pool_first: bool = False  # each stage: conv, max-pool, BN, ReLU (a quarter of the BN/ReLU work)
 
     @classmethod
     def from_spec(cls, spec) -> NetConfig:  # spec: deftpipe.spec.Spec
@@ -56,27 +57,42 @@ class NetConfig:
         return cls(num_input=m.num_input, width=m.width, depth=m.depth, fusion=m.fusion,
                    input_size=m.input_size, num_classes=m.num_classes, head_hidden=m.head_hidden,
                    dropout=m.dropout, shift_tolerance_px=m.shift_tolerance_px, context=m.context,
-                   flip_tta=m.flip_tta)
+                   flip_tta=m.flip_tta, pool_first=m.pool_first)
 
     @property
     def num_outputs(self) -> int:
         return 1 if self.num_classes == 2 else self.num_classes
 
 
-class Encoder(nn.Module):
-    """``depth`` stages of conv3x3-BN-ReLU-maxpool2; returns every stage's feature map."""
+class Stage(nn.Sequential):
+    """conv3x3-BN-ReLU-maxpool2, or with ``pool_first`` conv3x3-maxpool2-BN-ReLU.
 
-    def __init__(self, in_ch: int, width: int, depth: int):
+    The modules (and so the checkpoint keys ``stages.i.0`` conv, ``stages.i.1`` BN) are the same in
+    both orders; only the order of the calls differs. Pooling first normalises a quarter of the
+    values: on CPU the BN and ReLU passes over the full-resolution map cost more than the conv.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, pool_first: bool = False):
+        super().__init__(nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch),
+                         nn.ReLU(inplace=True), nn.MaxPool2d(2))
+        self.pool_first = pool_first
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, bn, relu, pool = self
+        if self.pool_first:
+            return relu(bn(pool(conv(x))))
+        return pool(relu(bn(conv(x))))
+
+
+class Encoder(nn.Module):
+    """``depth`` stages (:class:`Stage`), each halving the resolution; returns every stage's map."""
+
+    def __init__(self, in_ch: int, width: int, depth: int, pool_first: bool = False):
         super().__init__()
         chans = [width * 2**i for i in range(depth)]
         self.stages = nn.ModuleList()
         for out_ch in chans:
-            self.stages.append(nn.Sequential(
-                nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False),
-                nn.BatchNorm2d(out_ch),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
-            ))
+            self.stages.append(Stage(in_ch, out_ch, pool_first))
             in_ch = out_ch
         self.channels = chans
 
@@ -143,8 +159,8 @@ class SiameseChangeNet(nn.Module):
                              f"{cfg.depth} (input_size / context must be a whole number >= {2**cfg.depth})")
         self.cfg = cfg
         in_ch = 3 * cfg.num_input if cfg.fusion == "early_diff" else cfg.num_input
-        self.encoder = Encoder(in_ch, cfg.width, cfg.depth)
-        self.context_encoder = Encoder(in_ch, cfg.width, cfg.depth) if cfg.context > 1 else None
+        self.encoder = Encoder(in_ch, cfg.width, cfg.depth, cfg.pool_first)
+        self.context_encoder = Encoder(in_ch, cfg.width, cfg.depth, cfg.pool_first) if cfg.context > 1 else None
         conv = cfg.fusion == "multiscale_conv"  # one DiffConvs per view; None otherwise (no weights)
         self.diff_convs = DiffConvs(self.encoder.channels) if conv else None
         self.context_diff_convs = DiffConvs(self.encoder.channels) if conv and cfg.context > 1 else None
@@ -182,27 +198,36 @@ class SiameseChangeNet(nn.Module):
                           self._compare(coarse, self.context_encoder, self.context_diff_convs)], dim=1)
 
     def _compare(self, x: torch.Tensor, encoder: Encoder, diff_convs: DiffConvs | None = None) -> torch.Tensor:
-        b = x.shape[0]
         golden, test = x[:, 0], x[:, 1]
         fusion = self.cfg.fusion
         if fusion == "early_diff":
             return _pool(encoder(torch.cat([golden, test, (test - golden).abs()], dim=1))[-1])
-        # one encoder pass over golden and test together: shared weights, one big batch
-        feats = encoder(torch.cat([golden, test], dim=0))
+        # one encoder pass over golden and test together: shared weights, one big batch. Each map is
+        # cut in two with chunk (its gradient is one cat), not with f[:b] / f[b:] (each slice's
+        # gradient is a zero-filled full-size map plus a copy: 22 % of a training step on CPU)
+        pairs = [f.chunk(2) for f in encoder(torch.cat([golden, test], dim=0))]
         if fusion == "late_absdiff":
-            return (_pool(feats[-1][:b]) - _pool(feats[-1][b:])).abs()
+            fa, fb = pairs[-1]
+            return (_pool(fa) - _pool(fb)).abs()
         if fusion == "late_concat":
-            return torch.cat([_pool(feats[-1][:b]), _pool(feats[-1][b:])], dim=1)
+            fa, fb = pairs[-1]
+            return torch.cat([_pool(fa), _pool(fb)], dim=1)
         if fusion == "multiscale":
-            return torch.cat([_pool((f[:b] - f[b:]).abs()) for f in feats], dim=1)
+            return torch.cat([_pool((fa - fb).abs()) for fa, fb in pairs], dim=1)
         if fusion == "multiscale_conv":
-            return torch.cat([_pool(d) for d in diff_convs([(f[:b] - f[b:]).abs() for f in feats])], dim=1)
-        return torch.cat([_pool(tolerant_diff(f[:b], f[b:], self._radius(i))) for i, f in enumerate(feats)],
+            return torch.cat([_pool(d) for d in diff_convs([(fa - fb).abs() for fa, fb in pairs])], dim=1)
+        return torch.cat([_pool(tolerant_diff(fa, fb, self._radius(i))) for i, (fa, fb) in enumerate(pairs)],
                          dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits: (B,) for binary, (B, num_classes) for multi-class."""
-        out = self.head(self.fuse(x))
+        return self.logits(self.fuse(x))
+
+    def logits(self, fused: torch.Tensor) -> torch.Tensor:
+        """The head on a fused vector, always in fp32 (under a bf16 autocast too): bf16 logits would
+        round the scores to ~3 digits and tie rows at the FAR@100%R threshold."""
+        with torch.autocast(fused.device.type, enabled=False):
+            out = self.head(fused.float())
         return out.squeeze(1) if self.cfg.num_outputs == 1 else out
 
     FLIPS = ((), (-1,), (-2,), (-1, -2))  # identity, horizontal, vertical, both (same on golden and test)
@@ -220,4 +245,4 @@ class SiameseChangeNet(nn.Module):
         return 1.0 - torch.softmax(logits, dim=1)[:, 0]
 
 
-__all__ = ["FUSIONS", "NetConfig", "SiameseChangeNet", "tolerant_diff"]
+__all__ = ["FUSIONS", "NetConfig", "SiameseChangeNet", "Stage", "tolerant_diff"]

@@ -12,7 +12,7 @@ from deftpipe.metrics import FAIL, PASS
 from deftpipe.model._adapter import EpochCallback, ModelAdapter, TrainResult
 from deftpipe.model._checkpoint import load_model
 from deftpipe.model._data import class_names, load_pair_set
-from deftpipe.model._train import pick_device, predict, torch_threads, train_model, validate
+from deftpipe.model._train import forward_rows, pick_device, predict, torch_threads, train_model, validate
 from deftpipe.model._val_scores import stored_val_scores
 from deftpipe.spec import Spec, load_spec, spec_from_dict
 
@@ -61,7 +61,8 @@ class TorchAdapter(ModelAdapter):
             model, spec, ckpt, data, device = self._load(checkpoint, csv)
             op = threshold if threshold is not None else stored_threshold(ckpt)
             classes = class_names(spec) if spec.model.num_classes > 2 else None
-            m = validate(model, data, device, seed=spec.train.seed, threshold=op, classes=classes)
+            m = validate(model, data, device, seed=spec.train.seed, threshold=op, classes=classes,
+                         precision=spec.train.precision)
         return {**m, "checkpoint": str(Path(checkpoint).resolve()), "csv": str(Path(csv).resolve()),
                 "checkpoint_epoch": ckpt["epoch"], "checkpoint_step": ckpt["step"]}
 
@@ -71,7 +72,7 @@ class TorchAdapter(ModelAdapter):
         multi-class model) at ``threshold``, else the checkpoint's validation threshold, else 0.5."""
         with torch_threads():
             model, spec, ckpt, data, device = self._load(checkpoint, csv)
-            scores, logits = predict(model, data, device)
+            scores, logits = predict(model, data, device, precision=spec.train.precision)
         t = threshold if threshold is not None else stored_threshold(ckpt)
         t = 0.5 if t is None else t
         flagged = scores >= t
@@ -96,19 +97,16 @@ class TorchAdapter(ModelAdapter):
     def embed(self, checkpoint: str | Path, csv: str | Path) -> np.ndarray:
         """The fused golden/test comparison vector per row, float32 (N, D)."""
         with torch_threads():
-            model, _, _, data, device = self._load(checkpoint, csv)
-            emb, _ = predict(model, data, device, embed=True)
+            model, spec, _, data, device = self._load(checkpoint, csv)
+            emb, _ = predict(model, data, device, embed=True, precision=spec.train.precision)
         return emb
 
     def embed_and_score(self, checkpoint: str | Path, csv: str | Path) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings and P(defect) from one forward pass (mining scores the pool it embeds)."""
         with torch_threads():
-            model, _, _, data, device = self._load(checkpoint, csv)
-            emb, logits = predict(model, data, device, embed=True)
-            if model.cfg.flip_tta:  # the same scores as infer/evaluate: the mean over flips
-                scores, _ = predict(model, data, device)
-            else:
-                scores = model.defect_score(logits).numpy().astype(np.float64)
+            model, spec, _, data, device = self._load(checkpoint, csv)
+            # the same scores as infer/evaluate (the mean over flips with flip_tta), in the same pass
+            scores, _, emb = forward_rows(model, data, device, precision=spec.train.precision, embed=True)
         return emb, scores
 
 

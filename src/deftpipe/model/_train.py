@@ -29,6 +29,7 @@ from deftpipe.model._adapter import EpochCallback, TrainResult
 from deftpipe.model._checkpoint import checkpoint_name, load_weights, read_checkpoint, save_checkpoint
 from deftpipe.model._data import PairSet, augment, class_names, load_pair_set, to_float
 from deftpipe.model._network import NetConfig, SiameseChangeNet
+from deftpipe.model._precision import autocast, resolve_precision
 from deftpipe.model._val_scores import csv_stamp, save_val_scores
 from deftpipe.spec import Spec, spec_to_dict
 
@@ -158,31 +159,41 @@ def epoch_order(data: PairSet, balance: str, gen: torch.Generator, added_weight:
     return torch.multinomial(w, len(data), replacement=True, generator=gen)
 
 
-@torch.no_grad()
-def predict(model: SiameseChangeNet, data: PairSet, device: torch.device, *, embed: bool = False
-            ) -> tuple[np.ndarray, torch.Tensor]:
-    """(P(defect) per row, logits) — or (embeddings, logits) with ``embed`` — in eval mode."""
+@torch.inference_mode()
+def forward_rows(model: SiameseChangeNet, data: PairSet, device: torch.device, *, precision: str = "fp32",
+                 scores: bool = True, embed: bool = False) -> tuple[np.ndarray | None, torch.Tensor, np.ndarray | None]:
+    """One pass over ``data`` in eval mode: (P(defect) per row — the mean over the four flips with
+    ``flip_tta`` — or None without ``scores``, logits, fused embeddings or None without ``embed``)."""
     was_training = model.training
     model.eval()
-    outs, logits = [], []
-    for i in range(0, len(data), EVAL_BATCH):
-        x = to_float(data.images[i:i + EVAL_BATCH]).to(device)
-        fused = model.fuse(x)
-        lg = model.head(fused)
-        lg = lg.squeeze(1) if lg.shape[1] == 1 else lg
-        logits.append(lg.cpu())
-        if embed:
-            outs.append(fused.cpu())
-        else:
-            outs.append((model.tta_score(x, lg) if model.cfg.flip_tta else model.defect_score(lg)).cpu())
+    outs, logits, embs = [], [], []
+    with autocast(resolve_precision(precision, device), device):
+        for i in range(0, len(data), EVAL_BATCH):
+            x = to_float(data.images[i:i + EVAL_BATCH]).to(device)
+            fused = model.fuse(x)
+            lg = model.logits(fused)
+            logits.append(lg.cpu())
+            if embed:
+                embs.append(fused.float().cpu())
+            if scores:
+                outs.append((model.tta_score(x, lg) if model.cfg.flip_tta else model.defect_score(lg)).cpu())
     model.train(was_training)
-    return torch.cat(outs).numpy().astype(np.float32 if embed else np.float64), torch.cat(logits)
+    return (torch.cat(outs).float().numpy().astype(np.float64) if scores else None, torch.cat(logits),
+            torch.cat(embs).numpy().astype(np.float32) if embed else None)
+
+
+def predict(model: SiameseChangeNet, data: PairSet, device: torch.device, *, embed: bool = False,
+            precision: str = "fp32") -> tuple[np.ndarray, torch.Tensor]:
+    """(P(defect) per row, logits) — or (embeddings, logits) with ``embed`` — in eval mode."""
+    scores, logits, embs = forward_rows(model, data, device, precision=precision, scores=not embed, embed=embed)
+    return (embs if embed else scores), logits
 
 
 def validate(model: SiameseChangeNet, data: PairSet, device: torch.device, *, seed: int,
-             threshold: float | None = None, classes: list[str] | None = None) -> dict[str, Any]:
+             threshold: float | None = None, classes: list[str] | None = None, precision: str = "fp32"
+             ) -> dict[str, Any]:
     """compute_metrics on ``data`` plus ``val_loss`` (unweighted, comparable across specs)."""
-    scores, logits = predict(model, data, device)
+    scores, logits = predict(model, data, device, precision=precision)
     return scored_metrics(data, scores, logits, seed=seed, threshold=threshold, classes=classes)
 
 
@@ -257,6 +268,7 @@ def _train(spec, out_dir, cfg, classes, train_set, val_set, val_stamp, init, ini
         weight = weight.to(device) if weight is not None else None
         steps_per_epoch = math.ceil(len(train_set) / tr.batch_size)
         total, warmup = steps_per_epoch * tr.num_epochs, int(tr.optim.warmup_epochs * steps_per_epoch)
+        precision = resolve_precision(tr.precision, device)
         progress.start(tr.num_epochs, steps_per_epoch)
 
         step, history, best, kept, stopped = 0, [], None, [], False
@@ -272,7 +284,9 @@ def _train(spec, out_dir, cfg, classes, train_set, val_set, val_stamp, init, ini
                     lr = lr_at(step, total, warmup, tr.optim)
                     for g in optimizer.param_groups:
                         g["lr"] = lr
-                    loss = loss_fn(model(x), y, weight, tr.focal_gamma)
+                    with autocast(precision, device):
+                        logits = model(x)  # the head runs in fp32 (SiameseChangeNet.logits)
+                    loss = loss_fn(logits, y, weight, tr.focal_gamma)
                     if not torch.isfinite(loss):
                         raise TrainingError(
                             f"training diverged in epoch {epoch} (step {step + 1}): the loss is {loss.item()}; "
@@ -285,7 +299,7 @@ def _train(spec, out_dir, cfg, classes, train_set, val_set, val_stamp, init, ini
                     losses.append(loss.item())
                     progress.batch(epoch, i + 1, losses[-1])
                 try:
-                    val_scores, val_logits = predict(model, val_set, device)
+                    val_scores, val_logits = predict(model, val_set, device, precision=precision)
                     m = scored_metrics(val_set, val_scores, val_logits, seed=tr.seed,
                                        classes=classes if cfg.num_outputs > 1 else None)
                 except DataError as err:  # NaN scores: the weights blew up without a NaN loss
@@ -302,7 +316,7 @@ def _train(spec, out_dir, cfg, classes, train_set, val_set, val_stamp, init, ini
                 _prune(out_dir, set(kept) | {best_name})
                 atomic_write_json(out_dir / "metrics.json", {
                     "best_checkpoint": best_name, "best_epoch": best["epoch"], "best": best,
-                    "history": history, "spec": spec_to_dict(spec), "status": "running"})
+                    "history": history, "spec": spec_to_dict(spec), "precision": precision, "status": "running"})
                 progress.epoch_end(epoch, m)
                 if epoch_callback is not None and epoch_callback(epoch, m):
                     stopped = True
@@ -313,11 +327,11 @@ def _train(spec, out_dir, cfg, classes, train_set, val_set, val_stamp, init, ini
     seconds = time.perf_counter() - t0
     atomic_write_json(out_dir / "metrics.json", {
         "best_checkpoint": best_name, "best_epoch": best["epoch"], "best": best, "history": history,
-        "spec": spec_to_dict(spec), "status": "stopped_early" if stopped else "complete",
+        "spec": spec_to_dict(spec), "precision": precision, "status": "stopped_early" if stopped else "complete",
         "seconds": round(seconds, 2)})
     return TrainResult(best_checkpoint=out_dir / best_name, best_epoch=best["epoch"], best_step=best["step"],
                        metrics=best, history=history, epochs_run=len(history), stopped_early=stopped,
                        seconds=seconds)
 
 
-__all__ = ["NullProgress", "lr_at", "predict", "scored_metrics", "torch_threads", "train_model", "validate"]
+__all__ = ["NullProgress", "forward_rows", "lr_at", "predict", "scored_metrics", "torch_threads", "train_model", "validate"]

@@ -1,0 +1,96 @@
+"""The speed levers keep the model's meaning: chunked halves, pool-first stages, bf16 autocast."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from deftpipe.model import get_adapter
+from deftpipe.model._network import NetConfig, SiameseChangeNet, _pool
+from deftpipe.model._precision import native_bf16, resolve_precision
+
+
+def _sliced_multiscale(model: SiameseChangeNet, x: torch.Tensor) -> torch.Tensor:
+    """The multiscale fusion as written before the chunk change: f[:b] and f[b:]."""
+    x = (x - 0.5) / 0.5
+    b = x.shape[0]
+    feats = model.encoder(torch.cat([x[:, 0], x[:, 1]], dim=0))
+    return model.logits(torch.cat([_pool((f[:b] - f[b:]).abs()) for f in feats], dim=1))
+
+
+def test_chunked_halves_give_the_sliced_logits_and_gradients() -> None:
+    torch.manual_seed(0)
+    model = SiameseChangeNet(NetConfig(input_size=32, depth=3, width=4, dropout=0.0)).eval()
+    x = torch.rand(3, 2, 1, 32, 32)
+    a = model(x)
+    ga = torch.autograd.grad(a.sum(), list(model.parameters()))
+    b = _sliced_multiscale(model, x)
+    gb = torch.autograd.grad(b.sum(), list(model.parameters()))
+    assert torch.allclose(a, b, atol=1e-6)
+    assert all(torch.allclose(u, v, atol=1e-5) for u, v in zip(ga, gb, strict=True))
+
+
+def test_pool_first_keeps_the_checkpoint_keys_and_changes_the_order() -> None:
+    torch.manual_seed(0)
+    plain = SiameseChangeNet(NetConfig(input_size=32, depth=3, width=4, context=2, dropout=0.0))
+    first = SiameseChangeNet(NetConfig(input_size=32, depth=3, width=4, context=2, dropout=0.0, pool_first=True))
+    assert plain.state_dict().keys() == first.state_dict().keys()
+    first.load_state_dict(plain.state_dict())  # a warm start across the flag loads every weight
+    x = torch.rand(4, 2, 1, 32, 32)
+    # eval with BN's scale > 0: an increasing affine map commutes with max-pool, the same function
+    plain.eval(), first.eval()
+    assert torch.allclose(plain(x), first(x), atol=1e-6)
+    # training: BN's batch statistics are taken over the pooled map, so the two orders differ
+    plain.train(), first.train()
+    assert not torch.allclose(plain(x), first(x))
+    # pool-first: conv, max-pool, BN, ReLU — by hand for the first stage
+    conv, bn, relu, pool = first.encoder.stages[0]
+    ref = relu(bn(F.max_pool2d(conv(x[:, 0]), 2)))
+    assert torch.equal(first.encoder.stages[0](x[:, 0]), ref)
+
+
+def test_bf16_autocast_keeps_the_head_and_the_scores_in_fp32() -> None:
+    torch.manual_seed(0)
+    model = SiameseChangeNet(NetConfig(input_size=32, depth=3, width=4)).eval()
+    x = torch.rand(4, 2, 1, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused, logits = model.fuse(x), model(x)
+    assert fused.dtype == torch.bfloat16 and logits.dtype == torch.float32
+    assert torch.allclose(logits, model(x), atol=0.05)  # the same model, rounded convolutions
+
+
+def test_auto_precision_is_bf16_only_where_the_device_has_it() -> None:
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == ("bf16" if native_bf16(cpu) else "fp32")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+
+
+@pytest.mark.parametrize("precision", ["bf16", "auto"])
+def test_training_records_the_precision_it_ran_in(tiny, tmp_path, precision: str) -> None:
+    spec = tiny.spec(precision=precision)
+    spec.model.pool_first = True
+    r = get_adapter(spec).train(spec, tiny.train_csv, tiny.val_csv, tmp_path / "run")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["precision"] == resolve_precision(precision, torch.device("cpu"))
+    assert metrics["spec"]["model"]["pool_first"] is True and r.metrics["far_pct"] is not None
+
+
+def test_mining_scores_with_flips_equal_inference_scores(tiny, trained, tmp_path) -> None:
+    import pandas as pd
+
+    from deftpipe.model._checkpoint import read_checkpoint
+    from deftpipe.spec import spec_from_dict
+
+    spec = spec_from_dict(read_checkpoint(trained.best_checkpoint)["spec"])
+    spec.model.flip_tta = True
+    ckpt = tmp_path / trained.best_checkpoint.name
+    data = read_checkpoint(trained.best_checkpoint)
+    data["spec"]["model"]["flip_tta"] = True
+    torch.save(data, ckpt)
+    adapter = get_adapter(spec)
+    emb, scores = adapter.embed_and_score(ckpt, tiny.val_csv)
+    inferred = pd.read_csv(adapter.infer(ckpt, tiny.val_csv, tmp_path / "scores.csv"))["score"].to_numpy()
+    assert emb.shape[0] == len(inferred) and abs(scores - inferred).max() < 1e-6
