@@ -39,7 +39,7 @@ _PARAM_KEYS = {"type", "low", "high", "log", "step", "choices"}
 BUDGET_KEYS = ("train.num_epochs", "train.batch_size")
 #: Keys that are not hyperparameters (what data, which weights, which seed) and may not be swept.
 _NOT_TUNABLE = ("train.num_epochs", "train.batch_size", "train.seed", "train.pretrained_model_path",
-                "train.device", "train.num_threads", "train.keep_checkpoints")
+                "train.device", "train.num_threads", "train.precision", "train.keep_checkpoints")
 _NOT_TUNABLE_SECTIONS = ("dataset.", "adapter.")
 GRID_POINTS = 3  # points per numeric range when the grid algorithm discretises the space
 
