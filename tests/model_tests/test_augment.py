@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from deftpipe.model._data import augment, edge_jitter
@@ -50,3 +51,55 @@ def test_edge_jitter_off_by_default_draws_nothing() -> None:
     on = augment(x.clone(), aug.model_copy(update={"edge_jitter": 0.3}), torch.Generator().manual_seed(3))
     again = augment(x.clone(), aug.model_copy(update={"edge_jitter": 0.3}), torch.Generator().manual_seed(3))
     assert not torch.equal(on, x) and torch.equal(on, again)  # seeded: reproducible
+
+
+def _augment_before(x, aug, gen):
+    """The augmentation as written before the speed work (batch-wide where, masked rotations)."""
+    import torch.nn.functional as F
+
+    b, s = x.shape[0], x.shape[-1]
+
+    def coin():
+        return (torch.rand(b, generator=gen) < 0.5).view(b, 1, 1, 1, 1)
+
+    if aug.flip:
+        x = torch.where(coin(), x.flip(-1), x)
+        x = torch.where(coin(), x.flip(-2), x)
+    if aug.rotate90:
+        k = torch.randint(0, 4, (b,), generator=gen)
+        x = x.clone()
+        for kk in (1, 2, 3):
+            sel = k == kk
+            if sel.any():
+                x[sel] = torch.rot90(x[sel], kk, dims=(-2, -1))
+    if aug.edge_jitter > 0:
+        x = edge_jitter(x, aug.edge_jitter, gen)
+    golden, test = x[:, 0], x[:, 1]
+    p = aug.shift_px
+    if p > 0:
+        padded = F.pad(test, (p, p, p, p), mode="replicate")
+        dy, dx = torch.randint(-p, p + 1, (2, b), generator=gen)
+        ar = torch.arange(s)
+        rows = (ar[None, :] + p + dy[:, None])[:, :, None]
+        cols = (ar[None, :] + p + dx[:, None])[:, None, :]
+        test = padded[torch.arange(b)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
+    if aug.brightness > 0:
+        gain = 1 + (torch.rand(b, 1, 1, 1, generator=gen) * 2 - 1) * aug.brightness
+        test = test * gain
+    x = torch.stack([golden, test], dim=1)
+    if aug.noise > 0:
+        x = x + torch.randn(x.shape, generator=gen) * aug.noise
+    return x.clamp_(0.0, 1.0)
+
+
+@pytest.mark.parametrize("update", [{}, {"shift_px": 3}, {"edge_jitter": 0.2}, {"flip": False},
+                                    {"rotate90": False, "brightness": 0.0}, {"noise": 0.0, "shift_px": 2}])
+def test_the_fast_augmentation_draws_the_same_batch_as_before_and_leaves_its_input(update) -> None:
+    aug = AugmentSection().model_copy(update=update)
+    x = torch.rand(9, 2, 2, 16, 16)
+    kept = x.clone()
+    for seed in range(3):
+        fast = augment(x, aug, torch.Generator().manual_seed(seed))
+        ref = _augment_before(x.clone(), aug, torch.Generator().manual_seed(seed))
+        assert torch.equal(fast, ref), (update, seed)
+    assert torch.equal(x, kept)

@@ -106,41 +106,54 @@ def augment(x: torch.Tensor, aug, gen: torch.Generator) -> torch.Tensor:
     Flips and 90-degree rotations are applied identically to golden and test (a defect must stay
     where it is relative to its template); the shift, brightness and noise are independent, to
     mimic misregistration and exposure differences between the two captures.
+
+    The random draws come in a fixed order from ``gen`` (horizontal flips, vertical flips, rotations,
+    edge jitter, shift, brightness, noise), so a seed gives the same batch. Each pair gets its one
+    flip-and-rotation in a single copy, and the rest is done in place on that copy (``x`` itself is
+    never changed): the batch-wide ``where`` and masked rotations this replaces were a third of a
+    CPU training step.
     """
     b, s = x.shape[0], x.shape[-1]
 
     def coin() -> torch.Tensor:
-        return (torch.rand(b, generator=gen) < 0.5).view(b, 1, 1, 1, 1)
+        return torch.rand(b, generator=gen) < 0.5
 
-    if aug.flip:
-        x = torch.where(coin(), x.flip(-1), x)
-        x = torch.where(coin(), x.flip(-2), x)
-    if aug.rotate90:
-        k = torch.randint(0, 4, (b,), generator=gen)
-        x = x.clone()
-        for kk in (1, 2, 3):
-            sel = k == kk
-            if sel.any():
-                x[sel] = torch.rot90(x[sel], kk, dims=(-2, -1))
+    no = torch.zeros(b, dtype=torch.bool)
+    flip_h, flip_v = (coin(), coin()) if aug.flip else (no, no)
+    turns = torch.randint(0, 4, (b,), generator=gen) if aug.rotate90 else torch.zeros(b, dtype=torch.long)
+    x = _dihedral(x, flip_h.tolist(), flip_v.tolist(), turns.tolist())
     if aug.edge_jitter > 0:
         x = edge_jitter(x, aug.edge_jitter, gen)
-    golden, test = x[:, 0], x[:, 1]
     p = aug.shift_px
     if p > 0:
         # shifted crops of the edge-padded test image, gathered for the whole batch at once
-        padded = F.pad(test, (p, p, p, p), mode="replicate")
+        padded = F.pad(x[:, 1], (p, p, p, p), mode="replicate")
         dy, dx = torch.randint(-p, p + 1, (2, b), generator=gen)
         ar = torch.arange(s)
         rows = (ar[None, :] + p + dy[:, None])[:, :, None]  # (B, S, 1)
         cols = (ar[None, :] + p + dx[:, None])[:, None, :]  # (B, 1, S)
-        test = padded[torch.arange(b)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
+        x[:, 1] = padded[torch.arange(b)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
     if aug.brightness > 0:
         gain = 1 + (torch.rand(b, 1, 1, 1, generator=gen) * 2 - 1) * aug.brightness
-        test = test * gain
-    x = torch.stack([golden, test], dim=1)
+        x[:, 1] *= gain
     if aug.noise > 0:
-        x = x + torch.randn(x.shape, generator=gen) * aug.noise
+        x += torch.randn(x.shape, generator=gen).mul_(aug.noise)
     return x.clamp_(0.0, 1.0)
+
+
+def _dihedral(x: torch.Tensor, flip_h: list[bool], flip_v: list[bool], turns: list[int]) -> torch.Tensor:
+    """A new batch: pair i flipped left-right (``flip_h``), then up-down (``flip_v``), then turned
+    ``turns[i]`` quarter turns, golden and test alike."""
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    for i, (h, v, k) in enumerate(zip(flip_h, flip_v, turns, strict=True)):
+        xi = x[i]
+        dims = [d for d, on in ((-1, h), (-2, v)) if on]
+        if dims:
+            xi = xi.flip(dims)
+        if k:
+            xi = torch.rot90(xi, k, dims=(-2, -1))
+        out[i] = xi
+    return out
 
 
 def edge_jitter(x: torch.Tensor, rate: float, gen: torch.Generator) -> torch.Tensor:

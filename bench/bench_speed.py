@@ -1,0 +1,304 @@
+"""Where a training step's time goes, and what each speed lever buys: before/after on the same box.
+
+The DeepPCB default model (context 2, 128 px stored crops, width 16, depth 4, multiscale, flip TTA,
+batch 32) is timed by two implementations side by side: ``before`` (the source tree given by
+``--before-src``, e.g. a git worktree of the commit before the speed work) and ``after`` (this
+tree), each in its own subprocess (``PYTHONPATH``), so one process never holds both.
+
+Cells (each stored in ``bench/results/speed.json`` as soon as it finishes; a rerun skips it):
+
+* ``step/<impl>/<variant>``: ms per training step (augment + forward + backward + AdamW step, the
+  training loop's own functions), the data share of it, pairs/s of scoring (plain and with the four
+  flips), FLOPs per pair (torch's FlopCounterMode), the effective GFLOP/s and its share of this
+  box's fp32 GEMM peak (measured in the same cell). Variants: ``fp32`` (the default of today),
+  ``bf16`` (``train.precision``), ``pool_first`` (``model.pool_first``), ``pool_first_bf16``.
+* ``profile/<impl>/<variant>``: the top operators of ten training steps (PyTorch profiler, self CPU).
+* ``epoch/<impl>/<variant>``: one real epoch of ``train_model`` on a DeepPCB fold's full training
+  set (``--ws``: a ``deftpipe init --from-deeppcb`` workspace; the folds of
+  bench_generalisation.py): decode, training and validation-scoring seconds.
+
+Usage: python bench/bench_speed.py --before-src /work/wt-before/src [--ws WS] [--cells step,profile,epoch]
+       [--repeats 5] [--threads 2] [--tag quiet]
+Run it on a quiet box: a second busy process on 2 cores doubles a step's time. The 1-minute load
+average at the start and end of each cell is stored with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "speed.json"
+VARIANTS = {  # name -> (model.pool_first, train.precision); "before" knows only fp32 without pool_first
+    "fp32": (False, "fp32"),
+    "bf16": (False, "bf16"),
+    "pool_first": (True, "fp32"),
+    "pool_first_bf16": (True, "bf16"),
+}
+BATCH, SIZE, CONTEXT = 32, 128, 2
+
+
+def _load() -> dict:
+    return json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+
+
+def _store(key: str, value: dict) -> None:
+    data = _load()
+    data[key] = value
+    tmp = RESULTS.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, RESULTS)
+
+
+def _load_avg() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+# ---------------------------------------------------------------- inside the subprocess (one impl)
+
+def _spec(variant: str):
+    from deftpipe.spec import Spec
+
+    spec = Spec()
+    spec.model.input_size, spec.model.context, spec.model.flip_tta = SIZE, CONTEXT, True
+    spec.train.batch_size = BATCH
+    pool_first, precision = VARIANTS[variant]
+    if pool_first or precision != "fp32":  # keys the "before" tree does not have
+        spec.model.pool_first, spec.train.precision = pool_first, precision
+    return spec
+
+
+def _gemm_gflops(n: int = 1024, reps: int = 30, dtype=None) -> float:
+    import torch
+
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def _autocast(spec):
+    import contextlib
+
+    import torch
+
+    if getattr(spec.train, "precision", "fp32") == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _model_and_batch(variant: str):
+    import torch
+
+    from deftpipe.model._network import NetConfig, SiameseChangeNet
+
+    spec = _spec(variant)
+    torch.manual_seed(0)
+    model = SiameseChangeNet(NetConfig.from_spec(spec)).to(memory_format=torch.channels_last)
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (512, 2, 1, SIZE, SIZE), dtype=torch.uint8, generator=gen)
+    targets = (torch.rand(512, generator=gen) < 0.2).float()
+    return spec, model, images, targets, gen
+
+
+def _train_step(spec, model, opt, images, targets, gen):
+    import torch
+
+    from deftpipe.model._data import augment, to_float
+    from deftpipe.model._train import loss_fn
+
+    t0 = time.perf_counter()
+    idx = torch.randint(0, len(images), (BATCH,), generator=gen)
+    x = augment(to_float(images[idx]), spec.train.augment, gen)
+    y = targets[idx]
+    t1 = time.perf_counter()
+    with _autocast(spec):
+        logits = model(x)
+    loss = loss_fn(logits.float(), y, None)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return t1 - t0, time.perf_counter() - t0
+
+
+def cell_step(variant: str, repeats: int) -> dict:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from deftpipe.model._train import EVAL_BATCH
+
+    spec, model, images, targets, gen = _model_and_batch(variant)
+    x8 = images[:8].float() / 255
+    with FlopCounterMode(display=False) as fc:
+        model(x8)
+    fwd = fc.get_total_flops() / 8
+    with FlopCounterMode(display=False) as fc:
+        model(x8).sum().backward()
+    train_flops = fc.get_total_flops() / 8
+    model.zero_grad(set_to_none=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for _ in range(3):
+        _train_step(spec, model, opt, images, targets, gen)
+    runs, data_share = [], []
+    for _ in range(repeats):  # the best of ``repeats`` runs of 10 steps: the least disturbed
+        d = s = 0.0
+        for _ in range(10):
+            dd, ss = _train_step(spec, model, opt, images, targets, gen)
+            d, s = d + dd, s + ss
+        runs.append(s / 10)
+        data_share.append(d / s)
+    step = min(runs)
+    model.eval()
+    xs = images[:256].float() / 255
+
+    def score(tta: bool) -> float:
+        best = float("inf")
+        for _ in range(max(2, repeats // 2)):
+            t = time.perf_counter()
+            with torch.inference_mode(), _autocast(spec):
+                for i in range(0, len(xs), EVAL_BATCH):
+                    x = xs[i:i + EVAL_BATCH]
+                    lg = model(x)
+                    if tta:
+                        model.tta_score(x, lg)
+            best = min(best, time.perf_counter() - t)
+        return len(xs) / best
+
+    plain, tta = score(False), score(True)
+    gemm = max(_gemm_gflops(), _gemm_gflops())
+    gemm_bf16 = max(_gemm_gflops(dtype=torch.bfloat16), _gemm_gflops(dtype=torch.bfloat16))
+    return {"step_ms": round(1000 * step, 1), "step_ms_runs": [round(1000 * r, 1) for r in runs],
+            "data_share_pct": round(100 * min(data_share), 1), "train_pairs_per_s": round(BATCH / step, 1),
+            "epoch_26k_s": round(26000 / BATCH * step, 1), "score_pairs_per_s": round(plain, 1),
+            "score_tta_pairs_per_s": round(tta, 1), "flops_forward_per_pair": fwd, "flops_train_per_pair": train_flops,
+            "train_gflops": round(train_flops * BATCH / step / 1e9, 1), "gemm_fp32_gflops": round(gemm, 1),
+            "gemm_bf16_gflops": round(gemm_bf16, 1),
+            "train_pct_of_gemm_peak": round(100 * train_flops * BATCH / step / 1e9 / gemm, 1)}
+
+
+def cell_profile(variant: str) -> dict:
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    spec, model, images, targets, gen = _model_and_batch(variant)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for _ in range(3):
+        _train_step(spec, model, opt, images, targets, gen)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(10):
+            _train_step(spec, model, opt, images, targets, gen)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    return {"self_cpu_ms_per_step": round(total / 1000 / 10, 1),
+            "top_ops": [{"op": e.key, "share_pct": round(100 * e.self_cpu_time_total / total, 1),
+                         "ms_per_step": round(e.self_cpu_time_total / 1000 / 10, 2), "calls_per_step": e.count // 10}
+                        for e in events[:12]]}
+
+
+def cell_epoch(variant: str, ws: Path) -> dict:
+    import torch
+
+    from deftpipe.model import _train
+    from deftpipe.model._data import class_names, load_pair_set
+    from deftpipe.spec import load_spec
+
+    train_csv, val_csv = ws / "folds" / "f1_0" / "train.csv", ws / "folds" / "f1_0" / "val.csv"
+    spec = load_spec(ws / "specs" / "baseline_spec.yaml")
+    want = _spec(variant)
+    spec.model, spec.train.precision = want.model.model_copy(update={"input_size": spec.model.input_size}), \
+        getattr(want.train, "precision", "fp32")
+    spec.train.num_epochs = 1
+    t = time.perf_counter()
+    load_pair_set(train_csv, spec, class_names(spec)), load_pair_set(val_csv, spec, class_names(spec))
+    decode = time.perf_counter() - t  # warm: the on-disk decode cache (the second read of a run)
+    predict_s = [0.0]
+    predict = _train.predict
+
+    def timed_predict(*a, **k):
+        t0 = time.perf_counter()
+        try:
+            return predict(*a, **k)
+        finally:
+            predict_s[0] += time.perf_counter() - t0
+
+    _train.predict = timed_predict
+    out = ws / "runs" / f"speed_epoch_{variant}_{os.getpid()}"
+    t = time.perf_counter()
+    result = _train.train_model(spec, train_csv, val_csv, out)
+    total = time.perf_counter() - t
+    epoch_s = result.history[0]["epoch_seconds"]
+    return {"rows_train": len(load_pair_set(train_csv, spec, class_names(spec))), "decode_cached_s": round(decode, 1),
+            "train_model_s": round(total, 1), "epoch_s": epoch_s, "val_scoring_s": round(predict_s[0], 1),
+            "training_s": round(epoch_s - predict_s[0], 1), "outside_epoch_s": round(total - epoch_s, 1),
+            "val_far_pct": result.metrics.get("far_pct"), "threads": torch.get_num_threads()}
+
+
+def _child(argv: list[str]) -> None:
+    kind, variant = argv[0], argv[1]
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    if kind == "step":
+        res = cell_step(variant, int(argv[2]))
+    elif kind == "profile":
+        res = cell_profile(variant)
+    else:
+        res = cell_epoch(variant, Path(argv[2]))
+    print("RESULT " + json.dumps(res))
+
+
+# ---------------------------------------------------------------- the driver
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--before-src", required=True, help="src/ of the tree before the speed work")
+    ap.add_argument("--ws", help="a DeepPCB workspace with bench_generalisation.py's fold f1_0")
+    ap.add_argument("--cells", default="step,profile")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tag", default="")
+    args = ap.parse_args()
+    impls = {"before": str(Path(args.before_src).resolve()), "after": str(ROOT / "src")}
+    for kind in args.cells.split(","):
+        for impl, src in impls.items():
+            for variant in args.variants.split(","):
+                if impl == "before" and variant != "fp32":
+                    continue
+                key = f"{kind}/{impl}/{variant}" + (f"/{args.tag}" if args.tag else "")
+                if key in _load():
+                    print(f"{key}: done already", flush=True)
+                    continue
+                extra = {"step": [str(args.repeats)], "profile": [], "epoch": [str(args.ws)]}[kind]
+                env = {**os.environ, "PYTHONPATH": src, "BENCH_THREADS": str(args.threads)}
+                load0 = _load_avg()
+                proc = subprocess.run([sys.executable, __file__, "_child", kind, variant, *extra], env=env,
+                                      capture_output=True, text=True, check=False)
+                line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+                if line is None:
+                    print(f"{key}: failed\n{proc.stderr[-2000:]}", flush=True)
+                    continue
+                res = {**json.loads(line[7:]), "threads": args.threads, "load_avg_start": load0,
+                       "load_avg_end": _load_avg(), "src": src}
+                _store(key, res)
+                brief = {k: res[k] for k in ("step_ms", "train_pct_of_gemm_peak", "score_tta_pairs_per_s",
+                                             "epoch_s", "training_s", "val_scoring_s", "self_cpu_ms_per_step")
+                         if k in res}
+                print(f"{key}: {brief}", flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_child":
+        _child(sys.argv[2:])
+    else:
+        main()
