@@ -156,7 +156,7 @@ def write_summary(results_dir: Path, *, record: dict[str, Any], points: list[dic
                      f"{fmt_value(p.get('auroc')) if p.get('auroc') is not None else ''} | {p.get('train_rows') or ''} | "
                      f"{p.get('note', '')} |")
     lines += ["", "## Outcome", ""]
-    first = holdout_headline(bm) if bm else None
+    first = holdout_headline(bm.to_json()) if bm else None
     lines.append(f"- **{first}.**" if first else "- **No audit was done**: no holdout figure to compare the "
                  "deliverable with the user's spec; the figures below are selection figures.")
     if gain:
@@ -166,8 +166,9 @@ def write_summary(results_dir: Path, *, record: dict[str, Any], points: list[dic
         lines.append(f"- KPI target: {kpi.get('metric')} {kpi.get('operator')} {kpi.get('target')}; loop status "
                      f"`{state.get('status')}`" + (f" — {state['reason']}" if state.get("reason") else "") + ".")
     if bm:
-        lines.append(f"- Best model kept: `{bm.get('best_iteration')}` (KPI far_pct {fmt_value(bm.get('far_pct'))}), "
-                     f"checkpoint `{bm.get('checkpoint')}` — {bm.get('reason', '')}.")
+        kept = bm.to_json()  # as written: a reason absent from the file reads as '', a null one as None
+        lines.append(f"- Best model kept: `{kept.get('best_iteration')}` (KPI far_pct {fmt_value(kept.get('far_pct'))}), "
+                     f"checkpoint `{kept.get('checkpoint')}` — {kept.get('reason', '')}.")
     if phase3:
         lines.append(f"- Phase 3 vs the loop's best: Phase 3 KPI {fmt_value(phase3.get('kpi_far_pct'))} vs loop best "
                      f"{fmt_value(phase3.get('loop_best_far_pct'))} ({phase3.get('loop_best_iteration')}) — best model "
