@@ -22,10 +22,10 @@ def _worst_trial_wins(monkeypatch) -> None:
 
     def fake(best_rec, *, untrained):
         qc = real(best_rec, untrained=untrained)
-        sampled = [r for r in best_rec["all_recs"] if not r.get("enqueued_from") and r.get("score") is not None
-                   and r.get("checkpoint_uri") and Path(r["checkpoint_uri"]).is_file()]
-        qc["winner"] = {"observed_budget": best_rec["best"].get("observed_budget"),
-                        **max(sampled, key=lambda r: r["score"])}
+        sampled = [r for r in best_rec.all_recs if not r.enqueued_from and r.score is not None
+                   and r.checkpoint_uri and Path(r.checkpoint_uri).is_file()]
+        qc["winner"] = {"observed_budget": best_rec.best.observed_budget,
+                        **max(sampled, key=lambda r: r.score).to_json()}
         return qc
 
     monkeypatch.setattr(_phases, "quality_check", fake)

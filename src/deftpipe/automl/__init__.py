@@ -16,7 +16,10 @@ from deftpipe.automl._algorithms import (
 from deftpipe.automl._best_rec import (
     BEST_REC_NAME,
     BEST_REC_SCHEMA,
+    BestRec,
+    BestTrial,
     RecStatus,
+    TrialRecord,
     validate_best_rec,
     write_best_rec,
 )
@@ -29,6 +32,9 @@ __all__ = [
     "ALGORITHMS",
     "Algorithm",
     "BEST_REC_NAME",
+    "BestRec",
+    "BestTrial",
+    "TrialRecord",
     "BEST_REC_SCHEMA",
     "DEFAULT_STUDY",
     "METRICS",

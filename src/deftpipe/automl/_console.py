@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from deftpipe._fs import atomic_write_json
-from deftpipe.automl._best_rec import RecStatus
+from deftpipe.automl._best_rec import BestRec, RecStatus
 
 
 class NullProgress:
@@ -185,31 +185,31 @@ def _short(specs: dict[str, Any], prefix: str = "") -> list[str]:
     return out
 
 
-def summary_table(best_rec: dict[str, Any]) -> Table:
+def summary_table(best_rec: BestRec) -> Table:
     """Rank, rec, status, metric, pred_counts, duration, params — best first, unranked after."""
-    metric = best_rec["metric_name"]
-    reverse = best_rec["direction"] == "maximize"
-    recs = best_rec["all_recs"]
-    scored = sorted((r for r in recs if r["status"] == RecStatus.COMPLETE and r["score"] is not None),
-                    key=lambda r: r["score"], reverse=reverse)
+    metric = best_rec.metric_name
+    reverse = best_rec.direction == "maximize"
+    recs = best_rec.all_recs
+    scored = sorted((r for r in recs if r.status == RecStatus.COMPLETE and r.score is not None),
+                    key=lambda r: r.score, reverse=reverse)
     rest = [r for r in recs if r not in scored]
-    table = Table(title=f"AutoML {best_rec['experiment_id']}: {metric} ({best_rec['direction']})")
+    table = Table(title=f"AutoML {best_rec.experiment_id}: {metric} ({best_rec.direction})")
     for col in ("rank", "rec", "status", metric, "pred_counts", "duration", "params"):
         table.add_column(col, overflow="fold")
-    best_id = best_rec["best"]["rec_id"]
+    best_id = best_rec.best.rec_id
     for rank, r in enumerate(scored + rest, start=1):
-        score = "-" if r["score"] is None else f"{r['score']:.4g}"
-        if r.get("rerun_score") is not None:
-            score += f" (rerun {r['rerun_score']:.4g})"
-        dur = "-" if r.get("duration") is None else f"{r['duration']:.1f}s"
-        pc = " ".join(f"{k}:{v}" for k, v in r["pred_counts"].items()) if r.get("pred_counts") else "-"
-        status = r["status"] + (" ★" if r["rec_id"] == best_id else "")
-        table.add_row(str(rank) if r in scored else "-", r["rec_id"], status, score, pc, dur,
-                      " ".join(_short(r["specs"])))
+        score = "-" if r.score is None else f"{r.score:.4g}"
+        if r.rerun_score is not None:
+            score += f" (rerun {r.rerun_score:.4g})"
+        dur = "-" if r.duration is None else f"{r.duration:.1f}s"
+        pc = " ".join(f"{k}:{v}" for k, v in r.pred_counts.items()) if r.pred_counts else "-"
+        status = str(r.status) + (" ★" if r.rec_id == best_id else "")
+        table.add_row(str(rank) if r in scored else "-", r.rec_id, status, score, pc, dur,
+                      " ".join(_short(r.specs)))
     return table
 
 
-def print_summary(best_rec: dict[str, Any], notes: list[str], console: Console | None = None) -> None:
+def print_summary(best_rec: BestRec, notes: list[str], console: Console | None = None) -> None:
     console = console or Console(stderr=True)
     console.print(summary_table(best_rec))
     for n in notes:

@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from deftpipe._redact import scrub_clip
-from deftpipe.automl._best_rec import BEST_REC_SCHEMA_VERSION
+from deftpipe.automl._best_rec import BEST_REC_SCHEMA_VERSION, BestRec, BestTrial, TrialRecord
 from deftpipe.automl._settings import SweepSettings
 from deftpipe.automl._study_reader import collapsed, ranked, rec_id, retried_by, to_rec
 from deftpipe.automl._trial import ABORT_ERRORS, build_spec, tuned_specs
@@ -69,11 +69,11 @@ def rerun_with_fresh_seed(study: optuna.Study, settings: SweepSettings, t: Froze
     return info
 
 
-def _no_winner(trials: list[FrozenTrial], recs: dict[int, dict[str, Any]]) -> NoUsableTrial:
+def _no_winner(trials: list[FrozenTrial], recs: dict[int, TrialRecord]) -> NoUsableTrial:
     counts: dict[str, int] = {}
     for r in recs.values():
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
-    reasons = [r["reason"] for r in recs.values() if r["reason"]]
+        counts[str(r.status)] = counts.get(str(r.status), 0) + 1
+    reasons = [r.reason for r in recs.values() if r.reason]
     first = f"; first reason: {reasons[0]}" if reasons else ""
     return NoUsableTrial(
         f"no usable trial among {len(trials)} ({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}){first}; "
@@ -81,8 +81,8 @@ def _no_winner(trials: list[FrozenTrial], recs: dict[int, dict[str, Any]]) -> No
     )
 
 
-def select_and_build(study: optuna.Study, settings: SweepSettings, study_name: str) -> tuple[dict[str, Any], list[str]]:
-    """Choose the declared best and build the best_rec.json mapping. Returns (best_rec, notes)."""
+def select_and_build(study: optuna.Study, settings: SweepSettings, study_name: str) -> tuple[BestRec, list[str]]:
+    """Choose the declared best and build the best_rec.json record. Returns (best_rec, notes)."""
     trials = study.get_trials(deepcopy=False)
     retries = retried_by(trials)
     recs = {t.number: to_rec(t, settings, retries) for t in trials}
@@ -90,10 +90,10 @@ def select_and_build(study: optuna.Study, settings: SweepSettings, study_name: s
     usable = []
     for t in ranked(trials, settings):
         if collapsed(t):
-            recs[t.number]["reason"] = f"not selected: predictions collapsed to one class {t.user_attrs['pred_counts']}"
-            notes.append(f"{rec_id(t.number)} skipped: {recs[t.number]['reason']}")
-        elif recs[t.number]["checkpoint_uri"] is None:
-            recs[t.number]["reason"] = "not selected: checkpoint missing (deleted by retention or moved)"
+            recs[t.number].reason = f"not selected: predictions collapsed to one class {t.user_attrs['pred_counts']}"
+            notes.append(f"{rec_id(t.number)} skipped: {recs[t.number].reason}")
+        elif recs[t.number].checkpoint_uri is None:
+            recs[t.number].reason = "not selected: checkpoint missing (deleted by retention or moved)"
         else:
             usable.append(t)
     if not usable:
@@ -104,7 +104,8 @@ def select_and_build(study: optuna.Study, settings: SweepSettings, study_name: s
         margin = win_margin(settings.metric, best.value, runner.value, settings.direction)
         if margin > settings.rerun_margin:
             rr = rerun_with_fresh_seed(study, settings, best)
-            recs[best.number].update(rerun_score=rr["score"], rerun_seed=rr["seed"], rerun_reason=rr["reason"])
+            rec = recs[best.number]
+            rec.rerun_score, rec.rerun_seed, rec.rerun_reason = rr["score"], rr["seed"], rr["reason"]
             confirmed = rr["score"] is not None and math.isfinite(rr["score"]) and _beats_or_ties(
                 rr["score"], runner.value, settings.direction)
             notes.append(
@@ -115,26 +116,26 @@ def select_and_build(study: optuna.Study, settings: SweepSettings, study_name: s
                    f"({runner.value:.4g})")
             )
             if not confirmed:
-                recs[best.number]["reason"] = "not selected: did not reproduce with a fresh seed"
+                recs[best.number].reason = "not selected: did not reproduce with a fresh seed"
                 best = runner
     a = best.user_attrs
-    best_rec = {
-        "schema_version": BEST_REC_SCHEMA_VERSION,
-        "experiment_id": study_name,
-        "metric_name": settings.metric,
-        "direction": settings.direction,
-        "best": {
-            "rec_id": rec_id(best.number),
-            "score": float(best.value),
-            "specs": tuned_specs(settings, dict(best.params)),
-            "observed_budget": {"num_epochs": int(settings.num_epochs), "batch_size": int(settings.batch_size),
-                                "epochs_run": int(a.get("epochs_run", settings.num_epochs))},
-            "checkpoint_uri": str(a["checkpoint"]),
-            "checkpoint_epoch": int(a["checkpoint_epoch"]),
-            "checkpoint_step": int(a["checkpoint_step"]),
-        },
-        "all_recs": [recs[t.number] for t in sorted(trials, key=lambda t: t.number)],
-    }
+    best_rec = BestRec(
+        schema_version=BEST_REC_SCHEMA_VERSION,
+        experiment_id=study_name,
+        metric_name=settings.metric,
+        direction=settings.direction,
+        best=BestTrial(
+            rec_id=rec_id(best.number),
+            score=float(best.value),
+            specs=tuned_specs(settings, dict(best.params)),
+            observed_budget={"num_epochs": int(settings.num_epochs), "batch_size": int(settings.batch_size),
+                             "epochs_run": int(a.get("epochs_run", settings.num_epochs))},
+            checkpoint_uri=str(a["checkpoint"]),
+            checkpoint_epoch=int(a["checkpoint_epoch"]),
+            checkpoint_step=int(a["checkpoint_step"]),
+        ),
+        all_recs=[recs[t.number] for t in sorted(trials, key=lambda t: t.number)],
+    )
     n_done = sum(1 for t in trials if t.state == TrialState.COMPLETE)
     notes.insert(0, f"best {settings.metric} = {best.value:.4g} ({rec_id(best.number)}, {n_done} complete of "
                     f"{len(trials)} trials)")

@@ -10,11 +10,10 @@ from __future__ import annotations
 import contextlib
 import math
 from pathlib import Path
-from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from deftpipe.automl._best_rec import RecStatus
+from deftpipe.automl._best_rec import RecStatus, TrialRecord
 from deftpipe.automl._settings import SweepSettings
 from deftpipe.automl._trial import trial_dir, tuned_specs
 from deftpipe.metrics import is_collapsed
@@ -83,26 +82,27 @@ def _checkpoint(t: FrozenTrial) -> str | None:
     return ckpt if ckpt and Path(ckpt).is_file() else None
 
 
-def to_rec(t: FrozenTrial, settings: SweepSettings, retries: dict[int, int]) -> dict[str, Any]:
+def to_rec(t: FrozenTrial, settings: SweepSettings, retries: dict[int, int]) -> TrialRecord:
     """One all_recs row (docs/contracts.md §6 plus what a reviewer needs to trust it)."""
     score = trial_score(t)
     history = t.system_attrs.get("retry_history") or []
-    return {
-        "rec_id": rec_id(t.number),
-        "score": score if score is None or math.isfinite(score) else None,
-        "status": trial_status(t, retries),
-        "specs": tuned_specs(settings, t.params),
-        "pred_counts": t.user_attrs.get("pred_counts"),
-        "metrics": t.user_attrs.get("metrics"),
-        "duration": t.user_attrs.get("duration_s"),
-        "train_seconds": t.user_attrs.get("train_seconds"),
-        "epochs_run": t.user_attrs.get("epochs_run", len(t.intermediate_values)),
-        "checkpoint_uri": _checkpoint(t),
-        "reason": _reason(t, retries),
-        "retry_of": rec_id(int(history[-1])) if history else None,
-        "enqueued_from": t.user_attrs.get("enqueued_from"),
-        "host": t.user_attrs.get("host"),
-    }
+    # every field is set (None included), so the row is written with all of them, as before
+    return TrialRecord(
+        rec_id=rec_id(t.number),
+        score=score if score is None or math.isfinite(score) else None,
+        status=trial_status(t, retries),
+        specs=tuned_specs(settings, t.params),
+        pred_counts=t.user_attrs.get("pred_counts"),
+        metrics=t.user_attrs.get("metrics"),
+        duration=t.user_attrs.get("duration_s"),
+        train_seconds=t.user_attrs.get("train_seconds"),
+        epochs_run=t.user_attrs.get("epochs_run", len(t.intermediate_values)),
+        checkpoint_uri=_checkpoint(t),
+        reason=_reason(t, retries),
+        retry_of=rec_id(int(history[-1])) if history else None,
+        enqueued_from=t.user_attrs.get("enqueued_from"),
+        host=t.user_attrs.get("host"),
+    )
 
 
 def collapsed(t: FrozenTrial) -> bool:

@@ -20,7 +20,7 @@ from optuna.storages import RDBStorage, fail_stale_trials
 
 from deftpipe._fs import new_folder_removed_on_error
 from deftpipe.automl._algorithms import SweepContext, get_algorithm, make_sampler_pruner
-from deftpipe.automl._best_rec import write_best_rec
+from deftpipe.automl._best_rec import BestRec
 from deftpipe.automl._console import NullProgress, make_progress, print_summary
 from deftpipe.automl._out_dir import claim_out_dir, refuse_other_owner
 from deftpipe.automl._select import select_and_build
@@ -193,7 +193,7 @@ def _checked_settings(o: SweepOptions) -> tuple[SweepSettings, SearchSpace]:
 
 @_quiet_optuna()
 def run_sweep(options: SweepOptions | None = None, /, *, show_progress: bool = True, deadline: float | None = None,
-              **fields: Any) -> dict[str, Any]:
+              **fields: Any) -> BestRec:
     """Run (or resume) an AutoML sweep and write ``<out_dir>/best_rec.json``.
 
     Each trial trains the options' spec with sampled overrides through the model adapter and is
@@ -208,7 +208,7 @@ def run_sweep(options: SweepOptions | None = None, /, *, show_progress: bool = T
         deadline: wall-clock time (``time.time()``) after which no new trial starts once one is done
             (a time budget; the running trial finishes).
     Returns:
-        The best_rec.json content (docs/contracts.md §6).
+        The best_rec.json content as its record (docs/contracts.md §6; ``.to_json()`` is the mapping).
     Raises:
         SpecError, DataError, CheckpointError, SweepError.
         TypeError: both ``options`` and keyword fields, or a keyword that is not a field.
@@ -250,8 +250,8 @@ def run_sweep(options: SweepOptions | None = None, /, *, show_progress: bool = T
             _drive(study, settings, space, progress, heartbeat=bool(heartbeat_interval), deadline=deadline)
     with FileLock(str(out / ".best_rec.lock")), storage_errors(url):
         best_rec, notes = select_and_build(study, settings, name)
-        write_best_rec(best_rec, out)
-        keep = {int(best_rec["best"]["rec_id"].split("_")[-1])}
+        best_rec.save(out)
+        keep = {int(best_rec.best.rec_id.split("_")[-1])}
         prune_checkpoints(study.get_trials(deepcopy=False), settings, keep=settings.keep_checkpoints, protect=keep)
     if show_progress:
         print_summary(best_rec, notes + [f"best_rec.json: {out / 'best_rec.json'}"])

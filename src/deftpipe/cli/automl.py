@@ -65,7 +65,7 @@ def run(
         seed=seed, keep_checkpoints=keep_checkpoints, rerun_margin=rerun_margin, heartbeat_interval=heartbeat)
     best_rec = run_sweep(options, show_progress=not quiet)
     if as_json:
-        print_json(best_rec)
+        print_json(best_rec.to_json())
 
 
 def worker(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from deftpipe.automl import RecStatus
+from deftpipe.automl import BestRec, RecStatus
 from deftpipe.config import PipelineConfig
 
 PHASES = ("phase1", "phase2", "phase3")
@@ -48,9 +48,8 @@ def limit_text(cfg: PipelineConfig, phase: str) -> str:
     return " / ".join(parts)
 
 
-def sweep_stop_reason(best_rec: dict[str, Any], planned: int, cfg: PipelineConfig, phase: str) -> str | None:
-    done = sum(1 for r in best_rec.get("all_recs", []) if RecStatus.of(r.get("status")) is RecStatus.COMPLETE
-               and not r.get("retry_of"))
+def sweep_stop_reason(best_rec: BestRec, planned: int, cfg: PipelineConfig, phase: str) -> str | None:
+    done = sum(1 for r in best_rec.all_recs if RecStatus.of(r.status) is RecStatus.COMPLETE and not r.retry_of)
     if done >= planned or (getattr(cfg.budget, f"{phase}_seconds") is None and cfg.budget.run_seconds is None):
         return None
     return f"time budget ({limit_text(cfg, phase)}) reached after {done} of {planned} trials"

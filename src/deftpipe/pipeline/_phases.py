@@ -18,7 +18,7 @@ from typing import Any
 from deftpipe import deft
 from deftpipe._faults import fault_point
 from deftpipe._fs import atomic_write_json
-from deftpipe.automl import RecStatus, SweepOptions, run_sweep
+from deftpipe.automl import BestRec, RecStatus, SweepOptions, TrialRecord, run_sweep
 from deftpipe.config import PipelineConfig, SweepConfig
 from deftpipe.data import read_dataset, write_dataset
 from deftpipe.errors import NoUsableTrial, SweepError
@@ -75,33 +75,33 @@ def untrained_metrics(spec: Path, train_csv: Path, val_csv: Path) -> dict[str, A
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _rec_ckpt_ok(rec: dict[str, Any]) -> bool:
-    uri = rec.get("checkpoint_uri")
+def _rec_ckpt_ok(rec: TrialRecord) -> bool:
+    uri = rec.checkpoint_uri
     return bool(uri) and Path(str(uri).removeprefix("file://")).is_file()
 
 
-def quality_check(best_rec: dict[str, Any], *, untrained: dict[str, Any] | None) -> dict[str, Any]:
+def quality_check(best_rec: BestRec, *, untrained: dict[str, Any] | None) -> dict[str, Any]:
     """Winner not collapsed (else the next best with a kept checkpoint) and better than untrained."""
-    best = dict(best_rec["best"])
-    sign = 1.0 if best_rec.get("direction", "minimize") == "minimize" else -1.0
-    recs = {r.get("rec_id"): r for r in best_rec.get("all_recs", [])}
-    counts = best.get("pred_counts") or recs.get(best["rec_id"], {}).get("pred_counts")
+    best = best_rec.best.to_json()
+    sign = 1.0 if best_rec.direction == "minimize" else -1.0
+    own = best_rec.rec(best["rec_id"])
+    counts = best.get("pred_counts") or (own.pred_counts if own else None)
     notes: list[str] = []
     winner = best
     if counts and is_collapsed(counts):
-        ranked = rank((r for r in recs.values() if RecStatus.of(r.get("status")) is RecStatus.COMPLETE
-                       and r.get("score") is not None and r.get("rec_id") != best["rec_id"]
-                       and not (r.get("pred_counts") and is_collapsed(r["pred_counts"])) and _rec_ckpt_ok(r)),
-                      lambda r: sign * float(r["score"]))
+        ranked = rank((r for r in best_rec.all_recs if RecStatus.of(r.status) is RecStatus.COMPLETE
+                       and r.score is not None and r.rec_id != best["rec_id"]
+                       and not (r.pred_counts and is_collapsed(r.pred_counts)) and _rec_ckpt_ok(r)),
+                      lambda r: sign * float(r.score))
         if not ranked:
             raise SweepError(f"Phase 1's winner {best['rec_id']} predicts a single class ({counts}) and no other "
                              "trial with a kept checkpoint is better; raise automl.phase1.max_recommendations "
                              "or check the class balance of the training set")
         nxt = ranked[0]
-        notes.append(f"winner {best['rec_id']} collapsed to one class {counts}; took {nxt['rec_id']} instead")
-        winner = {**{k: best.get(k) for k in ("observed_budget",)}, **nxt}
-        counts = nxt.get("pred_counts")
-    metric = best_rec.get("metric_name", "far_pct")
+        notes.append(f"winner {best['rec_id']} collapsed to one class {counts}; took {nxt.rec_id} instead")
+        winner = {**{k: best.get(k) for k in ("observed_budget",)}, **nxt.to_json()}
+        counts = nxt.pred_counts
+    metric = best_rec.metric_name
     verdict: dict[str, Any] = {"metric": metric, "winner_score": winner.get("score")}
     if untrained is not None:
         u = untrained.get(metric)
@@ -111,7 +111,7 @@ def quality_check(best_rec: dict[str, Any], *, untrained: dict[str, Any] | None)
         if not verdict["beats_untrained"]:
             notes.append(f"the winner ({metric} {winner.get('score')}) is no better than an untrained model "
                          f"({u}); the sweep learned nothing useful — check the data and the search space")
-    rerun = {k: v for k, v in recs.get(best["rec_id"], {}).items() if "rerun" in k and v is not None}
+    rerun = {k: v for k, v in (own.to_json() if own else {}).items() if "rerun" in k and v is not None}
     return {"winner": winner, "pred_counts": counts, "collapsed_original": winner is not best,
             "untrained": untrained, "verdict": verdict, "rerun": rerun or None, "notes": notes}
 
@@ -173,15 +173,15 @@ def challenge_user_spec(ws: Path, cfg: PipelineConfig, results_dir: Path, qc: di
     return deft.decide(user, challenger)
 
 
-def _user_spec_rec(best_rec: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
+def _user_spec_rec(best_rec: BestRec, ref: dict[str, Any]) -> dict[str, Any]:
     """The user's spec's trial record, handed over with its kept checkpoint copy (``reference/train``)."""
-    rec = next(r for r in best_rec["all_recs"] if r.get("rec_id") == ref["rec_id"])
+    rec = best_rec.rec(ref["rec_id"]).to_json()
     epoch, step = checkpoint_epoch_step({"checkpoint_uri": ref["checkpoint"]})
-    return {"observed_budget": best_rec["best"].get("observed_budget"), **rec, "checkpoint_uri": ref["checkpoint"],
+    return {"observed_budget": best_rec.best.observed_budget, **rec, "checkpoint_uri": ref["checkpoint"],
             "checkpoint_epoch": epoch, "checkpoint_step": step, "user_spec": True}
 
 
-def evaluate_reference(ws: Path, cfg: PipelineConfig, results_dir: Path, best_rec: dict[str, Any],
+def evaluate_reference(ws: Path, cfg: PipelineConfig, results_dir: Path, best_rec: BestRec,
                        spec: Path) -> dict[str, Any] | None:
     """The user's spec trained once (Phase 1's enqueued first trial) on the KPI set.
 
@@ -189,17 +189,17 @@ def evaluate_reference(ws: Path, cfg: PipelineConfig, results_dir: Path, best_re
     retention does) and scored exactly as the loop scores its iterations, so the summary can compare
     the deliverable with it. Nothing is chosen with it. None when the trial left no checkpoint.
     """
-    ref = next((r for r in best_rec["all_recs"] if r.get("enqueued_from") and r.get("checkpoint_uri")), None)
+    ref = next((r for r in best_rec.all_recs if r.enqueued_from and r.checkpoint_uri), None)
     if ref is None:
         return None
-    epoch, step = checkpoint_epoch_step({"checkpoint_uri": ref["checkpoint_uri"]})
+    epoch, step = checkpoint_epoch_step({"checkpoint_uri": ref.checkpoint_uri})
     out = results_dir / REFERENCE_DIR
-    ckpt = copy_checkpoint(ref["checkpoint_uri"], out / "train", epoch, step)
+    ckpt = copy_checkpoint(ref.checkpoint_uri, out / "train", epoch, step)
     inference_csv = out / "inference_kpi.csv"
     if not inference_csv.is_file():
         get_adapter(spec).infer(ckpt, cfg.path(ws, cfg.data.kpi_csv), inference_csv)
     metrics = deft.kpi_metrics(inference_csv)
-    return {"rec_id": ref["rec_id"], "checkpoint": str(ckpt), "val_score": ref.get("score"),
+    return {"rec_id": ref.rec_id, "checkpoint": str(ckpt), "val_score": ref.score,
             "inference_csv": str(inference_csv), **{k: metrics.get(k) for k in REFERENCE_KEYS}}
 
 
@@ -222,9 +222,9 @@ def run_phase3(ws: Path, cfg: PipelineConfig, results_dir: Path, *, spec: Path, 
         deft.write_best_model(results_dir)
         return {"no_winner": str(e), "kpi_far_pct": None, "checkpoint": None}
     fault_point("phase3.swept")
-    best = best_rec["best"]
-    epoch, step = checkpoint_epoch_step(best)
-    ckpt = copy_checkpoint(best["checkpoint_uri"], out / "train", epoch, step)
+    best = best_rec.best
+    epoch, step = checkpoint_epoch_step(best.to_json())
+    ckpt = copy_checkpoint(best.checkpoint_uri, out / "train", epoch, step)
     inference_csv = out / "inference" / "inference_kpi.csv"
     get_adapter(spec).infer(ckpt, cfg.path(ws, cfg.data.kpi_csv), inference_csv)
     metrics = deft.kpi_metrics(inference_csv)
@@ -237,8 +237,8 @@ def run_phase3(ws: Path, cfg: PipelineConfig, results_dir: Path, *, spec: Path, 
                                  best_rec_path=out / "best_rec.json", source="automl_phase3", spec_path=spec)
     fault_point("phase3.recorded")
     deft.write_best_model(results_dir)
-    return {"checkpoint": str(ckpt), "kpi_far_pct": metrics.get("far_pct"), "val_score": best.get("score"),
-            "rec_id": best.get("rec_id"), "inference_csv": str(inference_csv),
+    return {"checkpoint": str(ckpt), "kpi_far_pct": metrics.get("far_pct"), "val_score": best.score,
+            "rec_id": best.rec_id, "inference_csv": str(inference_csv),
             "stop_reason": sweep_stop_reason(best_rec, cfg.automl.phase3.max_recommendations, cfg, "phase3")}
 
 
