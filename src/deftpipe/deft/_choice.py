@@ -13,6 +13,7 @@ best model and the Phase 1 hand-off all call :func:`keep`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from deftpipe.data import identity_keys, is_defect
+from deftpipe.deft._records import DeftState
 from deftpipe.selection import Challenge, beats_by_rule, challenge, rule_figure
 
 
@@ -112,21 +114,13 @@ def keep(chain: list[Candidate]) -> Choice | None:
     return choice
 
 
-def loop_chain(state: dict[str, Any], *, before: str | None = None) -> list[Candidate]:
+def loop_chain(state: DeftState | Mapping[str, Any], *, before: str | None = None) -> list[Candidate]:
     """``baseline, iter1..N`` (those before ``before`` only, when given) with a checkpoint, in order."""
-    def number(label: str) -> int:
-        return 0 if label == "baseline" else int(label.removeprefix("iter"))
-
-    labels = sorted((lb for lb in state["iterations"]
-                     if lb == "baseline" or (lb.startswith("iter") and lb.removeprefix("iter").isdigit())),
-                    key=number)
-    if before is not None:
-        labels = [lb for lb in labels if number(lb) < number(before)]
-    return [Candidate(lb, state["iterations"][lb]) for lb in labels
-            if state["iterations"][lb].get("best_ckpt_path")]
+    return [Candidate(lb, it.to_json()) for lb, it in DeftState.view(state).loop_iterations(before=before)
+            if it.best_ckpt_path]
 
 
-def loop_best(state: dict[str, Any], *, before: str | None = None) -> Choice | None:
+def loop_best(state: DeftState | Mapping[str, Any], *, before: str | None = None) -> Choice | None:
     """The loop's best iteration (never ``final_automl``)."""
     return keep(loop_chain(state, before=before))
 

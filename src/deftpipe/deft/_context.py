@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import numpy as np
 
 from deftpipe.config import KpiConfig
 from deftpipe.data import ImageLayout, layout_for
+from deftpipe.deft._records import DeftState
 from deftpipe.errors import DataError
 from deftpipe.model import get_adapter
 from deftpipe.spec import Spec, load_spec
@@ -50,21 +52,23 @@ class LoopContext:
     show_progress: bool = True
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], *, show_progress: bool = True) -> LoopContext:
-        c = state["config"]
+    def from_state(cls, state: DeftState | Mapping[str, Any], *, show_progress: bool = True) -> LoopContext:
+        """The loop's settings from the state's snapshot (a resumed run behaves like the one that started it)."""
+        record = DeftState.view(state)
+        c = record.config
         spec = load_spec(c["spec"])
         return cls(
-            workspace=Path(state["workspace"]),
-            results_dir=Path(state["results_dir"]),
+            workspace=Path(record.workspace),
+            results_dir=Path(record.results_dir),
             spec_path=Path(c["spec"]),
             spec=spec,
-            layout=layout_for(spec, state["workspace"]),
+            layout=layout_for(spec, record.workspace),
             train_csv=Path(c["train_csv"]),
             val_csv=Path(c["val_csv"]),
             kpi_csv=Path(c["kpi_csv"]),
             pool_csv=Path(c["pool_csv"]),
-            kpi=KpiConfig(**state["kpi"]),
-            max_iterations=int(state["max_iterations"]),
+            kpi=KpiConfig(**record.kpi),
+            max_iterations=int(record.max_iterations),
             num_epochs=int(c["num_epochs"]),
             baseline_epochs=c.get("baseline_epochs"),
             batch_size=c.get("batch_size"),

@@ -22,8 +22,7 @@ from PIL import Image
 
 from deftpipe._fs import atomic_write_json, atomic_write_text
 from deftpipe.data import layout_for, open_image
-from deftpipe.deft import _state
-from deftpipe.deft._records import BestModel
+from deftpipe.deft._records import FINAL_AUTOML, BestModel, DeftState, report_order
 from deftpipe.errors import DataError
 from deftpipe.metrics import fmt_value
 from deftpipe.spec import load_spec
@@ -33,14 +32,6 @@ MAX_RCA_REPORTS = 3
 EXTRA_NAME = "report_extra.json"
 _env = Environment(loader=PackageLoader("deftpipe.deft", "templates"), autoescape=select_autoescape(["html", "j2"]))
 _env.filters["pct"] = fmt_value
-
-
-def _order(label: str) -> int:
-    if label == "baseline":
-        return 0
-    if label == "final_automl":
-        return 10_000
-    return int(label.removeprefix("iter")) if label.startswith("iter") else 9_999
 
 
 def svg_chart(points: list[dict[str, Any]], *, target: float | None, title: str) -> Markup:
@@ -142,7 +133,7 @@ def _read_json(path: str | None) -> dict[str, Any] | None:
 
 
 def _rca_sections(its: dict[str, Any], thumbs: _Thumbs) -> list[dict[str, Any]]:
-    labels = [lb for lb in sorted(its, key=_order) if its[lb].get("rca_summary")][-MAX_RCA_REPORTS:]
+    labels = [lb for lb in sorted(its, key=report_order) if its[lb].get("rca_summary")][-MAX_RCA_REPORTS:]
     out = []
     for lb in reversed(labels):
         summary = _read_json(its[lb]["rca_summary"])
@@ -170,7 +161,7 @@ def _contributions(its: dict[str, Any], thumbs: _Thumbs) -> list[dict[str, Any]]
     iteration's section only changes with its artefacts, so each is built once per process (this
     was 70 % of a rebuild: 23 of 33 ms after two iterations of the synthetic demo)."""
     out = []
-    for lb in sorted(its, key=_order):
+    for lb in sorted(its, key=report_order):
         it = its[lb]
         key = (lb, *(_stamp(it.get(k)) for k in ("sdg_allocation", "mining_report", "sdg_csv", "mined_csv")),
                it.get("sdg_rows"), it.get("mined_rows"), it.get("n_train_rows"), thumbs.layout is None)
@@ -228,11 +219,12 @@ def render_report(results_dir: str | Path, extra: dict[str, Any] | None = None) 
     if extra is not None:
         atomic_write_json(extra_path, extra)
     extra = extra if extra is not None else (_read_json(str(extra_path)) if extra_path.exists() else None) or {}
-    state = _state.load_state(results_dir)
+    record = DeftState.load(results_dir)
+    state = record.to_json()  # the page's template and its tables read the state as written
     its = state["iterations"]
-    target = state["kpi"]["target"] if state["kpi"]["metric"] == "far_pct" else None
-    points = [{"label": lb, "far_pct": its[lb].get("far_pct"), "kind": "final" if lb == "final_automl" else "deft"}
-              for lb in sorted(its, key=_order)]
+    target = record.kpi["target"] if record.kpi["metric"] == "far_pct" else None
+    points = [{"label": lb, "far_pct": it.far_pct, "kind": "final" if lb == FINAL_AUTOML else "deft"}
+              for lb, it in sorted(record.iterations.items(), key=lambda kv: report_order(kv[0]))]
     charts = []
     if extra.get("trajectory"):
         charts.append(svg_chart(extra["trajectory"], target=target, title="Pipeline trajectory: FAR @ 100% recall (KPI set)"))
@@ -240,7 +232,7 @@ def render_report(results_dir: str | Path, extra: dict[str, Any] | None = None) 
     thumbs = _Thumbs(state)
     cols = ("status", "stage_completed", "far_pct", "far_ci_low", "far_ci_high", "threshold", "auroc", "far_pct_at_99",
             "n_defects", "n_pass", "train_metric", "n_train_rows", "n_added_sdg", "n_added_mined", "source")
-    rows = [{"label": lb, **{c: its[lb].get(c) for c in cols}} for lb in sorted(its, key=_order)]
+    rows = [{"label": lb, **{c: its[lb].get(c) for c in cols}} for lb in sorted(its, key=report_order)]
     for r in rows:  # the bridge records the pre-seed's train_metric as {metric, value, ...}
         if isinstance(r["train_metric"], dict):
             r["train_metric"] = r["train_metric"].get("value")

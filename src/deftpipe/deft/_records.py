@@ -10,6 +10,7 @@ as a mapping). Keys the models do not name are kept as written (:class:`deftpipe
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,39 @@ class Stage(StrEnum):
 
 
 STAGES = tuple(s.value for s in Stage)
+BASELINE = "baseline"
+FINAL_AUTOML = "final_automl"
+
+
+def is_loop_label(label: str) -> bool:
+    """``baseline`` or ``iter<N>``: an iteration the loop itself ran (not ``final_automl``)."""
+    return label == BASELINE or (label.startswith("iter") and label.removeprefix("iter").isdigit())
+
+
+def iter_no(label: str) -> int:
+    """The loop's order of an iteration: ``baseline`` 0, ``iter<N>`` N — the one rule every reader sorts by.
+
+    Raises:
+        ValueError: ``label`` is not one of the loop's (see :func:`is_loop_label`).
+    """
+    if not is_loop_label(label):
+        raise ValueError(f"{label!r} is not a loop iteration label (baseline or iter<N>)")
+    return 0 if label == BASELINE else int(label.removeprefix("iter"))
+
+
+def loop_labels(labels: Iterable[str], *, before: str | None = None) -> list[str]:
+    """The loop's labels among ``labels`` (``final_automl`` and others left out) in run order; only
+    those before ``before`` when given."""
+    out = sorted((lb for lb in labels if is_loop_label(lb)), key=iter_no)
+    return out if before is None else [lb for lb in out if iter_no(lb) < iter_no(before)]
+
+
+def report_order(label: str) -> int:
+    """Where ``label`` goes in a listing of every iteration: the loop's in run order, then any other
+    label, then ``final_automl``."""
+    if is_loop_label(label):
+        return iter_no(label)
+    return 10_000 if label == FINAL_AUTOML else 9_999
 RUN_STATUSES = tuple(s.value for s in RunStatus)
 
 
@@ -115,6 +149,16 @@ class DeftState(Record):
     @staticmethod
     def path(results_dir: str | Path) -> Path:
         return Path(results_dir) / STATE_NAME
+
+    @classmethod
+    def view(cls, state: DeftState | Mapping[str, Any]) -> DeftState:
+        """``state`` typed: itself, or the record of a mapping (:func:`deftpipe.deft.load_state`'s view,
+        as the driver holds it) for a reader; writing to the record does not change the mapping."""
+        return state if isinstance(state, DeftState) else cls.from_json(dict(state), where=STATE_NAME)
+
+    def loop_iterations(self, *, before: str | None = None) -> list[tuple[str, IterationRecord]]:
+        """``(label, iteration)`` of the loop's iterations in run order (:func:`loop_labels`)."""
+        return [(lb, self.iterations[lb]) for lb in loop_labels(self.iterations, before=before)]
 
     @classmethod
     def load(cls, results_dir: str | Path) -> DeftState:
@@ -253,5 +297,6 @@ class BestModel(Record):
         return self.write(self.path(results_dir))
 
 
-__all__ = ["BEST_MODEL_NAME", "BEST_MODEL_VERSION", "BestModel", "DeftState", "Event", "IterationRecord",
-           "IterationStatus", "RUN_STATUSES", "RunStatus", "STAGES", "STATE_NAME", "STATE_VERSION", "Stage"]
+__all__ = ["BASELINE", "BEST_MODEL_NAME", "BEST_MODEL_VERSION", "FINAL_AUTOML", "RUN_STATUSES", "STAGES", "STATE_NAME",
+           "STATE_VERSION", "BestModel", "DeftState", "Event", "IterationRecord", "IterationStatus", "RunStatus", "Stage",
+           "is_loop_label", "iter_no", "loop_labels", "report_order"]

@@ -8,6 +8,7 @@ from that analysed model with ``deft.warm_start_from: analysed``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from deftpipe.deft._context import LoopContext
 from deftpipe.deft._evaluator import run_evaluator
 from deftpipe.deft._model_stages import evaluate_scores, pick_metrics, run_inference, train_model
 from deftpipe.deft._progress import LoopProgress, far_summary
+from deftpipe.deft._records import DeftState, iter_no
 
 
 @dataclass(frozen=True)
@@ -47,31 +49,23 @@ class Run:
         return self.ctx.stage_dir(label, stage)
 
 
-def iter_no(label: str) -> int:
-    return 0 if label == "baseline" else int(label.removeprefix("iter"))
-
-
 def prev_label(label: str) -> str:
     n = iter_no(label)
     return "baseline" if n <= 1 else f"iter{n - 1}"
 
 
-def evaluated(state: dict[str, Any], before: str | None = None) -> list[str]:
+def evaluated(state: DeftState | Mapping[str, Any], before: str | None = None) -> list[str]:
     """Loop labels (baseline, iterN) with a KPI ``far_pct``, optionally only those before ``before``."""
-    labels = [lb for lb in state["iterations"] if lb == "baseline" or lb.startswith("iter")]
-    labels.sort(key=iter_no)
-    if before is not None:
-        labels = [lb for lb in labels if iter_no(lb) < iter_no(before)]
-    return [lb for lb in labels if state["iterations"][lb].get("far_pct") is not None]
+    return [lb for lb, it in DeftState.view(state).loop_iterations(before=before) if it.far_pct is not None]
 
 
-def best_so_far(state: dict[str, Any], before: str) -> str:
+def best_so_far(state: DeftState | Mapping[str, Any], before: str) -> str:
     """The best iteration before ``before`` (the chain of :mod:`deftpipe.deft._choice`)."""
     choice = loop_best(state, before=before)
     return choice.kept.label if choice else prev_label(before)
 
 
-def warm_start_label(state: dict[str, Any], label: str, mode: str = "best") -> str:
+def warm_start_label(state: DeftState | Mapping[str, Any], label: str, mode: str = "best") -> str:
     """The iteration whose checkpoint ``label``'s retrain starts from (``deft.warm_start_from``):
     ``best`` = :func:`best_so_far`, ``analysed`` = the previous iteration (the model RCA analysed)."""
     return best_so_far(state, label) if mode == "best" else prev_label(label)
