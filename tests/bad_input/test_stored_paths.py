@@ -112,6 +112,7 @@ READERS = {
     "_stored_paths:read_run_json": "the resolver itself",
     "deft/_records:load": "check_stored_paths",  # DeftState.load, BestModel.load
     "_pipeline_record:load": "check_stored_paths",  # PipelineState.load
+    "automl/_best_rec:load": "check_stored_paths",  # BestRec.load
     "model/_train:_record_failure": "metrics.json of the folder being written; follows no path",
     "model/_command:train": "the external trainer's metrics; numbers only",
     "model/_command:evaluate": "the external evaluator's stdout; numbers only",

@@ -19,6 +19,7 @@ from pydantic import BeforeValidator, Field
 
 from deftpipe._fs import atomic_write_json
 from deftpipe._record_io import Number, Record
+from deftpipe._stored_paths import check_stored_paths
 from deftpipe.errors import StateError, SweepError
 
 BEST_REC_NAME = "best_rec.json"
@@ -179,7 +180,8 @@ class BestRec(Record):
         """Read ``<out_dir>/best_rec.json``.
 
         Raises:
-            StateError: missing, not JSON, not an object, or with fields of the wrong type.
+            StateError: missing, not JSON, not an object, with fields of the wrong type, or naming a
+                path outside the run (:func:`deftpipe._stored_paths.check_stored_paths`).
         """
         path = cls.path(out_dir)
         try:
@@ -190,7 +192,7 @@ class BestRec(Record):
             raise StateError(f"{path} is not valid JSON ({e}); rerun the sweep to rewrite it") from None
         if not isinstance(data, dict):
             raise StateError(f"{path} is not a best_rec.json (a JSON object); rerun the sweep to rewrite it")
-        return cls.from_json(data, where=path)
+        return cls.from_json(check_stored_paths(data, path), where=path)
 
     def save(self, out_dir: str | Path) -> Path:
         """Validate against :data:`BEST_REC_SCHEMA`, then one atomic write of ``<out_dir>/best_rec.json``.
