@@ -94,3 +94,13 @@ def test_mining_scores_with_flips_equal_inference_scores(tiny, trained, tmp_path
     emb, scores = adapter.embed_and_score(ckpt, tiny.val_csv)
     inferred = pd.read_csv(adapter.infer(ckpt, tiny.val_csv, tmp_path / "scores.csv"))["score"].to_numpy()
     assert emb.shape[0] == len(inferred) and abs(scores - inferred).max() < 1e-6
+
+
+def test_new_workspaces_start_with_the_speed_levers_and_old_specs_keep_their_meaning() -> None:
+    from deftpipe.data._workspace import baseline_spec
+    from deftpipe.spec import Spec
+
+    new = baseline_spec(128)
+    assert new.model.pool_first is True and new.train.precision == "auto"
+    old = Spec.model_validate({"model": {"input_size": 128}})  # a spec file written before the levers
+    assert old.model.pool_first is False and old.train.precision == "fp32"

@@ -60,6 +60,10 @@ def baseline_spec(image_size: int, *, num_epochs: int = 2, batch_size: int = 32,
     c.train_csv = "../" + SPLIT_FILES["train"]
     c.val_csv = "../" + SPLIT_FILES["val"]
     spec.model.input_size = image_size
+    # the speed levers (docs/model.md, "Speed"): pooling before BN and bf16 convolutions where the CPU
+    # or GPU has them; DeepPCB leave-board-groups-out folds inside the default's spread
+    spec.model.pool_first = True
+    spec.train.precision = "auto"
     spec.train.num_epochs = num_epochs
     spec.train.batch_size = batch_size
     if shift_px is not None:
