@@ -56,6 +56,11 @@ def measure(name: str, ws: Path, deeppcb: Path | None) -> dict:
             "total": {"low": sec["total_low"], "high": sec["total_high"], "actual": round(actual, 1),
                       "inside": sec["total_low"] <= actual <= sec["total_high"]},
             "loop_iterations_run": sum(1 for k in loop["iterations"] if k.startswith("iter")),
+            # where the loop's time went: each stage's seconds summed over the iterations
+            "loop_stage_seconds": {st: round(sum(it.get(f"seconds_{st}") or 0.0 for it in loop["iterations"].values()
+                                                 if isinstance(it, dict)), 1)
+                                   for st in ("routing", "sdg", "mining", "data_merge", "train", "inference",
+                                              "evaluate", "rca")},
             "loop_reason": loop.get("reason"),
             "peak_rss_mib": {k: v.get("peak_rss_mib") for k, v in state["phases"].items()}}
 
