@@ -22,9 +22,9 @@ from .conftest import CLI, subprocess_env
 TIMEOUT_S = 240
 
 
-def _run_args(ws_args: dict, out: Path, *extra: str) -> list[str]:
+def _run_args(ws_args: dict, out: Path, *extra: str, epochs: int = 2) -> list[str]:
     return [*CLI, "automl", "run", "--spec", str(ws_args["spec"]), "--train", str(ws_args["train_csv"]),
-            "--val", str(ws_args["val_csv"]), "--out", str(out), "--algorithm", "random", "--epochs", "2",
+            "--val", str(ws_args["val_csv"]), "--out", str(out), "--algorithm", "random", "--epochs", str(epochs),
             "--heartbeat", "1", "--quiet", *extra]
 
 
@@ -101,11 +101,13 @@ def test_killed_sweep_resumes_and_retries_the_killed_trial(tmp_path, ws_args):
 
 @pytest.mark.postgres
 def test_two_workers_on_postgres_reach_n_after_one_is_killed(tmp_path, ws_args, postgres_url):
-    study, n = "pg-two-workers", 4
+    # 6 trials of 4 epochs: the worker starts after the study exists and must still find trials left
+    # to claim (tiny trials take about a second each since the speed work)
+    study, n = "pg-two-workers", 6
     url = storage_url(postgres_url, None)
     env = subprocess_env()
     main = subprocess.Popen(_run_args(ws_args, tmp_path / "out", "--storage", postgres_url, "--study", study,
-                                      "--max-recommendations", str(n), "--json"),
+                                      "--max-recommendations", str(n), "--json", epochs=4),
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for("the study's settings", lambda: optuna.load_study(study_name=study, storage=url).user_attrs.get(
         "deftpipe_settings"), main)
