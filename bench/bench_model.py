@@ -39,8 +39,8 @@ def merge_results(key: str, value: dict) -> None:
     RESULTS.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def gemm_gflops(n: int = 1024, reps: int = 20) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def gemm_gflops(n: int = 1024, reps: int = 20, dtype: torch.dtype | None = None) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     for _ in range(3):
         a @ b
     t = time.perf_counter()

@@ -74,18 +74,6 @@ def _spec(variant: str):
     return spec
 
 
-def _gemm_gflops(n: int = 1024, reps: int = 30, dtype=None) -> float:
-    import torch
-
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
-
-
 def _autocast(spec):
     import contextlib
 
@@ -174,8 +162,10 @@ def cell_step(variant: str, repeats: int) -> dict:
         return len(xs) / best
 
     plain, tta = score(False), score(True)
-    gemm = max(_gemm_gflops(), _gemm_gflops())
-    gemm_bf16 = max(_gemm_gflops(dtype=torch.bfloat16), _gemm_gflops(dtype=torch.bfloat16))
+    from bench_model import gemm_gflops  # bench/ is this script's folder (sys.path[0])
+
+    gemm = max(gemm_gflops(reps=30), gemm_gflops(reps=30))
+    gemm_bf16 = max(gemm_gflops(reps=30, dtype=torch.bfloat16), gemm_gflops(reps=30, dtype=torch.bfloat16))
     return {"step_ms": round(1000 * step, 1), "step_ms_runs": [round(1000 * r, 1) for r in runs],
             "data_share_pct": round(100 * min(data_share), 1), "train_pairs_per_s": round(BATCH / step, 1),
             "epoch_26k_s": round(26000 / BATCH * step, 1), "score_pairs_per_s": round(plain, 1),

@@ -44,13 +44,14 @@ def new_run_folder(workspace: str | Path, *, create: bool = True) -> Path:
     return path
 
 
-def fmt_duration(seconds: float) -> str:
-    """A duration as a progress line shows it: ``45s``, ``12m``, ``1h05m``."""
+def fmt_duration(seconds: float, *, with_seconds: bool = False) -> str:
+    """A duration as a progress line shows it: ``45s``, ``12m`` (``12m05s`` ``with_seconds``, as a
+    sweep's trial lines), ``1h05m``."""
     s = int(round(seconds))
     if s < 60:
         return f"{s}s"
     if s < 3600:
-        return f"{s // 60}m"
+        return f"{s // 60}m{s % 60:02d}s" if with_seconds else f"{s // 60}m"
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 

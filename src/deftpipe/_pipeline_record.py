@@ -7,14 +7,13 @@ models it names. It sits below both packages so each reads it through the same m
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
-from deftpipe._record_io import Number, Record
+from deftpipe._record_io import Number, Record, read_json_file
 from deftpipe._stored_paths import check_stored_paths
 from deftpipe.errors import StateError
 
@@ -101,15 +100,9 @@ class PipelineState(Record):
             StateError: missing, not JSON, without the phases, or of the wrong types.
         """
         path = cls.path(results_dir)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise StateError(f"{path} not found: {results_dir} is not a pipeline run folder") from None
-        except ValueError as e:
-            raise StateError(
-                f"{path} is not valid JSON ({e}); it is never overwritten blindly — move it away and "
-                "start a fresh run with `deftpipe run WS --new`"
-            ) from None
+        data = read_json_file(path, missing=f"{path} not found: {results_dir} is not a pipeline run folder",
+                              invalid="it is never overwritten blindly — move it away and start a fresh run "
+                                      "with `deftpipe run WS --new`")
         if isinstance(data, dict) and isinstance(data.get("phases"), dict):
             for name in ADDED_PHASES:
                 data["phases"].setdefault(name, {"status": PhaseStatus.PENDING})

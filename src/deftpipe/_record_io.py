@@ -11,6 +11,7 @@ a file's keys and values exactly. Each record reads and writes its file in one p
 
 from __future__ import annotations
 
+import json
 from pathlib import Path, PurePath
 from typing import Annotated, Any, Self
 
@@ -23,6 +24,21 @@ from deftpipe.errors import StateError, clip
 Number = int | float
 #: A path as the records store it: text (a ``Path`` handed in is written as its text, as before).
 PathText = Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, PurePath) else v)]
+
+
+def read_json_file(path: Path, *, missing: str, invalid: str) -> Any:
+    """The parsed JSON of ``path``, the one way a record's file is opened.
+
+    Raises:
+        StateError: ``missing`` when there is no file; ``"{path} is not valid JSON (why); {invalid}"``
+            when it does not parse.
+    """
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StateError(missing) from None
+    except ValueError as e:
+        raise StateError(f"{path} is not valid JSON ({e}); {invalid}") from None
 
 
 class Record(BaseModel):
@@ -54,4 +70,4 @@ class Record(BaseModel):
         return atomic_write_json(path, self.to_json())
 
 
-__all__ = ["Number", "PathText", "Record"]
+__all__ = ["Number", "PathText", "Record", "read_json_file"]

@@ -110,6 +110,7 @@ def test_a_dataset_path_pipeline_yaml_names_outside_the_workspace_is_allowed(tmp
 #: Every JSON-from-a-file reader in the source, by "module:function", with how it keeps the rule.
 READERS = {
     "_stored_paths:read_run_json": "the resolver itself",
+    "_record_io:read_json_file": "the records' file opener; each caller below checks what it returns",
     "deft/_records:load": "check_stored_paths",  # DeftState.load, BestModel.load
     "_pipeline_record:load": "check_stored_paths",  # PipelineState.load
     "automl/_best_rec:load": "check_stored_paths",  # BestRec.load
@@ -148,6 +149,9 @@ def _json_readers() -> set[str]:
                 if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                         and node.func.attr in ("loads", "load") and isinstance(node.func.value, ast.Name)
                         and node.func.value.id == "json"):
+                    found.add(f"{rel}:{fn.name}")
+                # the records' one file opener (deftpipe._record_io): its callers read JSON too
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "read_json_file":
                     found.add(f"{rel}:{fn.name}")
     return found
 

@@ -9,7 +9,6 @@ round-trips unchanged.
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,7 +17,7 @@ import jsonschema
 from pydantic import BeforeValidator, Field
 
 from deftpipe._fs import atomic_write_json
-from deftpipe._record_io import Number, Record
+from deftpipe._record_io import Number, Record, read_json_file
 from deftpipe._stored_paths import check_stored_paths
 from deftpipe.errors import StateError, SweepError
 
@@ -184,12 +183,8 @@ class BestRec(Record):
                 path outside the run (:func:`deftpipe._stored_paths.check_stored_paths`).
         """
         path = cls.path(out_dir)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise StateError(f"{path} not found: the sweep in {path.parent} has not finished; rerun it") from None
-        except ValueError as e:
-            raise StateError(f"{path} is not valid JSON ({e}); rerun the sweep to rewrite it") from None
+        data = read_json_file(path, missing=f"{path} not found: the sweep in {path.parent} has not finished; rerun it",
+                              invalid="rerun the sweep to rewrite it")
         if not isinstance(data, dict):
             raise StateError(f"{path} is not a best_rec.json (a JSON object); rerun the sweep to rewrite it")
         return cls.from_json(check_stored_paths(data, path), where=path)

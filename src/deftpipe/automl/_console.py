@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from deftpipe._clock import fmt_duration
 from deftpipe._fs import atomic_write_json
 from deftpipe.automl._best_rec import BestRec, RecStatus
 
@@ -45,11 +46,6 @@ class NullProgress:
 
 PROGRESS_FILE = "progress.json"
 LONG_TRIAL_S = 60.0  # a trial running longer prints a line per epoch on a log
-
-
-def _dur(seconds: float) -> str:
-    s = int(round(seconds))
-    return f"{s}s" if s < 60 else f"{s // 60}m{s % 60:02d}s" if s < 3600 else f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
 class ProgressRecord(NullProgress):
@@ -108,14 +104,15 @@ class ProgressRecord(NullProgress):
         self._save()
         started = self.data.get("trial_started_at") or time.time()
         if time.time() - started >= LONG_TRIAL_S:
-            self.display.epoch(rec, epoch, n_epochs, f"{figure} · {_dur(time.time() - started)} into the trial")
+            spent = fmt_duration(time.time() - started, with_seconds=True)
+            self.display.epoch(rec, epoch, n_epochs, f"{figure} · {spent} into the trial")
 
     def trial_end(self, rec: str, status: str, figure: str, seconds: float, done: int) -> None:
         self.durations.append(seconds)
         self.data.update(done=done, running=None, epoch=None, last=f"{rec} {status} {figure}".strip())
         self._save()
         eta = self.eta_s(done)
-        left = f" · ~{_dur(eta)} left" if eta is not None and done < self.total else ""
+        left = f" · ~{fmt_duration(eta, with_seconds=True)} left" if eta is not None and done < self.total else ""
         self.display.trial_end(rec, status, f"{figure}{left}", seconds, done)
 
 
@@ -162,7 +159,7 @@ class SweepProgress(NullProgress):
 
     def trial_end(self, rec: str, status: str, figure: str, seconds: float, done: int) -> None:
         if getattr(self, "plain", False):
-            self.console.print(f"{self.title}: trial {done}/{self.total} {rec} {status} · {figure} · {_dur(seconds)}",
+            self.console.print(f"{self.title}: trial {done}/{self.total} {rec} {status} · {figure} · {fmt_duration(seconds, with_seconds=True)}",
                                markup=False, highlight=False, soft_wrap=True)
 
 

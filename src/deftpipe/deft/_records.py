@@ -19,7 +19,7 @@ from pydantic import Field
 
 from deftpipe._clock import now_iso
 from deftpipe._fs import atomic_write_json
-from deftpipe._record_io import Number, PathText, Record
+from deftpipe._record_io import Number, PathText, Record, read_json_file
 from deftpipe._stored_paths import check_stored_paths
 from deftpipe.errors import StateError, clip
 
@@ -263,13 +263,9 @@ class BestModel(Record):
                 outside the run.
         """
         path = cls.path(results_dir)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise StateError(f"{path} not found: {path.parent} has no deliverable to audit yet; finish the run "
-                             "(`deftpipe run WS`) or audit a model with --checkpoint/--threshold/--csv") from None
-        except ValueError as e:
-            raise StateError(f"{path} is not valid JSON ({e}); rerun the pipeline to rewrite it") from None
+        data = read_json_file(path, missing=f"{path} not found: {path.parent} has no deliverable to audit yet; finish "
+                              "the run (`deftpipe run WS`) or audit a model with --checkpoint/--threshold/--csv",
+                              invalid="rerun the pipeline to rewrite it")
         if not isinstance(data, dict):
             raise StateError(f"{path} is not a best-model record (a JSON object); rerun the pipeline to rewrite it")
         return cls.from_json(check_stored_paths(data, path) if check_paths else data, where=path)
