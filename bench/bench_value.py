@@ -11,7 +11,9 @@ Every arm runs at the product's defaults (``pipeline.yaml`` as ``init --from-dee
 only the seed is set), and every deliverable is shipped by the product's threshold rule on the KPI
 set and audited once on the holdout:
 
-* ``default_spec`` (a) — the user's spec trained once;
+* ``default_spec`` (a) — the user's spec trained once: read from the (d) run of the same fold and seed,
+  whose Phase 1 trains it first (same spec, data, seed and epochs) and records it as ``user_spec``;
+  trained here only when no (d) cell exists;
 * ``full_pipeline`` (d) — ``deftpipe run``: Phase 1 → loop → Phase 3;
 * ``compute_matched`` (k) — the user's spec given the training row-epochs the full pipeline of the
   same fold and seed used (more epochs at the same rows; the adapter's best-epoch rule);
@@ -20,7 +22,8 @@ set and audited once on the holdout:
 * ``phase1_only`` (b) — the full pipeline's hand-off (its loop baseline), read from the (d) run;
 * ``deft_only`` (c) — the loop from the user's spec (Phase 1 and Phase 3 off).
 
-Each finished cell is written to ``bench/results/value.json`` at once (atomically, under a file
+Cells run seed by seed and fold by fold, every arm of one (fold, seed) before the next (``deft_only``
+after all the others), so a stopped bench leaves whole comparisons. Each finished cell is written to ``bench/results/value.json`` at once (atomically, under a file
 lock), so a stopped bench resumes at the next cell; the claims let two processes share the plan.
 Scoring, audit and cell bookkeeping are bench_ablation's (the same code the earlier ablation used).
 Not run in CI.
@@ -45,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_ablation as ab  # noqa: E402  (the bench folder is not a package)
 
 from deftpipe.config import load_config  # noqa: E402
-from deftpipe.data import import_deeppcb, read_dataset, write_dataset  # noqa: E402
+from deftpipe.data import import_deeppcb, is_defect, read_dataset, write_dataset  # noqa: E402
 
 OUT = Path(os.environ.get("BENCH_OUT") or Path(__file__).resolve().parent / "results" / "value.json")
 CONTEXT = 2  # the importer's default (data/_deeppcb.DEFAULT_CONTEXT)
@@ -87,8 +90,36 @@ def build_fold(src: Path, work: Path, fold: str) -> Path:
     else:
         write_dataset(kpi[~held], cfg.path(ws, cfg.data.kpi_csv))
         write_dataset(kpi[held], ws / "holdout" / "holdout_set.csv")
+    drop_leaks_from_holdout(ws)
     ab.prune_images(ws)
     return ws
+
+
+def drop_leaks_from_holdout(ws: Path) -> None:
+    """Holdout rows that are copies or near-copies of a row of another split are dropped (recorded in
+    ``holdout/dropped.json``): DeepPCB's board groups share crops (bare copper, the same trace), and the
+    pre-flight blocks a holdout that is not "boards no split has touched"."""
+    from deftpipe.data import content_hashes, layout_for
+    from deftpipe.data._near_dup import fingerprints, near_pairs
+    from deftpipe.spec import load_spec
+
+    cfg = load_config(ws)
+    hcsv = ws / "holdout" / "holdout_set.csv"
+    held = read_dataset(hcsv)
+    layout = layout_for(load_spec(cfg.path(ws, cfg.data.spec)), ws)
+    h_print, h_hash = fingerprints(held, layout), content_hashes(held, layout)
+    drop: dict[int, str] = {}
+    for key in ("train_csv", "val_csv", "kpi_csv", "pool_csv"):
+        other = read_dataset(cfg.path(ws, getattr(cfg.data, key)))
+        same = h_hash.notna() & h_hash.isin(set(content_hashes(other, layout).dropna()))
+        drop.update({int(i): f"{key}: same image" for i in np.flatnonzero(same.to_numpy())})
+        drop.update({j: f"{key}: near-duplicate" for _, j in near_pairs(fingerprints(other, layout), h_print)})
+    write_dataset(held.drop(index=held.index[sorted(drop)]).reset_index(drop=True), hcsv)
+    ab.atomic_write_json(ws / "holdout" / "dropped.json", {
+        "rows_before": len(held), "dropped": len(drop),
+        "defects_dropped": int(is_defect(held["label"].iloc[sorted(drop)]).sum()) if drop else 0,
+        "why": {str(held["object_name"].iloc[i]): w for i, w in sorted(drop.items())}})
+    ab.log(f"{ws.parent.name}: {len(drop)} holdout rows dropped of {len(held)} (copies of rows of other splits)")
 
 
 def _rows(csv: Path) -> int:
@@ -139,6 +170,38 @@ def _spec_cell(ws: Path, tmp: Path, train_csv: Path, epochs: int | None, label: 
             "minutes": round((time.perf_counter() - t0) / 60.0, 2)}
 
 
+def user_spec_cell(full: dict[str, Any], tmp: Path) -> dict[str, Any] | None:
+    """(a) from the (d) run: the user's spec Phase 1 trained first, shipped by the product's rule."""
+    ws, run_dir = Path(full["workspace"]), Path(full["run_dir"])
+    us = json.loads((run_dir / "deft_state.json").read_text(encoding="utf-8")).get("user_spec")
+    if not us or not Path(us.get("best_ckpt_path", "")).is_file() or us.get("threshold") is None:
+        return None
+    cfg = load_config(ws)
+    kcsv = cfg.path(ws, cfg.data.kpi_csv)
+    ab.known_scores(us["best_ckpt_path"], kcsv, us.get("inference_csv"))
+    return {"deliverable": "user_spec (Phase 1's first trial of the full_pipeline run)",
+            "checkpoint": us["best_ckpt_path"], "kpi": ab.kpi_figures(us["best_ckpt_path"], kcsv, tmp),
+            "holdout": ab.audit(us["best_ckpt_path"], float(us["threshold"]), ws, tmp),
+            "train_rows": _rows(cfg.path(ws, cfg.data.train_csv)), "minutes": 0.0,
+            "from_full_pipeline_run": full["run_dir"], "rec_id": us.get("rec_id"), "workspace": str(ws)}
+
+
+def save_scores(cell: dict[str, Any], key: str, work: Path) -> None:
+    """Per-row scores of the cell's deliverable on the KPI set and the holdout (the threshold study's input)."""
+    ws, ckpt = Path(cell["workspace"]), str(cell["checkpoint"])
+    cfg = load_config(ws)
+    arrays = {}
+    for name, csv in (("kpi", cfg.path(ws, cfg.data.kpi_csv)), ("holdout", ws / "holdout" / "holdout_set.csv")):
+        s = ab._SCORES.get((ckpt, str(csv)))
+        if s is not None:
+            df = read_dataset(csv)
+            arrays[f"{name}_score"], arrays[f"{name}_label"] = s, df["label"].astype(str).to_numpy()
+    if arrays:
+        out = work / "scores" / f"{key.replace('|', '_')}.npz"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(out, **arrays)
+
+
 def run_cell(arm: str, fold: str, seed: int, src: Path, work: Path, done: dict[str, Any]) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     with FileLock(str(work / f"{fold}.build.lock")):
@@ -148,6 +211,8 @@ def run_cell(arm: str, fold: str, seed: int, src: Path, work: Path, done: dict[s
     full = done.get(f"full_pipeline|{fold}|{seed}")
     if arm in ("phase1_only", "compute_matched") and not full:
         raise RuntimeError(f"{arm} is built from the full_pipeline cell of the same fold and seed; run it first")
+    if arm == "default_spec" and full and (cell := user_spec_cell(full, tmp)):
+        return cell
     if arm == "phase1_only":
         ws, run_dir = Path(full["workspace"]), Path(full["run_dir"])
         return {**ab.cell_from_best(run_dir, ws, tmp, label="baseline"), "workspace": str(ws)}
@@ -217,7 +282,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--deeppcb", type=Path, required=True)
     ap.add_argument("--work", type=Path, default=Path("/tmp/deftpipe_value"))
-    ap.add_argument("--arms", default="a,d,k,l,b,c", help="letters or arm names, in the order to run")
+    ap.add_argument("--arms", default="d,a,b,l,k,c", help="letters or arm names, in the order to run")
     ap.add_argument("--folds", default=",".join(FOLDS))
     ap.add_argument("--seeds", default="42,43")
     ap.add_argument("--smoke", action="store_true", help="a few hundred rows per split, results to value_smoke.json")
@@ -231,7 +296,10 @@ def main() -> None:
         raise SystemExit(f"not an arm: {', '.join(unknown)} (arms: {', '.join(ARMS)})")
     folds, seeds = args.folds.split(","), [int(s) for s in args.seeds.split(",")]
     lock = FileLock(str(OUT) + ".lock")
-    for arm, fold, seed in [(a, f, s) for a in arms for f in folds for s in seeds]:
+    # whole comparisons first: every (seed, fold) with the controls, then the loop-only arm everywhere
+    plan = [(f, s, a) for s in seeds for f in folds for a in arms if a != "deft_only"]
+    plan += [(f, s, "deft_only") for s in seeds for f in folds if "deft_only" in arms]
+    for fold, seed, arm in plan:
         key = f"{arm}|{fold}|{seed}"
         with lock:
             results = json.loads(OUT.read_text(encoding="utf-8")) if OUT.is_file() else {}
@@ -248,6 +316,10 @@ def main() -> None:
             claim.unlink(missing_ok=True)
             continue
         cell.update(arm=arm, fold=fold, seed=seed, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        try:
+            save_scores(cell, key, args.work)
+        except Exception:  # noqa: BLE001 - the scores are a by-product; the cell stands without them
+            ab.log(f"cell {key}: scores not saved\n{traceback.format_exc()}")
         with lock:
             results = json.loads(OUT.read_text(encoding="utf-8")) if OUT.is_file() else {}
             results.setdefault("cells", {})[key] = cell
