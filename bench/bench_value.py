@@ -195,7 +195,7 @@ def save_scores(cell: dict[str, Any], key: str, work: Path) -> None:
         s = ab._SCORES.get((ckpt, str(csv)))
         if s is not None:
             df = read_dataset(csv)
-            arrays[f"{name}_score"], arrays[f"{name}_label"] = s, df["label"].astype(str).to_numpy()
+            arrays[f"{name}_score"], arrays[f"{name}_label"] = s, df["label"].to_numpy(dtype=str)
     if arrays:
         out = work / "scores" / f"{key.replace('|', '_')}.npz"
         out.parent.mkdir(parents=True, exist_ok=True)
