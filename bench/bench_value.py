@@ -277,6 +277,32 @@ def summarise(cells: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def score_candidates(work: Path) -> None:
+    """Every sweep trial of every finished (d) run scored on validation, KPI set and holdout, stored as the
+    cell's ``candidates`` (what ``sweep_objective.py --results value.json`` ranks; item 2 at full size).
+    Resumable cell by cell; the loop's iterations are not sweep trials and are left out."""
+    tmp = work / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(OUT) + ".lock")
+    with lock:
+        keys = [k for k, c in json.loads(OUT.read_text(encoding="utf-8"))["cells"].items()
+                if k.startswith("full_pipeline|") and "candidates" not in c]
+    for key in keys:
+        with lock:
+            cell = json.loads(OUT.read_text(encoding="utf-8"))["cells"][key]
+        ws, t0 = Path(cell["workspace"]), time.perf_counter()
+        cands = [c for c in ab._candidates(Path(cell["run_dir"])) if c["kind"] != "loop"]
+        for c in cands:
+            if Path(c["checkpoint"]).is_file():
+                c["figures"] = ab.candidate_figures(c["checkpoint"], ws, tmp)
+        with lock:
+            results = json.loads(OUT.read_text(encoding="utf-8"))
+            results["cells"][key]["candidates"] = cands
+            ab.atomic_write_json(OUT, results)
+        ab.log(f"candidates of {key}: {len(cands)} scored in {(time.perf_counter() - t0) / 60:.1f} min")
+        ab._SCORES.clear()
+
+
 def main() -> None:
     global OUT, SMOKE_ROWS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -286,7 +312,11 @@ def main() -> None:
     ap.add_argument("--folds", default=",".join(FOLDS))
     ap.add_argument("--seeds", default="42,43")
     ap.add_argument("--smoke", action="store_true", help="a few hundred rows per split, results to value_smoke.json")
+    ap.add_argument("--score-candidates", action="store_true",
+                    help="score every sweep trial of the finished full_pipeline cells (item 2), then stop")
     args = ap.parse_args()
+    if args.score_candidates:
+        return score_candidates(args.work)
     if args.smoke:
         OUT = OUT.with_name("value_smoke.json")
         SMOKE_ROWS = {"train": 300, "val": 200, "pool": 200, "kpi_pass": 200, "holdout_pass": 200}

@@ -1,6 +1,6 @@
 """Which validation figure ranks a sweep's trials the way the holdout does (issue 28, item 2).
 
-    python bench/sweep_objective.py     # reads bench/results/ablation.json, writes sweep_objective.json
+    python bench/sweep_objective.py [--results value.json]   # default ablation.json; writes sweep_objective[_value].json
 
 The candidates are the trials of each pipeline run's sweeps (Phase 1 and Phase 3 separately: the
 trials one sweep ranks), scored by ``bench_ablation.py --score-candidates`` on the fold's validation
@@ -8,12 +8,14 @@ set, KPI set and holdout. Per sweep and per figure: Spearman rank correlation wi
 FAR@100%R, the regret (holdout FAR@100%R of the trial the figure picks minus the best trial's), and
 how often the pick is worse on the holdout than the sweep's first trial (the user's spec in Phase 1,
 Phase 1's winner in Phase 3) beyond nothing at all. Lower is better for every figure (AUROC enters as
-1 - AUROC). Measured at the ablation's size (3,000 training rows, context 1, 2 epochs), not at full
-size: the full-size data does not exist yet (bench_value.py).
+1 - AUROC). ``ablation.json``: the ablation's size (3,000 training rows, context 1, 2 epochs);
+``value.json``: full size at the product's defaults (``bench_value.py --score-candidates``), written
+to ``sweep_objective_value.json``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -43,15 +45,20 @@ def value(c: dict[str, Any], where: str, name: str) -> float | None:
 
 
 def main() -> None:
-    cells = json.loads((RESULTS / "ablation.json").read_text(encoding="utf-8"))["cells"]
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--results", default="ablation.json", help="a file under bench/results/ with scored candidates")
+    args = ap.parse_args()
+    full_size = args.results != "ablation.json"
+    cells = json.loads((RESULTS / args.results).read_text(encoding="utf-8"))["cells"]
     sweeps = []
     for key, cell in sorted(cells.items()):
         for phase in ("phase1", "phase3"):
             cands = [c for c in cell.get("candidates", []) if c.get("kind") == phase and c.get("figures")]
             if len(cands) >= 2 and all(value(c, "holdout", "far_pct") is not None for c in cands):
                 sweeps.append((f"{key}|{phase}", cands))
-    out: dict[str, Any] = {"n_sweeps": len(sweeps), "size": "ablation cells: 3,000 training rows, context 1, 2 epochs",
-                           "figures": {}}
+    size = ("full size, context 2, the product's defaults (value cells)" if full_size
+            else "ablation cells: 3,000 training rows, context 1, 2 epochs")
+    out: dict[str, Any] = {"n_sweeps": len(sweeps), "size": size, "figures": {}}
     for label, (where, name) in FIGURES.items():
         rho, regret, worse_than_first = [], [], 0
         for _, cands in sweeps:
@@ -67,7 +74,7 @@ def main() -> None:
         out["figures"][label] = {"spearman_mean": float(np.mean(rho)) if rho else None, "regret_mean": float(np.mean(regret)),
                                  "regret_max": float(np.max(regret)), "pick_worse_than_first_trial": worse_than_first,
                                  "n": len(regret)}
-    atomic_write_json(RESULTS / "sweep_objective.json", out)
+    atomic_write_json(RESULTS / ("sweep_objective_value.json" if full_size else "sweep_objective.json"), out)
     print(f"{out['n_sweeps']} sweeps ({out['size']})")
     print("| figure | Spearman vs holdout (mean) | regret mean / max (holdout FAR pts) | pick worse than the first trial |")
     print("|---|---|---|---|")
