@@ -303,6 +303,44 @@ def score_candidates(work: Path) -> None:
         ab._SCORES.clear()
 
 
+def tables(results: dict[str, Any]) -> str:
+    """The docs/benchmarks.md tables: per arm, per (fold, seed) side by side, and per cell with the defects
+    that set each figure."""
+    v, cells = results["value"], results["cells"]
+
+    def f(x: Any, nd: int = 2) -> str:
+        return "—" if x is None else f"{x:.{nd}f}"
+
+    lines = ["| arm | cells | holdout FAR@100%R mean | worst recall @ shipped thr | FAR @ shipped thr mean | "
+             "minutes mean |", "|---|---|---|---|---|---|"]
+    for arm, a in v.items():
+        if a["cells_done"]:
+            mins = [c["minutes"] for c in a["cells"] if c.get("minutes") is not None]
+            lines.append(f"| {arm} | {a['cells_done']} | {f(a['far_pct_mean'])} | {f(a['recall_at_threshold_min'])} % "
+                         f"| {f(a['far_at_threshold_mean'])} | {f(float(np.mean(mins)) if mins else None, 1)} |")
+    done = [a for a in ARMS if v.get(a, {}).get("cells_done")]
+    pairs = sorted({(c["fold"], c["seed"]) for a in done for c in v[a]["cells"]})
+    lines += ["", "| fold | seed | " + " | ".join(done) + " |", "|---|---|" + "---|" * len(done)]
+    for fold, seed in pairs:
+        row = []
+        for a in done:
+            c = next((c for c in v[a]["cells"] if (c["fold"], c["seed"]) == (fold, seed)), None)
+            row.append(f"{f(c['far_pct'])} [{f(c['far_ci_low'])}, {f(c['far_ci_high'])}]" if c else "—")
+        lines.append(f"| {fold} | {seed} | " + " | ".join(row) + " |")
+    lines += ["", "| arm | fold | seed | deliverable | defects / PASS | holdout FAR@100%R [95 % CI] | defects that set it "
+              "| recall @ thr (escapes) | FAR @ thr | KPI FAR@100%R | min |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for key in sorted(cells, key=lambda k: (ARMS.index(k.split("|")[0]), k)):
+        c = cells[key]
+        h = c["holdout"]
+        hard = ", ".join(f"{x['label']} {x['score']:.3g}" for x in h.get("hardest", [])[:3])
+        esc = ", ".join(f"{n} {cls}" for cls, n in sorted(h["escapes_by_class"].items()) if n) or "none"
+        lines.append(f"| {c['arm']} | {c['fold']} | {c['seed']} | {c.get('deliverable')} | {h['n_defects']} / "
+                     f"{h['n_pass']} | {f(h['far_pct'])} [{f(h['far_ci'][0])}, {f(h['far_ci'][1])}] | {hard} | "
+                     f"{f(h['recall_at_threshold_pct'])} % ({esc}) | {f(h['far_at_threshold_pct'])} | "
+                     f"{f(c['kpi']['far_pct'])} | {f(c.get('minutes'), 1)} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     global OUT, SMOKE_ROWS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -314,7 +352,10 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="a few hundred rows per split, results to value_smoke.json")
     ap.add_argument("--score-candidates", action="store_true",
                     help="score every sweep trial of the finished full_pipeline cells (item 2), then stop")
+    ap.add_argument("--tables", action="store_true", help="print the markdown tables of value.json, then stop")
     args = ap.parse_args()
+    if args.tables:
+        return print(tables(json.loads(OUT.read_text(encoding="utf-8"))))
     if args.score_candidates:
         return score_candidates(args.work)
     if args.smoke:
