@@ -114,11 +114,12 @@ READERS = {
     "deft/_records:load": "check_stored_paths",  # DeftState.load, BestModel.load
     "_pipeline_record:load": "check_stored_paths",  # PipelineState.load
     "automl/_best_rec:load": "check_stored_paths",  # BestRec.load
+    "pipeline/_quality_record:load": "check_stored_paths",  # QualityCheck.load
     "model/_train:_record_failure": "metrics.json of the folder being written; follows no path",
     "model/_command:train": "the external trainer's metrics; numbers only",
     "model/_command:evaluate": "the external evaluator's stdout; numbers only",
     "automl/_out_dir:_owner": "the sweep marker: study name and storage only",
-    "automl/_sweep:_enqueue_values": "a spec/best_rec the user passed on the command line (not a stored path)",
+    "automl/_sweep:_enqueue_values": "best.specs of a best_rec the user passed on the command line (values only)",
     "deft/_runs:describe": "display only (status); follows no path",
     "deft/_runs:_sweeps": "a sweep's progress.json: counts and names for status; follows no path",
     "deft/_html_report:_read_json": "artefact paths from a state load_state checked",
@@ -127,9 +128,7 @@ READERS = {
     "deft/_steps:step_mining": "routing_json, an artefact path load_state checked",
     "deft/_merge:_checked_before": "merge_validation, an artefact path load_state checked",
     "pipeline/_trajectory:*": "best_model.json of the run folder: figures only",
-    "pipeline/_phases:*": "phase1 quality file: figures, and paths of the record PipelineRecord.load checked",
     "pipeline/_estimate:*": "the calibration file: numbers only",
-    "pipeline/_run:*": "best_model.json / best_rec of the record PipelineRecord.load checked",
     "audit/_core:audit_checkpoint": "json round-trip of a dict (no file)",
     "deft/_model_stages:kpi_metrics": "json round-trip of a dict (no file)",
 }

@@ -156,6 +156,17 @@ class BestTrial(Record):
     checkpoint_step: int
 
 
+class _Specs(Record):
+    specs: dict[str, Any]
+
+
+class EnqueueSource(Record):
+    """What ``--enqueue-spec`` reads of a best_rec.json: ``best.specs`` (a hand-written file may hold
+    only that; the rest of a best_rec.json is kept, unread)."""
+
+    best: _Specs
+
+
 class BestRec(Record):
     """``best_rec.json``: what a sweep hands on (docs/contracts.md §6)."""
 

@@ -4,7 +4,6 @@ and :func:`run_worker` (join an existing study from its storage alone)."""
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import time
@@ -19,8 +18,9 @@ from filelock import FileLock
 from optuna.storages import RDBStorage, fail_stale_trials
 
 from deftpipe._fs import new_folder_removed_on_error
+from deftpipe._record_io import read_json_file
 from deftpipe.automl._algorithms import SweepContext, get_algorithm, make_sampler_pruner
-from deftpipe.automl._best_rec import BestRec
+from deftpipe.automl._best_rec import BestRec, EnqueueSource
 from deftpipe.automl._console import NullProgress, make_progress, print_summary
 from deftpipe.automl._out_dir import claim_out_dir, refuse_other_owner
 from deftpipe.automl._select import select_and_build
@@ -43,7 +43,7 @@ from deftpipe.automl._storage import (
 )
 from deftpipe.automl._study_reader import progress_counts, prune_checkpoints, rec_id
 from deftpipe.automl._trial import TrialFailed, TrialObjective
-from deftpipe.errors import CheckpointError, DataError, SpecError, SweepError
+from deftpipe.errors import CheckpointError, DataError, SpecError, StateError, SweepError
 from deftpipe.spec import Spec, load_spec, spec_from_dict, spec_to_dict
 
 DEFAULT_STUDY = "deftpipe-automl"
@@ -77,8 +77,9 @@ def _enqueue_values(space: SearchSpace, source: str | Path) -> tuple[dict[str, A
     path = Path(_existing_file(source, "--enqueue-spec", SpecError))
     if path.suffix == ".json":
         try:
-            nested = json.loads(path.read_text(encoding="utf-8"))["best"]["specs"]
-        except (KeyError, TypeError, json.JSONDecodeError) as err:
+            nested = EnqueueSource.from_json(read_json_file(path, missing=f"{path} not found", invalid="pass a "
+                                                            "best_rec.json"), where=path).best.specs
+        except StateError as err:
             raise SpecError(f"--enqueue-spec {path}: not a best_rec.json with best.specs ({err})") from None
     else:
         nested = spec_to_dict(load_spec(path))

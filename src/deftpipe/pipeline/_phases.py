@@ -9,7 +9,6 @@ happens around a sweep: the Phase 1 quality check and the Phase 3 evaluation on 
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -27,10 +26,10 @@ from deftpipe.model import get_adapter
 from deftpipe.pipeline._budget import sweep_stop_reason
 from deftpipe.pipeline._handoff import checkpoint_epoch_step, copy_checkpoint
 from deftpipe.pipeline._preflight import PHASE1_DIR, PHASE3_DIR
+from deftpipe.pipeline._quality_record import QualityCheck
 from deftpipe.selection import TAIL_K, rank
 from deftpipe.spec import load_spec
 
-QUALITY_NAME = "quality_check.json"
 UNTRAINED_ROWS = 32
 
 
@@ -70,7 +69,9 @@ def untrained_metrics(spec: Path, train_csv: Path, val_csv: Path) -> dict[str, A
         df = read_dataset(train_csv)
         write_dataset(df.sample(min(len(df), UNTRAINED_ROWS), random_state=0), tmp / "train.csv")
         result = adapter.train(s, tmp / "train.csv", val_csv, tmp / "out")
-        return adapter.evaluate(result.best_checkpoint, val_csv)
+        metrics = adapter.evaluate(result.best_checkpoint, val_csv)
+        metrics.pop("checkpoint", None)  # a temporary folder, deleted below
+        return metrics
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -117,7 +118,7 @@ def quality_check(best_rec: BestRec, *, untrained: dict[str, Any] | None) -> dic
 
 
 def run_phase1(ws: Path, cfg: PipelineConfig, results_dir: Path, *, show_progress: bool,
-               deadline: float | None = None) -> dict[str, Any]:
+               deadline: float | None = None) -> QualityCheck:
     """Sweep on base train/validation, then the quality check → ``automl/phase1/quality_check.json``."""
     out = results_dir / PHASE1_DIR
     spec = cfg.path(ws, cfg.data.spec)
@@ -142,8 +143,9 @@ def run_phase1(ws: Path, cfg: PipelineConfig, results_dir: Path, *, show_progres
     elif qc["handoff_choice"]:
         qc["winner"]["kpi_inference_csv"] = str(results_dir / PHASE1_DIR / WINNER_KPI_NAME)
     qc["stop_reason"] = sweep_stop_reason(best_rec, cfg.automl.phase1.max_recommendations, cfg, "phase1")
-    atomic_write_json(out / QUALITY_NAME, qc)
-    return qc
+    record = QualityCheck.from_json(qc, where=out / "quality_check.json")
+    record.save(out)
+    return record
 
 
 REFERENCE_DIR = "reference"
@@ -203,8 +205,9 @@ def evaluate_reference(ws: Path, cfg: PipelineConfig, results_dir: Path, best_re
             "inference_csv": str(inference_csv), **{k: metrics.get(k) for k in REFERENCE_KEYS}}
 
 
-def load_phase1(results_dir: Path) -> dict[str, Any]:
-    return json.loads((results_dir / PHASE1_DIR / QUALITY_NAME).read_text(encoding="utf-8"))
+def load_phase1(results_dir: Path) -> QualityCheck:
+    """Phase 1's recorded quality check (a resumed run reads it instead of sweeping again)."""
+    return QualityCheck.load(results_dir / PHASE1_DIR)
 
 
 def run_phase3(ws: Path, cfg: PipelineConfig, results_dir: Path, *, spec: Path, handoff: dict[str, Any],

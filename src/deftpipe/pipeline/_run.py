@@ -9,7 +9,6 @@ step checks what an earlier attempt already wrote.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from deftpipe._clock import fmt_range, new_run_folder
 from deftpipe._faults import fault_point
 from deftpipe._fs import atomic_write_text, run_lock
 from deftpipe.audit import audit_line, audit_run, holdout_headline
+from deftpipe.automl import BestRec
 from deftpipe.config import PipelineConfig, load_config
 from deftpipe.errors import DeftpipeError, StateError
 from deftpipe.pipeline import _budget as budget
@@ -31,6 +31,7 @@ from deftpipe.pipeline._handoff import handoff_1_to_2, handoff_2_to_3
 from deftpipe.pipeline._phases import load_phase1, run_phase1, run_phase3
 from deftpipe.pipeline._pipeline_state import FINISHED, PhaseStatus, PipelineRecord, RecordStatus
 from deftpipe.pipeline._preflight import preflight
+from deftpipe.pipeline._quality_record import QualityCheck
 from deftpipe.pipeline._trajectory import (
     build_trajectory,
     comparison,
@@ -130,7 +131,7 @@ class _Run:
     results_dir: Path
     rec: PipelineRecord
     show_progress: bool
-    qc: dict[str, Any] | None = None  # Phase 1's winner and quality check
+    qc: QualityCheck | None = None  # Phase 1's winner and quality check
     spec: Path | None = None  # the spec the loop and Phase 3 start from
     state: dict[str, Any] = field(default_factory=dict)  # the loop's state after Phase 2
     hard_stop: str | None = None  # why the loop hard-stopped, if it did
@@ -158,12 +159,12 @@ def _phase1(run: _Run) -> _Done:
     """Phase 1: AutoML baseline on base train / validation."""
     run.qc = qc = run_phase1(run.ws, run.cfg, run.results_dir, show_progress=run.show_progress,
                              deadline=run.deadline("phase1"))
-    w = qc["winner"]
-    return _Done(f"winner {w.get('rec_id')} {qc['verdict']['metric']} {w.get('score')}",
-                 {"best_rec": qc["best_rec_path"], "winner": w.get("rec_id"), "score": w.get("score"),
-                  "reference": qc.get("reference"),
-                  "user_spec": _user_spec(qc.get("reference"), run.cfg.path(run.ws, run.cfg.data.spec)),
-                  "stop_reason": qc.get("stop_reason")})
+    w = qc.winner
+    return _Done(f"winner {w.get('rec_id')} {qc.metric} {w.get('score')}",
+                 {"best_rec": qc.best_rec_path, "winner": w.get("rec_id"), "score": w.get("score"),
+                  "reference": qc.reference,
+                  "user_spec": _user_spec(qc.reference, run.cfg.path(run.ws, run.cfg.data.spec)),
+                  "stop_reason": qc.stop_reason})
 
 
 def _phase1_after(run: _Run) -> None:
@@ -177,8 +178,8 @@ def _handoff12_skip(run: _Run) -> str | None:
 
 def _handoff12(run: _Run) -> _Done:
     """Hand-off 1 → 2: merged spec, copied checkpoint, pre-seeded loop state."""
-    best_rec = json.loads(Path(run.qc["best_rec_path"]).read_text(encoding="utf-8"))
-    info = handoff_1_to_2(run.ws, run.cfg, run.results_dir, best_rec, run.qc["winner"], run.qc.get("reference"))
+    best_rec = BestRec.load(Path(run.qc.best_rec_path).parent).to_json()
+    info = handoff_1_to_2(run.ws, run.cfg, run.results_dir, best_rec, run.qc.winner, run.qc.reference)
     return _Done(f"baseline pre-seeded from {Path(info['checkpoint']).name}", info)
 
 

@@ -15,6 +15,7 @@ from deftpipe._fs import atomic_write_json, atomic_write_text
 from deftpipe.audit import audit_markdown, holdout_headline, side_by_side, side_by_side_markdown
 from deftpipe.deft import BestModel
 from deftpipe.metrics import fmt_value
+from deftpipe.pipeline._quality_record import QualityCheck
 
 SUMMARY_NAME = "pipeline_summary.md"
 TRAJECTORY_NAME = "trajectory.json"
@@ -32,17 +33,17 @@ def _iter_key(label: str) -> int:
     return int(m.group(1)) if m else -1
 
 
-def build_trajectory(state: dict[str, Any] | None, phase1: dict[str, Any] | None,
+def build_trajectory(state: dict[str, Any] | None, phase1: QualityCheck | None,
                      base_train_rows: int | None = None, phase3_train_csv: str | None = None) -> list[dict[str, Any]]:
     """One point per step; ``value`` is the phase's metric (KPI ``far_pct`` for the loop and Phase 3)."""
     points: list[dict[str, Any]] = []
     if phase1:
-        w = phase1["winner"]
-        metric = phase1.get("verdict", {}).get("metric", "far_pct")
+        w = phase1.winner
+        metric = phase1.metric
         points.append({"step": "Phase 1 best (val)", "label": "phase1", "set": "validation", "metric": metric,
                        "value": w.get("score"), "train_rows": base_train_rows,
                        "note": f"rec {w.get('rec_id')}"})
-        ref = phase1.get("reference")
+        ref = phase1.reference
         if ref and ref.get("far_pct") is not None:
             ci = [ref.get("far_ci_low"), ref.get("far_ci_high")]
             points.append({"step": "user spec (KPI)", "label": "reference", "set": "KPI test", "metric": "far_pct",
@@ -124,7 +125,7 @@ def comparison_markdown(results_dir: Path, state: dict[str, Any] | None) -> list
 
 
 def write_summary(results_dir: Path, *, record: dict[str, Any], points: list[dict[str, Any]],
-                  state: dict[str, Any] | None, phase1: dict[str, Any] | None,
+                  state: dict[str, Any] | None, phase1: QualityCheck | None,
                   phase3: dict[str, Any] | None) -> Path:
     """``trajectory.json`` + ``pipeline_summary.md`` (atomic)."""
     bm = BestModel.read(results_dir, check_paths=False)
@@ -174,9 +175,9 @@ def write_summary(results_dir: Path, *, record: dict[str, Any], points: list[dic
                      f"{fmt_value(phase3.get('loop_best_far_pct'))} ({phase3.get('loop_best_iteration')}) — best model "
                      f"kept: {phase3.get('best_model')}.")
     if phase1:
-        for n in phase1.get("notes", []):
+        for n in phase1.notes:
             lines.append(f"- Phase 1 quality check: {n}")
-        v = phase1.get("verdict", {})
+        v = phase1.verdict
         if v.get("untrained_score") is not None:
             lines.append(f"- Phase 1 winner {v['metric']} {fmt_value(v.get('winner_score'))} vs untrained model "
                          f"{fmt_value(v.get('untrained_score'))} on the validation set.")
