@@ -277,6 +277,43 @@ def summarise(cells: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def both_scores(ckpt: str | Path, csv: Path) -> tuple[np.ndarray, np.ndarray]:
+    """P(defect) per row with the spec's flip TTA and from the unflipped pass alone, from one forward sweep
+    (the TTA mean includes the unflipped pass, whose logits ``predict`` returns)."""
+    from deftpipe.model._torch_adapter import TorchAdapter
+    from deftpipe.model._train import predict, torch_threads
+
+    with torch_threads():
+        model, spec, _, data, device = TorchAdapter()._load(ckpt, csv)
+        tta, logits = predict(model, data, device, precision=spec.train.precision)
+    single = model.defect_score(logits.float()).numpy().astype(np.float64)
+    return np.asarray(tta, dtype=np.float64), single
+
+
+def both_figures(ckpt: str | Path, ws: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """bench_ablation.candidate_figures (the selection figures on validation, KPI set, both pooled and the
+    holdout), with flip TTA and without it (issue 26 item 3: does TTA change a decision?)."""
+    from deftpipe.metrics import compute_metrics
+    from deftpipe.selection import figures
+
+    cfg = load_config(ws)
+    sets = {"kpi": cfg.path(ws, cfg.data.kpi_csv), "val": cfg.path(ws, cfg.data.val_csv),
+            "holdout": ws / "holdout" / "holdout_set.csv"}
+    ys = {n: is_defect(read_dataset(c)["label"]).to_numpy() for n, c in sets.items()}
+    scored = {n: both_scores(ckpt, c) for n, c in sets.items()}
+    out: tuple[dict[str, Any], dict[str, Any]] = ({}, {})
+    for which in (0, 1):
+        for n in sets:
+            s = scored[n][which]
+            out[which][n] = {**figures(ys[n], s), "auroc": compute_metrics(ys[n], s, n_boot=0)["auroc"]}
+            if n == "holdout":
+                m = compute_metrics(ys[n], s, seed=0)
+                out[which][n].update(far_ci=[m["far_ci_low"], m["far_ci_high"]])
+        out[which]["kpi_val"] = figures(np.concatenate([ys["kpi"], ys["val"]]),
+                                        np.concatenate([scored["kpi"][which], scored["val"][which]]))
+    return out
+
+
 def score_candidates(work: Path) -> None:
     """Every sweep trial of every finished (d) run scored on validation, KPI set and holdout, stored as the
     cell's ``candidates`` (what ``sweep_objective.py --results value.json`` ranks; item 2 at full size).
@@ -294,7 +331,7 @@ def score_candidates(work: Path) -> None:
         cands = [c for c in ab._candidates(Path(cell["run_dir"])) if c["kind"] != "loop"]
         for c in cands:
             if Path(c["checkpoint"]).is_file():
-                c["figures"] = ab.candidate_figures(c["checkpoint"], ws, tmp)
+                c["figures"], c["figures_single_pass"] = both_figures(c["checkpoint"], ws)
         with lock:
             results = json.loads(OUT.read_text(encoding="utf-8"))
             results["cells"][key]["candidates"] = cands
