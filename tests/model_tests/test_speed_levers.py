@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -104,3 +105,9 @@ def test_new_workspaces_start_with_the_speed_levers_and_old_specs_keep_their_mea
     assert new.model.pool_first is True and new.train.precision == "auto"
     old = Spec.model_validate({"model": {"input_size": 128}})  # a spec file written before the levers
     assert old.model.pool_first is False and old.train.precision == "fp32"
+
+
+def test_each_epoch_records_its_validation_time(trained) -> None:
+    """metrics.json says where an epoch's time went: validation apart from the whole epoch."""
+    history = json.loads((Path(trained.best_checkpoint).parent / "metrics.json").read_text())["history"]
+    assert history and all(0.0 < h["val_seconds"] < h["epoch_seconds"] for h in history)

@@ -298,6 +298,7 @@ def _train(spec, out_dir, cfg, classes, train_set, val_set, val_stamp, init, ini
                     step += 1
                     losses.append(loss.item())
                     progress.batch(epoch, i + 1, losses[-1])
+                t_val = time.perf_counter()
                 try:
                     val_scores, val_logits = predict(model, val_set, device, precision=precision)
                     m = scored_metrics(val_set, val_scores, val_logits, seed=tr.seed,
@@ -305,7 +306,8 @@ def _train(spec, out_dir, cfg, classes, train_set, val_set, val_stamp, init, ini
                 except DataError as err:  # NaN scores: the weights blew up without a NaN loss
                     raise TrainingError(f"training diverged in epoch {epoch}: {err}") from None
                 m.update(epoch=epoch, step=step, train_loss=float(np.mean(losses)), lr=lr,
-                         epoch_seconds=round(time.perf_counter() - t_epoch, 3))
+                         epoch_seconds=round(time.perf_counter() - t_epoch, 3),  # training + validation
+                         val_seconds=round(time.perf_counter() - t_val, 3))
                 history.append(m)
                 name = checkpoint_name(epoch, step)
                 save_checkpoint(out_dir / name, model, spec, m, epoch=epoch, step=step)
