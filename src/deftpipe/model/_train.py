@@ -209,6 +209,19 @@ def scored_metrics(data: PairSet, scores: np.ndarray, logits: torch.Tensor, *, s
     return {**m, "val_loss": val_loss if math.isfinite(val_loss) else None}
 
 
+def _validate_epoch(model: SiameseChangeNet, val_set: PairSet, device: torch.device, precision: str, epoch: int, *,
+                    seed: int, classes: list[str] | None) -> tuple[dict[str, Any], np.ndarray]:
+    """The epoch's validation metrics (with ``val_seconds``, the pass's time) and its scores."""
+    t0 = time.perf_counter()
+    try:
+        scores, logits = predict(model, val_set, device, precision=precision)
+        m = scored_metrics(val_set, scores, logits, seed=seed, classes=classes)
+    except DataError as err:  # NaN scores: the weights blew up without a NaN loss
+        raise TrainingError(f"training diverged in epoch {epoch}: {err}") from None
+    m["val_seconds"] = round(time.perf_counter() - t0, 3)
+    return m, scores
+
+
 def _is_better(m: dict[str, Any], best: dict[str, Any] | None) -> bool:
     if best is None:
         return True
@@ -298,16 +311,10 @@ def _train(spec, out_dir, cfg, classes, train_set, val_set, val_stamp, init, ini
                     step += 1
                     losses.append(loss.item())
                     progress.batch(epoch, i + 1, losses[-1])
-                t_val = time.perf_counter()
-                try:
-                    val_scores, val_logits = predict(model, val_set, device, precision=precision)
-                    m = scored_metrics(val_set, val_scores, val_logits, seed=tr.seed,
-                                       classes=classes if cfg.num_outputs > 1 else None)
-                except DataError as err:  # NaN scores: the weights blew up without a NaN loss
-                    raise TrainingError(f"training diverged in epoch {epoch}: {err}") from None
+                m, val_scores = _validate_epoch(model, val_set, device, precision, epoch, seed=tr.seed,
+                                                classes=classes if cfg.num_outputs > 1 else None)
                 m.update(epoch=epoch, step=step, train_loss=float(np.mean(losses)), lr=lr,
-                         epoch_seconds=round(time.perf_counter() - t_epoch, 3),  # training + validation
-                         val_seconds=round(time.perf_counter() - t_val, 3))
+                         epoch_seconds=round(time.perf_counter() - t_epoch, 3))  # training + validation
                 history.append(m)
                 name = checkpoint_name(epoch, step)
                 save_checkpoint(out_dir / name, model, spec, m, epoch=epoch, step=step)
