@@ -7,7 +7,9 @@ the KPI set's and the holdout's scores and labels). Every candidate rule sets th
 KPI set alone, as the product does; the holdout only measures it. A rule's parameter is chosen on the
 cells of the tuning seeds (every holdout at >= 99.9 % recall, then the lowest mean FAR) and reported
 on the cells of the other seeds, which took no part in the choice. Writes
-``bench/results/threshold_rule.json``. Not run in CI.
+``bench/results/threshold_rule.json``. ``--tune-folds v1,v2`` splits by fold instead (tune on those folds'
+cells, report on the other fold's). Cells of one (fold, seed) share a training set, and often a model,
+so they are not independent. Not run in CI.
 
 The rules (``s`` = scores, ``t_kpi`` = the KPI set's 100 %-recall threshold, ``logit`` the log-odds):
 
@@ -115,16 +117,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("VALUE_WORK", "/work/value_ws")))
     ap.add_argument("--tune-seeds", default="42")
+    ap.add_argument("--tune-folds", default=None, help="tune on these folds (every seed), report on the others "
+                    "(instead of splitting by seed)")
     args = ap.parse_args()
     cells = load_cells(args.work)
     if not cells:
         raise SystemExit(f"no scores under {args.work / 'scores'}: run bench/bench_value.py first")
-    tune_seeds = set(args.tune_seeds.split(","))
-    seed_of = {k: k.rsplit("_", 1)[1] for k in cells}
-    tune = [k for k in cells if seed_of[k] in tune_seeds]
-    report = [k for k in cells if seed_of[k] not in tune_seeds]
-    out: dict[str, Any] = {"tune_cells": tune, "report_cells": report, "target_recall_pct": TARGET_RECALL,
-                           "families": {}}
+    _, fold_of, seed_of = (dict(zip(cells, col)) for col in zip(*(k.rsplit("_", 2) for k in cells)))
+    if args.tune_folds:
+        split = {"by": "fold", "tune": sorted(set(args.tune_folds.split(",")))}
+        tune = [k for k in cells if fold_of[k] in split["tune"]]
+    else:
+        split = {"by": "seed", "tune": sorted(set(args.tune_seeds.split(",")))}
+        tune = [k for k in cells if seed_of[k] in split["tune"]]
+    report = [k for k in cells if k not in tune]
+    out: dict[str, Any] = {"split": split, "tune_cells": tune, "report_cells": report,
+                           "target_recall_pct": TARGET_RECALL, "families": {}}
     for name, (make, params) in FAMILIES.items():
         grid = {}
         for p in params:
