@@ -143,6 +143,9 @@ def row_epochs(run_dir: Path, ws: Path) -> int:
         rows = _rows(csv) if csv else _rows(Path(json.loads((run_dir / "pipeline_state.json").read_text(
             encoding="utf-8"))["phases"]["phase3"]["handoff"]["train_csv"]))
         total += sum(rows * int(r.get("epochs_run") or 0) for r in rec["all_recs"])
+        # the winner's fresh-seed verification re-run (automl.*.rerun_margin) trains too
+        for m in (run_dir / folder / "reruns").glob("*/metrics.json"):
+            total += rows * len(json.loads(m.read_text(encoding="utf-8")).get("history", []))
     state = json.loads((run_dir / "deft_state.json").read_text(encoding="utf-8"))
     for label, it in state["iterations"].items():
         if label == "final_automl" or it.get("source") != "deft":
