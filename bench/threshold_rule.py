@@ -123,7 +123,8 @@ def main() -> None:
     cells = load_cells(args.work)
     if not cells:
         raise SystemExit(f"no scores under {args.work / 'scores'}: run bench/bench_value.py first")
-    _, fold_of, seed_of = (dict(zip(cells, col)) for col in zip(*(k.rsplit("_", 2) for k in cells)))
+    fold_of = {k: k.rsplit("_", 2)[1] for k in cells}  # keys: ARM_FOLD_SEED
+    seed_of = {k: k.rsplit("_", 2)[2] for k in cells}
     if args.tune_folds:
         split = {"by": "fold", "tune": sorted(set(args.tune_folds.split(",")))}
         tune = [k for k in cells if fold_of[k] in split["tune"]]
