@@ -26,7 +26,7 @@ from deftpipe.model import get_adapter
 from deftpipe.pipeline._budget import sweep_stop_reason
 from deftpipe.pipeline._handoff import checkpoint_epoch_step, copy_checkpoint
 from deftpipe.pipeline._preflight import PHASE1_DIR, PHASE3_DIR
-from deftpipe.pipeline._quality_record import QualityCheck
+from deftpipe.pipeline._quality_record import QUALITY_NAME, QualityCheck
 from deftpipe.selection import TAIL_K, rank
 from deftpipe.spec import load_spec
 
@@ -143,7 +143,7 @@ def run_phase1(ws: Path, cfg: PipelineConfig, results_dir: Path, *, show_progres
     elif qc["handoff_choice"]:
         qc["winner"]["kpi_inference_csv"] = str(results_dir / PHASE1_DIR / WINNER_KPI_NAME)
     qc["stop_reason"] = sweep_stop_reason(best_rec, cfg.automl.phase1.max_recommendations, cfg, "phase1")
-    record = QualityCheck.from_json(qc, where=out / "quality_check.json")
+    record = QualityCheck.from_json(qc, where=out / QUALITY_NAME)
     record.save(out)
     return record
 
