@@ -33,10 +33,19 @@ def _store(out: Path, results: dict) -> None:
     os.replace(tmp, out)
 
 
+def _gemm() -> float:
+    """This box's fp32 GEMM GFLOP/s now (bench_model's probe): how fast the box was around a run, so runs
+    on the same box at different hours can be compared."""
+    from bench_model import gemm_gflops  # bench/ is this script's folder (sys.path[0])
+
+    return round(max(gemm_gflops(reps=30), gemm_gflops(reps=30)), 1)
+
+
 def measure(name: str, ws: Path, deeppcb: Path | None) -> dict:
     init = ["init", "--from-deeppcb", str(deeppcb), str(ws)] if name == "deeppcb" else [
         "init", "--synthetic", str(ws), "--seed", "5", "--size", name]
     subprocess.run(CLI + init, check=True, stdout=subprocess.DEVNULL)
+    gemm0 = _gemm()
     load0 = os.getloadavg()[0]
     pf = subprocess.run(CLI + ["preflight", str(ws), "--json"], check=True, capture_output=True, text=True)
     sections = json.loads(pf.stdout)["sections"]
@@ -50,7 +59,7 @@ def measure(name: str, ws: Path, deeppcb: Path | None) -> dict:
                 "inside": phases.get(p) is not None and sec[f"{p}_low"] <= phases[p] <= sec[f"{p}_high"]}
             for p in ("phase1", "phase2", "phase3")}
     loop = json.loads(next((ws / "results").glob("run_*/deft_state.json")).read_text())
-    return {"workspace": name, "threads_env": os.environ.get("DEFTPIPE_NUM_THREADS"), "load_avg_1m_start": round(load0, 2),
+    return {"workspace": name, "gemm_fp32_gflops_start_end": [gemm0, _gemm()], "threads_env": os.environ.get("DEFTPIPE_NUM_THREADS"), "load_avg_1m_start": round(load0, 2),
             "load_avg_1m_end": round(os.getloadavg()[0], 2), "dry_run_seconds": est["rates"].get("seconds"),
             "rates": est["rates"], "seconds": sec, "phases": phases, "per_phase": rows,
             "total": {"low": sec["total_low"], "high": sec["total_high"], "actual": round(actual, 1),

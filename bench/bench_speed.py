@@ -16,9 +16,14 @@ Cells (each stored in ``bench/results/speed.json`` as soon as it finishes; a rer
 * ``epoch/<impl>/<variant>``: one real epoch of ``train_model`` on a DeepPCB fold's full training
   set (``--ws``: a ``deftpipe init --from-deeppcb`` workspace; the folds of
   bench_generalisation.py): decode, training and validation-scoring seconds.
+* ``loop/<impl>/pool_first_bf16``: one full-size DEFT loop iteration (``--deeppcb``: a fresh ``init
+  --from-deeppcb`` at the defaults, Phase 1 and 3 off, a KPI target no model meets) and its stage
+  seconds from ``deft_state.json``: how much of an iteration lies outside training.
 
 Usage: python bench/bench_speed.py --before-src /work/wt-before/src [--ws WS] [--cells step,profile,epoch]
-       [--repeats 5] [--threads 2] [--tag quiet]
+       [--repeats 5] [--threads 2] [--tag quiet] [--impls before,after] [--after-label after_fused]
+``--after-label`` names this tree in the keys, so a later lever is stored beside the earlier "after"
+cells instead of being skipped as done (fifteenth session: ``after_fused``, the fused optimiser).
 Run it on a quiet box: a second busy process on 2 cores doubles a step's time. The 1-minute load
 average at the start and end of each cell is stored with it.
 """
@@ -30,6 +35,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -98,6 +104,13 @@ def _model_and_batch(variant: str):
     return spec, model, images, targets, gen
 
 
+def _optimizer(spec, model):
+    """The training loop's own optimiser (``make_optimizer``: fused in trees that fuse it)."""
+    from deftpipe.model._train import make_optimizer
+
+    return make_optimizer(model, spec.train.optim)
+
+
 def _train_step(spec, model, opt, images, targets, gen):
     import torch
 
@@ -133,7 +146,7 @@ def cell_step(variant: str, repeats: int) -> dict:
         model(x8).sum().backward()
     train_flops = fc.get_total_flops() / 8
     model.zero_grad(set_to_none=True)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    opt = _optimizer(spec, model)
     for _ in range(3):
         _train_step(spec, model, opt, images, targets, gen)
     runs, data_share = [], []
@@ -176,11 +189,10 @@ def cell_step(variant: str, repeats: int) -> dict:
 
 
 def cell_profile(variant: str) -> dict:
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
     spec, model, images, targets, gen = _model_and_batch(variant)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    opt = _optimizer(spec, model)
     for _ in range(3):
         _train_step(spec, model, opt, images, targets, gen)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -242,6 +254,43 @@ def cell_epoch(variant: str, ws: Path) -> dict:
             "val_far_pct": result.metrics.get("far_pct"), "threads": torch.get_num_threads()}
 
 
+def cell_loop(deeppcb: Path, parent: Path) -> dict:
+    """One full-size DEFT loop iteration and what its time is spent on.
+
+    A fresh ``init --from-deeppcb`` workspace at the product's defaults, with Phase 1 and Phase 3 off,
+    one loop iteration and a KPI target no model meets (``kpi.target: 0``), run through the CLI. The
+    iteration's stage seconds come from ``deft_state.json`` (``seconds_<stage>``): training is
+    ``seconds_train`` (its epochs, per-epoch validation included); the rest is outside training."""
+    import shutil
+    import tempfile
+
+    import yaml
+
+    ws = Path(tempfile.mkdtemp(prefix="speed_loop_", dir=parent)) / "ws"
+    cli = [sys.executable, "-m", "deftpipe"]
+    try:
+        subprocess.run(cli + ["init", "--from-deeppcb", str(deeppcb), str(ws)], check=True, stdout=subprocess.DEVNULL)
+        cfg_path = ws / "pipeline.yaml"
+        cfg = yaml.safe_load(cfg_path.read_text())
+        cfg["automl"]["phase1"]["enabled"] = cfg["automl"]["phase3"]["enabled"] = False
+        cfg["kpi"]["target"], cfg["deft"]["max_iterations"] = 0.0, 1
+        cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        t = time.perf_counter()
+        subprocess.run(cli + ["run", str(ws), "--yes"], check=True, stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - t
+        state = json.loads(next((ws / "results").glob("run_*/deft_state.json")).read_text())
+        it = state["iterations"]["iter1"]
+        stages = {k.removeprefix("seconds_"): v for k, v in it.items() if k.startswith("seconds_")}
+        total = sum(stages.values())
+        outside = total - stages.get("train", 0.0)
+        train_rows = it.get("n_train_rows")
+    finally:
+        shutil.rmtree(ws.parent, ignore_errors=True)
+    return {"iteration_s": round(total, 1), "stages_s": stages, "outside_training_s": round(outside, 1),
+            "outside_training_pct": round(100 * outside / total, 1), "train_rows": train_rows,
+            "run_wall_s": round(wall, 1)}
+
+
 def _child(argv: list[str]) -> None:
     kind, variant = argv[0], argv[1]
     import torch
@@ -251,6 +300,8 @@ def _child(argv: list[str]) -> None:
         res = cell_step(variant, int(argv[2]))
     elif kind == "profile":
         res = cell_profile(variant)
+    elif kind == "loop":
+        res = cell_loop(Path(argv[2]), Path(argv[3]))
     else:
         res = cell_epoch(variant, Path(argv[2]))
     print("RESULT " + json.dumps(res))
@@ -264,22 +315,30 @@ def main() -> None:
     ap.add_argument("--before-src", required=True, help="src/ of the tree before the speed work")
     ap.add_argument("--ws", help="a DeepPCB workspace with bench_generalisation.py's fold f1_0")
     ap.add_argument("--cells", default="step,profile")
+    ap.add_argument("--deeppcb", help="the shared DeepPCB folder (cell loop: a fresh init of it)")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tag", default="")
+    ap.add_argument("--impls", default="before,after", help="which of before,after to run")
+    ap.add_argument("--after-label", default="after", help="the key's name for this tree (e.g. after_fused)")
+    ap.add_argument("--after-src", default=str(ROOT / "src"),
+                    help="src/ of the 'after' tree (default: this one; another for an A/B of two later trees)")
     args = ap.parse_args()
-    impls = {"before": str(Path(args.before_src).resolve()), "after": str(ROOT / "src")}
+    impls = {"before": str(Path(args.before_src).resolve()), args.after_label: str(Path(args.after_src).resolve())}
+    wanted = {args.after_label if i == "after" else i for i in args.impls.split(",")}
+    impls = {k: v for k, v in impls.items() if k in wanted}
     for kind in args.cells.split(","):
         for impl, src in impls.items():
             for variant in args.variants.split(","):
-                if impl == "before" and variant != "fp32":
-                    continue
+                if (impl == "before" and variant != "fp32") or (kind == "loop" and variant != "pool_first_bf16"):
+                    continue  # the loop runs the workspace's own spec (init's defaults): one cell per tree
                 key = f"{kind}/{impl}/{variant}" + (f"/{args.tag}" if args.tag else "")
                 if key in _load():
                     print(f"{key}: done already", flush=True)
                     continue
-                extra = {"step": [str(args.repeats)], "profile": [], "epoch": [str(args.ws)]}[kind]
+                extra = {"step": [str(args.repeats)], "profile": [], "epoch": [str(args.ws)],
+                         "loop": [str(args.deeppcb), tempfile.gettempdir()]}[kind]
                 env = {**os.environ, "PYTHONPATH": src, "BENCH_THREADS": str(args.threads)}
                 load0 = _load_avg()
                 proc = subprocess.run([sys.executable, __file__, "_child", kind, variant, *extra], env=env,
@@ -292,6 +351,7 @@ def main() -> None:
                        "load_avg_end": _load_avg(), "src": src}
                 _store(key, res)
                 brief = {k: res[k] for k in ("step_ms", "train_pct_of_gemm_peak", "score_tta_pairs_per_s",
+                                             "iteration_s", "outside_training_pct",
                                              "epoch_s", "training_s", "val_scoring_s", "self_cpu_ms_per_step")
                          if k in res}
                 print(f"{key}: {brief}", flush=True)
