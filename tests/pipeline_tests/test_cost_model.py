@@ -30,7 +30,7 @@ def test_phases_price_the_jobs_the_run_does():
     costs = cm.price(cfg, RATES, w)
     val_pass = 0.1 + 200 * 0.0001
     trial = 2 * (0.5 + 1000 * 0.001 + val_pass)
-    untrained = (0.5 + 32 * 0.001 + val_pass) + val_pass
+    untrained = 0.5 + 32 * 0.001 + val_pass  # its figures are its training's own validation pass
     reference = 0.1 + 300 * 0.0001  # the user's spec scored on the KPI set
     assert costs["phase1"].seconds == pytest.approx(4.5 * trial + untrained + reference)  # + half a re-run
     grow = cm.per_iteration_growth(cfg)
@@ -41,6 +41,10 @@ def test_phases_price_the_jobs_the_run_does():
     assert cold["phase1"].seconds - costs["phase1"].seconds == pytest.approx(1500 * 0.0002)  # train, val, KPI
     # the pool in the first iteration, which counts LOOP_SHARE
     assert cold["phase2"].seconds - costs["phase2"].seconds == pytest.approx(cm.LOOP_SHARE * 500 * 0.0002)
+    # with flip TTA an inference job makes four passes per row, training's per-epoch validation one
+    tta = cm.price(cfg, RATES, cm.Workload(train=1000, val=200, kpi=300, pool=500, cached=w.cached, score_passes=4))
+    epochs = 4.5 * 2 + 1  # the trials' epochs (with half a re-run) + the untrained model's one
+    assert costs["phase1"].seconds - tta["phase1"].seconds == pytest.approx(epochs * 200 * 0.0001 * 3 / 4)
     # more iterations cost more; Phase 1 off moves the baseline training into Phase 2
     cfg.automl.phase1.enabled = False
     off = cm.price(cfg, RATES, w)

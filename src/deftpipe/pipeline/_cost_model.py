@@ -4,7 +4,8 @@ Every phase is a sum of jobs the run really does (read from the phases' code; do
 lists them):
 
 * a training job of ``n`` rows for ``E`` epochs costs ``E × (s_train_job + JOB_OVERHEAD × n ×
-  s_train_row_epoch + validation scoring)`` — every epoch ends with a scored validation set;
+  s_train_row_epoch + validation scoring)`` — every epoch ends with a scored validation set, in one
+  forward pass (``Workload.score_passes``: an inference job with flip TTA makes four);
 * an inference job (scoring, evaluation, embedding) of ``n`` rows costs ``s_infer_job + n × s_infer_row``;
 * the first time a split's images are read they are decoded: ``n × s_decode_pair`` (skipped for a
   split whose decode cache entry already exists);
@@ -84,6 +85,9 @@ class Workload:
     pool: int
     holdout: int = 0
     cached: frozenset[str] = frozenset()  # names among train, val, kpi, pool, holdout
+    #: forward passes per row of an inference job (4 with the torch model's flip TTA); training's per-epoch
+    #: validation is one pass (deftpipe.model._train._validate_epoch), so it costs 1 / score_passes of it
+    score_passes: int = 1
 
     def cold(self, name: str) -> int:
         return 0 if name in self.cached else getattr(self, name)
@@ -110,7 +114,8 @@ class Pricer:
         return self.r.s_infer_job + n * self.r.s_infer_row
 
     def train(self, n: float, epochs: int) -> float:
-        return epochs * (self.r.s_train_job + JOB_OVERHEAD * n * self.r.s_train_row_epoch + self.infer(self.w.val))
+        val = self.r.s_infer_job + self.w.val * self.r.s_infer_row / self.w.score_passes  # one pass per epoch
+        return epochs * (self.r.s_train_job + JOB_OVERHEAD * n * self.r.s_train_row_epoch + val)
 
     def decode(self, n: float) -> float:
         return n * self.r.s_decode_pair
@@ -127,7 +132,7 @@ def price(cfg: PipelineConfig, rates: Rates, w: Workload) -> dict[str, PhaseCost
         n, job = trials(p1), pr.train(w.train, p1.num_epochs)
         c.add(n * job, f"{n:g} trials × {w.train} rows × {p1.num_epochs} epochs",
               least=trials(p1, 0.0) * job, most=trials(p1, 1.0) * job)
-        c.add(pr.train(min(UNTRAINED_ROWS, w.train), 1) + pr.infer(w.val), "quality check (untrained model)")
+        c.add(pr.train(min(UNTRAINED_ROWS, w.train), 1), "quality check (untrained model)")
         c.add(pr.decode(w.cold("kpi")) + pr.infer(w.kpi), "the user's spec scored on the KPI set (reference)")
     c = out["phase2"]
     if not p1.enabled:

@@ -20,7 +20,7 @@ from deftpipe.config import PipelineConfig
 from deftpipe.errors import DeftpipeError
 from deftpipe.pipeline import _cost_model as cm
 from deftpipe.pipeline import _dry_run
-from deftpipe.spec import load_spec
+from deftpipe.spec import Spec, load_spec
 
 CALIBRATION_NAME = "cost_calibration.json"  # under results/
 RATIO_MIN, RATIO_MAX = 0.2, 5.0
@@ -41,9 +41,8 @@ def load_ratios(ws: Path) -> dict[str, Any]:
         return {"ratios": {}, "run": None}
 
 
-def _cached(ws: Path, cfg: PipelineConfig, splits: dict[str, str]) -> frozenset[str]:
+def _cached(ws: Path, cfg: PipelineConfig, splits: dict[str, str], spec: Spec) -> frozenset[str]:
     """The splits whose images already have a decode cache entry (their first decode is free)."""
-    spec = load_spec(cfg.path(ws, cfg.data.spec))
     layout = data.layout_for(spec, ws)
     out = set()
     for name, rel in splits.items():
@@ -59,9 +58,11 @@ def _cached(ws: Path, cfg: PipelineConfig, splits: dict[str, str]) -> frozenset[
 def _workload(ws: Path, cfg: PipelineConfig, rows: dict[str, int]) -> cm.Workload:
     splits = {"train": cfg.data.train_csv, "val": cfg.data.val_csv, "kpi": cfg.data.kpi_csv,
               "pool": cfg.data.pool_csv, "holdout": cfg.data.holdout_csv}
+    spec = load_spec(cfg.path(ws, cfg.data.spec))
+    tta = spec.adapter.kind == "torch" and spec.model.flip_tta  # the built-in model's four-flip scoring
     return cm.Workload(train=rows.get("train", 0), val=rows.get("validation", 0), kpi=rows.get("KPI test", 0),
                        pool=rows.get("mining pool", 0), holdout=rows.get("holdout") or 0,
-                       cached=_cached(ws, cfg, splits))
+                       cached=_cached(ws, cfg, splits, spec), score_passes=4 if tta else 1)
 
 
 def _assumptions(cfg: PipelineConfig, rates: dict[str, Any], calib: dict[str, Any]) -> str:

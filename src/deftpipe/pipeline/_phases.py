@@ -57,7 +57,8 @@ def untrained_metrics(spec: Path, train_csv: Path, val_csv: Path) -> dict[str, A
 
     The adapter interface has no "save the initial weights" call, so the model is put through one
     epoch on a few rows at a learning rate of 1e-12: the weights stay what initialisation (or the
-    pretrained checkpoint) made them, and the adapter writes a checkpoint we can evaluate.
+    pretrained checkpoint) made them. Its figures are that training's own validation pass, the
+    same pass that scores every sweep trial, so the verdict compares like with like.
     """
     s = load_spec(spec)
     s.train.num_epochs = 1
@@ -69,9 +70,7 @@ def untrained_metrics(spec: Path, train_csv: Path, val_csv: Path) -> dict[str, A
         df = read_dataset(train_csv)
         write_dataset(df.sample(min(len(df), UNTRAINED_ROWS), random_state=0), tmp / "train.csv")
         result = adapter.train(s, tmp / "train.csv", val_csv, tmp / "out")
-        metrics = adapter.evaluate(result.best_checkpoint, val_csv)
-        metrics.pop("checkpoint", None)  # a temporary folder, deleted below
-        return metrics
+        return {k: v for k, v in result.metrics.items() if k != "checkpoint"}  # its folder is deleted below
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
