@@ -146,3 +146,16 @@ def test_cli_audit_json_text_and_usage_errors(model):
     assert r.exit_code == 2 and "--csv" in r.output
     r = runner.invoke(app, ["audit", str(ws / "results" / "run_x"), "--threshold", "0.5"])
     assert r.exit_code == 2
+
+
+def test_audit_of_scores_in_hand_equals_the_audit_that_scores(model, tmp_path):
+    """``audit_scored`` on the rows ``audit_checkpoint`` scored gives the same figures (no second pass)."""
+    from deftpipe.audit._core import audit_scored
+    from deftpipe.data import read_dataset
+
+    ws, ckpt = model
+    csv = ws / "holdout" / "holdout_set.csv"
+    full = audit_checkpoint(ckpt, 0.3, csv, seed=1, out_dir=tmp_path)
+    again = audit_scored(ckpt, 0.3, csv, read_dataset(full["inference_csv"]), seed=1,
+                         inference_csv=full["inference_csv"])
+    assert again == full

@@ -72,3 +72,13 @@ def test_a_worse_phase1_winner_hands_over_the_users_spec(tiny_ws, monkeypatch):
     bm = json.loads((run / "best_model.json").read_text())
     assert bm["best_iteration"] in ("baseline", "iter1", USER_SPEC)
     assert "the user's spec is handed to the loop" in (run / "pipeline_summary.md").read_text()
+    # the audit: when the deliverable is the user's spec's model, the holdout is scored once and both are
+    # audited from those scores; otherwise the user's spec is scored on the holdout itself
+    audit = json.loads((run / "audit" / "audit.json").read_text())
+    mine, user = audit["deliverable"], audit["references"]["user_spec"]
+    if filecmp.cmp(bm["checkpoint"], ref["checkpoint"], shallow=False):
+        assert not (run / "audit" / "user_spec" / "inference_holdout.csv").exists()
+        assert user["inference_csv"] == mine["inference_csv"]
+        assert (user["far_pct"], user["auroc"]) == (mine["far_pct"], mine["auroc"])
+    else:
+        assert Path(user["inference_csv"]).is_file() and user["inference_csv"] != mine["inference_csv"]

@@ -115,11 +115,21 @@ def audit_checkpoint(checkpoint: str | Path, threshold: float, csv: str | Path, 
         target = Path(out_dir) / INFERENCE_NAME if out_dir is not None else Path(tmp) / INFERENCE_NAME
         scored = adapter.infer(checkpoint, csv, target, threshold=threshold)
         df = read_dataset(scored)
-    scores = pd.to_numeric(df["score"], errors="coerce").to_numpy(dtype=float)
-    figures = audit_scores(df, scores, threshold, seed=seed)
-    result = {"schema": SCHEMA, "checkpoint": str(Path(checkpoint).resolve()), "csv": str(csv.resolve()),
-              "seed": seed, "inference_csv": str(target.resolve()) if out_dir is not None else None, **figures}
+    return audit_scored(checkpoint, threshold, csv, df, seed=seed,
+                        inference_csv=target if out_dir is not None else None)
+
+
+def audit_scored(checkpoint: str | Path, threshold: float, csv: str | Path, scored: pd.DataFrame, *, seed: int = 0,
+                 inference_csv: str | Path | None = None) -> dict[str, Any]:
+    """:func:`audit_checkpoint`'s result from holdout rows ``checkpoint`` has already scored (``scored``:
+    the holdout's rows with a ``score`` column, e.g. its ``inference_csv``): no second pass over the
+    holdout when the same model is audited twice (a run that delivers the user's spec)."""
+    scores = pd.to_numeric(scored["score"], errors="coerce").to_numpy(dtype=float)
+    figures = audit_scores(scored, scores, float(threshold), seed=seed)
+    result = {"schema": SCHEMA, "checkpoint": str(Path(checkpoint).resolve()), "csv": str(Path(csv).resolve()),
+              "seed": seed, "inference_csv": str(Path(inference_csv).resolve()) if inference_csv is not None else None,
+              **figures}
     return json.loads(json.dumps(result, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
 
 
-__all__ = ["FIGURES", "INFERENCE_NAME", "SCHEMA", "audit_checkpoint", "audit_scores"]
+__all__ = ["FIGURES", "INFERENCE_NAME", "SCHEMA", "audit_checkpoint", "audit_scored", "audit_scores"]

@@ -10,6 +10,7 @@ changes neither. Its records are typed: :class:`AuditSummary` (the ``audit`` obj
 
 from __future__ import annotations
 
+import filecmp
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,14 @@ from pydantic import Field
 
 from deftpipe._pipeline_record import PipelineState
 from deftpipe._record_io import Number, PathText, Record
-from deftpipe.audit._core import FIGURES, audit_checkpoint
+from deftpipe.audit._core import FIGURES, audit_checkpoint, audit_scored
 from deftpipe.config import load_config
+from deftpipe.data import read_dataset
 from deftpipe.deft import BestModel, DeftState, kpi_metrics, kpi_pass_scores
-from deftpipe.errors import StateError
+from deftpipe.errors import DeftpipeError, StateError
 from deftpipe.metrics import ThresholdRule
 from deftpipe.model import get_adapter
+from deftpipe.spec import load_spec
 
 AUDIT_DIR = "audit"
 AUDIT_NAME = "audit.json"
@@ -103,6 +106,22 @@ def _kpi_scores(results_dir: Path, ref: dict[str, Any], spec: Any) -> tuple[floa
     return kpi_metrics(out).get("threshold"), out
 
 
+def _same_model(ref: dict[str, Any], checkpoint: str | Path, spec: Any) -> bool:
+    """Whether a reference is the deliverable itself: the same checkpoint bytes, scored by the torch
+    adapter (whose scores depend on the checkpoint alone), so its holdout scores need no second pass."""
+    try:
+        kinds = {_adapter_kind(s) for s in (ref.get("spec") or spec, spec)}
+        return kinds == {"torch"} and filecmp.cmp(ref["checkpoint"], checkpoint, shallow=False)
+    except (OSError, DeftpipeError):
+        return False
+
+
+def _adapter_kind(spec: Any) -> str:
+    if spec is None:
+        return "torch"  # get_adapter(None): the built-in model
+    return (load_spec(spec) if isinstance(spec, (str, Path)) else spec).adapter.kind
+
+
 def summarize(audit: dict[str, Any]) -> dict[str, Any]:
     """The part of an audit that goes into best_model.json (lists capped at :data:`MAX_LISTED`)."""
     keep = {k: audit.get(k) for k in ("threshold", "csv", "checkpoint", "seed", *FIGURES, "escapes_by_class")}
@@ -140,8 +159,12 @@ def audit_run(results_dir: str | Path, *, seed: int = 0) -> dict[str, Any]:
             if kpi_t is None:
                 continue
             t = rule.threshold(kpi_t, kpi_pass_scores(kpi_csv))
-            references[name] = audit_checkpoint(ref["checkpoint"], t, csv, spec=ref.get("spec") or spec, seed=seed,
-                                                out_dir=out / name)
+            if _same_model(ref, best.checkpoint, spec):  # e.g. the user's spec delivered: its scores are in hand
+                references[name] = audit_scored(ref["checkpoint"], t, csv, read_dataset(full["inference_csv"]),
+                                                seed=seed, inference_csv=full["inference_csv"])
+            else:
+                references[name] = audit_checkpoint(ref["checkpoint"], t, csv, spec=ref.get("spec") or spec,
+                                                    seed=seed, out_dir=out / name)
         AuditDetails(schema_version=AUDIT_VERSION, deliverable=full, references=references,
                      best_iteration=best.best_iteration).write(out / AUDIT_NAME)
         audit = AuditSummary(label=AUDIT_LABEL, done=True, **summarize(full), details=str(out / AUDIT_NAME),
