@@ -1,6 +1,6 @@
 """Which shipped-threshold rule keeps recall on unseen boards at the lowest FAR (issue 28, item 4).
 
-    python bench/threshold_rule.py [--work /work/value_ws] [--tune-seeds 42]
+    python bench/threshold_rule.py [--work /work/value_ws] [--tune-seeds 42] [--out FILE]
 
 Reads the per-row scores bench_value.py keeps for every deliverable (``WORK/scores/ARM_FOLD_SEED.npz``:
 the KPI set's and the holdout's scores and labels). Every candidate rule sets the threshold from the
@@ -119,6 +119,7 @@ def main() -> None:
     ap.add_argument("--tune-seeds", default="42")
     ap.add_argument("--tune-folds", default=None, help="tune on these folds (every seed), report on the others "
                     "(instead of splitting by seed)")
+    ap.add_argument("--out", type=Path, default=OUT, help="the results file (default threshold_rule.json)")
     args = ap.parse_args()
     cells = load_cells(args.work)
     if not cells:
@@ -146,10 +147,10 @@ def main() -> None:
         out["families"][name] = {"chosen": chosen, "grid": grid}
     today_rows = [measure(today(10.0), c) for c in cells.values()]
     out["today"] = summary(today_rows)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    tmp = OUT.with_suffix(".tmp")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(out, indent=1, default=float), encoding="utf-8")
-    tmp.replace(OUT)
+    tmp.replace(args.out)
     print(f"{len(cells)} cells ({len(tune)} tune, {len(report)} report); today's rule: "
           f"recall min {out['today']['recall_min']:.2f} %, FAR mean {out['today']['far_mean']:.1f} %")
     for name, fam in out["families"].items():
