@@ -16,6 +16,8 @@ Cells (each stored in ``bench/results/speed.json`` as soon as it finishes; a rer
 * ``epoch/<impl>/<variant>``: one real epoch of ``train_model`` on a DeepPCB fold's full training
   set (``--ws``: a ``deftpipe init --from-deeppcb`` workspace; the folds of
   bench_generalisation.py): decode, training and validation-scoring seconds.
+* ``fused_ab/<impl>/pool_first_bf16``: the fused AdamW step against the per-parameter loop, alternated
+  ``--repeats`` times in one process (median ms per step of each, and in how many rounds fused won).
 * ``loop/<impl>/pool_first_bf16``: one full-size DEFT loop iteration (``--deeppcb``: a fresh ``init
   --from-deeppcb`` at the defaults, Phase 1 and 3 off, a KPI target no model meets) and its stage
   seconds from ``deft_state.json``: how much of an iteration lies outside training.
@@ -188,6 +190,30 @@ def cell_step(variant: str, repeats: int) -> dict:
             "train_pct_of_gemm_peak": round(100 * train_flops * BATCH / step / 1e9 / gemm, 1)}
 
 
+def cell_fused_ab(variant: str, rounds: int) -> dict:
+    """The fused optimiser against the per-parameter loop in one process, alternated ``rounds`` times
+    (10 steps each), so a box whose speed drifts between cells cannot decide the comparison."""
+    import torch
+
+    spec, model, images, targets, gen = _model_and_batch(variant)
+    o = spec.train.optim
+    kw = dict(lr=o.lr, betas=(o.momentum, o.beta2), weight_decay=o.weight_decay)
+    opts = {"loop": torch.optim.AdamW(model.parameters(), foreach=False, **kw),
+            "fused": torch.optim.AdamW(model.parameters(), fused=True, **kw)}
+    for opt in opts.values():
+        for _ in range(3):
+            _train_step(spec, model, opt, images, targets, gen)
+    ms: dict[str, list[float]] = {k: [] for k in opts}
+    for _ in range(rounds):
+        for name, opt in opts.items():
+            ms[name].append(1000 * sum(_train_step(spec, model, opt, images, targets, gen)[1] for _ in range(10)) / 10)
+    med = {k: float(sorted(v)[len(v) // 2]) for k, v in ms.items()}
+    return {"step_ms_runs": {k: [round(x, 1) for x in v] for k, v in ms.items()},
+            "step_ms_median": {k: round(v, 1) for k, v in med.items()},
+            "fused_saves_pct_median": round(100 * (1 - med["fused"] / med["loop"]), 1),
+            "fused_faster_in_rounds": sum(f < u for f, u in zip(ms["fused"], ms["loop"], strict=True)), "rounds": rounds}
+
+
 def cell_profile(variant: str) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
@@ -302,6 +328,8 @@ def _child(argv: list[str]) -> None:
         res = cell_profile(variant)
     elif kind == "loop":
         res = cell_loop(Path(argv[2]), Path(argv[3]))
+    elif kind == "fused_ab":
+        res = cell_fused_ab(variant, int(argv[2]))
     else:
         res = cell_epoch(variant, Path(argv[2]))
     print("RESULT " + json.dumps(res))
@@ -331,14 +359,15 @@ def main() -> None:
     for kind in args.cells.split(","):
         for impl, src in impls.items():
             for variant in args.variants.split(","):
-                if (impl == "before" and variant != "fp32") or (kind == "loop" and variant != "pool_first_bf16"):
+                if (impl == "before" and variant != "fp32") or (kind in ("loop", "fused_ab")
+                                                                 and variant != "pool_first_bf16"):
                     continue  # the loop runs the workspace's own spec (init's defaults): one cell per tree
                 key = f"{kind}/{impl}/{variant}" + (f"/{args.tag}" if args.tag else "")
                 if key in _load():
                     print(f"{key}: done already", flush=True)
                     continue
                 extra = {"step": [str(args.repeats)], "profile": [], "epoch": [str(args.ws)],
-                         "loop": [str(args.deeppcb), tempfile.gettempdir()]}[kind]
+                         "loop": [str(args.deeppcb), tempfile.gettempdir()], "fused_ab": [str(args.repeats)]}[kind]
                 env = {**os.environ, "PYTHONPATH": src, "BENCH_THREADS": str(args.threads)}
                 load0 = _load_avg()
                 proc = subprocess.run([sys.executable, __file__, "_child", kind, variant, *extra], env=env,
@@ -351,7 +380,7 @@ def main() -> None:
                        "load_avg_end": _load_avg(), "src": src}
                 _store(key, res)
                 brief = {k: res[k] for k in ("step_ms", "train_pct_of_gemm_peak", "score_tta_pairs_per_s",
-                                             "iteration_s", "outside_training_pct",
+                                             "iteration_s", "outside_training_pct", "step_ms_median",
                                              "epoch_s", "training_s", "val_scoring_s", "self_cpu_ms_per_step")
                          if k in res}
                 print(f"{key}: {brief}", flush=True)

@@ -113,31 +113,6 @@ def test_each_epoch_records_its_validation_time(trained) -> None:
     assert history and all(0.0 < h["val_seconds"] < h["epoch_seconds"] for h in history)
 
 
-@pytest.mark.parametrize("name", ["adamw", "adam", "sgd"])
-def test_the_optimiser_is_fused_and_steps_like_the_per_parameter_loop(name: str) -> None:
-    from deftpipe.model._train import make_optimizer
-    from deftpipe.spec import Spec
-
-    optim = Spec().train.optim.model_copy(update={"optimizer": name})
-    torch.manual_seed(0)
-    a = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 1))
-    b = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 1))
-    b.load_state_dict(a.state_dict())
-    fused = make_optimizer(a, optim)
-    assert fused.defaults["fused"] is True
-    cls = type(fused)
-    kw = {"momentum": optim.momentum} if name == "sgd" else {"betas": (optim.momentum, optim.beta2)}
-    loop = cls(b.parameters(), lr=optim.lr, weight_decay=optim.weight_decay, foreach=False, **kw)
-    x = torch.randn(16, 6)
-    for _ in range(5):
-        for model, opt in ((a, fused), (b, loop)):
-            opt.zero_grad()
-            model(x).square().mean().backward()
-            opt.step()
-    for p, q in zip(a.parameters(), b.parameters(), strict=True):
-        assert torch.allclose(p, q, atol=1e-6)
-
-
 def test_the_epochs_validation_is_one_pass_and_flip_tta_stays_for_the_shipped_scores(tiny, tmp_path) -> None:
     """With flip TTA the epoch's validation figure is the unflipped pass alone (it chooses the epoch and
     ranks trials); inference keeps the four-flip mean, and RCA does not get the one-pass scores."""
