@@ -79,11 +79,13 @@ def _assert_retried(trials: list[optuna.trial.FrozenTrial], killed: int, n: int)
 
 def test_killed_sweep_resumes_and_retries_the_killed_trial(tmp_path, ws_args):
     out = tmp_path / "out"
-    args = _run_args(ws_args, out, "--max-recommendations", "3")
+    # 4 epochs: trials of the tiny workspace take about a second since the one-pass validation, and a
+    # 2-epoch trial could finish (and the next not yet start) between the poll that saw it and the kill
+    args = _run_args(ws_args, out, "--max-recommendations", "3", epochs=4)
     proc = subprocess.Popen(args, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"sqlite:///{out / 'study.db'}"
 
-    # kill after epoch 1 of a 2-epoch trial has been reported: the whole of epoch 2 is left to hit
+    # kill after epoch 1 of a 4-epoch trial has been reported: the rest of the trial is left to hit
     halfway = _wait_for("a trial halfway", lambda: _halfway(url, "deftpipe-automl", ""), proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

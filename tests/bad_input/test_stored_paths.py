@@ -129,7 +129,7 @@ READERS = {
     "deft/_merge:_checked_before": "merge_validation, an artefact path load_state checked",
     "pipeline/_trajectory:*": "best_model.json of the run folder: figures only",
     "pipeline/_estimate:*": "the calibration file: numbers only",
-    "audit/_core:audit_checkpoint": "json round-trip of a dict (no file)",
+    "audit/_core:audit_scored": "json round-trip of a dict (no file)",
     "deft/_model_stages:kpi_metrics": "json round-trip of a dict (no file)",
 }
 
