@@ -104,7 +104,8 @@ def lr_at(step: int, total: int, warmup: int, optim) -> float:
 
 def make_optimizer(model: torch.nn.Module, optim) -> torch.optim.Optimizer:
     """The spec's optimiser over ``model``'s parameters. Not fused: the fused AdamW kernel was no faster
-    per training step on CPU (median 68.6 vs 67.2 ms over 12 alternated rounds, speed.json ``fused_ab``)."""
+    per training step on CPU (median 68.6 vs 67.2 ms over 12 alternated rounds, speed.json ``fused_ab``);
+    two full runs hinted at 10 % (docs/benchmarks.md, "Speed, continued"): not settled."""
     params = model.parameters()
     if optim.optimizer == "sgd":
         return torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
