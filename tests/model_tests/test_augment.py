@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deftpipe.model._data import augment, edge_jitter
+from deftpipe.model._data import NoiseBank, augment, edge_jitter
 from deftpipe.spec import AugmentSection
 
 
@@ -103,3 +103,34 @@ def test_the_fast_augmentation_draws_the_same_batch_as_before_and_leaves_its_inp
         ref = _augment_before(x.clone(), aug, torch.Generator().manual_seed(seed))
         assert torch.equal(fast, ref), (update, seed)
     assert torch.equal(x, kept)
+
+
+@pytest.mark.parametrize("update", [{}, {"shift_px": 3, "edge_jitter": 0.2}, {"flip": False, "rotate90": False}])
+def test_a_uint8_batch_is_augmented_exactly_as_its_float_copy(update) -> None:
+    aug = AugmentSection().model_copy(update=update)
+    images = torch.randint(0, 256, (9, 2, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    kept = images.clone()
+    for seed in range(3):
+        from_u8 = augment(images, aug, torch.Generator().manual_seed(seed))
+        from_float = augment(images.float().div_(255.0), aug, torch.Generator().manual_seed(seed))
+        assert from_u8.dtype == torch.float32 and torch.equal(from_u8, from_float), (update, seed)
+    assert torch.equal(images, kept)
+
+
+def test_the_noise_bank_serves_gaussian_windows_that_differ_per_batch_and_repeat_per_seed() -> None:
+    aug = AugmentSection(flip=False, rotate90=False, brightness=0.0, noise=0.1)
+    x = torch.full((4, 2, 1, 32, 32), 0.5)
+
+    def batches(seed: int) -> list[torch.Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        bank = NoiseBank(g, x.numel())
+        return [augment(x, aug, g, bank) for _ in range(3)]
+
+    a, again, other = batches(0), batches(0), batches(1)
+    assert all(torch.equal(p, q) for p, q in zip(a, again, strict=True))  # a seed gives the same batches
+    assert not torch.equal(a[0], a[1]) and not torch.equal(a[0], other[0])  # a new window, a new seed
+    noise = (a[0] - 0.5) / 0.1
+    assert abs(float(noise.mean())) < 0.05 and abs(float(noise.std()) - 1.0) < 0.05
+    g = torch.Generator().manual_seed(0)
+    big = NoiseBank(g, 10, windows=1).take(torch.Size([5, 5]), g)  # larger than the bank: a fresh draw
+    assert big.shape == (5, 5)

@@ -27,7 +27,7 @@ from deftpipe.errors import DataError, SpecError, TrainingError
 from deftpipe.metrics import compute_metrics
 from deftpipe.model._adapter import EpochCallback, TrainResult
 from deftpipe.model._checkpoint import checkpoint_name, load_weights, read_checkpoint, save_checkpoint
-from deftpipe.model._data import PairSet, augment, class_names, load_pair_set, to_float
+from deftpipe.model._data import NoiseBank, PairSet, augment, class_names, load_pair_set, to_float
 from deftpipe.model._network import NetConfig, SiameseChangeNet
 from deftpipe.model._precision import autocast, resolve_precision
 from deftpipe.model._val_scores import csv_stamp, save_val_scores
@@ -303,9 +303,10 @@ def _train(spec, out_dir, cfg, classes, train_set, val_set, val_stamp, init, ini
                 model.train()
                 order, losses, t_epoch = (epoch_order(train_set, tr.class_balance, gen, tr.added_rows_weight), [],
                                            time.perf_counter())
+                noise = NoiseBank(gen, tr.batch_size * train_set.images[0].numel()) if tr.augment.noise > 0 else None
                 for i in range(steps_per_epoch):
                     idx = order[i * tr.batch_size:(i + 1) * tr.batch_size]
-                    x = augment(to_float(train_set.images[idx]), tr.augment, gen).to(device)
+                    x = augment(train_set.images[idx], tr.augment, gen, noise).to(device)
                     y = train_set.targets[idx].to(device)
                     lr = lr_at(step, total, warmup, tr.optim)
                     for g in optimizer.param_groups:
