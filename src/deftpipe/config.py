@@ -8,7 +8,7 @@ out-of-range values are errors. Each part reads only its own section: ``automl.p
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator
@@ -83,6 +83,9 @@ class SweepConfig(_Strict):
     # loop's data; the ablation's "not warm-started" arm)
     warm_start: bool = True
     per_trial_seconds: float | None = None  # for the compute estimate (None = measured dry run)
+    # trials at once on this host (auto: 2 for the built-in model on a CPU of >= 2 cores, else 1;
+    # deftpipe.automl._local_workers)
+    local_workers: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"
 
 
 class MiningConfig(_Strict):

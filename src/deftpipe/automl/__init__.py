@@ -23,6 +23,8 @@ from deftpipe.automl._best_rec import (
     validate_best_rec,
     write_best_rec,
 )
+from deftpipe.automl._local_workers import AUTO as AUTO_WORKERS
+from deftpipe.automl._local_workers import resolve as resolve_local_workers
 from deftpipe.automl._settings import METRICS, SweepOptions
 from deftpipe.automl._space import Param, SearchSpace, load_search_space, parse_search_space
 from deftpipe.automl._storage import redact, storage_url
@@ -30,6 +32,7 @@ from deftpipe.automl._sweep import DEFAULT_STUDY, run_sweep, run_worker
 
 __all__ = [
     "ALGORITHMS",
+    "AUTO_WORKERS",
     "Algorithm",
     "BEST_REC_NAME",
     "BestRec",
@@ -49,6 +52,7 @@ __all__ = [
     "make_sampler_pruner",
     "parse_search_space",
     "redact",
+    "resolve_local_workers",
     "run_sweep",
     "run_worker",
     "storage_url",

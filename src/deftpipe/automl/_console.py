@@ -52,8 +52,9 @@ class ProgressRecord(NullProgress):
     """Keeps ``OUT/progress.json`` (trial n of N, the running trial and epoch, mean trial time and an
     estimate of what is left) and tells the display; never fails the sweep over a status file."""
 
-    def __init__(self, display: NullProgress, out_dir: str | Path | None, total: int, title: str) -> None:
-        self.display, self.total, self.title = display, total, title
+    def __init__(self, display: NullProgress, out_dir: str | Path | None, total: int, title: str,
+                 parallel: int = 1) -> None:
+        self.display, self.total, self.title, self.parallel = display, total, title, max(1, parallel)
         self.path = Path(out_dir) / PROGRESS_FILE if out_dir is not None else None
         self.durations: list[float] = []
         self.data: dict[str, Any] = {"title": title, "total": total, "done": 0, "running": None, "epoch": None}
@@ -77,7 +78,8 @@ class ProgressRecord(NullProgress):
         mean = sum(self.durations) / len(self.durations)
         started = self.data.get("trial_started_at")
         running_left = max(mean - (time.time() - started), 0.0) if self.data.get("running") and started else 0.0
-        return mean * max(self.total - done - (1 if self.data.get("running") else 0), 0) + running_left
+        queued = max(self.total - done - (1 if self.data.get("running") else 0), 0)
+        return mean * queued / min(self.parallel, max(queued, 1)) + running_left  # trials side by side
 
     def _save(self) -> None:
         if self.path is None:
@@ -163,11 +165,12 @@ class SweepProgress(NullProgress):
                                markup=False, highlight=False, soft_wrap=True)
 
 
-def make_progress(show: bool, total: int, title: str, out_dir: str | Path | None = None) -> NullProgress:
+def make_progress(show: bool, total: int, title: str, out_dir: str | Path | None = None,
+                  parallel: int = 1) -> NullProgress:
     """The display (a bar on a terminal, plain lines on a log, nothing when not ``show``), wrapped in
-    the ``progress.json`` record of ``out_dir`` when given."""
+    the ``progress.json`` record of ``out_dir`` when given (``parallel``: trials run side by side)."""
     display = SweepProgress(total, title=title) if show else NullProgress()
-    return ProgressRecord(display, out_dir, total, title) if out_dir is not None else display
+    return ProgressRecord(display, out_dir, total, title, parallel) if out_dir is not None else display
 
 
 def _short(specs: dict[str, Any], prefix: str = "") -> list[str]:

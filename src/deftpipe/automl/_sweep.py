@@ -22,6 +22,7 @@ from deftpipe._record_io import read_json_file
 from deftpipe.automl._algorithms import SweepContext, get_algorithm, make_sampler_pruner
 from deftpipe.automl._best_rec import BestRec, EnqueueSource
 from deftpipe.automl._console import NullProgress, make_progress, print_summary
+from deftpipe.automl._local_workers import LOG_DIR, failures, running
 from deftpipe.automl._out_dir import claim_out_dir, refuse_other_owner
 from deftpipe.automl._select import select_and_build
 from deftpipe.automl._settings import (
@@ -105,17 +106,39 @@ def _make_study(storage: RDBStorage, name: str, settings: SweepSettings, space: 
 def _drive(study: optuna.Study, settings: SweepSettings, space: SearchSpace, progress: NullProgress,
            *, heartbeat: bool, deadline: float | None = None) -> int:
     """Run trials until the study holds ``max_recommendations`` done trials, or until ``deadline``
-    (``time.time()``) has passed and at least one trial is done. Returns trials run here."""
+    (``time.time()``) has passed and at least one trial is done. Returns trials run here.
+
+    Workers sharing the sweep's folder check the count and claim a trial one at a time (a file lock
+    held until the claimed trial is RUNNING in the study), so two workers that finish together do not
+    both start the last trial. The trials other workers finish are reported here too.
+    """
     target = settings.max_recommendations
     state = {"done": 0}
+    Path(settings.out_dir).mkdir(parents=True, exist_ok=True)
+    start_lock = FileLock(str(Path(settings.out_dir) / ".trial_start.lock"))
+    ours: set[int] = set()
+    reported = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+
+    def report_others() -> None:
+        trials = study.get_trials(deepcopy=False)
+        for t in trials:
+            if t.state.is_finished() and t.number not in reported and t.number not in ours:
+                reported.add(t.number)
+                figure = f"{settings.metric}={t.value:.4g}" if t.value is not None else ""
+                seconds = t.duration.total_seconds() if t.duration is not None else 0.0
+                progress.trial_end(rec_id(t.number), f"{t.state.name.lower()} (another worker)", figure, seconds,
+                                   progress_counts(trials)[0])
 
     def on_epoch(number: int, epoch: int, value: float | None) -> None:
         shown = "nan" if value is None else f"{value:.4g}"
         progress.update(state["done"], f"{rec_id(number)} epoch {epoch}/{settings.num_epochs} "
                                        f"{settings.metric}={shown}")
         progress.epoch(rec_id(number), epoch, settings.num_epochs, f"{settings.metric}={shown}")
+        report_others()
 
     def after_trial(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
+        ours.add(t.number)
+        reported.add(t.number)
         trials = study.get_trials(deepcopy=False)
         done_now, _, _ = progress_counts(trials)
         figure = f"{settings.metric}={t.value:.4g}" if t.value is not None else ""
@@ -127,26 +150,40 @@ def _drive(study: optuna.Study, settings: SweepSettings, space: SearchSpace, pro
             progress.note(f"{rec_id(t.number)} {t.state.name.lower()}: {t.user_attrs['fail_reason']}")
 
     objective = TrialObjective(settings, space, on_epoch=on_epoch)
+
+    def claimed(trial: optuna.Trial) -> float:
+        start_lock.release()  # the trial is RUNNING in the study now: other workers count it
+        return objective(trial)
+
     ran = 0
     while True:
-        if heartbeat:
-            fail_stale_trials(study)  # a dead worker's trial -> FAIL + re-enqueued (retry callback)
-        done, running, _ = progress_counts(study.get_trials(deepcopy=False))
-        state["done"] = done
-        progress.update(done)
-        if done >= target:
-            return ran
-        if deadline is not None and done and time.time() >= deadline:
-            progress.note(f"time budget reached after {done} of {target} trials: no new trial started")
-            return ran
-        # Without heartbeats a killed worker's trial stays RUNNING forever: do not wait for it.
-        if heartbeat and done + running >= target:
+        report_others()
+        with start_lock:
+            if heartbeat:
+                fail_stale_trials(study)  # a dead worker's trial -> FAIL + re-enqueued (retry callback)
+            done, running, _ = progress_counts(study.get_trials(deepcopy=False))
+            state["done"] = done
+            progress.update(done)
+            if done >= target:
+                return ran
+            if deadline is not None and done and time.time() >= deadline:
+                progress.note(f"time budget reached after {done} of {target} trials: no new trial started")
+                return ran
+            # Without heartbeats a killed worker's trial stays RUNNING forever: do not wait for it.
+            wait = heartbeat and done + running >= target
+            if not wait:
+                progress.trial_start(rec_id(len(study.get_trials(deepcopy=False))), done)
+                start_lock.acquire()  # held past this block until ``claimed`` runs
+        if wait:
             progress.update(done, f"waiting for {running} running trial(s) of other workers")
             time.sleep(POLL_S)
             continue
-        progress.trial_start(rec_id(len(study.get_trials(deepcopy=False))), done)
-        study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=[after_trial],
-                       gc_after_trial=False, show_progress_bar=False)
+        try:
+            study.optimize(claimed, n_trials=1, catch=(TrialFailed,), callbacks=[after_trial],
+                           gc_after_trial=False, show_progress_bar=False)
+        finally:
+            while start_lock.is_locked:  # the trial failed before its objective ran
+                start_lock.release()
         ran += 1
 
 
@@ -236,8 +273,11 @@ def run_sweep(options: SweepOptions | None = None, /, *, show_progress: bool = T
             check_resumable(stored, settings, name)
         study = _make_study(st, name, settings, space, seed_salt=0)
         write_settings(study, settings)  # also updates the target N, K and margin of a resumed study
+        left = settings.max_recommendations - progress_counts(study.get_trials(deepcopy=False))[0]
+    # a worker waits for the others' running trials only with heartbeats (else it cannot tell a dead one)
+    extra = max(0, min(options.local_workers, left) - 1) if heartbeat_interval else 0
     with make_progress(show_progress, settings.max_recommendations,
-                       f"automl {name} ({settings.algorithm}, {settings.metric})", out) as progress:
+                       f"automl {name} ({settings.algorithm}, {settings.metric})", out, parallel=extra + 1) as progress:
         if not existed:
             progress.note(f"study '{name}' created in {redact(url)}")
             for path, values, skipped in enqueue:
@@ -248,7 +288,14 @@ def run_sweep(options: SweepOptions | None = None, /, *, show_progress: bool = T
         else:
             progress.note(f"resuming study '{name}' in {redact(url)} ({len(study.trials)} trials so far)")
         with storage_errors(url):
-            _drive(study, settings, space, progress, heartbeat=bool(heartbeat_interval), deadline=deadline)
+            with running(extra, url=url, study=name, out_dir=out, heartbeat=heartbeat_interval,
+                                       deadline=deadline) as procs:
+                if procs:
+                    progress.note(f"{extra + 1} trials at a time: {extra} local worker(s) beside this process "
+                                  f"(logs: {out / LOG_DIR})")
+                _drive(study, settings, space, progress, heartbeat=bool(heartbeat_interval), deadline=deadline)
+            for line in failures(procs, out):
+                progress.note(line)
     with FileLock(str(out / ".best_rec.lock")), storage_errors(url):
         best_rec, notes = select_and_build(study, settings, name)
         best_rec.save(out)
@@ -261,13 +308,14 @@ def run_sweep(options: SweepOptions | None = None, /, *, show_progress: bool = T
 
 @_quiet_optuna()
 def run_worker(storage: str, study_name: str, *, out_dir: str | Path | None = None, show_progress: bool = True,
-               heartbeat_interval: int = DEFAULT_HEARTBEAT_S) -> dict[str, Any]:
+               heartbeat_interval: int = DEFAULT_HEARTBEAT_S, deadline: float | None = None) -> dict[str, Any]:
     """Join an existing study (created by :func:`run_sweep`) and run trials until it holds N done.
 
     Everything needed (spec, CSVs, space, algorithm, metric, budget) is read from the study's
     attributes. ``out_dir`` overrides where this worker writes its trial folders (default: the
     sweep's own, which must then be a shared folder). best_rec.json is written by ``run_sweep``:
-    rerun the original ``deftpipe automl run`` command once the workers are done.
+    rerun the original ``deftpipe automl run`` command once the workers are done. ``deadline``
+    (``time.time()``): no trial starts after it once one is done (a sweep's time budget).
 
     Raises:
         SweepError: the study does not exist or was not created by deftpipe.
@@ -294,7 +342,7 @@ def run_worker(storage: str, study_name: str, *, out_dir: str | Path | None = No
     with make_progress(show_progress, settings.max_recommendations,
                        f"worker {study_name} ({settings.algorithm}, {settings.metric})") as progress:
         with storage_errors(url):
-            ran = _drive(study, settings, space, progress, heartbeat=bool(heartbeat_interval))
+            ran = _drive(study, settings, space, progress, heartbeat=bool(heartbeat_interval), deadline=deadline)
     done, running, waiting = progress_counts(study.get_trials(deepcopy=False))
     return {"study": study_name, "storage": redact(url), "trials_run_here": ran, "done": done,
             "target": settings.max_recommendations}

@@ -46,6 +46,8 @@ def run(
     heartbeat: int = typer.Option(10, "--heartbeat", min=0, help="trial heartbeat seconds (0 = off)"),
     threads: int = typer.Option(0, "--threads", min=0,
                                 help="compute threads of this process (0 = cores ÷ deftpipe workers on this host)"),
+    local_workers: int = typer.Option(1, "--local-workers", min=1, max=64,
+                                      help="trials at once on this host (2 pays on a CPU; needs --heartbeat > 0)"),
     as_json: bool = typer.Option(False, "--json", help="print best_rec.json on stdout"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar or summary table"),
 ) -> None:
@@ -62,7 +64,8 @@ def run(
         spec=spec, train_csv=train_csv, val_csv=val_csv, out_dir=out_dir, metric=metric, algorithm=algorithm,
         max_recommendations=max_recommendations, storage=storage, study_name=study, pretrained=pretrained,
         enqueue_spec=enqueue_spec or None, search_space=search_space, num_epochs=epochs, batch_size=batch_size,
-        seed=seed, keep_checkpoints=keep_checkpoints, rerun_margin=rerun_margin, heartbeat_interval=heartbeat)
+        seed=seed, keep_checkpoints=keep_checkpoints, rerun_margin=rerun_margin, heartbeat_interval=heartbeat,
+        local_workers=local_workers)
     best_rec = run_sweep(options, show_progress=not quiet)
     if as_json:
         print_json(best_rec.to_json())

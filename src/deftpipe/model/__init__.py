@@ -23,7 +23,7 @@ from deftpipe.spec import load_spec
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "COMMAND_PLACEHOLDERS", "CommandAdapter", "EpochCallback",
            "ModelAdapter", "TorchAdapter", "TrainResult", "device_problem", "get_adapter", "known_kinds",
-           "register_backend", "train_model"]
+           "register_backend", "train_model", "trains_on_cpu"]
 
 #: backends outside this package, by ``adapter.kind`` (``register_backend``); the built-in ones are below
 _BACKENDS: dict[str, Callable[..., ModelAdapter]] = {}
@@ -77,6 +77,9 @@ def __getattr__(name: str):
         from deftpipe.model._train import train_model  # late: imports torch
 
         return train_model
+    if name == "trains_on_cpu":  # the sweeps' local_workers: auto
+        from deftpipe.model._train import trains_on_cpu  # late: imports torch
+        return trains_on_cpu
     if name == "device_problem":  # the pre-flight's device check
         from deftpipe.model._train import device_problem  # late: imports torch
 

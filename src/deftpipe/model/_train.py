@@ -33,6 +33,9 @@ from deftpipe.model._precision import autocast, resolve_precision
 from deftpipe.model._val_scores import csv_stamp, save_val_scores
 from deftpipe.spec import Spec, spec_to_dict
 
+#: a training re-takes its share of the cores this often (about 2 s of a DeepPCB epoch), so a trial
+#: that a second sweep worker joins halves its threads, and one left alone takes them all back
+RESHARE_STEPS = 32
 EVAL_BATCH = 32  # measured: 1,060 pairs/s at 32 vs 634 at 256 on 2 CPU threads (cache-sized batches)
 
 
@@ -59,12 +62,30 @@ def torch_threads(requested: int = 0) -> Iterator[int]:
             torch.set_num_threads(before)
 
 
+def retake_threads(requested: int = 0) -> None:
+    """Re-take this job's share of the cores (call inside :func:`torch_threads`): a worker that started
+    or ended beside it since changes the share of the rule in :mod:`deftpipe._cores`."""
+    n = fair_threads(requested)
+    if n != torch.get_num_threads():
+        torch.set_num_threads(n)
+
+
 def device_problem(name: str) -> str | None:
     """Why ``train.device: name`` cannot run with the installed torch, or None (pre-flight asks too)."""
     if name == "cuda" and not torch.cuda.is_available():
         return (f"train.device is cuda but the installed torch {torch.__version__} cannot use a GPU "
                 "(torch.cuda.is_available() is False); set train.device to auto or cpu, or install a CUDA build")
     return None
+
+
+def trains_on_cpu(spec: Spec) -> bool:
+    """Whether ``spec`` trains the built-in model on this host's CPU (not a GPU, TAO or a command)."""
+    if spec.adapter.kind != "torch":
+        return False
+    try:
+        return pick_device(spec.train.device).type == "cpu"
+    except SpecError:
+        return False
 
 
 def pick_device(name: str) -> torch.device:
@@ -305,6 +326,8 @@ def _train(spec, out_dir, cfg, classes, train_set, val_set, val_stamp, init, ini
                                            time.perf_counter())
                 noise = NoiseBank(gen, tr.batch_size * train_set.images[0].numel()) if tr.augment.noise > 0 else None
                 for i in range(steps_per_epoch):
+                    if i % RESHARE_STEPS == 0:
+                        retake_threads(tr.num_threads)
                     idx = order[i * tr.batch_size:(i + 1) * tr.batch_size]
                     x = augment(train_set.images[idx], tr.augment, gen, noise).to(device)
                     y = train_set.targets[idx].to(device)

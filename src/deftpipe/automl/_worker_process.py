@@ -1,0 +1,32 @@
+"""A local worker's process (``python -m deftpipe.automl._worker_process``; :mod:`._local_workers`).
+
+Its orders come as JSON on stdin: the storage URL, the study, the heartbeat, the deadline and the
+pid of the sweep that started it, whose death ends this process too.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from deftpipe.automl._local_workers import exit_with
+from deftpipe.automl._sweep import run_worker
+from deftpipe.errors import DeftpipeError
+
+
+def main() -> int:
+    orders: dict[str, Any] = json.loads(sys.stdin.read())
+    exit_with(int(orders["parent"]))
+    try:
+        summary = run_worker(orders["storage"], orders["study"], heartbeat_interval=int(orders["heartbeat"]),
+                             deadline=orders.get("deadline"))
+    except DeftpipeError as err:
+        print(f"local worker: {err}", flush=True)
+        return 2
+    print(f"local worker done: {summary['trials_run_here']} trial(s) run here", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
