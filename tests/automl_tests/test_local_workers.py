@@ -39,16 +39,18 @@ def test_two_local_workers_run_trials_side_by_side_and_stop_at_n(tmp_path, ws_ar
 def test_auto_is_two_only_for_the_built_in_model_on_a_multi_core_cpu(monkeypatch) -> None:
     monkeypatch.delenv("DEFTPIPE_NUM_THREADS", raising=False)
     monkeypatch.setattr("deftpipe.automl._local_workers.host_cores", lambda: 2)
-    assert resolve("auto", trials=4, cpu_torch=True) == 2
-    assert resolve("auto", trials=1, cpu_torch=True) == 1
-    assert resolve("auto", trials=4, cpu_torch=False) == 1  # a GPU, TAO or a command backend
-    assert resolve("auto", trials=4, cpu_torch=True, pinned_threads=2) == 1
+    big = 45_600  # DeepPCB's default: 22,800 rows x 2 epochs
+    assert resolve("auto", trials=4, cpu_torch=True, row_epochs=big) == 2
+    assert resolve("auto", trials=4, cpu_torch=True, row_epochs=6_400) == 1  # trials of seconds
+    assert resolve("auto", trials=1, cpu_torch=True, row_epochs=big) == 1
+    assert resolve("auto", trials=4, cpu_torch=False, row_epochs=big) == 1  # a GPU, TAO or a command backend
+    assert resolve("auto", trials=4, cpu_torch=True, pinned_threads=2, row_epochs=big) == 1
     assert resolve(3, trials=2, cpu_torch=False) == 2  # an explicit count, capped by the trials
     monkeypatch.setenv("DEFTPIPE_NUM_THREADS", "1")
-    assert resolve("auto", trials=4, cpu_torch=True) == 1
+    assert resolve("auto", trials=4, cpu_torch=True, row_epochs=big) == 1
     monkeypatch.delenv("DEFTPIPE_NUM_THREADS")
     monkeypatch.setattr("deftpipe.automl._local_workers.host_cores", lambda: 1)
-    assert resolve("auto", trials=4, cpu_torch=True) == 1
+    assert resolve("auto", trials=4, cpu_torch=True, row_epochs=big) == 1
 
 
 def _children(pid: int) -> list[int]:

@@ -51,6 +51,20 @@ def test_phases_price_the_jobs_the_run_does():
     assert off["phase1"].seconds == 0 and off["phase2"].seconds > costs["phase2"].seconds + trial / 2
 
 
+def test_trials_side_by_side_cost_a_shared_round_and_a_lone_last_trial():
+    cfg = PipelineConfig()
+    cfg.automl.phase1.max_recommendations, cfg.automl.phase3.max_recommendations = 4, 3
+    cached = frozenset({"train", "val", "kpi", "pool"})
+    one = cm.price(cfg, RATES, cm.Workload(train=1000, val=200, kpi=300, pool=500, cached=cached))
+    two = cm.price(cfg, RATES, cm.Workload(train=1000, val=200, kpi=300, pool=500, cached=cached, workers=(2, 2)))
+    assert cm.trials(cfg.automl.phase1, 0.0, 2) == pytest.approx(4 * cm.SHARED_TRIAL)  # two rounds of two
+    assert cm.trials(cfg.automl.phase3, 0.0, 2) == pytest.approx(2 * cm.SHARED_TRIAL + 1)  # the third runs alone
+    assert cm.trials(cfg.automl.phase3, 0.5, 2) == pytest.approx(2 * cm.SHARED_TRIAL + 1.5)  # the re-run: alone
+    trial = 2 * (0.5 + 1000 * 0.001 + 0.1 + 200 * 0.0001)
+    assert one["phase1"].seconds - two["phase1"].seconds == pytest.approx(4 * (1 - cm.SHARED_TRIAL) * trial)
+    assert two["phase3"].seconds < one["phase3"].seconds and "(2 at a time)" in two["phase3"].parts[0]
+
+
 def test_a_phase_range_spans_its_least_to_its_most_work():
     cfg = PipelineConfig()
     cfg.automl.phase1.max_recommendations = cfg.automl.phase3.max_recommendations = 3

@@ -19,9 +19,10 @@ alone gets the whole host back. A worker:
   after the heartbeat's grace period and is retried when the sweep resumes.
 
 ``auto`` (the pipeline's default) means 2 when the trials train the built-in model on a CPU of at
-least 2 cores, the sweep has at least 2 trials and no thread count is pinned
-(``train.num_threads``, ``$DEFTPIPE_NUM_THREADS``); 1 otherwise: a GPU, TAO or a command backend
-runs one trial at a time. Only 2 workers were measured (on 2 cores).
+least 2 cores, the sweep has at least 2 trials of at least :data:`AUTO_MIN_ROW_EPOCHS` training
+row-epochs each, and no thread count is pinned (``train.num_threads``, ``$DEFTPIPE_NUM_THREADS``);
+1 otherwise: a GPU, TAO or a command backend runs one trial at a time. Only 2 workers were
+measured (on 2 cores).
 """
 
 from __future__ import annotations
@@ -40,16 +41,23 @@ from deftpipe._cores import env_threads, host_cores
 
 AUTO = "auto"
 AUTO_WORKERS = 2  # what ``auto`` starts where parallel trials pay (the only count measured)
+#: ``auto`` starts workers only for trials of at least this many training row-epochs (DeepPCB's default
+#: has 45,600): a worker's start (Python, torch, its data: a few seconds) would eat the gain of a
+#: trial of seconds, as on the synthetic workspaces (medium: 6,400)
+AUTO_MIN_ROW_EPOCHS = 20_000
 PARENT_POLL_S = 0.5  # how often a worker checks that the process that started it is alive
 EXIT_WAIT_S = 60.0  # after the sweep's last trial: how long a worker may take to exit before it is stopped
 LOG_DIR = "workers"
 
 
-def resolve(requested: int | str, *, trials: int, cpu_torch: bool, pinned_threads: int = 0) -> int:
-    """The number of trials a sweep runs at once: ``requested``, or for ``auto`` the rule above."""
+def resolve(requested: int | str, *, trials: int, cpu_torch: bool, pinned_threads: int = 0,
+            row_epochs: int = 0) -> int:
+    """The number of trials a sweep runs at once: ``requested``, or for ``auto`` the rule above
+    (``row_epochs``: training rows × epochs of one trial)."""
     if requested != AUTO:
         return max(1, min(int(requested), trials))
-    if not cpu_torch or pinned_threads or env_threads() or host_cores() < 2 or trials < 2:
+    if (not cpu_torch or pinned_threads or env_threads() or host_cores() < 2 or trials < 2
+            or row_epochs < AUTO_MIN_ROW_EPOCHS):
         return 1
     return min(AUTO_WORKERS, trials)
 

@@ -51,6 +51,10 @@ RERUN_SHARE = 0.5  # a sweep re-runs a suspicious winner once (rerun_margin): ab
 #: medium, 5 runs, bench/results/estimate.json): a job of thousands of rows runs at a steadier rate
 #: than the dry run's 64/256-row epochs. 1.2-1.5x was seen only with other jobs on the box.
 JOB_OVERHEAD = 0.9
+#: a trial that runs beside another on half the cores costs this share of a trial-length alone:
+#: 2 local workers on 2 cores took 121-126 ms per DeepPCB training step each, one trial alone 75 ms
+#: (deftpipe.automl._local_workers; bench/results/speed.json "parallel")
+SHARED_TRIAL = 0.825
 LOOP_SHARE = 0.5  # the loop stops once the KPI is met: its iterations count half (0 to all of them happen)
 GROWTH_SHARE = 0.5  # an iteration adds about half the rows it may add (measured: 0.2-0.45 on synthetic)
 UNTRAINED_ROWS = 32  # deftpipe.pipeline._phases.UNTRAINED_ROWS
@@ -88,6 +92,7 @@ class Workload:
     #: forward passes per row of an inference job (4 with the torch model's flip TTA); training's per-epoch
     #: validation is one pass (deftpipe.model._train._validate_epoch), so it costs 1 / score_passes of it
     score_passes: int = 1
+    workers: tuple[int, int] = (1, 1)  # trials side by side in Phase 1 and Phase 3 (SweepConfig.local_workers)
 
     def cold(self, name: str) -> int:
         return 0 if name in self.cached else getattr(self, name)
@@ -101,9 +106,13 @@ def per_iteration_growth(cfg: PipelineConfig) -> float:
     return GROWTH_SHARE * most
 
 
-def trials(sweep: SweepConfig, share: float = RERUN_SHARE) -> float:
-    """Trials a sweep runs: its recommendations + ``share`` of a fresh-seed re-run of the winner."""
-    return sweep.max_recommendations + (share if sweep.max_recommendations > 1 else 0.0)
+def trials(sweep: SweepConfig, share: float = RERUN_SHARE, workers: int = 1) -> float:
+    """Trial-lengths of wall a sweep takes: its recommendations, ``workers`` at a time (full rounds cost
+    :data:`SHARED_TRIAL` of a trial-length per trial, a last short round runs alone), + ``share`` of a
+    fresh-seed re-run of the winner (one process)."""
+    n = sweep.max_recommendations
+    rounds, rest = divmod(n, workers) if workers > 1 else (0, n)
+    return rounds * workers * SHARED_TRIAL + rest + (share if n > 1 else 0.0)
 
 
 class Pricer:
@@ -129,9 +138,9 @@ def price(cfg: PipelineConfig, rates: Rates, w: Workload) -> dict[str, PhaseCost
     if p1.enabled:
         c = out["phase1"]
         c.add(pr.decode(w.cold("train") + w.cold("val")), "first decode of train + validation")
-        n, job = trials(p1), pr.train(w.train, p1.num_epochs)
-        c.add(n * job, f"{n:g} trials × {w.train} rows × {p1.num_epochs} epochs",
-              least=trials(p1, 0.0) * job, most=trials(p1, 1.0) * job)
+        n, job, k = trials(p1, workers=w.workers[0]), pr.train(w.train, p1.num_epochs), w.workers[0]
+        c.add(n * job, f"{p1.max_recommendations} trials{f' ({k} at a time)' if k > 1 else ''} × {w.train} rows × "
+                       f"{p1.num_epochs} epochs", least=trials(p1, 0.0, k) * job, most=trials(p1, 1.0, k) * job)
         c.add(pr.train(min(UNTRAINED_ROWS, w.train), 1), "quality check (untrained model)")
         c.add(pr.decode(w.cold("kpi")) + pr.infer(w.kpi), "the user's spec scored on the KPI set (reference)")
     c = out["phase2"]
@@ -164,10 +173,11 @@ def price(cfg: PipelineConfig, rates: Rates, w: Workload) -> dict[str, PhaseCost
     if p3.enabled:
         rows = w.train + LOOP_SHARE * d.max_iterations * grow
         c = out["phase3"]
-        n = trials(p3)
-        c.add(n * pr.train(rows, p3.num_epochs), f"{n:g} trials × {rows:.0f} rows × {p3.num_epochs} epochs",
-              least=trials(p3, 0.0) * pr.train(w.train, p3.num_epochs),
-              most=trials(p3, 1.0) * pr.train(w.train + d.max_iterations * grow_most, p3.num_epochs))
+        n, k = trials(p3, workers=w.workers[1]), w.workers[1]
+        c.add(n * pr.train(rows, p3.num_epochs), f"{p3.max_recommendations} trials{f' ({k} at a time)' if k > 1 else ''}"
+                                                 f" × {rows:.0f} rows × {p3.num_epochs} epochs",
+              least=trials(p3, 0.0, k) * pr.train(w.train, p3.num_epochs),
+              most=trials(p3, 1.0, k) * pr.train(w.train + d.max_iterations * grow_most, p3.num_epochs))
         c.add(pr.infer(w.kpi), "KPI scoring")
     if w.holdout:  # deftpipe.audit.audit_run: the deliverable and the user's-spec reference on the holdout
         out["audit"].add(pr.decode(w.cold("holdout")) + 2 * pr.infer(w.holdout) + pr.infer(w.kpi),

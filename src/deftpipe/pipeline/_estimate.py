@@ -16,6 +16,7 @@ from typing import Any
 from deftpipe import data
 from deftpipe._clock import fmt_range
 from deftpipe._fs import atomic_write_json
+from deftpipe.automl import resolve_local_workers
 from deftpipe.config import PipelineConfig
 from deftpipe.errors import DeftpipeError
 from deftpipe.pipeline import _cost_model as cm
@@ -56,13 +57,20 @@ def _cached(ws: Path, cfg: PipelineConfig, splits: dict[str, str], spec: Spec) -
 
 
 def _workload(ws: Path, cfg: PipelineConfig, rows: dict[str, int]) -> cm.Workload:
+    from deftpipe.model import trains_on_cpu  # late: imports torch (the dry run has already)
+
     splits = {"train": cfg.data.train_csv, "val": cfg.data.val_csv, "kpi": cfg.data.kpi_csv,
               "pool": cfg.data.pool_csv, "holdout": cfg.data.holdout_csv}
     spec = load_spec(cfg.path(ws, cfg.data.spec))
     tta = spec.adapter.kind == "torch" and spec.model.flip_tta  # the built-in model's four-flip scoring
+    cpu = trains_on_cpu(spec)
+    train = rows.get("train", 0)
+    workers = tuple(resolve_local_workers(p.local_workers, trials=p.max_recommendations, cpu_torch=cpu,
+                                          pinned_threads=spec.train.num_threads, row_epochs=train * p.num_epochs)
+                    for p in (cfg.automl.phase1, cfg.automl.phase3))
     return cm.Workload(train=rows.get("train", 0), val=rows.get("validation", 0), kpi=rows.get("KPI test", 0),
                        pool=rows.get("mining pool", 0), holdout=rows.get("holdout") or 0,
-                       cached=_cached(ws, cfg, splits, spec), score_passes=4 if tta else 1)
+                       cached=_cached(ws, cfg, splits, spec), score_passes=4 if tta else 1, workers=workers)
 
 
 def _assumptions(cfg: PipelineConfig, rates: dict[str, Any], calib: dict[str, Any]) -> str:

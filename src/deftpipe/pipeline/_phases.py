@@ -45,8 +45,11 @@ def sweep_options(ws: Path, cfg: PipelineConfig, sweep_cfg: SweepConfig, *, spec
     from deftpipe.model import trains_on_cpu  # late: imports torch
 
     spec_obj = load_spec(spec)
+    with open(train_csv, "rb") as f:
+        rows = max(sum(1 for _ in f) - 1, 0)
     workers = resolve_local_workers(sweep_cfg.local_workers, trials=sweep_cfg.max_recommendations,
-                                    cpu_torch=trains_on_cpu(spec_obj), pinned_threads=spec_obj.train.num_threads)
+                                    cpu_torch=trains_on_cpu(spec_obj), pinned_threads=spec_obj.train.num_threads,
+                                    row_epochs=rows * sweep_cfg.num_epochs)
     return SweepOptions(
         spec=spec, train_csv=train_csv, val_csv=cfg.path(ws, cfg.data.val_csv), out_dir=out_dir,
         metric=sweep_cfg.metric, algorithm=sweep_cfg.algorithm, max_recommendations=sweep_cfg.max_recommendations,
