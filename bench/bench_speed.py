@@ -21,6 +21,9 @@ Cells (each stored in ``bench/results/speed.json`` as soon as it finishes; a rer
 * ``loop/<impl>/pool_first_bf16``: one full-size DEFT loop iteration (``--deeppcb``: a fresh ``init
   --from-deeppcb`` at the defaults, Phase 1 and 3 off, a KPI target no model meets) and its stage
   seconds from ``deft_state.json``: how much of an iteration lies outside training.
+* ``parallel/<impl>/pool_first_bf16``: one training alone on 2 threads against two side by side on 1
+  thread each, alternated ``--repeats`` times (``deftpipe.automl._local_workers``): how many
+  trial-lengths two trials take side by side (the cost model's ``SHARED_TRIAL`` is half of it).
 
 Usage: python bench/bench_speed.py --before-src /work/wt-before/src [--ws WS] [--cells step,profile,epoch]
        [--repeats 5] [--threads 2] [--tag quiet] [--impls before,after] [--after-label after_fused]
@@ -113,6 +116,57 @@ def _optimizer(spec, model):
     return make_optimizer(model, spec.train.optim)
 
 
+_BANKS: dict[int, object] = {}
+
+
+def _noise_bank(images, gen):
+    """The tree's ``NoiseBank`` for this image set (drawn once, as an epoch would), or None before it."""
+    try:
+        from deftpipe.model._data import NoiseBank
+    except ImportError:
+        return None
+    if id(images) not in _BANKS:
+        _BANKS[id(images)] = NoiseBank(gen, BATCH * images[0].numel())
+    return _BANKS[id(images)]
+
+
+def cell_steps(variant: str, steps: int) -> dict:
+    """ms per training step over ``steps`` steps (after 3 warm-up steps): one trial's pace."""
+    spec, model, images, targets, gen = _model_and_batch(variant)
+    opt = _optimizer(spec, model)
+    for _ in range(3):
+        _train_step(spec, model, opt, images, targets, gen)
+    t = time.perf_counter()
+    for _ in range(steps):
+        _train_step(spec, model, opt, images, targets, gen)
+    return {"step_ms": round(1000 * (time.perf_counter() - t) / steps, 1)}
+
+
+def cell_parallel(src: str, variant: str, rounds: int, steps: int = 60) -> dict:
+    """One trial alone on 2 threads against two trials side by side on 1 thread each, alternated
+    ``rounds`` times (deftpipe.automl._local_workers): how many trial-lengths two trials take."""
+    import statistics
+
+    def start(threads: int) -> subprocess.Popen:
+        env = {**os.environ, "PYTHONPATH": src, "BENCH_THREADS": str(threads)}
+        return subprocess.Popen([sys.executable, __file__, "_child", "steps", variant, str(steps)], env=env,
+                                stdout=subprocess.PIPE, text=True)
+
+    def ms(proc: subprocess.Popen) -> float:
+        out, _ = proc.communicate()
+        return json.loads(next(ln for ln in out.splitlines() if ln.startswith("RESULT "))[7:])["step_ms"]
+
+    alone, pairs = [], []
+    for _ in range(rounds):
+        alone.append(ms(start(2)))
+        a, b = start(1), start(1)
+        pairs.append([ms(a), ms(b)])
+    one, two = statistics.median(alone), statistics.median(max(p) for p in pairs)
+    return {"alone_2_threads_step_ms": alone, "side_by_side_1_thread_step_ms": pairs,
+            "two_trials_in_trial_lengths": round(two / one, 3), "shared_trial": round(two / one / 2, 3),
+            "rounds": rounds, "steps": steps}
+
+
 def _train_step(spec, model, opt, images, targets, gen):
     import torch
 
@@ -121,7 +175,10 @@ def _train_step(spec, model, opt, images, targets, gen):
 
     t0 = time.perf_counter()
     idx = torch.randint(0, len(images), (BATCH,), generator=gen)
-    x = augment(to_float(images[idx]), spec.train.augment, gen)
+    bank = _noise_bank(images, gen)
+    # the training loop's own call: uint8 in and a per-epoch noise bank where the tree has them
+    x = augment(images[idx], spec.train.augment, gen, bank) if bank is not None else augment(
+        to_float(images[idx]), spec.train.augment, gen)
     y = targets[idx]
     t1 = time.perf_counter()
     with _autocast(spec):
@@ -330,6 +387,8 @@ def _child(argv: list[str]) -> None:
         res = cell_loop(Path(argv[2]), Path(argv[3]))
     elif kind == "fused_ab":
         res = cell_fused_ab(variant, int(argv[2]))
+    elif kind == "steps":
+        res = cell_steps(variant, int(argv[2]))
     else:
         res = cell_epoch(variant, Path(argv[2]))
     print("RESULT " + json.dumps(res))
@@ -359,12 +418,19 @@ def main() -> None:
     for kind in args.cells.split(","):
         for impl, src in impls.items():
             for variant in args.variants.split(","):
-                if (impl == "before" and variant != "fp32") or (kind in ("loop", "fused_ab")
+                if (impl == "before" and variant != "fp32") or (kind in ("loop", "fused_ab", "parallel")
                                                                  and variant != "pool_first_bf16"):
                     continue  # the loop runs the workspace's own spec (init's defaults): one cell per tree
                 key = f"{kind}/{impl}/{variant}" + (f"/{args.tag}" if args.tag else "")
                 if key in _load():
                     print(f"{key}: done already", flush=True)
+                    continue
+                if kind == "parallel":  # its own children: one alone, then two side by side
+                    load0 = _load_avg()
+                    res = {**cell_parallel(src, variant, args.repeats), "load_avg_start": load0,
+                           "load_avg_end": _load_avg(), "src": src}
+                    _store(key, res)
+                    print(f"{key}: {res['two_trials_in_trial_lengths']} trial-lengths for two", flush=True)
                     continue
                 extra = {"step": [str(args.repeats)], "profile": [], "epoch": [str(args.ws)],
                          "loop": [str(args.deeppcb), tempfile.gettempdir()], "fused_ab": [str(args.repeats)]}[kind]

@@ -25,7 +25,7 @@ def _intervals(db: Path) -> list[tuple[float, float]]:
 
 def test_two_local_workers_run_trials_side_by_side_and_stop_at_n(tmp_path, ws_args) -> None:
     out = tmp_path / "sweep"
-    best = run_sweep(**{**ws_args, "num_epochs": 2}, out_dir=out, max_recommendations=3, local_workers=2,
+    best = run_sweep(**{**ws_args, "num_epochs": 10}, out_dir=out, max_recommendations=3, local_workers=2,
                      rerun_margin=1e9)
     done = [r for r in best.all_recs if r.status == "complete"]
     assert len(best.all_recs) == 3 and len(done) == 3  # no fourth trial from two workers finishing together
@@ -77,7 +77,7 @@ def test_a_killed_sweep_takes_its_local_worker_with_it_and_resumes_to_n(tmp_path
     cmd = CLI + ["automl", "run", "--spec", str(tiny_ws / "specs" / "baseline_spec.yaml"),
                  "--train", str(tiny_ws / "train" / "base" / "training_set.csv"),
                  "--val", str(tiny_ws / "train" / "base" / "validation_set.csv"), "--out", str(out),
-                 "--max-recommendations", "3", "--epochs", "3", "--local-workers", "2", "--heartbeat", "1",
+                 "--max-recommendations", "3", "--epochs", "10", "--local-workers", "2", "--heartbeat", "1",
                  "--rerun-margin", "1e9", "--quiet", "--json"]
     parent = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120

@@ -130,6 +130,7 @@ READERS = {
     "pipeline/_trajectory:*": "best_model.json of the run folder: figures only",
     "pipeline/_estimate:*": "the calibration file: numbers only",
     "audit/_core:audit_scored": "json round-trip of a dict (no file)",
+    "automl/_worker_process:main": "its orders on stdin from the sweep that started it (no file)",
     "deft/_model_stages:kpi_metrics": "json round-trip of a dict (no file)",
 }
 

@@ -64,9 +64,9 @@ class SweepOptions:
     keep_checkpoints: int = 3  # only the best K trials keep their checkpoints
     rerun_margin: float = 5.0  # re-run a winner that beats the runner-up by more (percent)
     heartbeat_interval: int = DEFAULT_HEARTBEAT_S  # seconds between trial heartbeats (0 = off)
-    # trials run at once on this host: this process + local_workers - 1 child workers (needs heartbeats;
-    # deftpipe.automl._local_workers, where ``resolve`` turns the pipeline's "auto" into a count)
-    local_workers: int = 1
+    # trials run at once on this host: this process + local_workers - 1 child workers (needs heartbeats);
+    # "auto": the rule of deftpipe.automl._local_workers.resolve (the pipeline's default)
+    local_workers: int | str = 1
 
     def enqueue_sources(self) -> list[str | Path]:
         e = self.enqueue_spec

@@ -22,7 +22,9 @@ from deftpipe._record_io import read_json_file
 from deftpipe.automl._algorithms import SweepContext, get_algorithm, make_sampler_pruner
 from deftpipe.automl._best_rec import BestRec, EnqueueSource
 from deftpipe.automl._console import NullProgress, make_progress, print_summary
+from deftpipe.automl._local_workers import AUTO as AUTO_WORKERS
 from deftpipe.automl._local_workers import LOG_DIR, failures, running
+from deftpipe.automl._local_workers import resolve as resolve_local_workers
 from deftpipe.automl._out_dir import claim_out_dir, refuse_other_owner
 from deftpipe.automl._select import select_and_build
 from deftpipe.automl._settings import (
@@ -229,6 +231,19 @@ def _checked_settings(o: SweepOptions) -> tuple[SweepSettings, SearchSpace]:
     return settings, space
 
 
+def _workers(options: SweepOptions, settings: SweepSettings, left: int) -> int:
+    """Trials to run side by side (``local_workers``, ``auto`` resolved), at most the ``left`` ones."""
+    if left < 1 or options.local_workers != AUTO_WORKERS:
+        return resolve_local_workers(options.local_workers, trials=max(left, 1), cpu_torch=False)
+    from deftpipe.model import trains_on_cpu  # late: imports torch (the trials will anyway)
+
+    base = spec_from_dict(settings.spec, where="(sweep settings)")
+    with open(settings.train_csv, "rb") as f:
+        rows = max(sum(1 for _ in f) - 1, 0)
+    return resolve_local_workers(options.local_workers, trials=left, cpu_torch=trains_on_cpu(base),
+                                 pinned_threads=base.train.num_threads, row_epochs=rows * settings.num_epochs)
+
+
 @_quiet_optuna()
 def run_sweep(options: SweepOptions | None = None, /, *, show_progress: bool = True, deadline: float | None = None,
               **fields: Any) -> BestRec:
@@ -275,7 +290,7 @@ def run_sweep(options: SweepOptions | None = None, /, *, show_progress: bool = T
         write_settings(study, settings)  # also updates the target N, K and margin of a resumed study
         left = settings.max_recommendations - progress_counts(study.get_trials(deepcopy=False))[0]
     # a worker waits for the others' running trials only with heartbeats (else it cannot tell a dead one)
-    extra = max(0, min(options.local_workers, left) - 1) if heartbeat_interval else 0
+    extra = _workers(options, settings, left) - 1 if heartbeat_interval else 0
     with make_progress(show_progress, settings.max_recommendations,
                        f"automl {name} ({settings.algorithm}, {settings.metric})", out, parallel=extra + 1) as progress:
         if not existed:

@@ -17,7 +17,7 @@ from typing import Any
 from deftpipe import deft
 from deftpipe._faults import fault_point
 from deftpipe._fs import atomic_write_json
-from deftpipe.automl import BestRec, RecStatus, SweepOptions, TrialRecord, resolve_local_workers, run_sweep
+from deftpipe.automl import BestRec, RecStatus, SweepOptions, TrialRecord, run_sweep
 from deftpipe.config import PipelineConfig, SweepConfig
 from deftpipe.data import read_dataset, write_dataset
 from deftpipe.errors import NoUsableTrial, SweepError
@@ -42,14 +42,6 @@ def sweep_options(ws: Path, cfg: PipelineConfig, sweep_cfg: SweepConfig, *, spec
     The phase supplies what ``pipeline.yaml`` does not hold: the spec, the training set, the output
     folder, the default study name and the warm start; every sweep scores on the validation set.
     """
-    from deftpipe.model import trains_on_cpu  # late: imports torch
-
-    spec_obj = load_spec(spec)
-    with open(train_csv, "rb") as f:
-        rows = max(sum(1 for _ in f) - 1, 0)
-    workers = resolve_local_workers(sweep_cfg.local_workers, trials=sweep_cfg.max_recommendations,
-                                    cpu_torch=trains_on_cpu(spec_obj), pinned_threads=spec_obj.train.num_threads,
-                                    row_epochs=rows * sweep_cfg.num_epochs)
     return SweepOptions(
         spec=spec, train_csv=train_csv, val_csv=cfg.path(ws, cfg.data.val_csv), out_dir=out_dir,
         metric=sweep_cfg.metric, algorithm=sweep_cfg.algorithm, max_recommendations=sweep_cfg.max_recommendations,
@@ -57,7 +49,8 @@ def sweep_options(ws: Path, cfg: PipelineConfig, sweep_cfg: SweepConfig, *, spec
         enqueue_spec=enqueue_spec,
         search_space=cfg.path(ws, sweep_cfg.search_space) if sweep_cfg.search_space else None,
         num_epochs=sweep_cfg.num_epochs, batch_size=sweep_cfg.batch_size, seed=sweep_cfg.seed,
-        keep_checkpoints=sweep_cfg.keep_checkpoints, rerun_margin=sweep_cfg.rerun_margin, local_workers=workers)
+        keep_checkpoints=sweep_cfg.keep_checkpoints, rerun_margin=sweep_cfg.rerun_margin,
+        local_workers=sweep_cfg.local_workers)
 
 
 def untrained_metrics(spec: Path, train_csv: Path, val_csv: Path) -> dict[str, Any]:
