@@ -106,3 +106,18 @@ def test_without_heartbeats_a_sweep_runs_one_trial_at_a_time(tmp_path, ws_args, 
     out = tmp_path / "sweep"
     run_sweep(**ws_args, out_dir=out, max_recommendations=2, local_workers=2, heartbeat_interval=heartbeat)
     assert not log_path(out, 1).exists()  # no worker could tell another's dead trial from a running one
+
+
+def test_a_worker_without_a_deadline_keeps_starting_trials_after_the_first_is_done(tmp_path, ws_args) -> None:
+    from dataclasses import replace
+
+    from deftpipe.automl import run_worker
+    from deftpipe.automl._settings import read_settings, write_settings
+
+    out = tmp_path / "sweep"
+    run_sweep(**ws_args, out_dir=out, max_recommendations=1)
+    url = f"sqlite:///{out / 'study.db'}"
+    study = optuna.load_study(study_name="deftpipe-automl", storage=url)
+    write_settings(study, replace(read_settings(study), max_recommendations=2))  # one more trial wanted
+    summary = run_worker(url, "deftpipe-automl", show_progress=False)
+    assert summary["trials_run_here"] == 1 and summary["done"] == 2  # no "time budget" without a budget

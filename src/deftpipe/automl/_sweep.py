@@ -105,6 +105,24 @@ def _make_study(storage: RDBStorage, name: str, settings: SweepSettings, space: 
                                pruner=pruner, load_if_exists=True)
 
 
+class _OthersReport:
+    """Reports the trials other workers finish, once each (a sweep's own are reported as they end)."""
+
+    def __init__(self, study: optuna.Study, metric: str, progress: NullProgress):
+        self.study, self.metric, self.progress = study, metric, progress
+        self.seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+
+    def report(self) -> None:
+        trials = self.study.get_trials(deepcopy=False)
+        for t in trials:
+            if t.state.is_finished() and t.number not in self.seen:
+                self.seen.add(t.number)
+                figure = f"{self.metric}={t.value:.4g}" if t.value is not None else ""
+                seconds = t.duration.total_seconds() if t.duration is not None else 0.0
+                self.progress.trial_end(rec_id(t.number), f"{t.state.name.lower()} (another worker)", figure,
+                                        seconds, progress_counts(trials)[0])
+
+
 def _drive(study: optuna.Study, settings: SweepSettings, space: SearchSpace, progress: NullProgress,
            *, heartbeat: bool, deadline: float | None = None) -> int:
     """Run trials until the study holds ``max_recommendations`` done trials, or until ``deadline``
@@ -118,29 +136,17 @@ def _drive(study: optuna.Study, settings: SweepSettings, space: SearchSpace, pro
     state = {"done": 0}
     Path(settings.out_dir).mkdir(parents=True, exist_ok=True)
     start_lock = FileLock(str(Path(settings.out_dir) / ".trial_start.lock"))
-    ours: set[int] = set()
-    reported = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
-
-    def report_others() -> None:
-        trials = study.get_trials(deepcopy=False)
-        for t in trials:
-            if t.state.is_finished() and t.number not in reported and t.number not in ours:
-                reported.add(t.number)
-                figure = f"{settings.metric}={t.value:.4g}" if t.value is not None else ""
-                seconds = t.duration.total_seconds() if t.duration is not None else 0.0
-                progress.trial_end(rec_id(t.number), f"{t.state.name.lower()} (another worker)", figure, seconds,
-                                   progress_counts(trials)[0])
+    others = _OthersReport(study, settings.metric, progress)
 
     def on_epoch(number: int, epoch: int, value: float | None) -> None:
         shown = "nan" if value is None else f"{value:.4g}"
         progress.update(state["done"], f"{rec_id(number)} epoch {epoch}/{settings.num_epochs} "
                                        f"{settings.metric}={shown}")
         progress.epoch(rec_id(number), epoch, settings.num_epochs, f"{settings.metric}={shown}")
-        report_others()
+        others.report()
 
     def after_trial(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
-        ours.add(t.number)
-        reported.add(t.number)
+        others.seen.add(t.number)
         trials = study.get_trials(deepcopy=False)
         done_now, _, _ = progress_counts(trials)
         figure = f"{settings.metric}={t.value:.4g}" if t.value is not None else ""
@@ -159,7 +165,7 @@ def _drive(study: optuna.Study, settings: SweepSettings, space: SearchSpace, pro
 
     ran = 0
     while True:
-        report_others()
+        others.report()
         with start_lock:
             if heartbeat:
                 fail_stale_trials(study)  # a dead worker's trial -> FAIL + re-enqueued (retry callback)
@@ -344,9 +350,9 @@ def run_worker(storage: str, study_name: str, *, out_dir: str | Path | None = No
     if study_name not in names:
         raise SweepError(f"no study '{study_name}' in {redact(url)} (found: {', '.join(names) or 'none'}); create it "
                          "with `deftpipe automl run ... --storage URL --study NAME` first")
-    deadline = time.monotonic() + SETTINGS_WAIT_S
+    settings_by = time.monotonic() + SETTINGS_WAIT_S
     while (settings := read_settings(optuna.load_study(study_name=study_name, storage=st))) is None:
-        if time.monotonic() > deadline:
+        if time.monotonic() > settings_by:
             raise SweepError(f"study '{study_name}' in {redact(url)} has no deftpipe settings; it was not created by "
                              "`deftpipe automl run`")
         time.sleep(POLL_S)

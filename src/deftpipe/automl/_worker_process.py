@@ -10,21 +10,24 @@ import json
 import sys
 from typing import Any
 
+from rich.console import Console
+
 from deftpipe.automl._local_workers import exit_with
 from deftpipe.automl._sweep import run_worker
 from deftpipe.errors import DeftpipeError
 
 
 def main() -> int:
+    log = Console(file=sys.stdout, soft_wrap=True)  # stdout is the worker's log file
     orders: dict[str, Any] = json.loads(sys.stdin.read())
     exit_with(int(orders["parent"]))
     try:
         summary = run_worker(orders["storage"], orders["study"], heartbeat_interval=int(orders["heartbeat"]),
                              deadline=orders.get("deadline"))
     except DeftpipeError as err:
-        print(f"local worker: {err}", flush=True)
+        log.print(f"local worker: {err}", markup=False)
         return 2
-    print(f"local worker done: {summary['trials_run_here']} trial(s) run here", flush=True)
+    log.print(f"local worker done: {summary['trials_run_here']} trial(s) run here", markup=False)
     return 0
 
 
