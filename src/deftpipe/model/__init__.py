@@ -23,7 +23,7 @@ from deftpipe.spec import load_spec
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "COMMAND_PLACEHOLDERS", "CommandAdapter", "EpochCallback",
            "ModelAdapter", "TorchAdapter", "TrainResult", "device_problem", "get_adapter", "known_kinds",
-           "register_backend", "train_model", "trains_on_cpu"]
+           "register_backend", "scoring_passes", "train_model", "trains_on_cpu"]
 
 #: backends outside this package, by ``adapter.kind`` (``register_backend``); the built-in ones are below
 _BACKENDS: dict[str, Callable[..., ModelAdapter]] = {}
@@ -80,6 +80,9 @@ def __getattr__(name: str):
     if name == "trains_on_cpu":  # the sweeps' local_workers: auto
         from deftpipe.model._train import trains_on_cpu  # late: imports torch
         return trains_on_cpu
+    if name == "scoring_passes":  # the cost model's price of an inference job
+        from deftpipe.model._train import scoring_passes  # late: imports torch
+        return scoring_passes
     if name == "device_problem":  # the pre-flight's device check
         from deftpipe.model._train import device_problem  # late: imports torch
 

@@ -88,6 +88,12 @@ def trains_on_cpu(spec: Spec) -> bool:
         return False
 
 
+def scoring_passes(spec: Spec) -> int:
+    """Forward passes per scored pair of an inference job of the built-in model: the four flips of
+    ``model.flip_tta`` (:meth:`SiameseChangeNet.tta_score`), else one."""
+    return len(SiameseChangeNet.FLIPS) if spec.model.flip_tta else 1
+
+
 def pick_device(name: str) -> torch.device:
     problem = device_problem(name)
     if problem:

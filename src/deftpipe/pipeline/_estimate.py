@@ -57,12 +57,12 @@ def _cached(ws: Path, cfg: PipelineConfig, splits: dict[str, str], spec: Spec) -
 
 
 def _workload(ws: Path, cfg: PipelineConfig, rows: dict[str, int]) -> cm.Workload:
-    from deftpipe.model import trains_on_cpu  # late: imports torch (the dry run has already)
+    from deftpipe.model import scoring_passes, trains_on_cpu  # late: imports torch (the dry run has already)
 
     splits = {"train": cfg.data.train_csv, "val": cfg.data.val_csv, "kpi": cfg.data.kpi_csv,
               "pool": cfg.data.pool_csv, "holdout": cfg.data.holdout_csv}
     spec = load_spec(cfg.path(ws, cfg.data.spec))
-    tta = spec.adapter.kind == "torch" and spec.model.flip_tta  # the built-in model's four-flip scoring
+    passes = scoring_passes(spec) if spec.adapter.kind == "torch" else 1  # the built-in model's flip TTA
     cpu = trains_on_cpu(spec)
     train = rows.get("train", 0)
     workers = tuple(resolve_local_workers(p.local_workers, trials=p.max_recommendations, cpu_torch=cpu,
@@ -70,7 +70,7 @@ def _workload(ws: Path, cfg: PipelineConfig, rows: dict[str, int]) -> cm.Workloa
                     for p in (cfg.automl.phase1, cfg.automl.phase3))
     return cm.Workload(train=rows.get("train", 0), val=rows.get("validation", 0), kpi=rows.get("KPI test", 0),
                        pool=rows.get("mining pool", 0), holdout=rows.get("holdout") or 0,
-                       cached=_cached(ws, cfg, splits, spec), score_passes=4 if tta else 1, workers=workers)
+                       cached=_cached(ws, cfg, splits, spec), score_passes=passes, workers=workers)
 
 
 def _assumptions(cfg: PipelineConfig, rates: dict[str, Any], calib: dict[str, Any]) -> str:
