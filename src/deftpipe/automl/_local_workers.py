@@ -2,9 +2,10 @@
 
 On a CPU two trials side by side, each on half the cores, finish sooner than the same two one after
 the other on all of them, because PyTorch's intra-op threads scale below linearly. Measured with the
-DeepPCB default on 2 cores: a training step took 75 ms on 2 threads, and 121–126 ms on 1 thread with
-a second 1-thread trial beside it, so two trials take 1.65 trial-lengths instead of 2
-(``bench/results/speed.json``, ``parallel``).
+DeepPCB default on 2 cores, alternated: a training step took 65–75 ms on 2 threads alone, and
+113–123 ms on 1 thread with a second 1-thread trial beside it, so two trials take 1.65–1.77
+trial-lengths instead of 2 (``bench/results/speed.json``, ``parallel``; in full runs the trials of a
+round took 146–158 s against 87 s for a trial alone).
 
 :func:`deftpipe.automl.run_sweep` with ``local_workers`` = n > 1 starts n − 1 child processes
 (``deftpipe.automl._worker_process``: :func:`deftpipe.automl.run_worker` on the study it created) and runs trials itself as the n-th.
