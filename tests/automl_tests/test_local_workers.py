@@ -14,7 +14,8 @@ import pytest
 
 from deftpipe.automl import run_sweep
 from deftpipe.automl._local_workers import log_path, resolve
-from tests.automl_tests.conftest import CLI, subprocess_env
+
+from .conftest import CLI, subprocess_env
 
 
 def _intervals(db: Path) -> list[tuple[float, float]]:
