@@ -21,6 +21,9 @@ Cells (each stored in ``bench/results/speed.json`` as soon as it finishes; a rer
 * ``loop/<impl>/pool_first_bf16``: one full-size DEFT loop iteration (``--deeppcb``: a fresh ``init
   --from-deeppcb`` at the defaults, Phase 1 and 3 off, a KPI target no model meets) and its stage
   seconds from ``deft_state.json``: how much of an iteration lies outside training.
+* ``full_run/summary/deeppcb_default`` (``--cells full_runs``): the full default DeepPCB runs of
+  ``bench_estimate.py`` in the order they ran, and the speed-up of each after run against the
+  before run of the same hour.
 * ``parallel/<impl>/pool_first_bf16``: one training alone on 2 threads against two side by side on 1
   thread each, alternated ``--repeats`` times (``deftpipe.automl._local_workers``): how many
   trial-lengths two trials take side by side (the cost model's ``SHARED_TRIAL`` is half of it).
@@ -383,6 +386,30 @@ def cell_loop(deeppcb: Path, parent: Path) -> dict:
             "run_wall_s": round(wall, 1)}
 
 
+#: the full default DeepPCB runs of bench_estimate.py in the order they ran (tree, estimate.json key);
+#: each "after" run is paired with the "before" run nearest in time (the box's speed drifts by the hour)
+FULL_RUNS = [("before", "deeppcb__speed_before_quiet"), ("s15 (fused, since reverted)", "deeppcb__speed_after_s15"),
+             ("s15", "deeppcb__speed_after_s15b"), ("before", "deeppcb__speed_before_quiet2"),
+             ("s16", "deeppcb__speed_after_s16"), ("before", "deeppcb__speed_before_quiet3"),
+             ("s16", "deeppcb__speed_after_s16b"), ("s16", "deeppcb__speed_after_s16c"),
+             ("before", "deeppcb__speed_before_quiet4")]
+SAME_HOUR = [("deeppcb__speed_after_s15b", "deeppcb__speed_before_quiet2"),
+             ("deeppcb__speed_after_s16", "deeppcb__speed_before_quiet3")]
+
+
+def full_runs_summary() -> dict:
+    """Every full run stored in estimate.json, in order, and the speed-up of each same-hour pair."""
+    est = json.loads((RESULTS.parent / "estimate.json").read_text())
+    runs = [{"tree": tree, "key": key, "total_s": est[key]["total"]["actual"],
+             "phases_s": {k: est[key]["phases"][k] for k in ("phase1", "phase2", "phase3")},
+             "estimate_range_s": [est[key]["total"]["low"], est[key]["total"]["high"]],
+             "gemm_fp32_gflops_start_end": est[key].get("gemm_fp32_gflops_start_end")}
+            for tree, key in FULL_RUNS if key in est]
+    pairs = [{"after": a, "before": b, "speedup": round(est[b]["total"]["actual"] / est[a]["total"]["actual"], 2)}
+             for a, b in SAME_HOUR if a in est and b in est]
+    return {"runs": runs, "same_hour_pairs": pairs, "target_speedup": 3.0}
+
+
 def _child(argv: list[str]) -> None:
     kind, variant = argv[0], argv[1]
     import torch
@@ -425,6 +452,10 @@ def main() -> None:
     wanted = {args.after_label if i == "after" else i for i in args.impls.split(",")}
     impls = {k: v for k, v in impls.items() if k in wanted}
     for kind in args.cells.split(","):
+        if kind == "full_runs":  # a summary of estimate.json's full runs, no measuring
+            _store("full_run/summary/deeppcb_default", full_runs_summary())
+            print(json.dumps(full_runs_summary()["same_hour_pairs"]), flush=True)
+            continue
         for impl, src in impls.items():
             for variant in args.variants.split(","):
                 if (impl == "before" and variant != "fp32") or (kind in ("loop", "fused_ab", "parallel")
