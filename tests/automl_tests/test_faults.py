@@ -44,9 +44,11 @@ def _wait_for(what: str, check, proc: subprocess.Popen | None = None):
 
 
 def _halfway(url: str, study: str, host_suffix: str) -> int | None:
-    """A RUNNING trial (of the process whose host attr ends with ``host_suffix``) past epoch 1."""
+    """A RUNNING trial (of the process whose host attr ends with ``host_suffix``) that has reported
+    epoch 1 and no later one: three of its four epochs are left, so the kill that follows this poll
+    lands inside it (a poll that first saw the trial at epoch 3 raced its end)."""
     for t in optuna.load_study(study_name=study, storage=url).trials:
-        if (t.state == TrialState.RUNNING and t.intermediate_values
+        if (t.state == TrialState.RUNNING and len(t.intermediate_values) == 1
                 and str(t.user_attrs.get("host", "")).endswith(host_suffix)):
             return t.number
     return None

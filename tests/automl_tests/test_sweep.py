@@ -100,7 +100,7 @@ def test_a_sweep_with_no_usable_trial_says_why(tmp_path, tiny_ws, ws_args):
 
 @pytest.mark.parametrize("algorithm", ["hyperband", "asha"])
 def test_pruning_algorithms_stop_bad_trials_early(tmp_path, tiny_ws, ws_args, algorithm):
-    good = write_variant(tiny_ws, tmp_path / "good.yaml", optimizer="adamw", lr=3e-3)
+    good = write_variant(tiny_ws, tmp_path / "good.yaml", optimizer="adamw", lr=1e-3)
     bad = write_variant(tiny_ws, tmp_path / "bad.yaml", optimizer="adamw", lr=1.0)
     # Hyperband hashes (study name, trial number) into brackets and compares trials within a bracket
     # only; in study "prune-4" trials 0-2 share the bracket that stops after epoch 1.

@@ -74,10 +74,11 @@ def test_shipped_threshold_spends_the_far_budget_on_the_kpi_set(finished_run, tm
     assert budget == 10.0  # the default
     reserve = state["kpi"]["threshold_far_reserve"]
     assert reserve == 0.5 and best["threshold_far_reserve"] == reserve  # the default, recorded
-    want = min(t100, far_budget_threshold(passes, max(budget, (1 + reserve) * best["far_pct"])))
+    target = min(100.0, max(budget, (1 + reserve) * best["far_pct"]))  # a share: at most 100 %
+    want = min(t100, far_budget_threshold(passes, target))
     assert best["threshold"] == want <= t100
     assert best["kpi_far_pct_at_threshold"] == 100.0 * np.mean(passes >= want)
-    assert best["kpi_far_pct_at_threshold"] <= max(budget, (1 + reserve) * best["far_pct"])
+    assert best["kpi_far_pct_at_threshold"] <= target
     assert "FAR reaches 10 % or 1.5 x its FAR" in best["threshold_rule"]
     # a model whose KPI defects all score above every PASS row: the budget lowers the threshold
     state["iterations"][best["best_iteration"]]["threshold"] = high = float(passes.max()) + 1e-3

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from deftpipe.model import get_adapter
-from deftpipe.model._network import NetConfig, SiameseChangeNet, _pool
+from deftpipe.model._network import NetConfig, SiameseChangeNet, _pool, max_pool_2x2
 from deftpipe.model._precision import native_bf16, resolve_precision
 
 
@@ -135,3 +135,36 @@ def test_the_epochs_validation_is_one_pass_and_flip_tta_stays_for_the_shipped_sc
     single, _ = predict(model, data, device, precision=spec.train.precision, tta=False)
     assert abs(single - flips).max() > 1e-4  # the two scorings differ on this model
     assert result.metrics["far_pct"] == pytest.approx(compute_metrics(truth, single)["far_pct"])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_scoring_max_pool_is_the_pooling_kernel_bit_for_bit(dtype) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(3, 8, 12, 10).to(dtype).contiguous(memory_format=torch.channels_last)
+    x[0, 1, 2, 3] = float("nan")  # NaN propagates as the kernel's does
+    out = max_pool_2x2(x)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    ref = F.max_pool2d(x, 2)
+    assert torch.equal(out.nan_to_num(-1.0), ref.nan_to_num(-1.0))
+    assert out[0, 1, 1, 1].isnan()
+    for other in (x.contiguous(), x[..., :11, :]):  # not channels-last; an odd height: the kernel itself
+        assert torch.equal(max_pool_2x2(other).nan_to_num(-1.0), F.max_pool2d(other, 2).nan_to_num(-1.0))
+
+
+def test_scores_without_autograd_equal_those_with_it() -> None:
+    """Stages pool by views when no gradient is taken (scoring) and with the kernel in training:
+    the same eval-mode model gives the same logits either way, bit for bit."""
+    torch.manual_seed(0)
+    cfg = NetConfig(input_size=64, depth=3, width=8, context=2, dropout=0.0, pool_first=True)
+    model = SiameseChangeNet(cfg).to(memory_format=torch.channels_last).eval()
+    x = torch.rand(5, 2, 1, 64, 64)
+    with torch.inference_mode():
+        scored = model(x)
+    trained_path = model(x)  # autograd on: nn.MaxPool2d
+    assert trained_path.requires_grad and torch.equal(scored, trained_path.detach())
+
+
+def test_spatial_pool_gives_the_mean_and_the_max() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(4, 6, 8, 8).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    assert torch.equal(_pool(x), torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1))
