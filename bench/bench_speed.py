@@ -107,9 +107,42 @@ def _model_and_batch(variant: str):
     torch.manual_seed(0)
     model = SiameseChangeNet(NetConfig.from_spec(spec)).to(memory_format=torch.channels_last)
     gen = torch.Generator().manual_seed(0)
+    if os.environ.get("BENCH_REAL_WS"):  # real DeepPCB crops: pooling kernels branch on the data
+        images, targets = _real_rows(Path(os.environ["BENCH_REAL_WS"]), 512, gen)
+        return spec, model, images, targets, gen
     images = torch.randint(0, 256, (512, 2, 1, SIZE, SIZE), dtype=torch.uint8, generator=gen)
     targets = (torch.rand(512, generator=gen) < 0.2).float()
     return spec, model, images, targets, gen
+
+
+def _ws_spec(ws: Path):
+    """The workspace's baseline spec without the keys the "before" tree does not know."""
+    import yaml
+
+    from deftpipe.spec import load_spec
+
+    doc = yaml.safe_load((ws / "specs" / "baseline_spec.yaml").read_text())
+    doc["model"].pop("pool_first", None), doc["train"].pop("precision", None)  # keys "before" lacks
+    plain = ws / "specs" / f"speed_{os.getpid()}.yaml"  # beside the original: its relative paths hold
+    plain.write_text(yaml.safe_dump(doc))
+    try:
+        return load_spec(plain)
+    finally:
+        plain.unlink()
+
+
+def _real_rows(ws: Path, n: int, gen):
+    """``n`` rows of fold f1_0's training set of a DeepPCB workspace (uint8 images, float targets),
+    drawn with ``gen``: what training and scoring see, where random pixels would make the pooling
+    kernels' branches unpredictable and slow them."""
+    import torch
+
+    from deftpipe.model._data import class_names, load_pair_set
+
+    spec = _ws_spec(ws)
+    data = load_pair_set(ws / "folds" / "f1_0" / "train.csv", spec, class_names(spec))
+    idx = torch.randperm(len(data), generator=gen)[:n]
+    return data.images[idx].contiguous(), data.targets[idx].float()
 
 
 def _optimizer(spec, model):
@@ -306,19 +339,9 @@ def cell_epoch(variant: str, ws: Path) -> dict:
 
     from deftpipe.model import _train
     from deftpipe.model._data import class_names, load_pair_set
-    from deftpipe.spec import load_spec
 
     train_csv, val_csv = ws / "folds" / "f1_0" / "train.csv", ws / "folds" / "f1_0" / "val.csv"
-    import yaml
-
-    doc = yaml.safe_load((ws / "specs" / "baseline_spec.yaml").read_text())
-    doc["model"].pop("pool_first", None), doc["train"].pop("precision", None)  # keys "before" lacks
-    plain = ws / "specs" / f"speed_{os.getpid()}.yaml"  # beside the original: its relative paths hold
-    plain.write_text(yaml.safe_dump(doc))
-    try:
-        spec = load_spec(plain)
-    finally:
-        plain.unlink()
+    spec = _ws_spec(ws)
     want = _spec(variant)
     spec.model = want.model.model_copy(update={"input_size": spec.model.input_size})
     if hasattr(want.train, "precision"):
@@ -392,9 +415,11 @@ FULL_RUNS = [("before", "deeppcb__speed_before_quiet"), ("s15 (fused, since reve
              ("s15", "deeppcb__speed_after_s15b"), ("before", "deeppcb__speed_before_quiet2"),
              ("s16", "deeppcb__speed_after_s16"), ("before", "deeppcb__speed_before_quiet3"),
              ("s16", "deeppcb__speed_after_s16b"), ("s16", "deeppcb__speed_after_s16c"),
-             ("before", "deeppcb__speed_before_quiet4")]
+             ("before", "deeppcb__speed_before_quiet4"), ("s17", "deeppcb__speed_after_s17"),
+             ("before", "deeppcb__speed_before_quiet5")]
 SAME_HOUR = [("deeppcb__speed_after_s15b", "deeppcb__speed_before_quiet2"),
-             ("deeppcb__speed_after_s16", "deeppcb__speed_before_quiet3")]
+             ("deeppcb__speed_after_s16", "deeppcb__speed_before_quiet3"),
+             ("deeppcb__speed_after_s17", "deeppcb__speed_before_quiet5")]
 
 
 def full_runs_summary() -> dict:
@@ -445,6 +470,8 @@ def main() -> None:
     ap.add_argument("--tag", default="")
     ap.add_argument("--impls", default="before,after", help="which of before,after to run")
     ap.add_argument("--after-label", default="after", help="the key's name for this tree (e.g. after_fused)")
+    ap.add_argument("--real-ws", help="step and profile cells on real crops of this DeepPCB workspace's fold f1_0 "
+                                      "(bench_generalisation.py's folds) instead of random pixels")
     ap.add_argument("--after-src", default=str(ROOT / "src"),
                     help="src/ of the 'after' tree (default: this one; another for an A/B of two later trees)")
     args = ap.parse_args()
@@ -475,6 +502,8 @@ def main() -> None:
                 extra = {"step": [str(args.repeats)], "profile": [], "epoch": [str(args.ws)],
                          "loop": [str(args.deeppcb), tempfile.gettempdir()], "fused_ab": [str(args.repeats)]}[kind]
                 env = {**os.environ, "PYTHONPATH": src, "BENCH_THREADS": str(args.threads)}
+                if args.real_ws:
+                    env["BENCH_REAL_WS"] = str(Path(args.real_ws).resolve())
                 load0 = _load_avg()
                 proc = subprocess.run([sys.executable, __file__, "_child", kind, variant, *extra], env=env,
                                       capture_output=True, text=True, check=False)
@@ -483,6 +512,7 @@ def main() -> None:
                     print(f"{key}: failed\n{proc.stderr[-2000:]}", flush=True)
                     continue
                 res = {**json.loads(line[7:]), "threads": args.threads, "load_avg_start": load0,
+                       "images": f"real: {args.real_ws} f1_0" if args.real_ws else "random pixels",
                        "load_avg_end": _load_avg(), "src": src}
                 _store(key, res)
                 brief = {k: res[k] for k in ("step_ms", "train_pct_of_gemm_peak", "score_tta_pairs_per_s",

@@ -164,7 +164,13 @@ def test_scores_without_autograd_equal_those_with_it() -> None:
     assert trained_path.requires_grad and torch.equal(scored, trained_path.detach())
 
 
-def test_spatial_pool_gives_the_mean_and_the_max() -> None:
+def test_spatial_pool_gives_the_mean_and_the_max_and_training_splits_ties() -> None:
     torch.manual_seed(0)
     x = torch.randn(4, 6, 8, 8).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
-    assert torch.equal(_pool(x), torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1))
+    want = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
+    with torch.inference_mode():  # scoring: adaptive_max_pool2d, the same values
+        assert torch.equal(_pool(x), want)
+    assert torch.equal(_pool(x), want)  # training: amax
+    flat = torch.zeros(1, 1, 2, 2, requires_grad=True)  # four equal maxima (a flat board region)
+    _pool(flat)[0, 1].backward()
+    assert torch.equal(flat.grad, torch.full((1, 1, 2, 2), 0.25))  # amax's gradient, split between them

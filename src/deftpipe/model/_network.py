@@ -135,11 +135,16 @@ class DiffConvs(nn.Module):
 def _pool(x: torch.Tensor) -> torch.Tensor:
     """Mean and max over space: (B, C, H, W) -> (B, 2C).
 
-    The max is ``adaptive_max_pool2d``, not ``amax``: the same values, but on a channels-last bf16
-    map on CPU ``amax`` reduces across the strided spatial axes at a fraction of the speed (7x
-    slower at 32x32), which cost 10 % of a scoring pass and of a training step. The gradients differ
-    only at ties (``amax`` splits the gradient between equal maxima; the pool gives it to one)."""
-    return torch.cat([x.mean(dim=(2, 3)), F.adaptive_max_pool2d(x, 1).flatten(1)], dim=1)
+    When scoring (no autograd) the max is ``adaptive_max_pool2d``: the same values as ``amax``, which
+    on a channels-last bf16 map on CPU reduces across the strided spatial axes 7x slower at 32x32.
+    Training keeps ``amax``: its gradient is split between equal maxima, which bf16 maps of flat
+    board regions are full of, where the pool gives it all to the first; trained with the pool,
+    fold f1's holdout FAR@100%R was worse on all three seeds tried (docs/benchmarks.md, "Speed,
+    seventeenth session")."""
+    mean = x.mean(dim=(2, 3))  # first: backward then runs the max's gradient first, whose channels-last
+    # layout the accumulated gradient keeps (the other order made a training step 15 % slower)
+    peak = x.amax(dim=(2, 3)) if torch.is_grad_enabled() else F.adaptive_max_pool2d(x, 1).flatten(1)
+    return torch.cat([mean, peak], dim=1)
 
 
 def tolerant_diff(fa: torch.Tensor, fb: torch.Tensor, radius: int) -> torch.Tensor:
