@@ -69,7 +69,8 @@ def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
     element-wise maxima over views of the (N, H, W, C) memory: branch-free, where the pooling kernel's
     branches are as unpredictable as the map. With ``_pool``'s scoring max, flip-TTA scoring on real
     DeepPCB crops went from 429-476 to 474-624 pairs/s (bench/results/speed.json ``step/s17c``,
-    ``real4``-``real6``). Its backward is 3x slower than the kernel's, so training keeps ``nn.MaxPool2d``. Any other map, and any map on a GPU, goes to the kernel."""
+    ``real4``-``real6``). Through autograd it made a training step 3x as long, so training keeps
+    ``nn.MaxPool2d``. Any other map, and any map on a GPU, goes to the kernel."""
     n, c, h, w = x.shape
     if h % 2 or w % 2 or x.device.type != "cpu" or not x.is_contiguous(memory_format=torch.channels_last):
         return F.max_pool2d(x, 2)
