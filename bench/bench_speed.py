@@ -416,7 +416,8 @@ FULL_RUNS = [("before", "deeppcb__speed_before_quiet"), ("s15 (fused, since reve
              ("s16", "deeppcb__speed_after_s16"), ("before", "deeppcb__speed_before_quiet3"),
              ("s16", "deeppcb__speed_after_s16b"), ("s16", "deeppcb__speed_after_s16c"),
              ("before", "deeppcb__speed_before_quiet4"), ("s17", "deeppcb__speed_after_s17"),
-             ("before", "deeppcb__speed_before_quiet5"), ("s17 as committed", "deeppcb__speed_after_s17c")]
+             ("before", "deeppcb__speed_before_quiet5"), ("s17 as committed", "deeppcb__speed_after_s17c"),
+             ("s17 as committed", "deeppcb__speed_after_s17d")]
 SAME_HOUR = [("deeppcb__speed_after_s15b", "deeppcb__speed_before_quiet2"),
              ("deeppcb__speed_after_s16", "deeppcb__speed_before_quiet3"),
              ("deeppcb__speed_after_s17", "deeppcb__speed_before_quiet5")]
