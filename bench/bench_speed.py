@@ -440,6 +440,12 @@ def _child(argv: list[str]) -> None:
     kind, variant = argv[0], argv[1]
     import torch
 
+    try:  # the tree's own process start: freed memory kept for the next step (trees that have it)
+        from deftpipe._malloc import keep_freed_memory
+    except ImportError:
+        pass
+    else:
+        keep_freed_memory()
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     if kind == "step":
         res = cell_step(variant, int(argv[2]))

@@ -12,6 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
+from deftpipe._malloc import keep_freed_memory
 from deftpipe.automl._local_workers import exit_with
 from deftpipe.automl._sweep import run_worker
 from deftpipe.errors import DeftpipeError
@@ -21,6 +22,7 @@ def main() -> int:
     log = Console(file=sys.stdout, soft_wrap=True)  # stdout is the worker's log file
     orders: dict[str, Any] = json.loads(sys.stdin.read())
     exit_with(int(orders["parent"]))
+    keep_freed_memory()  # as the ``deftpipe`` command does: freed activations stay for the next step
     try:
         summary = run_worker(orders["storage"], orders["study"], heartbeat_interval=int(orders["heartbeat"]),
                              deadline=orders.get("deadline"))

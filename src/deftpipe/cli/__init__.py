@@ -17,6 +17,7 @@ import typer
 import deftpipe.tao  # noqa: F401  (registers adapter.kind "tao" and the TAO spec format)
 from deftpipe._cores import env_threads
 from deftpipe._fs import DISK_ERRNOS
+from deftpipe._malloc import keep_freed_memory
 from deftpipe._redact import scrub, scrub_clip
 from deftpipe.cli import audit as audit_cli
 from deftpipe.cli import automl as automl_cli
@@ -76,6 +77,7 @@ def main() -> None:
         signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         env_threads()  # a wrong DEFTPIPE_NUM_THREADS is one error before any command starts
+        keep_freed_memory()  # a training step's activations stay in the heap for the next one
         rc = app(standalone_mode=False)
     except DeftpipeError as e:
         print(f"error: {scrub(str(e))}", file=sys.stderr)
