@@ -50,3 +50,23 @@ def test_the_users_own_allocator_settings_win():
     res = _probe("keep", MALLOC_TRIM_THRESHOLD_="131072")
     assert res["kept"] is False
     assert res["faults"] > (64 << 20) // os.sysconf("SC_PAGE_SIZE") // 2
+
+
+def test_the_command_and_a_local_worker_keep_freed_memory(monkeypatch, capsys):
+    import io
+
+    import deftpipe.automl._worker_process as worker
+    import deftpipe.cli as cli
+
+    calls: list[str] = []
+    monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append("deftpipe") or True)
+    monkeypatch.setattr(sys, "argv", ["deftpipe", "--help"])
+    with pytest.raises(SystemExit):
+        cli.main()
+    monkeypatch.setattr(worker, "keep_freed_memory", lambda: calls.append("worker") or True)
+    monkeypatch.setattr(worker, "exit_with", lambda parent: None)
+    monkeypatch.setattr(worker, "run_worker", lambda *a, **k: {"trials_run_here": 0})
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps({"parent": 1, "storage": "sqlite://", "study": "s",
+                                                              "heartbeat": 60})))
+    assert worker.main() == 0
+    assert calls == ["deftpipe", "worker"]

@@ -64,6 +64,13 @@ class NetConfig:
         return 1 if self.num_classes == 2 else self.num_classes
 
 
+def scoring() -> bool:
+    """No gradient is taken (``inference_mode`` / ``no_grad``): a layer may then take a faster route
+    to the same values (:func:`max_pool_2x2`, ``_pool``'s spatial max) whose gradient would differ
+    from, or cost more than, the one training uses."""
+    return not torch.is_grad_enabled()
+
+
 def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
     """``F.max_pool2d(x, 2)``, bit for bit, for scoring: on a channels-last map of even size, two
     element-wise maxima over views of the (N, H, W, C) memory: branch-free, where the pooling kernel's
@@ -94,7 +101,7 @@ class Stage(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv, bn, relu, pool = self
-        if not torch.is_grad_enabled():  # scoring: the same values by a faster route (max_pool_2x2)
+        if scoring():
             pool = max_pool_2x2
         if self.pool_first:
             return relu(bn(pool(conv(x))))
@@ -144,7 +151,7 @@ def _pool(x: torch.Tensor) -> torch.Tensor:
     seventeenth session")."""
     mean = x.mean(dim=(2, 3))  # first: backward then runs the max's gradient first, whose channels-last
     # layout the accumulated gradient keeps (the other order made a training step 15 % slower)
-    peak = x.amax(dim=(2, 3)) if torch.is_grad_enabled() else F.adaptive_max_pool2d(x, 1).flatten(1)
+    peak = F.adaptive_max_pool2d(x, 1).flatten(1) if scoring() else x.amax(dim=(2, 3))
     return torch.cat([mean, peak], dim=1)
 
 
