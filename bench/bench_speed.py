@@ -525,7 +525,8 @@ def main() -> None:
                     print(f"{key}: failed\n{proc.stderr[-2000:]}", flush=True)
                     continue
                 res = {**json.loads(line[7:]), "threads": args.threads, "load_avg_start": load0,
-                       "images": f"real: {args.real_ws} f1_0" if args.real_ws else "random pixels",
+                       "images": "a fresh init of the DeepPCB folder" if kind == "loop" else (
+                           f"real: {args.real_ws} f1_0" if args.real_ws else "random pixels"),
                        "load_avg_end": _load_avg(), "src": src}
                 _store(key, res)
                 brief = {k: res[k] for k in ("step_ms", "train_pct_of_gemm_peak", "score_tta_pairs_per_s",
