@@ -422,7 +422,7 @@ FULL_RUNS = [("before", "deeppcb__speed_before_quiet"), ("s15 (fused, since reve
              ("before", "deeppcb__speed_before_quiet4"), ("s17", "deeppcb__speed_after_s17"),
              ("before", "deeppcb__speed_before_quiet5"), ("s17 as committed", "deeppcb__speed_after_s17c"),
              ("s17 as committed", "deeppcb__speed_after_s17d"), ("s18", "deeppcb__speed_after_s18"),
-             ("before", "deeppcb__speed_before_quiet6")]
+             ("before", "deeppcb__speed_before_quiet6"), ("s18", "deeppcb__speed_after_s18b")]
 SAME_HOUR = [("deeppcb__speed_after_s15b", "deeppcb__speed_before_quiet2"),
              ("deeppcb__speed_after_s16", "deeppcb__speed_before_quiet3"),
              ("deeppcb__speed_after_s17", "deeppcb__speed_before_quiet5"),

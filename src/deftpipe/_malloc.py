@@ -4,8 +4,8 @@ A training step allocates its activations and frees them all at its end. glibc's
 free heap top above 2x the (dynamic) mmap threshold to the OS, at most 64 MB, and serve a block
 larger than that threshold by ``mmap``: either way the next step faults the pages back in one by one,
 each zero-filled by the kernel. On DeepPCB crops at the product's defaults that was 3,000-7,000 minor
-page faults a step, and a step at one thread (a sweep's trial beside another) took 6-8 % longer than
-with the memory kept (docs/benchmarks.md, "Speed, eighteenth session"). The arithmetic is untouched:
+page faults a step, and a step took 4-15 % longer on 2 threads and 7-11 % on one (a sweep's trial
+beside another) than with the memory kept (docs/benchmarks.md, "Speed, eighteenth session"). The arithmetic is untouched:
 only where the memory comes from changes.
 
 :func:`keep_freed_memory` is called by deftpipe's own processes at their start (the ``deftpipe``
