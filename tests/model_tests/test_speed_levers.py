@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from deftpipe.model import get_adapter
-from deftpipe.model._network import NetConfig, SiameseChangeNet, _pool, max_pool_2x2
+from deftpipe.model import _network, get_adapter
+from deftpipe.model._network import NetConfig, SiameseChangeNet, _pool, max_pool_2x2, mean_pool
 from deftpipe.model._precision import native_bf16, resolve_precision
 
 
@@ -174,3 +174,63 @@ def test_spatial_pool_gives_the_mean_and_the_max_and_training_splits_ties() -> N
     flat = torch.zeros(1, 1, 2, 2, requires_grad=True)  # four equal maxima (a flat board region)
     _pool(flat)[0, 1].backward()
     assert torch.equal(flat.grad, torch.full((1, 1, 2, 2), 0.25))  # amax's gradient, split between them
+
+
+def _autograd_pool(x: torch.Tensor) -> torch.Tensor:
+    """The spatial pool as autograd wrote it before :class:`_network._MeanMax`."""
+    return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_training_pool_gives_autograds_values_and_gradient_bit_for_bit(dtype) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(4, 6, 8, 8).round().clamp(-1, 1).to(dtype)  # three levels: maps full of equal maxima
+    x[1, 2] = 0.5  # a flat channel: 64 equal maxima
+    for layout in (torch.channels_last, torch.contiguous_format):
+        a = x.contiguous(memory_format=layout).requires_grad_()
+        b = x.contiguous(memory_format=layout).requires_grad_()
+        g = torch.randn(4, 12).to(dtype)
+        out_a, out_b = _pool(a), _autograd_pool(b)
+        assert torch.equal(out_a, out_b)
+        out_a.backward(g)
+        out_b.backward(g)
+        assert torch.equal(a.grad, b.grad)
+        assert a.grad.is_contiguous(memory_format=layout)
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_context_view_is_the_average_pool_bit_for_bit(k) -> None:
+    torch.manual_seed(0)
+    x = (torch.rand(3, 2, 1, 12 * k, 12 * k) - 0.5) / 0.5
+    x[0, 1, 0, 3, 5] = float("inf")
+    want = F.avg_pool2d(x.flatten(1, 2), k).unflatten(1, x.shape[1:3])
+    assert torch.equal(mean_pool(x, k), want)
+    assert torch.equal(mean_pool(x.flip(-1), k), F.avg_pool2d(x.flip(-1).flatten(1, 2), k).unflatten(1, (2, 1)))
+    half = x.to(torch.bfloat16)  # other dtypes: the kernel itself
+    assert torch.equal(mean_pool(half, k), F.avg_pool2d(half.flatten(1, 2), k).unflatten(1, (2, 1)))
+
+
+def test_training_steps_give_the_weights_autograd_gave(monkeypatch) -> None:
+    """A few optimiser steps of the context-2 model under bf16 autocast: the same weights, bit for
+    bit, as with the spatial pool and the context view written as autograd ops (ties included)."""
+    cfg = NetConfig(input_size=64, depth=3, width=8, context=2, pool_first=True)
+    x = (torch.rand(6, 2, 1, 64, 64) * 4).round() / 4  # few grey levels: equal maxima everywhere
+    y = torch.tensor([0.0, 1.0, 0.0, 1.0, 1.0, 0.0])
+
+    def train() -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model = SiameseChangeNet(cfg).to(memory_format=torch.channels_last)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        for _ in range(3):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                logits = model(x)
+            opt.zero_grad()
+            F.binary_cross_entropy_with_logits(logits, y).backward()
+            opt.step()
+        return model.state_dict()
+
+    now = train()
+    monkeypatch.setattr(_network, "_pool", _autograd_pool)
+    monkeypatch.setattr(_network, "mean_pool", lambda t, k: F.avg_pool2d(t.flatten(1, 2), k).unflatten(1, t.shape[1:3]))
+    before = train()
+    assert all(torch.equal(now[key], before[key]) for key in now)
