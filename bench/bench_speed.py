@@ -18,6 +18,10 @@ Cells (each stored in ``bench/results/speed.json`` as soon as it finishes; a rer
   bench_generalisation.py): decode, training and validation-scoring seconds.
 * ``fused_ab/<impl>/pool_first_bf16``: the fused AdamW step against the per-parameter loop, alternated
   ``--repeats`` times in one process (median ms per step of each, and in how many rounds fused won).
+* ``pool_ab/<impl>/pool_first_bf16``: the tree's spatial pool and context view against the same two
+  written as autograd ops (``cat([mean, amax])``, ``F.avg_pool2d``), alternated ``--repeats`` times in
+  one process on real crops (``--real-ws``): median ms per training step and flip-TTA pairs/s of
+  each, and in how many rounds the tree's won. Both give the same weights bit for bit (tests).
 * ``loop/<impl>/pool_first_bf16``: one full-size DEFT loop iteration (``--deeppcb``: a fresh ``init
   --from-deeppcb`` at the defaults, Phase 1 and 3 off, a KPI target no model meets) and its stage
   seconds from ``deft_state.json``: how much of an iteration lies outside training.
@@ -316,6 +320,59 @@ def cell_fused_ab(variant: str, rounds: int) -> dict:
             "fused_faster_in_rounds": sum(f < u for f, u in zip(ms["fused"], ms["loop"], strict=True)), "rounds": rounds}
 
 
+def cell_pool_ab(variant: str, rounds: int) -> dict:
+    """The tree's ``_pool`` and ``mean_pool`` (nineteenth session) against autograd's ``cat([mean, amax])``
+    and ``F.avg_pool2d``, alternated ``rounds`` times in one process: each round restores the same
+    weights and seeds, trains 15 steps (median of the last 12) and scores the 512 rows with flip TTA."""
+    import copy
+    import statistics
+
+    import numpy as np
+    import pandas as pd
+    import torch
+    import torch.nn.functional as F
+
+    from deftpipe.model import _network
+    from deftpipe.model._data import PairSet
+    from deftpipe.model._train import forward_rows
+
+    def autograd_pool(x):  # as the eighteenth session's tree wrote it: the mean first (the order sets the
+        mean = x.mean(dim=(2, 3))  # accumulated gradient's layout: the other order is 15 % slower)
+        peak = F.adaptive_max_pool2d(x, 1).flatten(1) if _network.scoring() else x.amax(dim=(2, 3))
+        return torch.cat([mean, peak], dim=1)
+
+    impls = {"autograd": (autograd_pool, lambda x, k: F.avg_pool2d(x.flatten(1, 2), k).unflatten(1, x.shape[1:3])),
+             "tree": (_network._pool, _network.mean_pool)}
+    spec, model, images, targets, _ = _model_and_batch(variant)
+    state = copy.deepcopy(model.state_dict())
+    rows = PairSet(pd.DataFrame(index=range(len(images))), images, targets, np.zeros(len(images), bool), [])
+    step: dict[str, list[float]] = {k: [] for k in impls}
+    score: dict[str, list[float]] = {k: [] for k in impls}
+    for r in range(rounds):
+        for name in (list(impls) if r % 2 == 0 else list(impls)[::-1]):
+            _network._pool, _network.mean_pool = impls[name]
+            model.load_state_dict(state)
+            model.train()
+            gen = torch.Generator().manual_seed(r)
+            torch.manual_seed(r)
+            _BANKS.clear()
+            opt = _optimizer(spec, model)
+            times = [_train_step(spec, model, opt, images, targets, gen)[1] for _ in range(15)]
+            step[name].append(1000 * statistics.median(times[3:]))
+            t = time.perf_counter()
+            forward_rows(model, rows, torch.device("cpu"), precision=spec.train.precision, tta=True)
+            score[name].append(len(rows) / (time.perf_counter() - t))
+    _network._pool, _network.mean_pool = impls["tree"]
+    med = {k: statistics.median(v) for k, v in step.items()}
+    return {"step_ms_median": {k: round(v, 1) for k, v in med.items()},
+            "step_ms_runs": {k: [round(x, 1) for x in v] for k, v in step.items()},
+            "saves_pct_median": round(100 * (1 - med["tree"] / med["autograd"]), 1),
+            "tree_faster_in_rounds": sum(t < a for t, a in zip(step["tree"], step["autograd"], strict=True)),
+            "score_tta_pairs_per_s_median": {k: round(statistics.median(v)) for k, v in score.items()},
+            "score_tree_faster_in_rounds": sum(t > a for t, a in zip(score["tree"], score["autograd"], strict=True)),
+            "rounds": rounds}
+
+
 def cell_profile(variant: str) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
@@ -422,11 +479,15 @@ FULL_RUNS = [("before", "deeppcb__speed_before_quiet"), ("s15 (fused, since reve
              ("before", "deeppcb__speed_before_quiet4"), ("s17", "deeppcb__speed_after_s17"),
              ("before", "deeppcb__speed_before_quiet5"), ("s17 as committed", "deeppcb__speed_after_s17c"),
              ("s17 as committed", "deeppcb__speed_after_s17d"), ("s18", "deeppcb__speed_after_s18"),
-             ("before", "deeppcb__speed_before_quiet6"), ("s18", "deeppcb__speed_after_s18b")]
+             ("before", "deeppcb__speed_before_quiet6"), ("s18", "deeppcb__speed_after_s18b"),
+             ("s19", "deeppcb__speed_after_s19"), ("before", "deeppcb__speed_before_quiet8"),
+             ("s19", "deeppcb__speed_after_s19b")]
 SAME_HOUR = [("deeppcb__speed_after_s15b", "deeppcb__speed_before_quiet2"),
              ("deeppcb__speed_after_s16", "deeppcb__speed_before_quiet3"),
              ("deeppcb__speed_after_s17", "deeppcb__speed_before_quiet5"),
-             ("deeppcb__speed_after_s18", "deeppcb__speed_before_quiet6")]
+             ("deeppcb__speed_after_s18", "deeppcb__speed_before_quiet6"),
+             ("deeppcb__speed_after_s19", "deeppcb__speed_before_quiet8"),  # s19, before 8, s19b: a sandwich
+             ("deeppcb__speed_after_s19b", "deeppcb__speed_before_quiet8")]
 
 
 def full_runs_summary() -> dict:
@@ -461,6 +522,8 @@ def _child(argv: list[str]) -> None:
         res = cell_loop(Path(argv[2]), Path(argv[3]))
     elif kind == "fused_ab":
         res = cell_fused_ab(variant, int(argv[2]))
+    elif kind == "pool_ab":
+        res = cell_pool_ab(variant, int(argv[2]))
     elif kind == "steps":
         res = cell_steps(variant, int(argv[2]))
     else:
@@ -498,7 +561,7 @@ def main() -> None:
             continue
         for impl, src in impls.items():
             for variant in args.variants.split(","):
-                if (impl == "before" and variant != "fp32") or (kind in ("loop", "fused_ab", "parallel")
+                if (impl == "before" and variant != "fp32") or (kind in ("loop", "fused_ab", "pool_ab", "parallel")
                                                                  and variant != "pool_first_bf16"):
                     continue  # the loop runs the workspace's own spec (init's defaults): one cell per tree
                 key = f"{kind}/{impl}/{variant}" + (f"/{args.tag}" if args.tag else "")
@@ -513,7 +576,8 @@ def main() -> None:
                     print(f"{key}: {res['two_trials_in_trial_lengths']} trial-lengths for two", flush=True)
                     continue
                 extra = {"step": [str(args.repeats)], "profile": [], "epoch": [str(args.ws)],
-                         "loop": [str(args.deeppcb), tempfile.gettempdir()], "fused_ab": [str(args.repeats)]}[kind]
+                         "loop": [str(args.deeppcb), tempfile.gettempdir()], "fused_ab": [str(args.repeats)],
+                         "pool_ab": [str(args.repeats)]}[kind]
                 env = {**os.environ, "PYTHONPATH": src, "BENCH_THREADS": str(args.threads)}
                 if args.real_ws:
                     env["BENCH_REAL_WS"] = str(Path(args.real_ws).resolve())
@@ -531,7 +595,8 @@ def main() -> None:
                 _store(key, res)
                 brief = {k: res[k] for k in ("step_ms", "train_pct_of_gemm_peak", "score_tta_pairs_per_s",
                                              "iteration_s", "outside_training_pct", "step_ms_median",
-                                             "epoch_s", "training_s", "val_scoring_s", "self_cpu_ms_per_step")
+                                             "epoch_s", "training_s", "val_scoring_s", "self_cpu_ms_per_step",
+                                             "saves_pct_median", "score_tta_pairs_per_s_median")
                          if k in res}
                 print(f"{key}: {brief}", flush=True)
 
