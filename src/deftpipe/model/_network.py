@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 FUSIONS = ("late_absdiff", "late_concat", "multiscale", "multiscale_tolerant", "multiscale_conv", "early_diff")
 
@@ -160,6 +161,7 @@ class _MeanMax(torch.autograd.Function):
         return torch.cat([mean, peak.flatten(1)], dim=1)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         x, peak = ctx.saved_tensors
         c, h, w = x.shape[1:]
