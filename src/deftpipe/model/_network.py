@@ -186,8 +186,9 @@ def mean_pool(x: torch.Tensor, k: int) -> torch.Tensor:
     """``F.avg_pool2d`` with a k x k window and stride k over the last two axes of a float32 CPU
     tensor, bit for bit (test): the window's values summed in the kernel's order (row by row) over
     strided views, then divided by k·k. The kernel's loop over a map that is not channels-last is
-    scalar: 3.9 → 0.8 ms for a DeepPCB batch's context view (32 pairs of 128 px, one thread), and
-    flip-TTA scoring 5 % faster. Other dtypes and devices go to the kernel."""
+    scalar; with :class:`_MeanMax`, a training step on real DeepPCB crops is 13-16 % shorter and
+    flip-TTA scoring 7 % faster (bench/results/speed.json ``pool_ab/s19``). Other dtypes and devices
+    go to the kernel."""
     if x.dtype != torch.float32 or x.device.type != "cpu":
         return F.avg_pool2d(x.flatten(0, -3), k).unflatten(0, x.shape[:-2])
     cells = x.unflatten(-1, (x.shape[-1] // k, k)).unflatten(-3, (x.shape[-2] // k, k))  # (..., H/k, k, W/k, k)
