@@ -481,13 +481,15 @@ FULL_RUNS = [("before", "deeppcb__speed_before_quiet"), ("s15 (fused, since reve
              ("s17 as committed", "deeppcb__speed_after_s17d"), ("s18", "deeppcb__speed_after_s18"),
              ("before", "deeppcb__speed_before_quiet6"), ("s18", "deeppcb__speed_after_s18b"),
              ("s19", "deeppcb__speed_after_s19"), ("before", "deeppcb__speed_before_quiet8"),
-             ("s19", "deeppcb__speed_after_s19b")]
+             ("s19", "deeppcb__speed_after_s19b"), ("before", "deeppcb__speed_before_quiet9"),
+             ("s19", "deeppcb__speed_after_s19c")]
 SAME_HOUR = [("deeppcb__speed_after_s15b", "deeppcb__speed_before_quiet2"),
              ("deeppcb__speed_after_s16", "deeppcb__speed_before_quiet3"),
              ("deeppcb__speed_after_s17", "deeppcb__speed_before_quiet5"),
              ("deeppcb__speed_after_s18", "deeppcb__speed_before_quiet6"),
              ("deeppcb__speed_after_s19", "deeppcb__speed_before_quiet8"),  # s19, before 8, s19b: a sandwich
-             ("deeppcb__speed_after_s19b", "deeppcb__speed_before_quiet8")]
+             ("deeppcb__speed_after_s19b", "deeppcb__speed_before_quiet8"),
+             ("deeppcb__speed_after_s19c", "deeppcb__speed_before_quiet9")]  # before first, then main
 
 
 def full_runs_summary() -> dict:
