@@ -141,6 +141,12 @@ class DiffConvs(nn.Module):
         return [conv(d) for conv, d in zip(self.convs, diffs, strict=True)]
 
 
+def _mean_max(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cat([mean, max])`` over space (B, 2C), and the max as (B, C, 1, 1)."""
+    peak = F.adaptive_max_pool2d(x, 1)
+    return torch.cat([x.mean(dim=(2, 3)), peak.flatten(1)], dim=1), peak
+
+
 class _MeanMax(torch.autograd.Function):
     """Training's spatial pool: the values of ``cat([x.mean((2, 3)), x.amax((2, 3))])`` and the
     gradient autograd gives them, bit for bit (tests), in one node.
@@ -155,10 +161,9 @@ class _MeanMax(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(dim=(2, 3))
-        peak = F.adaptive_max_pool2d(x, 1)
+        pooled, peak = _mean_max(x)
         ctx.save_for_backward(x, peak)
-        return torch.cat([mean, peak.flatten(1)], dim=1)
+        return pooled
 
     @staticmethod
     @once_differentiable
@@ -177,9 +182,7 @@ def _pool(x: torch.Tensor) -> torch.Tensor:
     The max's gradient in training is ``amax``'s (:class:`_MeanMax`): split between equal maxima,
     which bf16 maps of flat board regions are full of. A pool that gives it all to the first trained
     fold f1 worse on all three seeds tried (docs/benchmarks.md, "Speed, seventeenth session")."""
-    if scoring():
-        return torch.cat([x.mean(dim=(2, 3)), F.adaptive_max_pool2d(x, 1).flatten(1)], dim=1)
-    return _MeanMax.apply(x)
+    return _mean_max(x)[0] if scoring() else _MeanMax.apply(x)
 
 
 def mean_pool(x: torch.Tensor, k: int) -> torch.Tensor:
