@@ -20,6 +20,10 @@ from deftpipe.automl import storage_url
 from .conftest import CLI, subprocess_env
 
 TIMEOUT_S = 240
+#: Epochs per trial in these tests. Tiny trials take a fraction of a second per epoch since the speed
+#: work, so a trial must be long for a poll to find it with most of its epochs left (CI once saw a whole
+#: 3-trial sweep of 4-epoch trials end between two polls).
+EPOCHS = 12
 
 
 def _run_args(ws_args: dict, out: Path, *extra: str, epochs: int = 2) -> list[str]:
@@ -44,11 +48,11 @@ def _wait_for(what: str, check, proc: subprocess.Popen | None = None):
 
 
 def _halfway(url: str, study: str, host_suffix: str) -> int | None:
-    """A RUNNING trial (of the process whose host attr ends with ``host_suffix``) that has reported
-    epoch 1 and no later one: three of its four epochs are left, so the kill that follows this poll
-    lands inside it (a poll that first saw the trial at epoch 3 raced its end)."""
+    """A RUNNING trial (of the process whose host attr ends with ``host_suffix``) that has reported at
+    least one epoch and has at least three of its :data:`EPOCHS` left, so the kill that follows this
+    poll lands inside it (a poll that first saw the trial near its last epoch would race its end)."""
     for t in optuna.load_study(study_name=study, storage=url).trials:
-        if (t.state == TrialState.RUNNING and len(t.intermediate_values) == 1
+        if (t.state == TrialState.RUNNING and 1 <= len(t.intermediate_values) <= EPOCHS - 3
                 and str(t.user_attrs.get("host", "")).endswith(host_suffix)):
             return t.number
     return None
@@ -81,13 +85,11 @@ def _assert_retried(trials: list[optuna.trial.FrozenTrial], killed: int, n: int)
 
 def test_killed_sweep_resumes_and_retries_the_killed_trial(tmp_path, ws_args):
     out = tmp_path / "out"
-    # 4 epochs: trials of the tiny workspace take about a second since the one-pass validation, and a
-    # 2-epoch trial could finish (and the next not yet start) between the poll that saw it and the kill
-    args = _run_args(ws_args, out, "--max-recommendations", "3", epochs=4)
+    args = _run_args(ws_args, out, "--max-recommendations", "3", epochs=EPOCHS)
     proc = subprocess.Popen(args, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"sqlite:///{out / 'study.db'}"
 
-    # kill after epoch 1 of a 4-epoch trial has been reported: the rest of the trial is left to hit
+    # kill once a trial has reported an epoch and has several left: the kill hits it mid-trial
     halfway = _wait_for("a trial halfway", lambda: _halfway(url, "deftpipe-automl", ""), proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -105,13 +107,13 @@ def test_killed_sweep_resumes_and_retries_the_killed_trial(tmp_path, ws_args):
 
 @pytest.mark.postgres
 def test_two_workers_on_postgres_reach_n_after_one_is_killed(tmp_path, ws_args, postgres_url):
-    # 6 trials of 4 epochs: the worker starts after the study exists and must still find trials left
-    # to claim (tiny trials take about a second each since the speed work)
+    # 6 trials of EPOCHS epochs: the worker starts after the study exists and must still find trials
+    # left to claim
     study, n = "pg-two-workers", 6
     url = storage_url(postgres_url, None)
     env = subprocess_env()
     main = subprocess.Popen(_run_args(ws_args, tmp_path / "out", "--storage", postgres_url, "--study", study,
-                                      "--max-recommendations", str(n), "--json", epochs=4),
+                                      "--max-recommendations", str(n), "--json", epochs=EPOCHS),
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for("the study's settings", lambda: optuna.load_study(study_name=study, storage=url).user_attrs.get(
         "deftpipe_settings"), main)
