@@ -281,7 +281,7 @@ def summarise(cells: dict[str, Any]) -> dict[str, Any]:
                        "far_at_threshold_pct": c["holdout"]["far_at_threshold_pct"],
                        "escapes": c["holdout"]["escapes"], "hardest": c["holdout"].get("hardest", [])[:3],
                        "kpi_far_pct": c["kpi"]["far_pct"], "minutes": c.get("minutes"),
-                       "deliverable": c.get("deliverable")} for c in mine],
+                       "deliverable": c.get("deliverable"), "code": c.get("code")} for c in mine],
         }
     return out
 
@@ -374,7 +374,8 @@ def tables(results: dict[str, Any]) -> str:
             row.append(f"{f(c['far_pct'])} [{f(c['far_ci_low'])}, {f(c['far_ci_high'])}]" if c else "—")
         lines.append(f"| {fold} | {seed} | " + " | ".join(row) + " |")
     lines += ["", "| arm | fold | seed | deliverable | defects / PASS | holdout FAR@100%R [95 % CI] | defects that set it "
-              "| recall @ thr (escapes) | FAR @ thr | KPI FAR@100%R | min |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| recall @ thr (escapes) | FAR @ thr | KPI FAR@100%R | min | code |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key in sorted(cells, key=lambda k: (ARMS.index(k.split("|")[0]), k)):
         c = cells[key]
         h = c["holdout"]
@@ -383,7 +384,7 @@ def tables(results: dict[str, Any]) -> str:
         lines.append(f"| {c['arm']} | {c['fold']} | {c['seed']} | {c.get('deliverable')} | {h['n_defects']} / "
                      f"{h['n_pass']} | {f(h['far_pct'])} [{f(h['far_ci'][0])}, {f(h['far_ci'][1])}] | {hard} | "
                      f"{f(h['recall_at_threshold_pct'])} % ({esc}) | {f(h['far_at_threshold_pct'])} | "
-                     f"{f(c['kpi']['far_pct'])} | {f(c.get('minutes'), 1)} |")
+                     f"{f(c['kpi']['far_pct'])} | {f(c.get('minutes'), 1)} | {c.get('code') or 'not recorded'} |")
     return "\n".join(lines)
 
 
