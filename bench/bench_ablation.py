@@ -114,6 +114,16 @@ ALIASES = dict(zip("abcdefghij", ARMS, strict=True))
 RECORDED_ARMS = ["full_pipeline_far995"]
 
 
+def code_commit() -> str | None:
+    """The commit of the deftpipe that runs the cells (``BENCH_CODE``, else the HEAD of the checkout
+    the imported package lives in, which ``PYTHONPATH`` may point at another worktree)."""
+    import deftpipe
+
+    return os.environ.get("BENCH_CODE") or subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+        cwd=Path(deftpipe.__file__).parent).stdout.strip() or None
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -780,9 +790,7 @@ def main() -> None:
             claim.unlink(missing_ok=True)
             continue
         cell.update(seed=seed, fold=fold, arm=arm, finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                    code=os.environ.get("BENCH_CODE") or subprocess.run(
-                        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                        cwd=Path(__file__).parent).stdout.strip() or None)
+                    code=code_commit())
         with FileLock(str(OUT) + ".lock"):  # two bench processes may share the file
             results = load_results() | {"setup": results["setup"]}
             results.setdefault("cells", {})[key] = cell

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 import traceback
@@ -388,16 +387,6 @@ def tables(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _code() -> str | None:
-    """The commit of the deftpipe that ran the cell (``BENCH_CODE``, else this checkout's HEAD): cells
-    of one table may come from trees whose training differs, and the tables say which."""
-    import deftpipe
-
-    return os.environ.get("BENCH_CODE") or subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-        cwd=Path(deftpipe.__file__).parent).stdout.strip() or None
-
-
 def main() -> None:
     global OUT, SMOKE_ROWS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -443,7 +432,7 @@ def main() -> None:
             ab.log(f"cell {key}: FAILED\n{traceback.format_exc()}")
             claim.unlink(missing_ok=True)
             continue
-        cell.update(arm=arm, fold=fold, seed=seed, finished=time.strftime("%Y-%m-%dT%H:%M:%S"), code=_code())
+        cell.update(arm=arm, fold=fold, seed=seed, finished=time.strftime("%Y-%m-%dT%H:%M:%S"), code=ab.code_commit())
         try:
             save_scores(cell, key, args.work)
         except Exception:  # noqa: BLE001 - the scores are a by-product; the cell stands without them
