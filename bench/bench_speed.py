@@ -22,6 +22,8 @@ Cells (each stored in ``bench/results/speed.json`` as soon as it finishes; a rer
   written as autograd ops (``cat([mean, amax])``, ``F.avg_pool2d``), alternated ``--repeats`` times in
   one process on real crops (``--real-ws``): median ms per training step and flip-TTA pairs/s of
   each, and in how many rounds the tree's won. Both give the same weights bit for bit (tests).
+* ``gemm_share/<impl>/pool_first_bf16``: training's share of the fp32 GEMM peak, paired round by round
+  (ten timed steps, then the GEMM probe at once, ``--repeats`` rounds in one process).
 * ``loop/<impl>/pool_first_bf16``: one full-size DEFT loop iteration (``--deeppcb``: a fresh ``init
   --from-deeppcb`` at the defaults, Phase 1 and 3 off, a KPI target no model meets) and its stage
   seconds from ``deft_state.json``: how much of an iteration lies outside training.
@@ -287,6 +289,35 @@ def cell_step(variant: str, repeats: int) -> dict:
             "train_pct_of_gemm_peak": round(100 * train_flops * BATCH / step / 1e9 / gemm, 1)}
 
 
+def cell_gemm_share(variant: str, rounds: int) -> dict:
+    """Training's share of the fp32 GEMM peak, paired: ``rounds`` rounds of ten timed training steps,
+    each followed at once by the GEMM probe, in one process. The box's speed drifts between cells
+    (``step`` measures the peak after all its steps); a round's ratio compares the two at one moment."""
+    import statistics
+
+    from bench_model import gemm_gflops  # bench/ is this script's folder (sys.path[0])
+    from torch.utils.flop_counter import FlopCounterMode
+
+    spec, model, images, targets, gen = _model_and_batch(variant)
+    with FlopCounterMode(display=False) as fc:
+        model(images[:8].float() / 255).sum().backward()
+    train_flops = fc.get_total_flops() / 8
+    model.zero_grad(set_to_none=True)
+    opt = _optimizer(spec, model)
+    for _ in range(3):
+        _train_step(spec, model, opt, images, targets, gen)
+    steps, peaks, shares = [], [], []
+    for _ in range(rounds):
+        s = sum(_train_step(spec, model, opt, images, targets, gen)[1] for _ in range(10)) / 10
+        peak = max(gemm_gflops(reps=30), gemm_gflops(reps=30))
+        steps.append(round(1000 * s, 1))
+        peaks.append(round(peak, 1))
+        shares.append(round(100 * train_flops * BATCH / s / 1e9 / peak, 1))
+    return {"step_ms": steps, "gemm_fp32_gflops": peaks, "train_pct_of_gemm_peak": shares,
+            "train_pct_of_gemm_peak_median": statistics.median(shares), "rounds_at_or_above_60": sum(x >= 60 for x in shares),
+            "rounds": rounds, "flops_train_per_pair": train_flops}
+
+
 def cell_fused_ab(variant: str, rounds: int) -> dict:
     """The fused optimiser against the per-parameter loop in one process, alternated ``rounds`` times
     (10 steps each), so a box whose speed drifts between cells cannot decide the comparison."""
@@ -526,6 +557,8 @@ def _child(argv: list[str]) -> None:
         res = cell_fused_ab(variant, int(argv[2]))
     elif kind == "pool_ab":
         res = cell_pool_ab(variant, int(argv[2]))
+    elif kind == "gemm_share":
+        res = cell_gemm_share(variant, int(argv[2]))
     elif kind == "steps":
         res = cell_steps(variant, int(argv[2]))
     else:
@@ -563,7 +596,7 @@ def main() -> None:
             continue
         for impl, src in impls.items():
             for variant in args.variants.split(","):
-                if (impl == "before" and variant != "fp32") or (kind in ("loop", "fused_ab", "pool_ab", "parallel")
+                if (impl == "before" and variant != "fp32") or (kind in ("loop", "fused_ab", "pool_ab", "parallel", "gemm_share")
                                                                  and variant != "pool_first_bf16"):
                     continue  # the loop runs the workspace's own spec (init's defaults): one cell per tree
                 key = f"{kind}/{impl}/{variant}" + (f"/{args.tag}" if args.tag else "")
@@ -579,7 +612,7 @@ def main() -> None:
                     continue
                 extra = {"step": [str(args.repeats)], "profile": [], "epoch": [str(args.ws)],
                          "loop": [str(args.deeppcb), tempfile.gettempdir()], "fused_ab": [str(args.repeats)],
-                         "pool_ab": [str(args.repeats)]}[kind]
+                         "pool_ab": [str(args.repeats)], "gemm_share": [str(args.repeats)]}[kind]
                 env = {**os.environ, "PYTHONPATH": src, "BENCH_THREADS": str(args.threads)}
                 if args.real_ws:
                     env["BENCH_REAL_WS"] = str(Path(args.real_ws).resolve())
@@ -598,7 +631,8 @@ def main() -> None:
                 brief = {k: res[k] for k in ("step_ms", "train_pct_of_gemm_peak", "score_tta_pairs_per_s",
                                              "iteration_s", "outside_training_pct", "step_ms_median",
                                              "epoch_s", "training_s", "val_scoring_s", "self_cpu_ms_per_step",
-                                             "saves_pct_median", "score_tta_pairs_per_s_median")
+                                             "saves_pct_median", "score_tta_pairs_per_s_median",
+                                             "train_pct_of_gemm_peak_median", "rounds_at_or_above_60")
                          if k in res}
                 print(f"{key}: {brief}", flush=True)
 
