@@ -232,6 +232,23 @@ def _train_step(spec, model, opt, images, targets, gen):
     return t1 - t0, time.perf_counter() - t0
 
 
+def _train_flops_per_pair(model, images) -> float:
+    """Forward + backward FLOPs per pair (torch's FlopCounterMode on 8 pairs); the gradients are cleared."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        model(images[:8].float() / 255).sum().backward()
+    model.zero_grad(set_to_none=True)
+    return fc.get_total_flops() / 8
+
+
+def _gemm_peak() -> float:
+    """This box's fp32 GEMM GFLOP/s now: the better of two probes (bench_model's)."""
+    from bench_model import gemm_gflops  # bench/ is this script's folder (sys.path[0])
+
+    return max(gemm_gflops(reps=30), gemm_gflops(reps=30))
+
+
 def cell_step(variant: str, repeats: int) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -243,10 +260,7 @@ def cell_step(variant: str, repeats: int) -> dict:
     with FlopCounterMode(display=False) as fc:
         model(x8)
     fwd = fc.get_total_flops() / 8
-    with FlopCounterMode(display=False) as fc:
-        model(x8).sum().backward()
-    train_flops = fc.get_total_flops() / 8
-    model.zero_grad(set_to_none=True)
+    train_flops = _train_flops_per_pair(model, images)
     opt = _optimizer(spec, model)
     for _ in range(3):
         _train_step(spec, model, opt, images, targets, gen)
@@ -278,7 +292,7 @@ def cell_step(variant: str, repeats: int) -> dict:
     plain, tta = score(False), score(True)
     from bench_model import gemm_gflops  # bench/ is this script's folder (sys.path[0])
 
-    gemm = max(gemm_gflops(reps=30), gemm_gflops(reps=30))
+    gemm = _gemm_peak()
     gemm_bf16 = max(gemm_gflops(reps=30, dtype=torch.bfloat16), gemm_gflops(reps=30, dtype=torch.bfloat16))
     return {"step_ms": round(1000 * step, 1), "step_ms_runs": [round(1000 * r, 1) for r in runs],
             "data_share_pct": round(100 * min(data_share), 1), "train_pairs_per_s": round(BATCH / step, 1),
@@ -295,21 +309,15 @@ def cell_gemm_share(variant: str, rounds: int) -> dict:
     (``step`` measures the peak after all its steps); a round's ratio compares the two at one moment."""
     import statistics
 
-    from bench_model import gemm_gflops  # bench/ is this script's folder (sys.path[0])
-    from torch.utils.flop_counter import FlopCounterMode
-
     spec, model, images, targets, gen = _model_and_batch(variant)
-    with FlopCounterMode(display=False) as fc:
-        model(images[:8].float() / 255).sum().backward()
-    train_flops = fc.get_total_flops() / 8
-    model.zero_grad(set_to_none=True)
+    train_flops = _train_flops_per_pair(model, images)
     opt = _optimizer(spec, model)
     for _ in range(3):
         _train_step(spec, model, opt, images, targets, gen)
     steps, peaks, shares = [], [], []
     for _ in range(rounds):
         s = sum(_train_step(spec, model, opt, images, targets, gen)[1] for _ in range(10)) / 10
-        peak = max(gemm_gflops(reps=30), gemm_gflops(reps=30))
+        peak = _gemm_peak()
         steps.append(round(1000 * s, 1))
         peaks.append(round(peak, 1))
         shares.append(round(100 * train_flops * BATCH / s / 1e9 / peak, 1))

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results" / "speed.json"
+from bench_speed import _store  # bench/ is this script's folder (sys.path[0]): speed.json's one writer
+
 TARGETS = (5.0, 1.0, 0.0)  # the default KPI target, a strict one, and the loop cell's "never met"
 
 
@@ -55,12 +55,10 @@ def main() -> None:
     state = json.loads((args.run / "deft_state.json").read_text())
     cell = {label: failure_sets(Path(it["best_ckpt_path"]), args.val)
             for label, it in state["iterations"].items() if it.get("best_ckpt_path")}
-    cell["validation_rows"] = sum(1 for _ in args.val.open()) - 1
-    data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    data[f"rca_tta/{args.tag}"] = cell
-    tmp = RESULTS.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, RESULTS)
+    from deftpipe.data import read_dataset
+
+    cell["validation_rows"] = len(read_dataset(args.val))
+    _store(f"rca_tta/{args.tag}", cell)
     print(json.dumps(cell, indent=1))
 
 
