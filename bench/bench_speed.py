@@ -22,6 +22,9 @@ Cells (each stored in ``bench/results/speed.json`` as soon as it finishes; a rer
   written as autograd ops (``cat([mean, amax])``, ``F.avg_pool2d``), alternated ``--repeats`` times in
   one process on real crops (``--real-ws``): median ms per training step and flip-TTA pairs/s of
   each, and in how many rounds the tree's won. Both give the same weights bit for bit (tests).
+* ``maxpool_ab/<impl>/pool_first_bf16``: the stages' 2x2 max-pool, forward and backward on the maps one
+  training step pools, by the kernel (int64 indices) against a uint8-code formulation from element-wise
+  ops over views, alternated ``--repeats`` times in one process; both bit for bit (checked in the cell).
 * ``gemm_share/<impl>/pool_first_bf16``: training's share of the fp32 GEMM peak, paired round by round
   (ten timed steps, then the GEMM probe at once, ``--repeats`` rounds in one process).
 * ``loop/<impl>/pool_first_bf16``: one full-size DEFT loop iteration (``--deeppcb``: a fresh ``init
@@ -412,6 +415,87 @@ def cell_pool_ab(variant: str, rounds: int) -> dict:
             "rounds": rounds}
 
 
+def _pool_by_code(x):
+    """A 2x2 max-pool that records which of the four won as one uint8 per output (0-3, the kernel's
+    scan order; the first of equal maxima), from element-wise ops over views of the channels-last map."""
+    import torch
+
+    n, c, h, w = x.shape
+    v = x.permute(0, 2, 3, 1).reshape(n * h // 2, 2, w // 2, 2, c)
+    x00, x01, x10, x11 = v[:, 0, :, 0], v[:, 0, :, 1], v[:, 1, :, 0], v[:, 1, :, 1]
+    top, bottom = torch.maximum(x00, x01), torch.maximum(x10, x11)
+    lower = bottom > top
+    code = torch.where(lower, (x11 > x10).to(torch.uint8) + 2, (x01 > x00).to(torch.uint8))
+    return torch.maximum(top, bottom), code
+
+
+def _unpool_by_code(grad, code, shape):
+    """The gradient of :func:`_pool_by_code`: one broadcast ``where`` into the channels-last input map."""
+    import torch
+
+    n, c, h, w = shape
+    pos = torch.arange(4, dtype=torch.uint8).view(1, 2, 1, 2, 1)
+    g = grad.permute(0, 2, 3, 1).reshape(n * h // 2, 1, w // 2, 1, c)
+    out = torch.where(code.reshape(n * h // 2, 1, w // 2, 1, c) == pos, g, 0)
+    return out.view(n, h, w, c).permute(0, 3, 1, 2)
+
+
+def cell_maxpool_ab(variant: str, rounds: int) -> dict:
+    """The stages' 2x2 max-pool as training runs it (the kernel, with int64 indices) against a
+    formulation that keeps a uint8 code per output instead (:func:`_pool_by_code`), on the maps one
+    training step pools (captured from the model), alternated ``rounds`` times in one process. Both give
+    the same values and gradients bit for bit (checked here on every map, ties included)."""
+    import statistics
+
+    import torch
+
+    spec, model, images, _, _ = _model_and_batch(variant)
+    maps = []
+    hooks = [s[0].register_forward_hook(lambda m, i, o: maps.append(o.detach().clone()))
+             for enc in (model.encoder, model.context_encoder) if enc is not None for s in enc.stages]
+    from deftpipe.model._data import to_float
+
+    model.train()
+    with _autocast(spec):
+        model(to_float(images[:BATCH]))
+    for h in hooks:
+        h.remove()
+    grads = [torch.randn(m.shape[0], m.shape[1], m.shape[2] // 2, m.shape[3] // 2).to(m.dtype)
+             .contiguous(memory_format=torch.channels_last) for m in maps]
+    same = True
+    for m, g in zip(maps, grads, strict=True):
+        y, idx = torch.ops.aten.max_pool2d_with_indices(m, [2, 2], [2, 2])
+        z, code = _pool_by_code(m)
+        gk = torch.ops.aten.max_pool2d_with_indices_backward(g, m, [2, 2], [2, 2], [0, 0], [1, 1], False, idx)
+        same &= torch.equal(y, z.reshape(y.permute(0, 2, 3, 1).shape).permute(0, 3, 1, 2)) and torch.equal(
+            gk, _unpool_by_code(g, code, m.shape))
+
+    def kernel():
+        for m, g in zip(maps, grads, strict=True):
+            _, idx = torch.ops.aten.max_pool2d_with_indices(m, [2, 2], [2, 2])
+            torch.ops.aten.max_pool2d_with_indices_backward(g, m, [2, 2], [2, 2], [0, 0], [1, 1], False, idx)
+
+    def by_code():
+        for m, g in zip(maps, grads, strict=True):
+            _, code = _pool_by_code(m)
+            _unpool_by_code(g, code, m.shape)
+
+    ms: dict[str, list[float]] = {"kernel": [], "uint8_code": []}
+    impls = [("kernel", kernel), ("uint8_code", by_code)]
+    for r in range(rounds):
+        for name, f in (impls if r % 2 == 0 else impls[::-1]):
+            f()
+            t = time.perf_counter()
+            for _ in range(5):
+                f()
+            ms[name].append(1000 * (time.perf_counter() - t) / 5)
+    med = {k: statistics.median(v) for k, v in ms.items()}
+    return {"maps": [list(m.shape) for m in maps], "dtype": str(maps[0].dtype), "bit_identical": bool(same),
+            "fwd_bwd_ms_per_step_median": {k: round(v, 2) for k, v in med.items()},
+            "ms_runs": {k: [round(x, 2) for x in v] for k, v in ms.items()},
+            "code_over_kernel": round(med["uint8_code"] / med["kernel"], 2), "rounds": rounds}
+
+
 def cell_profile(variant: str) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
@@ -567,6 +651,8 @@ def _child(argv: list[str]) -> None:
         res = cell_pool_ab(variant, int(argv[2]))
     elif kind == "gemm_share":
         res = cell_gemm_share(variant, int(argv[2]))
+    elif kind == "maxpool_ab":
+        res = cell_maxpool_ab(variant, int(argv[2]))
     elif kind == "steps":
         res = cell_steps(variant, int(argv[2]))
     else:
@@ -604,7 +690,8 @@ def main() -> None:
             continue
         for impl, src in impls.items():
             for variant in args.variants.split(","):
-                if (impl == "before" and variant != "fp32") or (kind in ("loop", "fused_ab", "pool_ab", "parallel", "gemm_share")
+                if (impl == "before" and variant != "fp32") or (kind in ("loop", "fused_ab", "pool_ab", "parallel", "gemm_share",
+                                                                                 "maxpool_ab")
                                                                  and variant != "pool_first_bf16"):
                     continue  # the loop runs the workspace's own spec (init's defaults): one cell per tree
                 key = f"{kind}/{impl}/{variant}" + (f"/{args.tag}" if args.tag else "")
@@ -620,7 +707,8 @@ def main() -> None:
                     continue
                 extra = {"step": [str(args.repeats)], "profile": [], "epoch": [str(args.ws)],
                          "loop": [str(args.deeppcb), tempfile.gettempdir()], "fused_ab": [str(args.repeats)],
-                         "pool_ab": [str(args.repeats)], "gemm_share": [str(args.repeats)]}[kind]
+                         "pool_ab": [str(args.repeats)], "gemm_share": [str(args.repeats)],
+                         "maxpool_ab": [str(args.repeats)]}[kind]
                 env = {**os.environ, "PYTHONPATH": src, "BENCH_THREADS": str(args.threads)}
                 if args.real_ws:
                     env["BENCH_REAL_WS"] = str(Path(args.real_ws).resolve())
@@ -640,7 +728,8 @@ def main() -> None:
                                              "iteration_s", "outside_training_pct", "step_ms_median",
                                              "epoch_s", "training_s", "val_scoring_s", "self_cpu_ms_per_step",
                                              "saves_pct_median", "score_tta_pairs_per_s_median",
-                                             "train_pct_of_gemm_peak_median", "rounds_at_or_above_60")
+                                             "train_pct_of_gemm_peak_median", "rounds_at_or_above_60",
+                                             "fwd_bwd_ms_per_step_median", "bit_identical")
                          if k in res}
                 print(f"{key}: {brief}", flush=True)
 
