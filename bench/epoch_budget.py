@@ -2,6 +2,7 @@
 
     python bench/epoch_budget.py --deeppcb ../shared/deeppcb [--epochs 2,8,15] [--seeds 44,45] \
         [--folds v1,v2,v3] [--work /tmp/deftpipe_value]
+    python bench/epoch_budget.py --tables
 
 The value ablation (bench_value.py, seeds 42 and 43) found the user's spec trained for the full
 pipeline's row-epochs (arm k, 14-16 epochs) far better than the same spec trained for its 2 epochs
@@ -74,14 +75,39 @@ def summarise(cells: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def tables(results: dict[str, Any]) -> str:
+    """The markdown tables of epoch_budget.json: a row per budget, then a row per (fold, seed)."""
+    b = results["budgets"]
+    lines = ["| epochs | cells | holdout FAR@100%R mean | median | worst recall @ shipped thr | FAR @ shipped thr mean "
+             "| minutes a cell |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {e} | {v['cells_done']} | {v['far_pct_mean']:.2f} | {v['far_pct_median']:.2f} | "
+              f"{v['recall_at_threshold_min']:.2f} % | {v['far_at_threshold_mean']:.2f} | {v['minutes_mean']:.1f} |"
+              for e, v in sorted(b.items(), key=lambda kv: int(kv[0]))]
+    budgets = sorted(b, key=int)
+    lines += ["", "| fold | seed | " + " | ".join(f"{e} epochs [95 % CI] (best epoch)" for e in budgets) + " |",
+              "|---|---|" + "---|" * len(budgets)]
+    by = {(c["fold"], c["seed"], e): c for e in budgets for c in b[e]["cells"]}
+    for fold, seed in sorted({(f, s) for f, s, _ in by}):
+        cells = [by.get((fold, seed, e)) for e in budgets]
+        lines.append(f"| {fold} | {seed} | " + " | ".join(
+            f"{c['far_pct']:.2f} [{c['far_ci_low']:.2f}, {c['far_ci_high']:.2f}] ({c['best_epoch']})" if c else "—"
+            for c in cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--deeppcb", type=Path, required=True)
+    ap.add_argument("--deeppcb", type=Path)
     ap.add_argument("--work", type=Path, default=Path("/tmp/deftpipe_value"))
     ap.add_argument("--epochs", default="2,8,15", help="epoch budgets, in the order to run")
     ap.add_argument("--folds", default=",".join(bv.FOLDS))
     ap.add_argument("--seeds", default="44,45", help="not 42 or 43: the budget under test was read off those")
+    ap.add_argument("--tables", action="store_true", help="print the markdown tables of epoch_budget.json, then stop")
     args = ap.parse_args()
+    if args.tables:
+        return print(tables(json.loads(OUT.read_text(encoding="utf-8"))))
+    if args.deeppcb is None:
+        ap.error("--deeppcb is required to run cells")
     budgets = [int(e) for e in args.epochs.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     lock = FileLock(str(OUT) + ".lock")
