@@ -123,6 +123,7 @@ def main() -> None:
                 cell = run_cell(epochs, fold, seed, args.deeppcb, args.work)
                 cell.update(epochs=epochs, fold=fold, seed=seed, finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
                             code=ab.code_commit())
+                bv.save_scores(cell, f"epochs_{key}", args.work)  # per-row KPI and holdout scores (threshold study)
                 with lock:
                     results = json.loads(OUT.read_text(encoding="utf-8")) if OUT.is_file() else {}
                     results.setdefault("cells", {})[key] = cell
