@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from filelock import FileLock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -36,14 +37,20 @@ import bench_value as bv  # noqa: E402
 OUT = Path(os.environ.get("BENCH_OUT") or Path(__file__).resolve().parent / "results" / "epoch_budget.json")
 
 
-def run_cell(epochs: int, fold: str, seed: int, src: Path, work: Path) -> dict[str, Any]:
+def run_cell(epochs: int, fold: str, seed: int, src: Path, work: Path, keep: int | None = None) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     with FileLock(str(work / f"{fold}.build.lock")):
         base = bv.build_fold(src, work, fold)
     tmp = work / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
-    ws = bv._arm_workspace(base, work / fold / f"epochs{epochs}_s{seed}", seed, {})
+    ws = bv._arm_workspace(base, work / fold / f"epochs{epochs}{f'_keep{keep}' if keep else ''}_s{seed}", seed, {})
     cfg = bv.load_config(ws)
+    if keep:  # every epoch's checkpoint stays, so epoch_choice.py can score the ones a rule did not keep
+        spec_path = cfg.path(ws, cfg.data.spec)
+        spec = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
+        spec["train"]["keep_checkpoints"] = keep
+        spec_path.unlink()  # a hard link into the fold's base: write a new file
+        spec_path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     cell = bv._spec_cell(ws, tmp, cfg.path(ws, cfg.data.train_csv), epochs, f"epochs{epochs}")
     metrics = json.loads((Path(cell["checkpoint"]).parent / "metrics.json").read_text(encoding="utf-8"))
     cell["best_epoch"] = metrics.get("best_epoch")
@@ -102,6 +109,7 @@ def main() -> None:
     ap.add_argument("--epochs", default="2,8,15", help="epoch budgets, in the order to run")
     ap.add_argument("--folds", default=",".join(bv.FOLDS))
     ap.add_argument("--seeds", default="44,45", help="not 42 or 43: the budget under test was read off those")
+    ap.add_argument("--keep-checkpoints", type=int, help="train.keep_checkpoints (default: the spec's)")
     ap.add_argument("--tables", action="store_true", help="print the markdown tables of epoch_budget.json, then stop")
     args = ap.parse_args()
     if args.tables:
@@ -120,7 +128,7 @@ def main() -> None:
                 if key in results.get("cells", {}):
                     continue
                 ab.log(f"cell {key}: start")
-                cell = run_cell(epochs, fold, seed, args.deeppcb, args.work)
+                cell = run_cell(epochs, fold, seed, args.deeppcb, args.work, args.keep_checkpoints)
                 cell.update(epochs=epochs, fold=fold, seed=seed, finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
                             code=ab.code_commit())
                 bv.save_scores(cell, f"epochs_{key}", args.work)  # per-row KPI and holdout scores (threshold study)

@@ -67,11 +67,6 @@ def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _kept_key(metrics: dict[str, Any]) -> tuple[float, float]:
-    loss = metrics.get("val_loss")
-    return float(metrics["far_pct"]), float(loss) if _finite(loss) else math.inf
-
-
 def record_result(trial: optuna.Trial, result: Any) -> None:
     m = result.metrics
     trial.set_user_attr("checkpoint", str(result.best_checkpoint))
@@ -102,17 +97,16 @@ class TrialObjective:
         if out.exists():  # leftovers of a crashed attempt under the same number
             shutil.rmtree(out)
         pruned_at: list[int] = []
-        kept: dict[str, Any] = {}
+        seen: dict[int, dict[str, Any]] = {}
 
         def epoch_callback(epoch: int, metrics: dict[str, Any]) -> bool:
-            # Report the metric of the checkpoint the trial would keep if stopped now (the adapter
-            # keeps the epoch with the lowest far_pct, ties: lower val_loss), not the raw epoch
+            # Report the metric of the checkpoint the trial would keep if stopped now (the epoch the
+            # adapter names as ``kept_epoch``; model._train.later_epoch_replaces), not the raw epoch
             # value: the final score is that checkpoint's, and a noisy later epoch must not get a
-            # trial pruned that already holds a good checkpoint.
-            if _finite(metrics.get("far_pct")) and (not kept or _kept_key(metrics) < _kept_key(kept)):
-                kept.clear()
-                kept.update(metrics)
-            value = (kept or metrics).get(s.metric)
+            # trial pruned that already holds a good checkpoint. An adapter that names none (TAO,
+            # which keeps the last epoch, and an external command) reports each epoch's own value.
+            seen[epoch] = metrics
+            value = seen.get(metrics.get("kept_epoch", epoch), metrics).get(s.metric)
             if self.on_epoch:
                 self.on_epoch(trial.number, epoch, value if _finite(value) else None)
             if not _finite(value):

@@ -26,8 +26,9 @@ class TrainResult:
     """What a training run produced.
 
     Attributes:
-        best_checkpoint: checkpoint of the epoch with the lowest validation ``far_pct``
-            (ties: lower ``val_loss``), ``model_epoch_<EEE>_step_<SSS>.pth``.
+        best_checkpoint: checkpoint of the epoch the training keeps, ``model_epoch_<EEE>_step_<SSS>.pth``
+            (the torch trainer: the last epoch unless an earlier one is better on validation beyond the
+            noise, ``model._train.later_epoch_replaces``; TAO: the last epoch).
         best_epoch, best_step: its epoch (1-based) and global optimiser step.
         metrics: validation metrics of the best epoch (see :func:`deftpipe.metrics.compute_metrics`).
         history: one metrics dict per finished epoch (with ``epoch`` and ``step`` keys).
@@ -59,7 +60,7 @@ class ModelAdapter(ABC):
         pretrained: str | Path | None = None,
         epoch_callback: EpochCallback | None = None,
     ) -> TrainResult:
-        """Train on ``train_csv``, select the checkpoint by validation ``far_pct``.
+        """Train on ``train_csv``, keep one epoch's checkpoint (see :attr:`TrainResult.best_checkpoint`).
 
         Args:
             spec: a :class:`deftpipe.spec.Spec`, a mapping, or a YAML path.
