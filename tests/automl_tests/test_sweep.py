@@ -142,3 +142,16 @@ def test_rerun_margin_is_in_far_points_or_percent_of_the_runner_up_loss():
     assert win_margin("far_pct", 10.0, 16.0, "minimize") == pytest.approx(6.0)
     assert win_margin("val_loss", 0.5, 1.0, "minimize") == pytest.approx(50.0)
     assert win_margin("far_pct", 16.0, 10.0, "maximize") == pytest.approx(6.0)
+
+
+def test_each_epoch_reports_the_figure_of_the_checkpoint_the_trial_keeps(tmp_path, tiny_ws, ws_args):
+    spec = write_variant(tiny_ws, tmp_path / "s.yaml", optimizer="adamw", lr=1e-3)
+    out = tmp_path / "out"
+    run_sweep(**{**ws_args, "num_epochs": 3}, out_dir=out, algorithm="random", max_recommendations=1,
+              enqueue_spec=spec, search_space={k: v for k, v in WIDE_SPACE.items() if k != "pinned"})
+    history = json.loads((out / "trials" / "trial_000" / "metrics.json").read_text())["history"]
+    reported = _trials(out)[0].intermediate_values
+    assert sorted(reported) == [1, 2, 3] and [h["epoch"] for h in history] == [1, 2, 3]
+    for h in history:  # the kept epoch's far_pct, which is the trial's score if it stops there
+        assert reported[h["epoch"]] == pytest.approx(history[h["kept_epoch"] - 1]["far_pct"])
+        assert h["kept_epoch"] <= h["epoch"]

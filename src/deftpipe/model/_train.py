@@ -320,17 +320,23 @@ def train_model(spec: Spec, train_csv: str | Path, val_csv: str | Path, out_dir:
         raise
 
 
+def _initial_model(cfg: NetConfig, init_ckpt: dict[str, Any] | None, init: Any, device: torch.device) -> SiameseChangeNet:
+    """The network (after the seed is set), warm-started from ``init_ckpt``'s weights (not its optimiser)
+    when given, channels-last on ``device``: that lets oneDNN vectorise conv/BN/pool over channels
+    (~1.8x faster on CPU)."""
+    model = SiameseChangeNet(cfg)
+    if init_ckpt is not None:
+        load_weights(model, init_ckpt["state_dict"], init)
+    return model.to(device, memory_format=torch.channels_last)
+
+
 def _train(spec, out_dir, cfg, classes, train_set, val_set, val_stamp, init, init_ckpt, device, epoch_callback,
            progress, t0) -> TrainResult:
     tr = spec.train
     with torch_threads(tr.num_threads), run_lock(out_dir, what="training"):
         torch.manual_seed(tr.seed)
         gen = torch.Generator().manual_seed(tr.seed)
-        model = SiameseChangeNet(cfg)
-        if init_ckpt is not None:
-            load_weights(model, init_ckpt["state_dict"], init)  # weights only, not the optimiser
-        # channels-last lets oneDNN vectorise conv/BN/pool over channels: ~1.8x faster on CPU
-        model.to(device, memory_format=torch.channels_last)
+        model = _initial_model(cfg, init_ckpt, init, device)
         optimizer = make_optimizer(model, tr.optim)
         weight = class_weight(train_set, cfg.num_outputs, tr.class_balance)
         weight = weight.to(device) if weight is not None else None
