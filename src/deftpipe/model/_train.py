@@ -34,7 +34,7 @@ from deftpipe.model._data import NoiseBank, PairSet, augment, class_names, load_
 from deftpipe.model._network import NetConfig, SiameseChangeNet
 from deftpipe.model._precision import autocast, resolve_precision
 from deftpipe.model._val_scores import csv_stamp, save_val_scores
-from deftpipe.selection import challenge
+from deftpipe.selection import RULE_FIGURE, challenge, figures
 from deftpipe.spec import Spec, spec_to_dict
 
 #: a training re-takes its share of the cores this often (about 2 s of a DeepPCB epoch), so a trial
@@ -281,6 +281,8 @@ def later_epoch_replaces(is_defect: np.ndarray, later: np.ndarray, in_hand: np.n
     """
     if in_hand is None:
         return True
+    if figures(is_defect, in_hand)[RULE_FIGURE] >= figures(is_defect, later)[RULE_FIGURE]:
+        return True  # not lower on the set, so not better beyond its noise: no bootstrap needed
     return not challenge(is_defect, later, in_hand, seed=seed).replaces
 
 
