@@ -411,4 +411,5 @@ def _train(spec, out_dir, cfg, classes, train_set, val_set, val_stamp, init, ini
                        seconds=seconds)
 
 
-__all__ = ["NullProgress", "forward_rows", "lr_at", "predict", "scored_metrics", "torch_threads", "train_model", "validate"]
+__all__ = ["NullProgress", "forward_rows", "later_epoch_replaces", "lr_at", "predict", "scored_metrics", "torch_threads", "train_model",
+           "validate"]
