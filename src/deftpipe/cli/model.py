@@ -69,7 +69,7 @@ def train(
     pretrained: Path | None = typer.Option(None, "--pretrained", help="warm-start weights from a checkpoint"),
     as_json: bool = typer.Option(False, "--json", help="print the best epoch's metrics as JSON on stdout"),
 ) -> None:
-    """Train the classifier; keeps the checkpoint with the lowest validation FAR@100%R.
+    """Train the classifier; keeps the last epoch's checkpoint unless an earlier one beats it on validation beyond the noise.
 
     Example: deftpipe model train --spec ws/specs/baseline_spec.yaml --train ws/train/base/training_set.csv
     --val ws/train/base/validation_set.csv --out runs/m1 --epochs 5
