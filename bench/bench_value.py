@@ -37,6 +37,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -387,6 +388,19 @@ def tables(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def store_cell(out: Path, lock: FileLock, key: str, cell: dict[str, Any],
+               setup: Callable[[dict[str, Any]], dict[str, Any]],
+               summary: tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]) -> None:
+    """Add a finished cell to a results file (under ``lock``, atomically), with the setup and summary
+    recomputed from all its cells: what each value bench does when a cell ends."""
+    with lock:
+        results = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {}
+        results.setdefault("cells", {})[key] = cell
+        results["setup"] = setup(results["cells"])
+        results[summary[0]] = summary[1](results["cells"])
+        ab.atomic_write_json(out, results)
+
+
 def main() -> None:
     global OUT, SMOKE_ROWS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -437,15 +451,13 @@ def main() -> None:
             save_scores(cell, key, args.work)
         except Exception:  # noqa: BLE001 - the scores are a by-product; the cell stands without them
             ab.log(f"cell {key}: scores not saved\n{traceback.format_exc()}")
-        with lock:
-            results = json.loads(OUT.read_text(encoding="utf-8")) if OUT.is_file() else {}
-            results.setdefault("cells", {})[key] = cell
-            rows = [c["train_rows"] for c in results["cells"].values() if c.get("train_rows")]
-            results["setup"] = {"context": CONTEXT, "train_rows_min": min(rows, default=0), "folds": FOLDS,
-                                "smoke_rows": SMOKE_ROWS, "defaults": "pipeline.yaml as init --from-deeppcb writes it",
-                                "cpus": os.cpu_count(), "torch_threads": os.environ.get("DEFTPIPE_NUM_THREADS", "all")}
-            results["value"] = summarise(results["cells"])
-            ab.atomic_write_json(OUT, results)
+        def setup(cells: dict[str, Any]) -> dict[str, Any]:
+            rows = [c["train_rows"] for c in cells.values() if c.get("train_rows")]
+            return {"context": CONTEXT, "train_rows_min": min(rows, default=0), "folds": FOLDS,
+                    "smoke_rows": SMOKE_ROWS, "defaults": "pipeline.yaml as init --from-deeppcb writes it",
+                    "cpus": os.cpu_count(), "torch_threads": os.environ.get("DEFTPIPE_NUM_THREADS", "all")}
+
+        store_cell(OUT, lock, key, cell, setup, ("value", summarise))
         h = cell["holdout"]
         ab.log(f"cell {key}: holdout FAR@100%R {h['far_pct']:.2f} [{h['far_ci'][0]:.2f}, {h['far_ci'][1]:.2f}], "
                f"recall@thr {h['recall_at_threshold_pct']:.2f} % ({h['escapes']} escapes), "

@@ -132,14 +132,10 @@ def main() -> None:
                 cell.update(epochs=epochs, fold=fold, seed=seed, finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
                             code=ab.code_commit())
                 bv.save_scores(cell, f"epochs_{key}", args.work)  # per-row KPI and holdout scores (threshold study)
-                with lock:
-                    results = json.loads(OUT.read_text(encoding="utf-8")) if OUT.is_file() else {}
-                    results.setdefault("cells", {})[key] = cell
-                    results["setup"] = {"context": bv.CONTEXT, "folds": bv.FOLDS, "cpus": os.cpu_count(),
-                                        "torch_threads": os.environ.get("DEFTPIPE_NUM_THREADS", "all"),
-                                        "spec": "as init --from-deeppcb writes it; seed and train.num_epochs set"}
-                    results["budgets"] = summarise(results["cells"])
-                    ab.atomic_write_json(OUT, results)
+                bv.store_cell(OUT, lock, key, cell, lambda _: {
+                    "context": bv.CONTEXT, "folds": bv.FOLDS, "cpus": os.cpu_count(),
+                    "torch_threads": os.environ.get("DEFTPIPE_NUM_THREADS", "all"),
+                    "spec": "as init --from-deeppcb writes it; seed and train.num_epochs set"}, ("budgets", summarise))
                 h = cell["holdout"]
                 ab.log(f"cell {key}: holdout FAR@100%R {h['far_pct']:.2f} [{h['far_ci'][0]:.2f}, {h['far_ci'][1]:.2f}]"
                        f" (best epoch {cell['best_epoch']} of {epochs}), FAR@thr {h['far_at_threshold_pct']:.2f}, "
