@@ -50,7 +50,7 @@ def run_cell(epochs: int, fold: str, seed: int, src: Path, work: Path, keep: int
         spec = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
         spec["train"]["keep_checkpoints"] = keep
         spec_path.unlink()  # a hard link into the fold's base: write a new file
-        spec_path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+        ab.atomic_write_text(spec_path, yaml.safe_dump(spec, sort_keys=False))
     cell = bv._spec_cell(ws, tmp, cfg.path(ws, cfg.data.train_csv), epochs, f"epochs{epochs}")
     metrics = json.loads((Path(cell["checkpoint"]).parent / "metrics.json").read_text(encoding="utf-8"))
     cell["best_epoch"] = metrics.get("best_epoch")
