@@ -388,6 +388,24 @@ def tables(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _setup(cells: dict[str, Any]) -> dict[str, Any]:
+    rows = [c["train_rows"] for c in cells.values() if c.get("train_rows")]
+    return {"context": CONTEXT, "train_rows_min": min(rows, default=0), "folds": FOLDS,
+            "smoke_rows": SMOKE_ROWS, "defaults": "pipeline.yaml as init --from-deeppcb writes it",
+            "cpus": os.cpu_count(), "torch_threads": os.environ.get("DEFTPIPE_NUM_THREADS", "all")}
+
+
+def holdout_far(h: dict[str, Any]) -> str:
+    """A cell's holdout FAR@100%R with its bootstrap interval, as the value benches log it."""
+    return f"{h['far_pct']:.2f} [{h['far_ci'][0]:.2f}, {h['far_ci'][1]:.2f}]"
+
+
+def stamp(cell: dict[str, Any], **ids: Any) -> dict[str, Any]:
+    """A finished cell with its identity, when it finished and the commit that ran it."""
+    cell.update(**ids, finished=time.strftime("%Y-%m-%dT%H:%M:%S"), code=ab.code_commit())
+    return cell
+
+
 def store_cell(out: Path, lock: FileLock, key: str, cell: dict[str, Any],
                setup: Callable[[dict[str, Any]], dict[str, Any]],
                summary: tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]) -> None:
@@ -446,20 +464,14 @@ def main() -> None:
             ab.log(f"cell {key}: FAILED\n{traceback.format_exc()}")
             claim.unlink(missing_ok=True)
             continue
-        cell.update(arm=arm, fold=fold, seed=seed, finished=time.strftime("%Y-%m-%dT%H:%M:%S"), code=ab.code_commit())
+        stamp(cell, arm=arm, fold=fold, seed=seed)
         try:
             save_scores(cell, key, args.work)
         except Exception:  # noqa: BLE001 - the scores are a by-product; the cell stands without them
             ab.log(f"cell {key}: scores not saved\n{traceback.format_exc()}")
-        def setup(cells: dict[str, Any]) -> dict[str, Any]:
-            rows = [c["train_rows"] for c in cells.values() if c.get("train_rows")]
-            return {"context": CONTEXT, "train_rows_min": min(rows, default=0), "folds": FOLDS,
-                    "smoke_rows": SMOKE_ROWS, "defaults": "pipeline.yaml as init --from-deeppcb writes it",
-                    "cpus": os.cpu_count(), "torch_threads": os.environ.get("DEFTPIPE_NUM_THREADS", "all")}
-
-        store_cell(OUT, lock, key, cell, setup, ("value", summarise))
+        store_cell(OUT, lock, key, cell, _setup, ("value", summarise))
         h = cell["holdout"]
-        ab.log(f"cell {key}: holdout FAR@100%R {h['far_pct']:.2f} [{h['far_ci'][0]:.2f}, {h['far_ci'][1]:.2f}], "
+        ab.log(f"cell {key}: holdout FAR@100%R {holdout_far(h)}, "
                f"recall@thr {h['recall_at_threshold_pct']:.2f} % ({h['escapes']} escapes), "
                f"FAR@thr {h['far_at_threshold_pct']:.2f}")
 

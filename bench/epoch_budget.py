@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -129,15 +128,14 @@ def main() -> None:
                     continue
                 ab.log(f"cell {key}: start")
                 cell = run_cell(epochs, fold, seed, args.deeppcb, args.work, args.keep_checkpoints)
-                cell.update(epochs=epochs, fold=fold, seed=seed, finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                            code=ab.code_commit())
+                bv.stamp(cell, epochs=epochs, fold=fold, seed=seed)
                 bv.save_scores(cell, f"epochs_{key}", args.work)  # per-row KPI and holdout scores (threshold study)
                 bv.store_cell(OUT, lock, key, cell, lambda _: {
                     "context": bv.CONTEXT, "folds": bv.FOLDS, "cpus": os.cpu_count(),
                     "torch_threads": os.environ.get("DEFTPIPE_NUM_THREADS", "all"),
                     "spec": "as init --from-deeppcb writes it; seed and train.num_epochs set"}, ("budgets", summarise))
                 h = cell["holdout"]
-                ab.log(f"cell {key}: holdout FAR@100%R {h['far_pct']:.2f} [{h['far_ci'][0]:.2f}, {h['far_ci'][1]:.2f}]"
+                ab.log(f"cell {key}: holdout FAR@100%R {bv.holdout_far(h)}"
                        f" (best epoch {cell['best_epoch']} of {epochs}), FAR@thr {h['far_at_threshold_pct']:.2f}, "
                        f"{cell['minutes']:.1f} min")
 
